@@ -1,0 +1,1 @@
+"""Policy: which realms exist and who may do what there. Never imports `router` (the mechanism)."""

@@ -1,0 +1,90 @@
+"""A running Courtyard node, built from a NodeConfig: realms, session table, listeners, sweeps and
+graceful shutdown. Twisted's service model: `start()` listens, `stop()` says GOODBYE and closes."""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from realms.registry import RealmRegistry
+from router import storage, wamp
+from router.protocol import CLOSED
+from router.config import NodeConfig
+from router.routing import RealmRouter
+from router.transport.websocket import WampWebSocketFactory
+from router.tuplespace import SessionTable
+
+
+class Node:
+    log = Logger()
+    goodbye_timeout = 5.0  # how long a GOODBYE from the router waits for its answer
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.realms = RealmRegistry(config.realms)
+        self.table = SessionTable(storage.create(config.storage), config.max_sessions)
+        self._routers: dict[str, RealmRouter] = {}
+        self.ports: list[IListeningPort] = []
+        self._sweeper = task.LoopingCall(self.sweep)
+        self.started = None
+
+    def realm_router(self, uri: str) -> RealmRouter:
+        """The running realm for a realm definition, created on first use."""
+        router = self._routers.get(uri)
+        if router is None:
+            router = self._routers[uri] = RealmRouter(self.realms.get(uri), self.config.max_pending_calls)
+        return router
+
+    # -- lifetime --------------------------------------------------------------------------------
+    def start(self) -> list[IListeningPort]:
+        t0 = time.perf_counter()
+        for lc in self.config.listeners:
+            factory = WampWebSocketFactory(self, lc)
+            port = reactor.listenTCP(lc.port, factory, interface=lc.host)
+            self.ports.append(port)
+            addr = port.getHost()
+            self.log.info("listening for WAMP over WebSocket on ws://{host}:{port}{path} ({sers})",
+                          host=addr.host, port=addr.port, path=lc.path, sers=", ".join(lc.serializers))
+        self._sweeper.start(self.config.sweep_interval, now=False)
+        self.started = time.perf_counter() - t0
+        return self.ports
+
+    def sweep(self) -> int:
+        """Close sessions past their lifetime or idle timeout (the seeds' `wipe`). Returns how many."""
+        now = time.time()
+        closed = 0
+        for session in self.table.list():
+            limits = self.realms.get(session.realm_uri)
+            idle_timeout = limits.limits_for(session.authrole).idle_timeout if limits else None
+            if session.expired(now):
+                session.transport.close(wamp.SESSION_EXPIRED, "the session's lifetime is over")
+                closed += 1
+            elif idle_timeout is not None and now - session.last_active >= idle_timeout:
+                session.transport.close(wamp.SESSION_IDLE, f"no traffic for {idle_timeout:g}s")
+                closed += 1
+        return closed
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Graceful shutdown: stop accepting, GOODBYE every session, wait the grace period for the
+        answers, then close what is left."""
+        if self._sweeper.running:
+            self._sweeper.stop()
+        yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+        sessions = self.table.list()
+        if sessions:
+            self.log.info("shutting down: saying GOODBYE to {n} sessions", n=len(sessions))
+        transports = [s.transport for s in sessions]
+        for t in transports:
+            t.close(wamp.SYSTEM_SHUTDOWN, "the router is shutting down")
+        deadline = time.monotonic() + self.config.shutdown_grace
+        while any(t.state != CLOSED for t in transports) and time.monotonic() < deadline:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        for t in transports:
+            if t.state != CLOSED:
+                t.state = CLOSED
+                t.wire.close_transport("shutdown grace period over")
+        self.log.info("stopped")

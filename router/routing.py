@@ -1,0 +1,49 @@
+"""A running realm: owns its broker and dealer and routes established sessions' messages to them."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from realms.realm import Realm
+from router import wamp
+from router.broker import Broker
+from router.dealer import Dealer
+from router.session import Session
+
+
+class RealmRouter:
+    log = Logger()
+
+    def __init__(self, spec: Realm, max_pending_calls: int | None = None) -> None:
+        self.uri = spec.uri
+        self.spec = spec
+        self.broker = Broker(spec.uri)
+        self.dealer = Dealer(spec.uri, max_pending_calls)
+        self.handlers = {
+            wamp.PUBLISH: self.broker.publish,
+            wamp.SUBSCRIBE: self.broker.subscribe,
+            wamp.UNSUBSCRIBE: self.broker.unsubscribe,
+            wamp.CALL: self.dealer.call,
+            wamp.REGISTER: self.dealer.register,
+            wamp.UNREGISTER: self.dealer.unregister,
+            wamp.YIELD: self.dealer.yield_,
+            wamp.ERROR: self.dealer.error,
+            wamp.CANCEL: self._cancel,
+        }
+
+    def roles(self) -> dict:
+        """The WELCOME.Details.roles this realm announces: only features that work."""
+        return {"broker": {"features": dict(self.broker.FEATURES)},
+                "dealer": {"features": dict(self.dealer.FEATURES)}}
+
+    def attach(self, session: Session) -> None:
+        """A session joined (WELCOME sent)."""
+
+    def detach(self, session: Session) -> None:
+        """A session left: nothing of it may stay behind."""
+        self.broker.detach(session)
+        self.dealer.detach(session)
+
+    def _cancel(self, session: Session, msg: list) -> None:
+        # call_canceling is not announced; a CANCEL is harmless and changes nothing.
+        self.log.debug("CANCEL from session {sid} ignored (call_canceling not supported)", sid=session.id)

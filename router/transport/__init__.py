@@ -1,0 +1,1 @@
+"""Transports: carry whole WAMP messages between a socket and a `router.protocol.WampProtocol`."""

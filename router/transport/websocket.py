@@ -1,0 +1,174 @@
+"""WAMP over WebSocket, on Autobahn's Twisted WebSocket server.
+
+The subprotocol (`wamp.2.json`, `wamp.2.msgpack`) picks the serializer. Outgoing flow control: the
+connection registers as a push producer with its TCP transport; while Twisted says the socket is
+backed up, bytes written are counted, and past `max_outgoing_buffer` EVENTs to that peer are dropped
+(counted, logged once per episode) or the peer is disconnected, per config. The router's memory is
+never the slow consumer's queue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from router import wamp
+from router.config import ListenerConfig
+from router.protocol import WampProtocol
+from router.serializers import Serializer, create
+
+if TYPE_CHECKING:
+    from router.node import Node
+
+SUBPROTOCOL_PREFIX = "wamp.2."
+
+
+class WebSocketCodec:
+    """Serializer plus WebSocket framing, shared by every connection of one factory and serializer."""
+
+    __slots__ = ("serializer", "_prepare", "_binary")
+
+    def __init__(self, factory: WebSocketServerFactory, serializer: Serializer) -> None:
+        self.serializer = serializer
+        self._prepare = factory.prepareMessage
+        self._binary = serializer.binary
+
+    def prepare(self, msg: list) -> Any:
+        return self._prepare(self.serializer.encode(msg), self._binary)
+
+
+@implementer(IPushProducer)
+class _Flow:
+    """Twisted tells us when the socket's write buffer is full (pause) and drained (resume)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: WampWebSocketProtocol) -> None:
+        self.conn = conn
+
+    def pauseProducing(self) -> None:
+        self.conn._paused = True
+
+    def resumeProducing(self) -> None:
+        conn = self.conn
+        conn._paused = False
+        conn._backlog = 0
+        if conn._dropped_episode:
+            conn.log.info("peer {peer} caught up; {n} EVENTs were dropped while it lagged",
+                          peer=conn.peer, n=conn._dropped_episode)
+            conn._dropped_episode = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class WampWebSocketProtocol(WebSocketServerProtocol):
+    log = Logger()
+
+    wamp: WampProtocol | None = None
+    _paused = False
+    _backlog = 0
+    _dropped_episode = 0
+    dropped_events = 0
+
+    def onConnect(self, request: Any) -> str:
+        factory: WampWebSocketFactory = self.factory
+        if request.path != factory.config.path:
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {request.path}")
+        for proto in request.protocols:
+            if proto in factory.codecs:
+                self._subprotocol = proto
+                return proto
+        offered = ", ".join(request.protocols) or "none"
+        self.log.warn("refusing WebSocket from {peer}: subprotocols offered: {offered}",
+                      peer=self.peer, offered=offered)
+        raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
+                             f"no supported WAMP subprotocol offered ({offered}); "
+                             f"this router speaks {', '.join(factory.codecs)}")
+
+    def onOpen(self) -> None:
+        factory: WampWebSocketFactory = self.factory
+        addr = self.transport.getPeer()
+        peer = (getattr(addr, "host", "?"), getattr(addr, "port", 0))
+        self.transport.registerProducer(_Flow(self), True)
+        self.wamp = WampProtocol(factory.node, self, factory.codecs[self._subprotocol], peer,
+                                 factory.config.hello_timeout)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.wamp.on_message(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.wamp is not None:
+            self.wamp.on_close()
+
+    def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
+        # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
+        if self.wamp is not None:
+            self.wamp.log.warn("peer {peer}: {reason}", peer=self.peer, reason=reason)
+            self.wamp.send([wamp.ABORT, {"message": reason}, wamp.PAYLOAD_SIZE_EXCEEDED])
+            self.wamp.on_close()
+        super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
+
+    # -- the Wire interface used by WampProtocol -------------------------------------------------
+    def send_payload(self, payload: bytes) -> None:
+        if self._paused:
+            if not self._over_backlog(len(payload), event=False):
+                return
+        self.sendMessage(payload, self.factory.binary[self._subprotocol])
+
+    def send_prepared(self, frame: Any) -> bool:
+        if self._paused and not self._over_backlog(len(frame.payloadHybi), event=True):
+            return False
+        self.sendPreparedMessage(frame)
+        return True
+
+    def _over_backlog(self, size: int, event: bool) -> bool:
+        """Account bytes written while the socket is backed up. True when the write may go ahead."""
+        limit = self.factory.config.max_outgoing_buffer
+        if self._backlog + size <= limit:
+            self._backlog += size
+            return True
+        if self.factory.config.slow_consumer == "disconnect":
+            self.log.warn("disconnecting slow consumer {peer}: over {limit} bytes queued", peer=self.peer,
+                          limit=limit)
+            self.dropConnection(abort=True)
+            return False
+        if not event:
+            # Replies and invocations are bounded by the peer's own requests and max_pending_calls.
+            self._backlog += size
+            return True
+        if not self._dropped_episode:
+            self.log.warn("peer {peer} reads too slowly: dropping EVENTs past {limit} bytes queued",
+                          peer=self.peer, limit=limit)
+        self._dropped_episode += 1
+        self.dropped_events += 1
+        return False
+
+    def close_transport(self, reason: str) -> None:
+        self.sendClose(1000, reason[:100])
+
+
+class WampWebSocketFactory(WebSocketServerFactory):
+    protocol = WampWebSocketProtocol
+    noisy = False  # no 'Starting factory' lines in the log
+
+    def __init__(self, node: Node, config: ListenerConfig) -> None:
+        url = f"ws://{config.host}:{config.port}{config.path}"
+        super().__init__(url)
+        self.node = node
+        self.config = config
+        self.codecs = {SUBPROTOCOL_PREFIX + name: WebSocketCodec(self, create(name)) for name in config.serializers}
+        self.binary = {p: c.serializer.binary for p, c in self.codecs.items()}
+        self.setProtocolOptions(
+            maxMessagePayloadSize=config.max_message_size,
+            maxFramePayloadSize=config.max_message_size,
+            autoPingInterval=config.auto_ping_interval or 0,
+            autoPingTimeout=config.auto_ping_timeout or 0,
+            openHandshakeTimeout=config.hello_timeout or 0,
+            perMessageCompressionAccept=lambda offers: None,
+        )

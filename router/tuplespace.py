@@ -1,0 +1,102 @@
+"""The session table: the only way code touches session records (after Bondy's session tuplespace).
+
+Callers use open / fetch / lookup / to_details_map / size / list / incr_seq / update / close; the
+storage backend behind it is chosen in config and never seen by them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from router.session import Session
+from router.storage import SessionStorage
+from router.wamp import MAX_ID
+
+
+class SessionNotFound(KeyError):
+    """`fetch` of an id that is not in the table."""
+
+
+class TableFull(Exception):
+    """`open` beyond the configured max_sessions."""
+
+
+# Fields `update` may change. Identity (id, realm, transport, created) is fixed for a session's life.
+_UPDATABLE = frozenset({"authid", "authrole", "authmethod", "authprovider", "authextra", "expires_in",
+                        "rate", "quota", "agent", "roles", "data"})
+
+_rand = random.SystemRandom()
+
+
+class SessionTable:
+    def __init__(self, storage: SessionStorage, max_sessions: int | None = None) -> None:
+        self._storage = storage
+        self.max_sessions = max_sessions
+        self._on_close: list[Callable[[Session], None]] = []
+
+    def on_close(self, callback: Callable[[Session], None]) -> None:
+        """Run `callback(session)` whenever a session leaves the table (meta events, testaments)."""
+        self._on_close.append(callback)
+
+    def open(self, realm_uri: str, transport: Any, **fields: Any) -> Session:
+        """Create and store a record with a fresh id drawn at random from [1, 2^53] (WAMP spec, IDs)."""
+        if self.max_sessions is not None and self._storage.count() >= self.max_sessions:
+            raise TableFull(f"the router holds its maximum of {self.max_sessions} sessions")
+        while True:
+            session = Session(_rand.randint(1, MAX_ID), realm_uri, transport, **fields)
+            if self._storage.insert(session):
+                return session
+
+    def fetch(self, session_id: int) -> Session:
+        session = self._storage.get(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def lookup(self, session_id: int) -> Session | None:
+        return self._storage.get(session_id)
+
+    def to_details_map(self, session_id: int) -> dict:
+        return self.fetch(session_id).to_details_map()
+
+    def size(self, realm_uri: str | None = None) -> int:
+        return self._storage.count(realm_uri)
+
+    def list(self, realm_uri: str | None = None, authid: str | None = None,
+             authrole: str | None = None, active_within: float | None = None) -> list[Session]:
+        """Sessions matching every filter given. Cost: an index lookup when realm and authid or
+        authrole are given, else a scan of the realm (or the table); `active_within` filters the result."""
+        found = self._storage.select(realm_uri, authid, authrole)
+        if active_within is not None:
+            since = time.time() - active_within
+            return [s for s in found if s.last_active >= since]
+        return list(found)
+
+    def incr_seq(self, session_id: int) -> int:
+        return self.fetch(session_id).next_seq()
+
+    def update(self, session_id: int, **fields: Any) -> Session:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"session fields not updatable: {sorted(unknown)}")
+        session = self.fetch(session_id)
+        old = {k: getattr(session, k) for k in fields}
+        for k, v in fields.items():
+            setattr(session, k, v)
+        self._storage.changed(session, old)
+        return session
+
+    def close(self, session_id: int) -> Session | None:
+        """Remove the record; its realm drops its subscriptions, registrations and pending calls.
+        Closing an id that is gone already is harmless (returns None)."""
+        session = self._storage.remove(session_id)
+        if session is None:
+            return None
+        if session.realm is not None:
+            session.realm.detach(session)
+        for callback in self._on_close:
+            callback(session)
+        return session
