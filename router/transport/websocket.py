@@ -158,8 +158,7 @@ class WampWebSocketFactory(WebSocketServerFactory):
     noisy = False  # no 'Starting factory' lines in the log
 
     def __init__(self, node: Node, config: ListenerConfig) -> None:
-        url = f"ws://{config.host}:{config.port}{config.path}"
-        super().__init__(url)
+        super().__init__()  # no url: the port may be 0 (ephemeral); onConnect checks the path itself
         self.node = node
         self.config = config
         self.codecs = {SUBPROTOCOL_PREFIX + name: WebSocketCodec(self, create(name)) for name in config.serializers}

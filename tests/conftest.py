@@ -1,0 +1,38 @@
+"""Fixtures: a real router node on an ephemeral loopback port, in the test's own reactor."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from router.config import parse
+from router.node import Node
+
+
+def start_node(**config) -> Node:
+    """A node from a config dict (listener port 0 unless given); the caller stops it."""
+    config.setdefault("listeners", [{"port": 0}])
+    for lc in config["listeners"]:
+        lc.setdefault("port", 0)
+    node = Node(parse(config))
+    node.start()
+    node.url = f"ws://127.0.0.1:{node.ports[0].getHost().port}/ws"
+    node.port = node.ports[0].getHost().port
+    return node
+
+
+def stop_node(node: Node) -> None:
+    node.config.shutdown_grace = 0.1  # raw test peers never answer GOODBYE
+    pytest_twisted.blockon(node.stop())
+
+
+@pytest.fixture
+def node():
+    n = start_node()
+    yield n
+    stop_node(n)
+
+
+@pytest.fixture(params=["json", "msgpack"])
+def serializer(request) -> str:
+    return request.param

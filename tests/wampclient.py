@@ -1,0 +1,166 @@
+"""Test clients over real sockets: autobahn-python sessions, and a raw WebSocket peer that sends
+arbitrary frames (for the bad-input paths a well-behaved client never takes)."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+from autobahn.twisted.util import sleep
+from autobahn.twisted.wamp import ApplicationSession
+from autobahn.twisted.websocket import (
+    WampWebSocketClientFactory,
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+)
+from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
+from autobahn.wamp.types import ComponentConfig
+from twisted.internet import defer, reactor
+
+TIMEOUT = 5.0
+
+
+class Aborted(Exception):
+    """The router refused the session (ABORT); .details is autobahn's CloseDetails."""
+
+    def __init__(self, details) -> None:
+        super().__init__(f"{details.reason}: {details.message}")
+        self.details = details
+        self.reason = details.reason
+
+
+class Client(ApplicationSession):
+    """An autobahn session whose join and leave are Deferreds a test can wait for."""
+
+    def __init__(self, config, authmethods=None, authid=None) -> None:
+        super().__init__(config)
+        self.joined: defer.Deferred = defer.Deferred()
+        self.left: defer.Deferred = defer.Deferred()
+        self.disconnected: defer.Deferred = defer.Deferred()
+        self._authmethods = authmethods
+        self._authid = authid
+
+    def onConnect(self) -> None:
+        self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid)
+
+    def onJoin(self, details) -> None:
+        self.welcome = details
+        self.joined.callback(details)
+
+    def onLeave(self, details) -> None:
+        if not self.joined.called:
+            self.joined.errback(Aborted(details))
+        if not self.left.called:
+            self.left.callback(details)
+        self.disconnect()
+
+    def onDisconnect(self) -> None:
+        if not self.joined.called:
+            self.joined.errback(ConnectionError("disconnected before joining"))
+        if not self.disconnected.called:
+            self.disconnected.callback(None)
+
+
+def _serializers(name: str):
+    return [JsonSerializer() if name == "json" else MsgPackSerializer()]
+
+
+async def connect(url: str, serializer: str = "json", realm: str = "realm1", **kw) -> Client:
+    """Join a realm and return the session; raises Aborted if the router says no."""
+    holder: list[Client] = []
+
+    def make() -> Client:
+        c = Client(ComponentConfig(realm), **kw)
+        holder.append(c)
+        return c
+
+    factory = WampWebSocketClientFactory(make, url=url, serializers=_serializers(serializer))
+    host, port = _hostport(url)
+    reactor.connectTCP(host, port, factory)
+    for _ in range(int(TIMEOUT / 0.01)):
+        if holder:
+            break
+        await sleep(0.01)
+    client = holder[0]
+    await with_timeout(client.joined)
+    return client
+
+
+async def with_timeout(d: defer.Deferred, seconds: float = TIMEOUT):
+    d.addTimeout(seconds, reactor)
+    return await d
+
+
+def _hostport(url: str) -> tuple[str, int]:
+    hostport = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    return host, int(port)
+
+
+# -- a raw WebSocket peer ------------------------------------------------------------------------
+class _RawProtocol(WebSocketClientProtocol):
+    def onOpen(self) -> None:
+        self.factory.peer._opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.peer._received(payload)
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        self.factory.peer._closed(code, reason)
+
+
+class RawPeer:
+    """Speaks WebSocket but not WAMP: sends whatever a test gives it, decodes what comes back."""
+
+    def __init__(self, serializer: str) -> None:
+        self.serializer = serializer
+        self.opened: defer.Deferred = defer.Deferred()
+        self.closed: defer.Deferred = defer.Deferred()
+        self.inbox: defer.DeferredQueue = defer.DeferredQueue()
+        self.proto: _RawProtocol | None = None
+
+    def _opened(self, proto) -> None:
+        self.proto = proto
+        self.opened.callback(self)
+
+    def _received(self, payload: bytes) -> None:
+        self.inbox.put(self.decode(payload))
+
+    def _closed(self, code, reason) -> None:
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"WebSocket refused: {code} {reason}"))
+        if not self.closed.called:
+            self.closed.callback((code, reason))
+
+    def encode(self, msg) -> bytes:
+        return json.dumps(msg).encode() if self.serializer == "json" else msgpack.packb(msg, use_bin_type=True)
+
+    def decode(self, payload: bytes):
+        return json.loads(payload) if self.serializer == "json" else msgpack.unpackb(payload, raw=False)
+
+    def send(self, msg) -> None:
+        self.proto.sendMessage(self.encode(msg), self.serializer != "json")
+
+    def send_raw(self, payload: bytes, binary: bool = True) -> None:
+        self.proto.sendMessage(payload, binary)
+
+    async def recv(self, seconds: float = TIMEOUT):
+        return await with_timeout(self.inbox.get(), seconds)
+
+    async def hello(self, realm: str = "realm1") -> list:
+        self.send([1, realm, {"roles": {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}}])
+        return await self.recv()
+
+    def drop(self) -> None:
+        self.proto.dropConnection(abort=True)
+
+
+async def raw_connect(url: str, serializer: str = "json", protocols: list[str] | None = None) -> RawPeer:
+    peer = RawPeer(serializer)
+    factory = WebSocketClientFactory(url, protocols=protocols if protocols is not None else [f"wamp.2.{serializer}"])
+    factory.protocol = _RawProtocol
+    factory.peer = peer
+    host, port = _hostport(url)
+    reactor.connectTCP(host, port, factory)
+    await with_timeout(peer.opened)
+    return peer
