@@ -11,8 +11,8 @@ from twisted.logger import Logger
 
 from realms.registry import RealmRegistry
 from router import storage, wamp
-from router.protocol import CLOSED
 from router.config import NodeConfig
+from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable

@@ -36,3 +36,18 @@ def node():
 @pytest.fixture(params=["json", "msgpack"])
 def serializer(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def make_node():
+    """Start nodes with a given config inside a test; all are stopped at teardown."""
+    nodes: list[Node] = []
+
+    def make(**config) -> Node:
+        n = start_node(**config)
+        nodes.append(n)
+        return n
+
+    yield make
+    for n in nodes:
+        stop_node(n)

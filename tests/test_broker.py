@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
-from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer
 

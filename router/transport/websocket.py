@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from router import wamp
 from router.config import ListenerConfig
@@ -112,6 +112,7 @@ class WampWebSocketProtocol(WebSocketServerProtocol):
             self.wamp.log.warn("peer {peer}: {reason}", peer=self.peer, reason=reason)
             self.wamp.send([wamp.ABORT, {"message": reason}, wamp.PAYLOAD_SIZE_EXCEEDED])
             self.wamp.on_close()
+            self.failByDrop = False  # an abortive drop would discard the ABORT still in the write buffer
         super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
 
     # -- the Wire interface used by WampProtocol -------------------------------------------------
@@ -170,4 +171,6 @@ class WampWebSocketFactory(WebSocketServerFactory):
             autoPingTimeout=config.auto_ping_timeout or 0,
             openHandshakeTimeout=config.hello_timeout or 0,
             perMessageCompressionAccept=lambda offers: None,
+            # The JSON serializer decodes UTF-8 itself; a bad frame then gets a WAMP ABORT, not just a close.
+            utf8validateIncoming=False,
         )

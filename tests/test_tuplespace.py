@@ -1,0 +1,125 @@
+"""The session table API over the in-memory backend (issue 2, point 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.session import QuotaWindow, RateWindow
+from router.storage.memory import MemoryStorage
+from router.tuplespace import SessionNotFound, SessionTable, TableFull
+
+
+class FakeRealm:
+    """Records detach calls; the real realm is exercised by the end-to-end tests."""
+
+    def __init__(self):
+        self.detached = []
+
+    def detach(self, session):
+        self.detached.append(session.id)
+
+
+def _open(table, realm="realm1", authid="alice", authrole="user", realm_obj=None):
+    return table.open(realm, object(), peer=("127.0.0.1", 1), agent="t", roles={"caller": {}},
+                      authid=authid, authrole=authrole, authmethod="anonymous", authprovider="static",
+                      realm=realm_obj)
+
+
+@pytest.fixture
+def table():
+    return SessionTable(MemoryStorage())
+
+
+def test_open_fetch_lookup(table):
+    s = _open(table)
+    assert 1 <= s.id <= 2**53
+    assert table.fetch(s.id) is s
+    assert table.lookup(s.id) is s
+    assert table.lookup(12345) is None
+    with pytest.raises(SessionNotFound):
+        table.fetch(12345)
+
+
+def test_size_and_list_by_realm_authid_authrole(table):
+    a1 = _open(table, "r1", "alice", "user")
+    a2 = _open(table, "r1", "alice", "admin")
+    b = _open(table, "r1", "bob", "user")
+    c = _open(table, "r2", "alice", "user")
+    assert table.size() == 4 and table.size("r1") == 3 and table.size("r2") == 1 and table.size("r3") == 0
+    assert {s.id for s in table.list()} == {a1.id, a2.id, b.id, c.id}
+    assert {s.id for s in table.list("r1")} == {a1.id, a2.id, b.id}
+    assert {s.id for s in table.list("r1", authid="alice")} == {a1.id, a2.id}
+    assert {s.id for s in table.list("r1", authrole="user")} == {a1.id, b.id}
+    assert {s.id for s in table.list("r1", authid="alice", authrole="user")} == {a1.id}
+    assert {s.id for s in table.list(authid="alice")} == {a1.id, a2.id, c.id}
+
+
+def test_list_active_within(table):
+    old = _open(table)
+    new = _open(table)
+    old.last_active -= 100
+    assert [s.id for s in table.list(active_within=10)] == [new.id]
+
+
+def test_incr_seq_starts_at_one_and_wraps_to_one(table):
+    s = _open(table)
+    assert table.incr_seq(s.id) == 1
+    assert table.incr_seq(s.id) == 2
+    s.seq = 2**53
+    assert table.incr_seq(s.id) == 1
+
+
+def test_update_reindexes(table):
+    s = _open(table, authid="alice", authrole="user")
+    table.update(s.id, authid="carol", authrole="admin", data={"k": "v"})
+    assert table.list("realm1", authid="alice") == []
+    assert table.list("realm1", authrole="user") == []
+    assert table.list("realm1", authid="carol") == [s]
+    assert table.list("realm1", authrole="admin") == [s]
+    assert table.to_details_map(s.id)["data"] == {"k": "v"}
+    with pytest.raises(ValueError):
+        table.update(s.id, id=5)
+    with pytest.raises(SessionNotFound):
+        table.update(999, authid="x")
+
+
+def test_close_removes_everything_and_detaches_from_realm(table):
+    realm = FakeRealm()
+    closed = []
+    table.on_close(lambda s: closed.append(s.id))
+    s = _open(table, realm_obj=realm)
+    assert table.close(s.id) is s
+    assert realm.detached == [s.id] and closed == [s.id]
+    assert table.size() == 0 and table.lookup(s.id) is None
+    assert table.list("realm1", authid="alice") == [] and table.list("realm1", authrole="user") == []
+    assert table.close(s.id) is None  # twice is harmless
+    assert realm.detached == [s.id]
+
+
+def test_max_sessions():
+    table = SessionTable(MemoryStorage(), max_sessions=2)
+    _open(table)
+    _open(table)
+    with pytest.raises(TableFull):
+        _open(table)
+
+
+def test_ids_are_redrawn_on_collision(monkeypatch, table):
+    import router.tuplespace as ts
+
+    draws = iter([7, 7, 9])
+    monkeypatch.setattr(ts._rand, "randint", lambda a, b: next(draws))
+    assert _open(table).id == 7
+    assert _open(table).id == 9
+
+
+def test_to_details_map(table):
+    s = _open(table)
+    s.rate = RateWindow(10, 1.0)
+    s.quota = QuotaWindow(100, 60.0)
+    d = table.to_details_map(s.id)
+    assert d["session"] == s.id and d["realm"] == "realm1" and d["authid"] == "alice"
+    assert d["authrole"] == "user" and d["authmethod"] == "anonymous" and d["authprovider"] == "static"
+    assert d["transport"] == {"peername": "tcp4:127.0.0.1:1"}
+    assert d["rate"]["remaining"] == 10 and d["quota"]["remaining"] == 100
+    assert d["created"].endswith("Z") and d["counters"] == {"messages_in": 0, "messages_out": 0}
