@@ -1,0 +1,58 @@
+"""A Courtyard router as a separate process (`courtyard start`), for CLI and shutdown tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RouterProcess:
+    def __init__(self, tmp_path: Path, config: dict | None = None) -> None:
+        self.port = free_port()
+        config = dict(config or {})
+        config.setdefault("listeners", [{}])
+        config["listeners"][0] = {**config["listeners"][0], "port": self.port}
+        self.config_path = tmp_path / "router.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = tmp_path / "router.log"
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15.0) -> RouterProcess:
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(self.config_path)],
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "started in" in self.log_path.read_text():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"router did not start in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None:
+            self._log.close()
