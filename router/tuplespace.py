@@ -75,6 +75,11 @@ class SessionTable:
             return [s for s in found if s.last_active >= since]
         return list(found)
 
+    def activity(self, realm_uri: str, dt: float) -> int:
+        """Distinct authids with a session active in the last `dt` seconds: a scan of the realm."""
+        since = time.time() - dt
+        return len({s.authid for s in self._storage.select(realm_uri) if s.last_active >= since})
+
     def incr_seq(self, session_id: int) -> int:
         return self.fetch(session_id).next_seq()
 

@@ -61,6 +61,18 @@ def test_list_active_within(table):
     assert [s.id for s in table.list(active_within=10)] == [new.id]
 
 
+def test_activity_counts_distinct_recent_authids(table):
+    _open(table, authid="alice")
+    _open(table, authid="alice")  # a second device
+    _open(table, authid="bob")
+    stale = _open(table, authid="carol")
+    stale.last_active -= 3600
+    _open(table, "elsewhere", authid="dave")
+    assert table.activity("realm1", 60) == 2
+    assert table.activity("realm1", 7200) == 3
+    assert table.activity("nowhere", 60) == 0
+
+
 def test_incr_seq_starts_at_one_and_wraps_to_one(table):
     s = _open(table)
     assert table.incr_seq(s.id) == 1
