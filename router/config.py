@@ -101,6 +101,14 @@ def _bool(d: dict, key: str, path: str, default: bool) -> bool:
 
 
 # -- sections --------------------------------------------------------------------------------------
+def _timer(d: dict, key: str, path: str, default: float) -> float:
+    """Autobahn's WebSocket timers are quantized to whole seconds, so a value must be 0 (off) or >= 1."""
+    v = _num(d, key, path, default)
+    if 0 < v < 1:
+        raise ConfigError(f"{path}.{key}", f"must be 0 (off) or at least 1 second, got {v!r}")
+    return v
+
+
 def _listener(raw: Any, path: str) -> ListenerConfig:
     d = _mapping(raw, path)
     default = ListenerConfig()
@@ -120,9 +128,9 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
         max_message_size=_int(d, "max_message_size", path, default.max_message_size, 64),
         max_outgoing_buffer=_int(d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
         slow_consumer=_str(d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
-        hello_timeout=_num(d, "hello_timeout", path, default.hello_timeout),
-        auto_ping_interval=_num(d, "auto_ping_interval", path, default.auto_ping_interval),
-        auto_ping_timeout=_num(d, "auto_ping_timeout", path, default.auto_ping_timeout),
+        hello_timeout=_timer(d, "hello_timeout", path, default.hello_timeout),
+        auto_ping_interval=_timer(d, "auto_ping_interval", path, default.auto_ping_interval),
+        auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),
     )
 
 

@@ -32,6 +32,7 @@ def test_embedded_default_matches_the_shipped_file():
     ({"realms": [{"uri": "a", "limits": {"rate": {"limit": 0, "duration": 1}}}]}, "realms[0].limits.rate.limit"),
     ({"realms": [{"uri": "a", "roles": {"x": {"limits": {"expires_in": -1}}}}]}, "realms[0].roles.x.limits.expires_in"),
     ({"storage": {"backend": "etcd"}}, "storage.backend"),
+    ({"listeners": [{"auto_ping_interval": 0.5}]}, "listeners[0].auto_ping_interval"),
     ({"bogus": 1}, "bogus"),
     ([1, 2], "(top level)"),
 ])

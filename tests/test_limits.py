@@ -130,3 +130,19 @@ async def test_counters_and_idle_in_details(node):
     # in: REGISTER, CALL, YIELD; out: WELCOME, REGISTERED, INVOCATION, RESULT
     assert d["counters"] == {"messages_in": 3, "messages_out": 4}
     assert 0 <= d["idle"] < 1
+
+
+@ensure
+async def test_auto_ping_drops_a_dead_peer(make_node):
+    node = make_node(listeners=[{"auto_ping_interval": 1, "auto_ping_timeout": 1}])
+    alive = await connect(node.url)
+    dead = await raw_connect(node.url)
+    await dead.hello()
+    assert node.table.size() == 2
+    dead.proto.transport.pauseProducing()  # reads nothing, so answers no ping: as good as dead
+    for _ in range(100):  # autobahn's ping timers tick in whole seconds
+        if node.table.size() == 1:
+            break
+        await sleep(0.05)
+    assert node.table.size() == 1
+    assert node.table.list()[0].id == alive.welcome.session  # the live client answered its pings
