@@ -1,8 +1,11 @@
-"""A realm's definition: its URI, how clients may authenticate, and the limits sessions get."""
+"""A realm's definition: its URI, how clients may authenticate, its users and roles, and the limits
+sessions get."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from realms.authorization import Role
 
 
 @dataclass(frozen=True)
@@ -21,13 +24,67 @@ class Limits:
     idle_timeout: float | None = None  # close sessions silent this long, seconds
 
 
+@dataclass(frozen=True)
+class CraSecret:
+    """WAMP-CRA: the HMAC key. Unsalted: the secret itself; salted: PBKDF2(secret, salt) in base64,
+    as Autobahn's `derive_key` computes it — the plain secret is then never stored."""
+
+    key: str
+    salt: str | None = None
+    iterations: int = 1000
+    keylen: int = 32
+
+
+@dataclass(frozen=True)
+class User:
+    authid: str
+    role: str
+    ticket: str | None = None  # a salted hash (see router.auth.secrets), never the plain ticket
+    wampcra: CraSecret | None = None
+    cryptosign: tuple[str, ...] = ()  # Ed25519 public keys, hex
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    anonymous: bool = True
+    anonymous_authrole: str = "anonymous"
+    ticket: bool = False
+    wampcra: bool = False
+    cryptosign: bool = False
+    cookie: bool = False
+    cookie_max_age: float = 86400.0
+    max_failures: int = 5  # failed authentications from one address within failure_window ...
+    failure_window: float = 60.0
+    block_for: float = 30.0  # ... refuse it for this long
+
+    def enabled(self) -> list[str]:
+        return [m for m in ("anonymous", "ticket", "wampcra", "cryptosign", "cookie") if getattr(self, m)]
+
+
 @dataclass
 class Realm:
     uri: str
-    anonymous: bool = True  # anonymous authentication allowed
-    anonymous_authrole: str = "anonymous"
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    users: dict[str, User] = field(default_factory=dict)
+    # None: no authorization configured, every role may do everything (the open default realm).
+    roles: dict[str, Role] | None = None
     limits: Limits = field(default_factory=Limits)
-    role_limits: dict[str, Limits] = field(default_factory=dict)  # per-authrole overrides
+
+    @property
+    def anonymous(self) -> bool:
+        return self.auth.anonymous
+
+    @property
+    def anonymous_authrole(self) -> str:
+        return self.auth.anonymous_authrole
 
     def limits_for(self, authrole: str) -> Limits:
-        return self.role_limits.get(authrole, self.limits)
+        role = self.roles.get(authrole) if self.roles else None
+        return role.limits if role is not None and role.limits is not None else self.limits
+
+    def role(self, authrole: str) -> Role | None:
+        """The role's permissions; None means no check (authorization not configured)."""
+        if self.roles is None:
+            return None
+        role = self.roles.get(authrole)
+        return role if role is not None else Role(authrole)  # unknown role: no permissions

@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from realms.realm import Limits, Realm, Window
+from realms.authorization import ACTIONS, Permission, Role
+from realms.realm import AuthConfig, CraSecret, Limits, Realm, User, Window
 from router.serializers import SERIALIZERS
 
 
@@ -38,6 +39,12 @@ class ListenerConfig:
     auto_ping_timeout: float = 0.0
 
 
+def _open_realm(uri: str) -> Realm:
+    """The embedded default realm: anonymous clients with every permission."""
+    everything = Permission(uri="", match="prefix", allow=frozenset(ACTIONS))
+    return Realm(uri, roles={"anonymous": Role("anonymous", (everything,))})
+
+
 @dataclass
 class NodeConfig:
     name: str = "courtyard"
@@ -47,7 +54,7 @@ class NodeConfig:
     max_pending_calls: int | None = 1_000
     shutdown_grace: float = 5.0
     sweep_interval: float = 1.0
-    realms: list[Realm] = field(default_factory=lambda: [Realm("realm1")])
+    realms: list[Realm] = field(default_factory=lambda: [_open_realm("realm1")])
 
 
 # -- small typed readers: each takes the mapping, the key, its path, and a default ------------------
@@ -155,28 +162,111 @@ def _limits(raw: Any, path: str) -> Limits:
     )
 
 
+def _names(raw: Any, path: str, choices: tuple[str, ...]) -> frozenset[str]:
+    """A set of names, as a list (`[call, publish]`) or a mapping of booleans (`{call: true}`)."""
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            if type(v) is not bool:
+                raise ConfigError(f"{path}.{k}", f"must be true or false, got {v!r}")
+        raw = [k for k, v in raw.items() if v]
+    if not isinstance(raw, list) or any(x not in choices for x in raw):
+        raise ConfigError(path, f"must be a list from {list(choices)}, got {raw!r}")
+    return frozenset(raw)
+
+
+def _permission(raw: Any, path: str) -> Permission:
+    d = _mapping(raw, path)
+    _known(d, path, {"uri", "match", "allow", "disclose"})
+    uri = d.get("uri")
+    if not isinstance(uri, str):
+        raise ConfigError(f"{path}.uri", f"must be a string (\"\" with match prefix for every URI), got {uri!r}")
+    return Permission(uri=uri, match=_str(d, "match", path, "exact", ("exact", "prefix", "wildcard")),
+                      allow=_names(d.get("allow"), f"{path}.allow", ACTIONS),
+                      disclose=_names(d.get("disclose"), f"{path}.disclose", ("caller", "publisher")))
+
+
+def _role(name: str, raw: Any, path: str) -> Role:
+    d = _mapping(raw, path)
+    _known(d, path, {"permissions", "limits"})
+    perms = d.get("permissions", [])
+    if not isinstance(perms, list):
+        raise ConfigError(f"{path}.permissions", "must be a list")
+    return Role(name, tuple(_permission(p, f"{path}.permissions[{i}]") for i, p in enumerate(perms)),
+                _limits(d["limits"], f"{path}.limits") if "limits" in d else None)
+
+
+def _auth(raw: Any, path: str) -> AuthConfig:
+    d = _mapping(raw, path)
+    _known(d, path, {"anonymous", "ticket", "wampcra", "cryptosign", "cookie", "throttle"})
+    default = AuthConfig()
+    anon = d.get("anonymous", {})
+    if anon is False:
+        anon = {"enabled": False}
+    anon = _mapping({} if anon is True else anon, f"{path}.anonymous")
+    _known(anon, f"{path}.anonymous", {"enabled", "authrole"})
+    cookie = d.get("cookie", False)
+    cookie_d = _mapping({} if isinstance(cookie, bool) else cookie, f"{path}.cookie")
+    _known(cookie_d, f"{path}.cookie", {"max_age"})
+    throttle = _mapping(d.get("throttle"), f"{path}.throttle")
+    _known(throttle, f"{path}.throttle", {"max_failures", "window", "block_for"})
+    return AuthConfig(
+        anonymous=_bool(anon, "enabled", f"{path}.anonymous", True),
+        anonymous_authrole=_str(anon, "authrole", f"{path}.anonymous", default.anonymous_authrole),
+        ticket=_bool(d, "ticket", path, False),
+        wampcra=_bool(d, "wampcra", path, False),
+        cryptosign=_bool(d, "cryptosign", path, False),
+        cookie=cookie is not False,
+        cookie_max_age=_num(cookie_d, "max_age", f"{path}.cookie", default.cookie_max_age, 1),
+        max_failures=_int(throttle, "max_failures", f"{path}.throttle", default.max_failures, 1),
+        failure_window=_num(throttle, "window", f"{path}.throttle", default.failure_window, 0.001),
+        block_for=_num(throttle, "block_for", f"{path}.throttle", default.block_for),
+    )
+
+
+def _user(authid: str, raw: Any, path: str) -> User:
+    d = _mapping(raw, path)
+    _known(d, path, {"role", "ticket", "wampcra", "cryptosign"})
+    ticket = d.get("ticket")
+    if ticket is not None and not (isinstance(ticket, str) and ticket.startswith("pbkdf2-sha256$")):
+        raise ConfigError(f"{path}.ticket", "must be a salted hash from `courtyard auth hash-secret` "
+                                            "(pbkdf2-sha256$...), never the plain ticket")
+    cra = None
+    if d.get("wampcra") is not None:
+        c = _mapping(d["wampcra"], f"{path}.wampcra")
+        _known(c, f"{path}.wampcra", {"secret", "key", "salt", "iterations", "keylen"})
+        if "salt" in c:
+            cra = CraSecret(key=_str(c, "key", f"{path}.wampcra", ""), salt=_str(c, "salt", f"{path}.wampcra", ""),
+                            iterations=_int(c, "iterations", f"{path}.wampcra", 1000, 1),
+                            keylen=_int(c, "keylen", f"{path}.wampcra", 32, 1))
+        else:
+            cra = CraSecret(key=_str(c, "secret", f"{path}.wampcra", ""))
+    keys = d.get("cryptosign", [])
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or any(not isinstance(k, str) or len(k) != 64 for k in keys):
+        raise ConfigError(f"{path}.cryptosign", "must be a list of Ed25519 public keys, 64 hex characters each")
+    for k in keys:
+        try:
+            bytes.fromhex(k)
+        except ValueError:
+            raise ConfigError(f"{path}.cryptosign", f"not hex: {k!r}")
+    return User(authid, _str(d, "role", path, ""), ticket, cra, tuple(k.lower() for k in keys))
+
+
 def _realm(raw: Any, path: str) -> Realm:
     d = _mapping(raw, path)
-    _known(d, path, {"uri", "anonymous", "limits", "roles"})
-    uri = _str(d, "uri", path, "")
-    anon = d.get("anonymous", {"enabled": True})
-    if isinstance(anon, bool):
-        anon = {"enabled": anon}
-    anon = _mapping(anon, f"{path}.anonymous")
-    _known(anon, f"{path}.anonymous", {"enabled", "authrole"})
-    roles = _mapping(d.get("roles"), f"{path}.roles")
-    role_limits = {}
-    for name, role in roles.items():
-        rpath = f"{path}.roles.{name}"
-        role = _mapping(role, rpath)
-        _known(role, rpath, {"limits"})
-        role_limits[str(name)] = _limits(role.get("limits"), f"{rpath}.limits")
+    _known(d, path, {"uri", "auth", "users", "roles", "limits"})
+    users = _mapping(d.get("users"), f"{path}.users")
+    roles = d.get("roles")
     return Realm(
-        uri=uri,
-        anonymous=_bool(anon, "enabled", f"{path}.anonymous", True),
-        anonymous_authrole=_str(anon, "authrole", f"{path}.anonymous", "anonymous"),
+        uri=_str(d, "uri", path, ""),
+        auth=_auth(d.get("auth"), f"{path}.auth"),
+        users={str(k): _user(str(k), v, f"{path}.users.{k}") for k, v in users.items()},
+        roles=None if roles is None else {
+            str(k): _role(str(k), v, f"{path}.roles.{k}") for k, v in _mapping(roles, f"{path}.roles").items()},
         limits=_limits(d.get("limits"), f"{path}.limits"),
-        role_limits=role_limits,
     )
 
 
@@ -198,10 +288,13 @@ def parse(raw: Any) -> NodeConfig:
     _known(limits, "limits", {"max_sessions", "max_pending_calls"})
     shutdown = _mapping(d.get("shutdown"), "shutdown")
     _known(shutdown, "shutdown", {"grace_period"})
-    realms_raw = d.get("realms", [{"uri": "realm1"}])
-    if not isinstance(realms_raw, list):
+    realms_raw = d.get("realms")
+    if realms_raw is None:
+        realms = [_open_realm("realm1")]
+    elif isinstance(realms_raw, list):
+        realms = [_realm(x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
+    else:
         raise ConfigError("realms", "must be a list")
-    realms = [_realm(x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
     seen: set[str] = set()
     for i, r in enumerate(realms):
         if r.uri in seen:

@@ -11,6 +11,8 @@ from twisted.logger import Logger
 
 from realms.registry import RealmRegistry
 from router import storage, wamp
+from router.auth.cookie import CookieStore
+from router.auth.throttle import FailureThrottle
 from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
@@ -27,6 +29,8 @@ class Node:
         self.realms = RealmRegistry(config.realms)
         self.table = SessionTable(storage.create(config.storage), config.max_sessions)
         self._routers: dict[str, RealmRouter] = {}
+        self.throttle = FailureThrottle()
+        self.cookies = CookieStore()
         self.ports: list[IListeningPort] = []
         self._sweeper = task.LoopingCall(self.sweep)
         self.started = None
@@ -56,6 +60,7 @@ class Node:
         """Close sessions past their lifetime or idle timeout (the seeds' `wipe`). Returns how many."""
         now = time.time()
         closed = 0
+        self.cookies.purge()
         for session in self.table.list():
             limits = self.realms.get(session.realm_uri)
             idle_timeout = limits.limits_for(session.authrole).idle_timeout if limits else None
@@ -66,6 +71,10 @@ class Node:
                 session.transport.close(wamp.SESSION_IDLE, f"no traffic for {idle_timeout:g}s")
                 closed += 1
         return closed
+
+    def tracks_cookies(self) -> bool:
+        """Cookies are set on WebSocket upgrades only where some realm authenticates by cookie."""
+        return any(r.auth.cookie for r in self.realms.list())
 
     @defer.inlineCallbacks
     def stop(self):

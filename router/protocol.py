@@ -7,14 +7,16 @@ back through the transport's `send_payload` / `send_prepared` / `close_transport
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
 from router import __version__, wamp
+from router.auth import FAILED, Challenge, Deny, Welcome
+from router.auth.cookie import LOGOUT
+from router.auth.methods import METHODS
 from router.serializers import SerializationError, Serializer
 from router.session import QuotaWindow, RateWindow, Session
 from router.tuplespace import TableFull
@@ -28,7 +30,10 @@ CLIENT_ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
 REQUESTS = frozenset({wamp.PUBLISH, wamp.SUBSCRIBE, wamp.UNSUBSCRIBE, wamp.CALL, wamp.REGISTER,
                       wamp.UNREGISTER})
 
-ESTABLISHING, ESTABLISHED, CLOSING, CLOSED = range(4)
+# The permission each request needs, checked against the session's role (realms/authorization.py).
+ACTIONS = {wamp.CALL: "call", wamp.REGISTER: "register", wamp.PUBLISH: "publish", wamp.SUBSCRIBE: "subscribe"}
+
+ESTABLISHING, AUTHENTICATING, ESTABLISHED, CLOSING, CLOSED = range(5)
 
 
 class Codec(Protocol):
@@ -55,8 +60,11 @@ class WampProtocol:
     log = Logger()
 
     def __init__(self, node: Node, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
-                 hello_timeout: float = 0.0) -> None:
+                 hello_timeout: float = 0.0, cookie: str | None = None) -> None:
         self.node = node
+        self.cookie = cookie  # the transport's tracking cookie, if it has one (WebSocket)
+        self._auth: tuple | None = None  # (realm spec, details, roles, method) while authenticating
+        self._verifying = False
         self.wire = wire
         self.codec = codec
         self.peer = peer
@@ -89,8 +97,12 @@ class WampProtocol:
         if handler is None:
             self._session_control(msg)
             return
-        if code in REQUESTS and (session.rate is not None or session.quota is not None):
-            if not self._within_limits(session, msg, now):
+        if code in REQUESTS:
+            if (session.rate is not None or session.quota is not None) and not self._within_limits(session, msg, now):
+                return
+            role = session.authorizer
+            if role is not None and code in ACTIONS and not role.allows(ACTIONS[code], msg[3]):
+                self._not_authorized(session, msg)
                 return
         try:
             handler(session, msg)
@@ -118,6 +130,14 @@ class WampProtocol:
                                  details={"retry_after": round(wait, 3)}))
         return False
 
+    def _not_authorized(self, session: Session, msg: list) -> None:
+        code, action, uri = msg[0], ACTIONS[msg[0]], msg[3]
+        self.log.info("session {sid} ({authid}/{authrole}) denied {action} on {uri}", sid=session.id,
+                      authid=session.authid, authrole=session.authrole, action=action, uri=uri)
+        if code != wamp.PUBLISH or msg[2].get("acknowledge"):
+            self.send(wamp.error(code, msg[1], wamp.NOT_AUTHORIZED,
+                                 [f"role {session.authrole!r} may not {action} {uri!r}"]))
+
     def _establishing(self, msg: list) -> None:
         code = msg[0]
         if self.state == CLOSING:
@@ -128,8 +148,11 @@ class WampProtocol:
             return
         if self.state == CLOSED:
             return
-        if code == wamp.HELLO:
+        if code == wamp.HELLO and self.state == ESTABLISHING:
             self._hello(msg[1], msg[2])
+        elif code == wamp.AUTHENTICATE and self.state == AUTHENTICATING and not self._verifying:
+            self._verifying = True
+            self._answer(self._auth[3].authenticate(msg[1], msg[2]))
         elif code == wamp.ABORT:
             self.wire.close_transport("client aborted")
         else:
@@ -140,6 +163,8 @@ class WampProtocol:
         code = msg[0]
         if code == wamp.GOODBYE:
             # The client leaves; reply and keep the transport (the spec lets a new HELLO follow).
+            if msg[2] == LOGOUT:
+                self.node.cookies.revoke(self.cookie)
             self.send([wamp.GOODBYE, {}, wamp.GOODBYE_AND_OUT])
             self._end_session(f"client said goodbye ({msg[2]})")
         elif code == wamp.ABORT:
@@ -163,44 +188,87 @@ class WampProtocol:
         if spec is None:
             self.abort(wamp.NO_SUCH_REALM, f"no realm {realm_uri!r} on this router")
             return
-        methods = details.get("authmethods", ["anonymous"])
-        if not isinstance(methods, list):
+        offered = details.get("authmethods") or ["anonymous"]
+        if not isinstance(offered, list):
             self.abort(wamp.PROTOCOL_VIOLATION, "HELLO.Details.authmethods must be a list")
             return
-        if not spec.anonymous or "anonymous" not in methods:
-            self.abort(wamp.NO_AUTH_METHOD,
-                       f"no authentication method offered ({methods}) is enabled on realm {realm_uri!r}")
+        wait = self.node.throttle.blocked_for(_address(self.peer))
+        if wait:
+            self.abort(wamp.NOT_AUTHORIZED, f"too many failed authentications from this address; retry in {wait:.0f}s")
             return
-        authid = _anonymous_authid()
-        self._welcome(spec, realm_uri, details, roles, authid, spec.anonymous_authrole, "anonymous", "static")
+        if "cookie" in offered and spec.auth.cookie:
+            who = self.node.cookies.lookup(self.cookie, realm_uri)
+            if who is not None:
+                self._welcome(spec, details, roles, who)
+                return
+        enabled = spec.auth.enabled()
+        chosen = next((m for m in offered if m in enabled and m in METHODS), None)
+        if chosen is None:
+            self.abort(wamp.NO_AUTH_METHOD,
+                       f"none of the authentication methods offered ({offered}) is enabled on realm {realm_uri!r}")
+            return
+        method = METHODS[chosen](spec)
+        self._auth = (spec, details, roles, method)
+        self._answer(method.hello(details))
 
-    def _welcome(self, spec: Any, realm_uri: str, details: dict, roles: dict, authid: str, authrole: str,
-                 authmethod: str, authprovider: str, authextra: dict | None = None) -> None:
-        limits = spec.limits_for(authrole)
+    def _answer(self, outcome: Welcome | Challenge | Deny | defer.Deferred) -> None:
+        """Act on an authentication method's answer, which may come later (a Deferred)."""
+        if isinstance(outcome, defer.Deferred):
+            outcome.addCallback(self._answer).addErrback(self._auth_crashed)
+            return
+        if self.state == CLOSED or self._auth is None:
+            return  # the connection went while we were verifying
+        spec, details, roles, method = self._auth
+        if isinstance(outcome, Welcome):
+            self._auth = None
+            self._welcome(spec, details, roles, outcome)
+        elif isinstance(outcome, Challenge):
+            self.state = AUTHENTICATING
+            self._verifying = False
+            self.send([wamp.CHALLENGE, outcome.authmethod, outcome.extra])
+        else:
+            if outcome.reason == FAILED:
+                a = spec.auth
+                self.node.throttle.failed(_address(self.peer), a.max_failures, a.failure_window, a.block_for)
+            self.log.info("authentication ({method}) from {peer} refused: {why}", method=method.name,
+                          peer=_peer(self.peer), why=outcome.message)
+            self.abort(outcome.reason, outcome.message, quiet=True)
+
+    def _auth_crashed(self, failure) -> None:
+        self.log.failure("authentication failed with an error", failure)
+        self.abort(FAILED, "authentication could not be completed")
+
+    def _welcome(self, spec: Any, details: dict, roles: dict, who: Welcome) -> None:
+        realm_uri = spec.uri
+        limits = spec.limits_for(who.authrole)
         agent = details.get("agent")
         realm = self.node.realm_router(realm_uri)
+        role = spec.role(who.authrole)
         try:
             session = self.node.table.open(
                 realm_uri, self, peer=self.peer, agent=agent if isinstance(agent, str) else None,
-                roles=roles, authid=authid, authrole=authrole, authmethod=authmethod,
-                authprovider=authprovider, authextra=authextra, expires_in=limits.expires_in,
+                roles=roles, authid=who.authid, authrole=who.authrole, authmethod=who.authmethod,
+                authprovider=who.authprovider, authextra=who.authextra, expires_in=limits.expires_in,
                 rate=RateWindow(limits.rate.limit, limits.rate.duration) if limits.rate else None,
                 quota=QuotaWindow(limits.quota.limit, limits.quota.duration) if limits.quota else None,
                 realm=realm)
         except TableFull as e:
             self.abort(wamp.TOO_MANY_SESSIONS, str(e))
             return
+        session.authorizer = None if role is None or role.allows_everything() else role
+        if spec.auth.cookie and self.cookie and who.authmethod != "cookie":
+            self.node.cookies.bind(self.cookie, realm_uri, who, spec.auth.cookie_max_age)
         self.session = session
         self.state = ESTABLISHED
         self._cancel_hello_timer()
         self.send([wamp.WELCOME, session.id, {
-            "realm": realm_uri, "authid": authid, "authrole": authrole, "authmethod": authmethod,
-            "authprovider": authprovider, "authextra": authextra or {}, "agent": ROUTER_AGENT,
+            "realm": realm_uri, "authid": who.authid, "authrole": who.authrole, "authmethod": who.authmethod,
+            "authprovider": who.authprovider, "authextra": who.authextra or {}, "agent": ROUTER_AGENT,
             "roles": realm.roles(),
         }])
-        self.log.info("session {sid} joined realm {realm} from {peer} as {authid}/{authrole} ({agent})",
-                      sid=session.id, realm=realm_uri, peer=_peer(self.peer), authid=authid,
-                      authrole=authrole, agent=session.agent)
+        self.log.info("session {sid} joined realm {realm} from {peer} as {authid}/{authrole} by {method} ({agent})",
+                      sid=session.id, realm=realm_uri, peer=_peer(self.peer), authid=who.authid,
+                      authrole=who.authrole, method=who.authmethod, agent=session.agent)
         realm.attach(session)
 
     # -- outbound --------------------------------------------------------------------------------
@@ -226,12 +294,13 @@ class WampProtocol:
         self.state = CLOSING
         reactor.callLater(self.node.goodbye_timeout, self._goodbye_timeout)
 
-    def abort(self, reason: str, message: str) -> None:
+    def abort(self, reason: str, message: str, quiet: bool = False) -> None:
         """ABORT with the spec's reason, log one line, end the session and the connection."""
         if self.state == CLOSED:
             return
-        self.log.warn("aborting connection from {peer}: {reason}: {message}",
-                      peer=_peer(self.peer), reason=reason, message=message)
+        if not quiet:
+            self.log.warn("aborting connection from {peer}: {reason}: {message}",
+                          peer=_peer(self.peer), reason=reason, message=message)
         self.send([wamp.ABORT, {"message": message}, reason])
         self._end_session(f"aborted ({reason})")
         self.state = CLOSED
@@ -261,7 +330,7 @@ class WampProtocol:
 
     def _no_hello(self) -> None:
         self._hello_timer = None
-        if self.session is None and self.state == ESTABLISHING:
+        if self.session is None and self.state in (ESTABLISHING, AUTHENTICATING):
             self.log.warn("closing connection from {peer}: no HELLO in time", peer=_peer(self.peer))
             self.state = CLOSED
             self.wire.close_transport("no HELLO in time")
@@ -273,10 +342,8 @@ class WampProtocol:
             self._hello_timer = None
 
 
-def _anonymous_authid() -> str:
-    """Anonymous sessions get a random authid, as in Crossbar.io (XXXX-XXXX-XXXX)."""
-    raw = secrets.token_hex(6).upper()
-    return f"{raw[0:4]}-{raw[4:8]}-{raw[8:12]}"
+def _address(peer: tuple[str, int] | None) -> str:
+    return peer[0] if peer else "?"
 
 
 def _peer(peer: tuple[str, int] | None) -> str:

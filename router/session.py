@@ -78,7 +78,7 @@ class Session:
         "id", "realm_uri", "transport", "peer", "agent", "roles", "seq",
         "authid", "authrole", "authmethod", "authprovider", "authextra",
         "created", "expires_in", "rate", "quota",
-        "msgs_in", "msgs_out", "last_active", "realm", "data",
+        "msgs_in", "msgs_out", "last_active", "realm", "data", "authorizer",
     )
 
     def __init__(self, id: int, realm_uri: str, transport: Any, peer: tuple[str, int] | None,
@@ -107,6 +107,7 @@ class Session:
         self.last_active = self.created
         self.realm = realm  # the running realm (broker, dealer) this session is bound to
         self.data = None  # operator-set attributes (admin API), created on first use
+        self.authorizer = None  # the role's permissions (realms.authorization.Role); None: all allowed
 
     def next_seq(self) -> int:
         """Router-issued session-scope id: starts at 1 and wraps to 1, never 0 (WAMP spec, IDs)."""

@@ -87,9 +87,11 @@ async def test_quota_is_spent_then_renews(make_node, serializer):
 
 @ensure
 async def test_per_authrole_limits_override_the_realm(make_node):
-    node = make_node(realms=[{"uri": "realm1", "anonymous": {"authrole": "guest"},
+    everything = [{"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]
+    node = make_node(realms=[{"uri": "realm1", "auth": {"anonymous": {"authrole": "guest"}},
                               "limits": {"rate": {"limit": 100, "duration": 1}},
-                              "roles": {"guest": {"limits": {"rate": {"limit": 1, "duration": 10}}}}}])
+                              "roles": {"guest": {"permissions": everything,
+                                                  "limits": {"rate": {"limit": 1, "duration": 10}}}}}])
     client = await connect(node.url)
     await client.subscribe(lambda: None, "com.example.a")
     with pytest.raises(ApplicationError) as e:

@@ -9,6 +9,7 @@ never the slow consumer's queue.
 
 from __future__ import annotations
 
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -18,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from router import wamp
+from router.auth.cookie import COOKIE_NAME
 from router.config import ListenerConfig
 from router.protocol import WampProtocol
 from router.serializers import Serializer, create
@@ -76,14 +78,16 @@ class WampWebSocketProtocol(WebSocketServerProtocol):
     _dropped_episode = 0
     dropped_events = 0
 
-    def onConnect(self, request: Any) -> str:
+    cookie: str | None = None
+
+    def onConnect(self, request: Any) -> str | tuple[str, dict]:
         factory: WampWebSocketFactory = self.factory
         if request.path != factory.config.path:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {request.path}")
         for proto in request.protocols:
             if proto in factory.codecs:
                 self._subprotocol = proto
-                return proto
+                return self._track_cookie(request, proto)
         offered = ", ".join(request.protocols) or "none"
         self.log.warn("refusing WebSocket from {peer}: subprotocols offered: {offered}",
                       peer=self.peer, offered=offered)
@@ -91,13 +95,32 @@ class WampWebSocketProtocol(WebSocketServerProtocol):
                              f"no supported WAMP subprotocol offered ({offered}); "
                              f"this router speaks {', '.join(factory.codecs)}")
 
+    def _track_cookie(self, request: Any, proto: str) -> str | tuple[str, dict]:
+        """Keep the client's tracking cookie, or set a new one (cookie authentication)."""
+        node = self.factory.node
+        if not node.tracks_cookies():
+            return proto
+        jar = SimpleCookie()
+        try:
+            jar.load(request.headers.get("cookie", ""))
+        except CookieError:
+            pass
+        morsel = jar.get(COOKIE_NAME)
+        if morsel is not None and 20 <= len(morsel.value) <= 64:
+            self.cookie = morsel.value
+            return proto
+        self.cookie = node.cookies.new_id()
+        max_age = max(r.auth.cookie_max_age for r in node.realms.list())
+        return proto, {"Set-Cookie": f"{COOKIE_NAME}={self.cookie}; Max-Age={int(max_age)}; HttpOnly; "
+                                     f"SameSite=Strict; Path=/"}
+
     def onOpen(self) -> None:
         factory: WampWebSocketFactory = self.factory
         addr = self.transport.getPeer()
         peer = (getattr(addr, "host", "?"), getattr(addr, "port", 0))
         self.transport.registerProducer(_Flow(self), True)
         self.wamp = WampProtocol(factory.node, self, factory.codecs[self._subprotocol], peer,
-                                 factory.config.hello_timeout)
+                                 factory.config.hello_timeout, self.cookie)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.wamp.on_message(payload)

@@ -1,0 +1,76 @@
+"""Role → permission rules on URI patterns, and the per-role decision cache.
+
+Which rule applies to a URI (the most specific one wins):
+1. an `exact` rule for that URI;
+2. else the `prefix` rule with the longest matching prefix;
+3. else the matching `wildcard` rule with the most non-empty components, then the longest pattern
+   (a wildcard pattern has the URI's number of components; an empty component matches any one);
+4. else nothing: every action is denied.
+The decision per (action, URI) is cached per role, so the per-message cost is one dict hit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACTIONS = ("call", "register", "publish", "subscribe")
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Permission:
+    uri: str
+    match: str = "exact"  # exact | prefix | wildcard
+    allow: frozenset[str] = frozenset()  # of ACTIONS
+    disclose: frozenset[str] = frozenset()  # "caller", "publisher": identity disclosed to the other side
+
+    def matches(self, uri: str) -> bool:
+        if self.match == "exact":
+            return uri == self.uri
+        if self.match == "prefix":
+            return uri.startswith(self.uri)
+        want = self.uri.split(".")
+        got = uri.split(".")
+        return len(want) == len(got) and all(w == "" or w == g for w, g in zip(want, got, strict=True))
+
+    def specificity(self) -> tuple:
+        """Orders rules for rule 1-3 above: larger is more specific."""
+        rank = {"exact": 2, "prefix": 1, "wildcard": 0}[self.match]
+        parts = sum(1 for c in self.uri.split(".") if c) if self.match == "wildcard" else 0
+        return (rank, len(self.uri) if self.match == "prefix" else parts, len(self.uri))
+
+
+@dataclass
+class Role:
+    name: str
+    permissions: tuple[Permission, ...] = ()
+    limits: object = None  # realms.realm.Limits, or None to use the realm's
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def rule_for(self, uri: str) -> Permission | None:
+        best = None
+        for p in self.permissions:
+            if p.matches(uri) and (best is None or p.specificity() > best.specificity()):
+                best = p
+        return best
+
+    def allows(self, action: str, uri: str) -> bool:
+        key = (action, uri)
+        ok = self._cache.get(key)
+        if ok is None:
+            rule = self.rule_for(uri)
+            ok = rule is not None and action in rule.allow
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = ok
+        return ok
+
+    def discloses(self, side: str, uri: str) -> bool:
+        rule = self.rule_for(uri)
+        return rule is not None and side in rule.disclose
+
+    def allows_everything(self) -> bool:
+        """A role with a rule allowing every action on every URI needs no per-message check."""
+        return any(p.match == "prefix" and p.uri == "" and p.allow >= set(ACTIONS) and not p.disclose
+                   for p in self.permissions) and all(
+            p.allow >= set(ACTIONS) for p in self.permissions)
