@@ -61,6 +61,37 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_auth_hash_secret(args: argparse.Namespace) -> int:
+    """Print config for a user's secret: a ticket hash, or a salted WAMP-CRA key."""
+    import getpass
+
+    secret = args.secret if args.secret is not None else getpass.getpass("secret: ")
+    if args.wampcra:
+        import base64
+        import os
+
+        from autobahn.wamp.auth import derive_key
+
+        salt = base64.b64encode(os.urandom(12)).decode()
+        key = derive_key(secret, salt, args.iterations, 32).decode()
+        print(f"wampcra: {{key: {key}, salt: {salt}, iterations: {args.iterations}, keylen: 32}}")
+    else:
+        from router.auth.secrets import hash_secret
+
+        print(f"ticket: {hash_secret(secret)}")
+    return 0
+
+
+def cmd_auth_keygen(args: argparse.Namespace) -> int:
+    """Print a new Ed25519 key pair for cryptosign: the private key for the client, the public for config."""
+    from nacl.signing import SigningKey
+
+    key = SigningKey.generate()
+    print(f"private key (give to the client, keep secret): {key.encode().hex()}")
+    print(f"public key (config: users.<authid>.cryptosign): {key.verify_key.encode().hex()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="courtyard", description="Courtyard, a WAMP v2 router")
     parser.add_argument("--version", action="version", version=f"courtyard {__version__}")
@@ -72,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
     p.set_defaults(func=cmd_check_config)
+    auth_cmd = sub.add_parser("auth", help="make secrets and keys for the config")
+    auth = auth_cmd.add_subparsers(dest="auth", required=True)
+    p = auth.add_parser("hash-secret", help="print a salted hash of a ticket (or a salted WAMP-CRA key)")
+    p.add_argument("secret", nargs="?", help="the secret (prompted for if not given)")
+    p.add_argument("--wampcra", action="store_true", help="print a salted WAMP-CRA key instead of a ticket hash")
+    p.add_argument("--iterations", type=int, default=1000, help="PBKDF2 iterations for --wampcra")
+    p.set_defaults(func=cmd_auth_hash_secret)
+    p = auth.add_parser("keygen", help="print a new Ed25519 key pair for cryptosign")
+    p.set_defaults(func=cmd_auth_keygen)
     args = parser.parse_args(argv)
     return args.func(args)
 

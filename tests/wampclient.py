@@ -32,8 +32,10 @@ class Aborted(Exception):
 class Client(ApplicationSession):
     """An autobahn session whose join and leave are Deferreds a test can wait for."""
 
-    def __init__(self, config, authmethods=None, authid=None) -> None:
+    def __init__(self, config, authmethods=None, authid=None, authextra=None, on_challenge=None) -> None:
         super().__init__(config)
+        self._authextra = authextra
+        self._on_challenge = on_challenge
         self.joined: defer.Deferred = defer.Deferred()
         self.left: defer.Deferred = defer.Deferred()
         self.disconnected: defer.Deferred = defer.Deferred()
@@ -41,7 +43,10 @@ class Client(ApplicationSession):
         self._authid = authid
 
     def onConnect(self) -> None:
-        self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid)
+        self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid, authextra=self._authextra)
+
+    def onChallenge(self, challenge):
+        return self._on_challenge(challenge)
 
     def onJoin(self, details) -> None:
         self.welcome = details
@@ -120,6 +125,7 @@ class RawPeer:
         self.proto: _RawProtocol | None = None
 
     def _opened(self, proto) -> None:
+        self.http_headers = proto.http_headers
         self.proto = proto
         self.opened.callback(self)
 
@@ -155,9 +161,11 @@ class RawPeer:
         self.proto.dropConnection(abort=True)
 
 
-async def raw_connect(url: str, serializer: str = "json", protocols: list[str] | None = None) -> RawPeer:
+async def raw_connect(url: str, serializer: str = "json", protocols: list[str] | None = None,
+                      headers: dict | None = None) -> RawPeer:
     peer = RawPeer(serializer)
-    factory = WebSocketClientFactory(url, protocols=protocols if protocols is not None else [f"wamp.2.{serializer}"])
+    factory = WebSocketClientFactory(url, protocols=protocols if protocols is not None else [f"wamp.2.{serializer}"],
+                                     headers=headers)
     factory.protocol = _RawProtocol
     factory.peer = peer
     host, port = _hostport(url)

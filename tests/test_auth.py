@@ -1,0 +1,292 @@
+"""Authentication methods and role-based authorization over real sockets (issue 5)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import pytest_twisted
+from autobahn.wamp.auth import compute_wcs, derive_key
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import PublishOptions
+from nacl.signing import SigningKey
+
+from router.auth.secrets import hash_secret
+from tests.wampclient import Aborted, connect, raw_connect, with_timeout
+
+ensure = pytest_twisted.ensureDeferred
+
+EVERYTHING = [{"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]
+SALT = "c2FsdHNhbHQ="
+CRYPTO_KEY = SigningKey(bytes(range(32)))
+
+
+def _auth_realm(**auth) -> dict:
+    return {"realms": [{
+        "uri": "realm1",
+        "auth": {"anonymous": False, "ticket": True, "wampcra": True, "cryptosign": True, **auth},
+        "users": {
+            "alice": {"role": "user", "ticket": hash_secret("alice-ticket", iterations=1000)},
+            "bob": {"role": "user", "wampcra": {"secret": "bob-secret"}},
+            "carol": {"role": "admin", "wampcra": {"key": derive_key("carol-secret", SALT, 100, 32).decode(),
+                                                   "salt": SALT, "iterations": 100, "keylen": 32}},
+            "dave": {"role": "user", "cryptosign": [CRYPTO_KEY.verify_key.encode().hex()]},
+        },
+        "roles": {"user": {"permissions": EVERYTHING}, "admin": {"permissions": EVERYTHING}},
+    }]}
+
+
+def _ticket(value):
+    return lambda challenge: value
+
+
+def _cra(secret):
+    def sign(challenge):
+        key = secret
+        if "salt" in challenge.extra:
+            key = derive_key(secret, challenge.extra["salt"], challenge.extra["iterations"], challenge.extra["keylen"])
+        return compute_wcs(key, challenge.extra["challenge"]).decode()
+    return sign
+
+
+@ensure
+async def test_ticket_success_fills_the_session(make_node, serializer):
+    node = make_node(**_auth_realm())
+    c = await connect(node.url, serializer, authmethods=["ticket"], authid="alice",
+                      on_challenge=_ticket("alice-ticket"))
+    w = c.welcome
+    assert (w.authid, w.authrole, w.authmethod, w.authprovider) == ("alice", "user", "ticket", "static")
+    d = node.table.to_details_map(w.session)
+    assert (d["authid"], d["authrole"], d["authmethod"]) == ("alice", "user", "ticket")
+
+
+@ensure
+async def test_wrong_ticket_and_unknown_user_look_the_same(make_node):
+    node = make_node(**_auth_realm())
+    with pytest.raises(Aborted) as wrong:
+        await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=_ticket("nope"))
+    with pytest.raises(Aborted) as unknown:
+        await connect(node.url, authmethods=["ticket"], authid="mallory", on_challenge=_ticket("nope"))
+    assert wrong.value.reason == unknown.value.reason == "wamp.error.authentication_failed"
+    assert wrong.value.details.message == unknown.value.details.message
+    assert node.table.size() == 0
+
+
+@ensure
+async def test_wampcra_unsalted_and_salted(make_node, serializer):
+    node = make_node(**_auth_realm())
+    bob = await connect(node.url, serializer, authmethods=["wampcra"], authid="bob", on_challenge=_cra("bob-secret"))
+    assert (bob.welcome.authid, bob.welcome.authmethod) == ("bob", "wampcra")
+    carol = await connect(node.url, serializer, authmethods=["wampcra"], authid="carol",
+                          on_challenge=_cra("carol-secret"))
+    assert (carol.welcome.authid, carol.welcome.authrole) == ("carol", "admin")
+    with pytest.raises(Aborted) as e:
+        await connect(node.url, serializer, authmethods=["wampcra"], authid="carol", on_challenge=_cra("guess"))
+    assert e.value.reason == "wamp.error.authentication_failed"
+
+
+@ensure
+async def test_wampcra_unknown_user_gets_a_salted_challenge_too(make_node):
+    node = make_node(**_auth_realm())
+    challenges = []
+    for authid in ("carol", "nobody", "nobody"):
+        peer = await raw_connect(node.url)
+        peer.send([1, "realm1", {"roles": {"caller": {}}, "authmethods": ["wampcra"], "authid": authid}])
+        msg = await peer.recv()
+        assert msg[0] == 4 and msg[1] == "wampcra"
+        challenges.append(msg[2])
+        assert json.loads(msg[2]["challenge"])["authid"] == authid
+    assert set(challenges[0]) == set(challenges[1])  # same shape: salt, iterations, keylen
+    assert challenges[1]["salt"] == challenges[2]["salt"]  # stable per authid, like a real user's
+
+
+@ensure
+async def test_cryptosign(make_node, serializer):
+    node = make_node(**_auth_realm())
+    pub = CRYPTO_KEY.verify_key.encode().hex()
+
+    def sign(challenge):
+        return CRYPTO_KEY.sign(bytes.fromhex(challenge.extra["challenge"])).hex()  # signature + challenge
+
+    c = await connect(node.url, serializer, authmethods=["cryptosign"], authid="dave",
+                      authextra={"pubkey": pub}, on_challenge=sign)
+    assert (c.welcome.authid, c.welcome.authmethod) == ("dave", "cryptosign")
+    assert c.welcome.authextra["pubkey"] == pub
+    stranger = SigningKey.generate()
+    with pytest.raises(Aborted) as e:
+        await connect(node.url, serializer, authmethods=["cryptosign"],
+                      authextra={"pubkey": stranger.verify_key.encode().hex()},
+                      on_challenge=lambda ch: stranger.sign(bytes.fromhex(ch.extra["challenge"])).hex())
+    assert e.value.reason == "wamp.error.authentication_failed"
+    with pytest.raises(Aborted):  # the right key id, a signature by another key
+        await connect(node.url, serializer, authmethods=["cryptosign"], authextra={"pubkey": pub},
+                      on_challenge=lambda ch: stranger.sign(bytes.fromhex(ch.extra["challenge"])).hex())
+
+
+@ensure
+async def test_cryptosign_with_autobahn_key_helper(make_node):
+    from autobahn.wamp.cryptosign import CryptosignKey
+
+    node = make_node(**_auth_realm())
+    key = CryptosignKey.from_bytes(bytes(range(32)))
+    c = await connect(node.url, authmethods=["cryptosign"], authextra={"pubkey": key.public_key()},
+                      on_challenge=lambda ch: key.sign_challenge(ch))
+    assert c.welcome.authid == "dave"
+
+
+@ensure
+async def test_anonymous_disabled_gets_no_auth_method(make_node):
+    node = make_node(**_auth_realm())
+    with pytest.raises(Aborted) as e:
+        await connect(node.url)
+    assert e.value.reason == "wamp.error.no_auth_method"
+
+
+@ensure
+async def test_repeated_failures_from_one_address_are_refused_for_a_while(make_node):
+    node = make_node(**_auth_realm(throttle={"max_failures": 3, "window": 60, "block_for": 60}))
+    for _ in range(3):
+        with pytest.raises(Aborted) as e:
+            await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=_ticket("guess"))
+        assert e.value.reason == "wamp.error.authentication_failed"
+    with pytest.raises(Aborted) as e:  # even the right ticket is refused now
+        await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=_ticket("alice-ticket"))
+    assert e.value.reason == "wamp.error.not_authorized"
+    assert "too many failed" in e.value.details.message
+
+
+@ensure
+async def test_authenticate_out_of_turn_is_a_protocol_violation(make_node):
+    node = make_node(**_auth_realm())
+    peer = await raw_connect(node.url)
+    peer.send([5, "sig", {}])  # AUTHENTICATE before HELLO
+    assert (await peer.recv())[2] == "wamp.error.protocol_violation"
+    peer = await raw_connect(node.url)
+    peer.send([1, "realm1", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "alice"}])
+    assert (await peer.recv())[0] == 4
+    peer.send([5, "alice-ticket", {}])
+    peer.send([5, "alice-ticket", {}])  # twice
+    reply = await peer.recv()
+    if reply[0] == 2:  # the first was verified before the second arrived
+        reply = await peer.recv()
+    assert reply[0] == 3 and reply[2] == "wamp.error.protocol_violation"
+    await with_timeout(peer.closed)
+    assert node.table.size() == 0
+
+
+async def _ticket_login(url, headers=None, cookie_only=False):
+    peer = await raw_connect(url, headers=headers)
+    methods = ["cookie"] if cookie_only else ["cookie", "ticket"]
+    peer.send([1, "realm1", {"roles": {"caller": {}}, "authmethods": methods, "authid": "alice"}])
+    msg = await peer.recv()
+    if msg[0] == 4:
+        peer.send([5, "alice-ticket", {}])
+        msg = await peer.recv()
+    return peer, msg
+
+
+@ensure
+async def test_cookie_authentication_across_connections_and_logout(make_node):
+    node = make_node(**_auth_realm(cookie={"max_age": 3600}))
+    first, welcome = await _ticket_login(node.url)
+    assert welcome[0] == 2 and welcome[2]["authmethod"] == "ticket"
+    set_cookie = first.http_headers["set-cookie"]
+    assert "cbtid=" in set_cookie and "HttpOnly" in set_cookie
+    cookie = set_cookie.split(";", 1)[0]
+    second, welcome2 = await _ticket_login(node.url, {"Cookie": cookie}, cookie_only=True)
+    assert welcome2[0] == 2
+    assert (welcome2[2]["authid"], welcome2[2]["authrole"], welcome2[2]["authmethod"]) == ("alice", "user", "cookie")
+    # a stranger's made-up cookie gets nothing
+    _, refused = await _ticket_login(node.url, {"Cookie": "cbtid=" + "x" * 32}, cookie_only=True)
+    assert refused[0] == 3 and refused[2] == "wamp.error.no_auth_method"
+    # logout ends the cookie
+    second.send([6, {}, "wamp.close.logout"])
+    assert (await second.recv())[2] == "wamp.close.goodbye_and_out"
+    _, after = await _ticket_login(node.url, {"Cookie": cookie}, cookie_only=True)
+    assert after[0] == 3
+
+
+@ensure
+async def test_cookie_expires(make_node):
+    node = make_node(**_auth_realm(cookie={"max_age": 1}))
+    first, _ = await _ticket_login(node.url)
+    cookie = first.http_headers["set-cookie"].split(";", 1)[0]
+    from autobahn.twisted.util import sleep
+    await sleep(1.1)
+    _, after = await _ticket_login(node.url, {"Cookie": cookie}, cookie_only=True)
+    assert after[0] == 3
+
+
+# -- authorization -----------------------------------------------------------------------------------
+def _authz_realm() -> dict:
+    anonymous_guests = {"anonymous": {"authrole": "guest"}}
+    return {"realms": [{"uri": "realm1", "auth": anonymous_guests, "roles": {"guest": {"permissions": [
+        {"uri": "com.shop.", "match": "prefix", "allow": ["call", "subscribe"]},
+        {"uri": "com.shop.admin.", "match": "prefix", "allow": []},  # a longer prefix wins
+        {"uri": "com.shop.admin.ping", "allow": ["call"]},  # exact beats every prefix
+        {"uri": "com..news", "match": "wildcard", "allow": ["publish", "subscribe"]},
+        {"uri": "com.mine.", "match": "prefix", "allow": ["register", "publish"]},
+    ]}}}]}
+
+
+@ensure
+async def test_authorization_allows_and_denies_each_action(make_node, serializer):
+    node = make_node(**_authz_realm())
+    c = await connect(node.url, serializer)
+    await c.register(lambda: "mine", "com.mine.proc")  # register allowed (prefix)
+    with pytest.raises(ApplicationError) as e:
+        await c.register(lambda: None, "com.shop.proc")  # call/subscribe only
+    assert e.value.error == "wamp.error.not_authorized"
+    with pytest.raises(ApplicationError) as e:
+        await c.call("com.mine.proc")  # register/publish only
+    assert e.value.error == "wamp.error.not_authorized"
+    with pytest.raises(ApplicationError) as e:
+        await c.call("com.shop.admin.delete")  # the longer prefix allows nothing
+    assert e.value.error == "wamp.error.not_authorized"
+    with pytest.raises(ApplicationError) as e:  # exact rule: allowed, and then no one registered it
+        await c.call("com.shop.admin.ping")
+    assert e.value.error == "wamp.error.no_such_procedure"
+    with pytest.raises(ApplicationError) as e:
+        await c.call("com.shop.cart")  # allowed by prefix, nobody there
+    assert e.value.error == "wamp.error.no_such_procedure"
+    await c.subscribe(lambda: None, "com.sport.news")  # wildcard
+    await c.publish("com.sport.news", options=PublishOptions(acknowledge=True))
+    with pytest.raises(ApplicationError) as e:
+        await c.publish("com.sport.news.today", options=PublishOptions(acknowledge=True))  # 4 parts ≠ 3
+    assert e.value.error == "wamp.error.not_authorized"
+    with pytest.raises(ApplicationError) as e:
+        await c.subscribe(lambda: None, "org.other")
+    assert e.value.error == "wamp.error.not_authorized"
+
+
+@ensure
+async def test_unknown_role_may_do_nothing(make_node):
+    cfg = _authz_realm()
+    cfg["realms"][0]["auth"]["anonymous"]["authrole"] = "nobody"
+    node = make_node(**cfg)
+    c = await connect(node.url)
+    with pytest.raises(ApplicationError) as e:
+        await c.subscribe(lambda: None, "com.shop.x")
+    assert e.value.error == "wamp.error.not_authorized"
+
+
+def test_cli_auth_helpers():
+    r = subprocess.run([sys.executable, "-m", "router.cli", "auth", "hash-secret", "s3cret"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    stored = r.stdout.split("ticket: ", 1)[1].strip()
+    from router.auth.secrets import verify_secret
+
+    assert verify_secret("s3cret", stored) and not verify_secret("other", stored)
+    r = subprocess.run([sys.executable, "-m", "router.cli", "auth", "keygen"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    private = bytes.fromhex(lines[0].rsplit(" ", 1)[1])
+    public = lines[1].rsplit(" ", 1)[1]
+    assert SigningKey(private).verify_key.encode().hex() == public
+    r = subprocess.run([sys.executable, "-m", "router.cli", "auth", "hash-secret", "--wampcra", "pw"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "salt:" in r.stdout and "key:" in r.stdout
