@@ -1,0 +1,42 @@
+// An autobahn-js client for interop tests: node client.js <scenario> <url> [json|msgpack]
+// Prints one JSON line per observation; exits 0 when the scenario completed, 1 otherwise.
+// Node 20 has no global WebSocket (autobahn-js 26 wants Node 22+): the `ws` package stands in.
+if (typeof globalThis.WebSocket === 'undefined') { globalThis.WebSocket = require('ws'); }
+const autobahn = require('autobahn');
+
+const [scenario, url, ser = 'json'] = process.argv.slice(2);
+const out = (obj) => console.log(JSON.stringify(obj));
+const deadline = setTimeout(() => { out({ error: 'timeout' }); process.exit(1); }, 15000);
+const finish = (conn, code) => { clearTimeout(deadline); conn.close(); setTimeout(() => process.exit(code), 100); };
+const serializers = ser === 'msgpack' ? [new autobahn.serializer.MsgpackSerializer()] : [new autobahn.serializer.JSONSerializer()];
+
+const scenarios = {
+  // plain RPC and pub/sub
+  basic: { options: {}, run: async (s) => {
+    await s.register('com.js.add', (args) => args[0] + args[1]);
+    out({ add: await s.call('com.js.add', [2, 3]) });
+  } },
+  ticket: { options: { authmethods: ['ticket'], authid: 'alice', onchallenge: () => 'alice-ticket' }, run: async (s) => {
+    out({ authid: s.id && s._authid, authmethod: s._authmethod, authrole: s._authrole });
+  } },
+  wampcra: { options: { authmethods: ['wampcra'], authid: 'carol', onchallenge: (session, method, extra) => {
+    const key = extra.salt ? autobahn.auth_cra.derive_key('carol-secret', extra.salt, extra.iterations, extra.keylen) : 'carol-secret';
+    return autobahn.auth_cra.sign(key, extra.challenge);
+  } }, run: async (s) => {
+    out({ authid: s._authid, authmethod: s._authmethod, authrole: s._authrole });
+  } },
+  badticket: { options: { authmethods: ['ticket'], authid: 'alice', onchallenge: () => 'wrong' }, run: async () => {} },
+};
+
+const sc = scenarios[scenario];
+const conn = new autobahn.Connection({ url, realm: 'realm1', serializers, max_retries: 0, ...sc.options });
+conn.onopen = async (session, details) => {
+  out({ joined: session.id, authid: details.authid, authmethod: details.authmethod, authrole: details.authrole });
+  try { await sc.run(session); finish(conn, 0); } catch (e) { out({ error: String(e && (e.error || e)) }); finish(conn, 1); }
+};
+conn.onclose = (reason, details) => {
+  out({ closed: reason, reason: details && details.reason, message: details && details.message });
+  if (scenario === 'badticket') { clearTimeout(deadline); setTimeout(() => process.exit(0), 50); }
+  return true; // no reconnect
+};
+conn.open();

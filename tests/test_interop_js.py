@@ -1,0 +1,59 @@
+"""Interop with a client we did not write: autobahn-js (Node) against the router (issue 5, issue 7)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import utils
+
+from tests.test_auth import _auth_realm
+
+ensure = pytest_twisted.ensureDeferred
+JS = Path(__file__).resolve().parent / "js"
+NODE = shutil.which("node")
+
+
+async def run_js(scenario: str, url: str, serializer: str = "json") -> list[dict]:
+    assert NODE, "node is required for the interop tests (scripts/test installs the npm packages)"
+    assert (JS / "node_modules" / "autobahn").is_dir(), "run `npm install` in tests/js (scripts/test does)"
+    out, err, code = await utils.getProcessOutputAndValue(NODE, [str(JS / "client.js"), scenario, url, serializer],
+                                                          path=str(JS))
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    assert code == 0, (out.decode(), err.decode())
+    return lines
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@ensure
+async def test_js_basic_rpc(node, serializer):
+    lines = await run_js("basic", node.url, serializer)
+    assert {"add": 5} in lines
+    assert lines[-1]["reason"] == "wamp.close.goodbye_and_out"
+
+
+@ensure
+async def test_js_ticket(make_node):
+    node = make_node(**_auth_realm())
+    lines = await run_js("ticket", node.url)
+    joined = lines[0]
+    assert (joined["authid"], joined["authmethod"], joined["authrole"]) == ("alice", "ticket", "user")
+
+
+@ensure
+async def test_js_salted_wampcra(make_node):
+    node = make_node(**_auth_realm())
+    lines = await run_js("wampcra", node.url)
+    joined = lines[0]
+    assert (joined["authid"], joined["authmethod"], joined["authrole"]) == ("carol", "wampcra", "admin")
+
+
+@ensure
+async def test_js_failed_ticket_is_refused(make_node):
+    node = make_node(**_auth_realm())
+    lines = await run_js("badticket", node.url)
+    assert not any("joined" in line for line in lines)
+    assert lines[-1]["reason"] == "wamp.error.authentication_failed"
