@@ -69,3 +69,9 @@ def test_cli_start_with_invalid_config_exits_non_zero(tmp_path):
     r = subprocess.run([sys.executable, "-m", "router.cli", "start", "-c", str(bad)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "realms" in r.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid(path):
+    cfg = load(path)
+    assert cfg.realms
