@@ -30,7 +30,7 @@ class ListenerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     path: str = "/ws"
-    serializers: list[str] = field(default_factory=lambda: ["json", "msgpack"])
+    serializers: list[str] = field(default_factory=lambda: ["json", "msgpack", "cbor"])
     max_message_size: int = 1024 * 1024
     max_outgoing_buffer: int = 4 * 1024 * 1024
     slow_consumer: str = "drop"  # past max_outgoing_buffer: drop EVENTs, or disconnect
@@ -127,7 +127,7 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
     if not url_path.startswith("/"):
         raise ConfigError(f"{path}.path", f"must start with '/', got {url_path!r}")
     return ListenerConfig(
-        type=_str(d, "type", path, default.type, ("websocket",)),
+        type=_str(d, "type", path, default.type, ("websocket", "rawsocket")),
         host=_str(d, "host", path, default.host),
         port=_int(d, "port", path, default.port, 0, 65535),
         path=url_path,

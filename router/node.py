@@ -16,6 +16,7 @@ from router.auth.throttle import FailureThrottle
 from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
+from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
 
@@ -46,12 +47,15 @@ class Node:
     def start(self) -> list[IListeningPort]:
         t0 = time.perf_counter()
         for lc in self.config.listeners:
-            factory = WampWebSocketFactory(self, lc)
+            if lc.type == "rawsocket":
+                factory, where = WampRawSocketFactory(self, lc), "RawSocket on tcp://{host}:{port}"
+            else:
+                factory, where = WampWebSocketFactory(self, lc), "WebSocket on ws://{host}:{port}" + lc.path
             port = reactor.listenTCP(lc.port, factory, interface=lc.host)
             self.ports.append(port)
             addr = port.getHost()
-            self.log.info("listening for WAMP over WebSocket on ws://{host}:{port}{path} ({sers})",
-                          host=addr.host, port=addr.port, path=lc.path, sers=", ".join(lc.serializers))
+            self.log.info("listening for WAMP over " + where + " ({sers})", host=addr.host, port=addr.port,
+                          sers=", ".join(lc.serializers))
         self._sweeper.start(self.config.sweep_interval, now=False)
         self.started = time.perf_counter() - t0
         return self.ports

@@ -1,7 +1,7 @@
 """WAMP serializers: encode and decode between wire bytes and message lists.
 
 JSON carries binary per the spec's convention: a bytes value travels as a string of a NUL character
-followed by its base64. msgpack carries binary natively.
+followed by its base64. msgpack and CBOR carry binary natively.
 """
 
 from __future__ import annotations
@@ -90,7 +90,30 @@ class MsgpackSerializer(Serializer):
             raise SerializationError(f"invalid msgpack: {e}") from None
 
 
-SERIALIZERS: dict[str, type[Serializer]] = {"json": JsonSerializer, "msgpack": MsgpackSerializer}
+class CborSerializer(Serializer):
+    name = "cbor"
+    binary = True
+
+    def __init__(self) -> None:
+        import cbor2
+
+        self._dumps = cbor2.dumps
+        self._loads = cbor2.loads
+
+    def encode(self, msg: list) -> bytes:
+        return self._dumps(msg)
+
+    def decode(self, payload: bytes) -> object:
+        try:
+            return self._loads(payload)
+        except Exception as e:  # cbor2 raises several types for bad input
+            raise SerializationError(f"invalid CBOR: {e}") from None
+
+
+SERIALIZERS: dict[str, type[Serializer]] = {"json": JsonSerializer, "msgpack": MsgpackSerializer,
+                                            "cbor": CborSerializer}
+# RawSocket handshake serializer ids (WAMP spec, "RawSocket Transport").
+RAWSOCKET_IDS = {1: "json", 2: "msgpack", 3: "cbor"}
 
 
 def create(name: str) -> Serializer:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from router.serializers import JsonSerializer, MsgpackSerializer, SerializationError
+from router.serializers import CborSerializer, JsonSerializer, MsgpackSerializer, SerializationError
 
 MSG = [48, 1, {"k": [1, 2.5, None, True]}, "com.example", ["ü", b"\x00\x01\xfe"], {"bin": b"zz"}]
 
 
-@pytest.mark.parametrize("ser", [JsonSerializer(), MsgpackSerializer()])
+@pytest.mark.parametrize("ser", [JsonSerializer(), MsgpackSerializer(), CborSerializer()])
 def test_round_trip(ser):
     assert ser.decode(ser.encode(MSG)) == MSG
 
@@ -28,3 +28,8 @@ def test_json_garbage(payload):
 def test_msgpack_garbage():
     with pytest.raises(SerializationError):
         MsgpackSerializer().decode(b"\xc1")
+
+
+def test_cbor_garbage():
+    with pytest.raises(SerializationError):
+        CborSerializer().decode(b"\xff\xff\x00")

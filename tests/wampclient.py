@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import msgpack
+from autobahn.twisted.rawsocket import WampRawSocketClientFactory
 from autobahn.twisted.util import sleep
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.twisted.websocket import (
@@ -13,9 +14,9 @@ from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
 )
-from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig
-from twisted.internet import defer, reactor
+from twisted.internet import defer, endpoints, reactor
 
 TIMEOUT = 5.0
 
@@ -66,12 +67,13 @@ class Client(ApplicationSession):
             self.disconnected.callback(None)
 
 
-def _serializers(name: str):
-    return [JsonSerializer() if name == "json" else MsgPackSerializer()]
+def _serializer(name: str):
+    return {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}[name]()
 
 
 async def connect(url: str, serializer: str = "json", realm: str = "realm1", **kw) -> Client:
-    """Join a realm and return the session; raises Aborted if the router says no."""
+    """Join a realm and return the session; raises Aborted if the router says no.
+    A `rs://host:port` url connects over RawSocket, anything else over WebSocket."""
     holder: list[Client] = []
 
     def make() -> Client:
@@ -79,9 +81,12 @@ async def connect(url: str, serializer: str = "json", realm: str = "realm1", **k
         holder.append(c)
         return c
 
-    factory = WampWebSocketClientFactory(make, url=url, serializers=_serializers(serializer))
+    if url.startswith("rs://"):
+        factory = WampRawSocketClientFactory(make, serializer=_serializer(serializer))
+    else:
+        factory = WampWebSocketClientFactory(make, url=url, serializers=[_serializer(serializer)])
     host, port = _hostport(url)
-    reactor.connectTCP(host, port, factory)
+    await with_timeout(endpoints.TCP4ClientEndpoint(reactor, host, port).connect(factory))
     for _ in range(int(TIMEOUT / 0.01)):
         if holder:
             break

@@ -1,10 +1,7 @@
 """WAMP over WebSocket, on Autobahn's Twisted WebSocket server.
 
-The subprotocol (`wamp.2.json`, `wamp.2.msgpack`) picks the serializer. Outgoing flow control: the
-connection registers as a push producer with its TCP transport; while Twisted says the socket is
-backed up, bytes written are counted, and past `max_outgoing_buffer` EVENTs to that peer are dropped
-(counted, logged once per episode) or the peer is disconnected, per config. The router's memory is
-never the slow consumer's queue.
+The subprotocol (`wamp.2.json`, `wamp.2.msgpack`, `wamp.2.cbor`) picks the serializer; outgoing
+flow control is `router.transport.flow`, so a slow consumer's queue is never the router's memory.
 """
 
 from __future__ import annotations
@@ -14,15 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from router import wamp
 from router.auth.cookie import COOKIE_NAME
 from router.config import ListenerConfig
 from router.protocol import WampProtocol
 from router.serializers import Serializer, create
+from router.transport.flow import FlowControlled
 
 if TYPE_CHECKING:
     from router.node import Node
@@ -44,39 +40,10 @@ class WebSocketCodec:
         return self._prepare(self.serializer.encode(msg), self._binary)
 
 
-@implementer(IPushProducer)
-class _Flow:
-    """Twisted tells us when the socket's write buffer is full (pause) and drained (resume)."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: WampWebSocketProtocol) -> None:
-        self.conn = conn
-
-    def pauseProducing(self) -> None:
-        self.conn._paused = True
-
-    def resumeProducing(self) -> None:
-        conn = self.conn
-        conn._paused = False
-        conn._backlog = 0
-        if conn._dropped_episode:
-            conn.log.info("peer {peer} caught up; {n} EVENTs were dropped while it lagged",
-                          peer=conn.peer, n=conn._dropped_episode)
-            conn._dropped_episode = 0
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class WampWebSocketProtocol(WebSocketServerProtocol):
+class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     log = Logger()
 
     wamp: WampProtocol | None = None
-    _paused = False
-    _backlog = 0
-    _dropped_episode = 0
-    dropped_events = 0
 
     cookie: str | None = None
 
@@ -118,7 +85,7 @@ class WampWebSocketProtocol(WebSocketServerProtocol):
         factory: WampWebSocketFactory = self.factory
         addr = self.transport.getPeer()
         peer = (getattr(addr, "host", "?"), getattr(addr, "port", 0))
-        self.transport.registerProducer(_Flow(self), True)
+        self.start_flow_control()
         self.wamp = WampProtocol(factory.node, self, factory.codecs[self._subprotocol], peer,
                                  factory.config.hello_timeout, self.cookie)
 
@@ -140,38 +107,20 @@ class WampWebSocketProtocol(WebSocketServerProtocol):
 
     # -- the Wire interface used by WampProtocol -------------------------------------------------
     def send_payload(self, payload: bytes) -> None:
-        if self._paused:
-            if not self._over_backlog(len(payload), event=False):
-                return
-        self.sendMessage(payload, self.factory.binary[self._subprotocol])
+        if self.may_write(len(payload), event=False):
+            self.sendMessage(payload, self.factory.binary[self._subprotocol])
 
     def send_prepared(self, frame: Any) -> bool:
-        if self._paused and not self._over_backlog(len(frame.payloadHybi), event=True):
+        if not self.may_write(len(frame.payloadHybi), event=True):
             return False
         self.sendPreparedMessage(frame)
         return True
 
-    def _over_backlog(self, size: int, event: bool) -> bool:
-        """Account bytes written while the socket is backed up. True when the write may go ahead."""
-        limit = self.factory.config.max_outgoing_buffer
-        if self._backlog + size <= limit:
-            self._backlog += size
-            return True
-        if self.factory.config.slow_consumer == "disconnect":
-            self.log.warn("disconnecting slow consumer {peer}: over {limit} bytes queued", peer=self.peer,
-                          limit=limit)
-            self.dropConnection(abort=True)
-            return False
-        if not event:
-            # Replies and invocations are bounded by the peer's own requests and max_pending_calls.
-            self._backlog += size
-            return True
-        if not self._dropped_episode:
-            self.log.warn("peer {peer} reads too slowly: dropping EVENTs past {limit} bytes queued",
-                          peer=self.peer, limit=limit)
-        self._dropped_episode += 1
-        self.dropped_events += 1
-        return False
+    def listener_config(self) -> ListenerConfig:
+        return self.factory.config
+
+    def drop(self) -> None:
+        self.dropConnection(abort=True)
 
     def close_transport(self, reason: str) -> None:
         self.sendClose(1000, reason[:100])
