@@ -27,21 +27,26 @@ def _setup_logging(level: str) -> None:
                                      redirectStandardIO=False)
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
+    """The validated config, or None after saying on stderr what is wrong."""
     try:
-        cfg = load(args.config)
+        return load(args.config)
     except ConfigError as e:
         print(f"courtyard: invalid config: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg is None:
         return 2
     print(f"config OK: {len(cfg.listeners)} listener(s), realms: {', '.join(r.uri for r in cfg.realms)}")
     return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    try:
-        cfg = load(args.config)
-    except ConfigError as e:
-        print(f"courtyard: invalid config: {e}", file=sys.stderr)
+    cfg = _config(args)
+    if cfg is None:
         return 2
     from twisted.internet import reactor
 

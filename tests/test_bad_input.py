@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from tests.wampclient import connect, raw_connect, with_timeout
+from tests.wampclient import connect, raw_callee_and_caller, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -105,12 +105,7 @@ async def test_oversize_message_gets_payload_size_exceeded(make_node):
 
 @ensure
 async def test_duplicate_call_request_id_in_flight_aborts(node):
-    callee = await raw_connect(node.url)
-    caller = await raw_connect(node.url)
-    await callee.hello()
-    await caller.hello()
-    callee.send([64, 1, {}, "com.example.p"])
-    await callee.recv()
+    callee, caller, reg_id = await raw_callee_and_caller(node.url, "com.example.p")
     caller.send([48, 5, {}, "com.example.p"])
     await callee.recv()
     caller.send([48, 5, {}, "com.example.p"])

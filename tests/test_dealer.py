@@ -8,7 +8,7 @@ from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer
 
-from tests.wampclient import connect, raw_connect, with_timeout
+from tests.wampclient import connect, raw_callee_and_caller, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -112,12 +112,7 @@ async def test_only_the_owner_may_unregister(node):
 
 @ensure
 async def test_invocation_ids_are_sequential_from_one(node):
-    callee = await raw_connect(node.url)
-    caller = await raw_connect(node.url)
-    await callee.hello()
-    await caller.hello()
-    callee.send([64, 1, {}, "com.example.seq"])
-    reg_id = (await callee.recv())[2]
+    callee, caller, reg_id = await raw_callee_and_caller(node.url, "com.example.seq")
     for i in range(1, 4):
         caller.send([48, 100 + i, {}, "com.example.seq", [i]])
         inv = await callee.recv()
@@ -150,12 +145,7 @@ async def test_callee_leaving_mid_call_errors_the_caller_at_once(node, serialize
 
 @ensure
 async def test_caller_leaving_mid_call_leaves_nothing_behind(node):
-    callee = await raw_connect(node.url)
-    caller = await raw_connect(node.url)
-    await callee.hello()
-    await caller.hello()
-    callee.send([64, 1, {}, "com.example.p"])
-    await callee.recv()
+    callee, caller, reg_id = await raw_callee_and_caller(node.url, "com.example.p")
     caller.send([48, 7, {}, "com.example.p"])
     inv = await callee.recv()
     caller.drop()

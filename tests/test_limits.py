@@ -10,7 +10,7 @@ from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 
-from tests.wampclient import connect, raw_connect, with_timeout
+from tests.wampclient import connect, raw_callee_and_caller, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -55,12 +55,8 @@ async def test_rate_limited_error_says_when_to_retry(make_node):
 @ensure
 async def test_answers_are_not_rate_limited(make_node):
     node = make_node(**_realm(rate={"limit": 1, "duration": 10}))
-    callee = await raw_connect(node.url)
-    caller = await raw_connect(node.url)
-    await callee.hello()
-    await caller.hello()
-    callee.send([64, 1, {}, "com.example.x"])  # the callee's one request in this window
-    assert (await callee.recv())[0] == 65
+    # REGISTER is the callee's one request in this window
+    callee, caller, reg_id = await raw_callee_and_caller(node.url, "com.example.x")
     caller.send([48, 1, {}, "com.example.x"])
     inv = await callee.recv()
     callee.send([70, inv[1], {}, ["answer"]])  # a YIELD is an answer, not a request

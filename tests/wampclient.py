@@ -177,3 +177,15 @@ async def raw_connect(url: str, serializer: str = "json", protocols: list[str] |
     reactor.connectTCP(host, port, factory)
     await with_timeout(peer.opened)
     return peer
+
+
+async def raw_callee_and_caller(url: str, procedure: str) -> tuple[RawPeer, RawPeer, int]:
+    """Two joined raw peers, the first having registered `procedure`; returns them and the registration id."""
+    callee = await raw_connect(url)
+    caller = await raw_connect(url)
+    await callee.hello()
+    await caller.hello()
+    callee.send([64, 1, {}, procedure])
+    registered = await callee.recv()
+    assert registered[0] == 65, registered
+    return callee, caller, registered[2]
