@@ -1,0 +1,201 @@
+"""The realm definition format: how a realm, its auth methods, users, roles and limits are written in
+YAML (the config file) or JSON (the admin API), validated into `realms.realm` objects.
+
+Every error names the key path. `router.config` reads the rest of a node's config with the same readers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from realms.authorization import ACTIONS, Permission, Role
+from realms.realm import AuthConfig, CraSecret, Limits, Realm, User, Window
+
+
+class ConfigError(ValueError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+
+# -- small typed readers: each takes the mapping, the key, its path, and a default ------------------
+def mapping(value: Any, path: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(path, f"must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def known_keys(d: dict, path: str, keys: set[str]) -> None:
+    for k in d:
+        if k not in keys:
+            raise ConfigError(f"{path}.{k}" if path else str(k), f"unknown key (expected one of {sorted(keys)})")
+
+
+def int_value(d: dict, key: str, path: str, default: int | None, lo: int = 0, hi: int | None = None) -> int | None:
+    v = d.get(key, default)
+    if v is None:
+        return None
+    if type(v) is not int or v < lo or (hi is not None and v > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{path}.{key}", f"must be an integer {rng}, got {v!r}")
+    return v
+
+
+def num_value(d: dict, key: str, path: str, default: float | None, lo: float = 0.0) -> float | None:
+    v = d.get(key, default)
+    if v is None:
+        return None
+    if type(v) not in (int, float) or v < lo:
+        raise ConfigError(f"{path}.{key}", f"must be a number >= {lo}, got {v!r}")
+    return float(v)
+
+
+def str_value(d: dict, key: str, path: str, default: str, choices: tuple[str, ...] | None = None) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{path}.{key}", f"must be a non-empty string, got {v!r}")
+    if choices and v not in choices:
+        raise ConfigError(f"{path}.{key}", f"must be one of {list(choices)}, got {v!r}")
+    return v
+
+
+def bool_value(d: dict, key: str, path: str, default: bool) -> bool:
+    v = d.get(key, default)
+    if type(v) is not bool:
+        raise ConfigError(f"{path}.{key}", f"must be true or false, got {v!r}")
+    return v
+
+
+# -- sections --------------------------------------------------------------------------------------
+def parse_window(raw: Any, path: str) -> Window | None:
+    if raw is None:
+        return None
+    d = mapping(raw, path)
+    known_keys(d, path, {"limit", "duration"})
+    if "limit" not in d or "duration" not in d:
+        raise ConfigError(path, "needs both 'limit' and 'duration'")
+    return Window(int_value(d, "limit", path, None, 1), num_value(d, "duration", path, None, 0.001))
+
+
+def parse_limits(raw: Any, path: str) -> Limits:
+    d = mapping(raw, path)
+    known_keys(d, path, {"rate", "quota", "expires_in", "idle_timeout"})
+    return Limits(
+        rate=parse_window(d.get("rate"), f"{path}.rate"),
+        quota=parse_window(d.get("quota"), f"{path}.quota"),
+        expires_in=num_value(d, "expires_in", path, None, 0.001),
+        idle_timeout=num_value(d, "idle_timeout", path, None, 0.001),
+    )
+
+
+def parse_names(raw: Any, path: str, choices: tuple[str, ...]) -> frozenset[str]:
+    """A set of names, as a list (`[call, publish]`) or a mapping of booleans (`{call: true}`)."""
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            if type(v) is not bool:
+                raise ConfigError(f"{path}.{k}", f"must be true or false, got {v!r}")
+        raw = [k for k, v in raw.items() if v]
+    if not isinstance(raw, list) or any(x not in choices for x in raw):
+        raise ConfigError(path, f"must be a list from {list(choices)}, got {raw!r}")
+    return frozenset(raw)
+
+
+def parse_permission(raw: Any, path: str) -> Permission:
+    d = mapping(raw, path)
+    known_keys(d, path, {"uri", "match", "allow", "disclose"})
+    uri = d.get("uri")
+    if not isinstance(uri, str):
+        raise ConfigError(f"{path}.uri", f"must be a string (\"\" with match prefix for every URI), got {uri!r}")
+    return Permission(uri=uri, match=str_value(d, "match", path, "exact", ("exact", "prefix", "wildcard")),
+                      allow=parse_names(d.get("allow"), f"{path}.allow", ACTIONS),
+                      disclose=parse_names(d.get("disclose"), f"{path}.disclose", ("caller", "publisher")))
+
+
+def parse_role(name: str, raw: Any, path: str) -> Role:
+    d = mapping(raw, path)
+    known_keys(d, path, {"permissions", "limits"})
+    perms = d.get("permissions", [])
+    if not isinstance(perms, list):
+        raise ConfigError(f"{path}.permissions", "must be a list")
+    return Role(name, tuple(parse_permission(p, f"{path}.permissions[{i}]") for i, p in enumerate(perms)),
+                parse_limits(d["limits"], f"{path}.limits") if "limits" in d else None)
+
+
+def parse_auth(raw: Any, path: str) -> AuthConfig:
+    d = mapping(raw, path)
+    known_keys(d, path, {"anonymous", "ticket", "wampcra", "cryptosign", "cookie", "throttle"})
+    default = AuthConfig()
+    anon = d.get("anonymous", {})
+    if anon is False:
+        anon = {"enabled": False}
+    anon = mapping({} if anon is True else anon, f"{path}.anonymous")
+    known_keys(anon, f"{path}.anonymous", {"enabled", "authrole"})
+    cookie = d.get("cookie", False)
+    cookie_d = mapping({} if isinstance(cookie, bool) else cookie, f"{path}.cookie")
+    known_keys(cookie_d, f"{path}.cookie", {"max_age"})
+    throttle = mapping(d.get("throttle"), f"{path}.throttle")
+    known_keys(throttle, f"{path}.throttle", {"max_failures", "window", "block_for"})
+    return AuthConfig(
+        anonymous=bool_value(anon, "enabled", f"{path}.anonymous", True),
+        anonymous_authrole=str_value(anon, "authrole", f"{path}.anonymous", default.anonymous_authrole),
+        ticket=bool_value(d, "ticket", path, False),
+        wampcra=bool_value(d, "wampcra", path, False),
+        cryptosign=bool_value(d, "cryptosign", path, False),
+        cookie=cookie is not False,
+        cookie_max_age=num_value(cookie_d, "max_age", f"{path}.cookie", default.cookie_max_age, 1),
+        max_failures=int_value(throttle, "max_failures", f"{path}.throttle", default.max_failures, 1),
+        failure_window=num_value(throttle, "window", f"{path}.throttle", default.failure_window, 0.001),
+        block_for=num_value(throttle, "block_for", f"{path}.throttle", default.block_for),
+    )
+
+
+def parse_user(authid: str, raw: Any, path: str) -> User:
+    d = mapping(raw, path)
+    known_keys(d, path, {"role", "ticket", "wampcra", "cryptosign"})
+    ticket = d.get("ticket")
+    if ticket is not None and not (isinstance(ticket, str) and ticket.startswith("pbkdf2-sha256$")):
+        raise ConfigError(f"{path}.ticket", "must be a salted hash from `courtyard auth hash-secret` "
+                                            "(pbkdf2-sha256$...), never the plain ticket")
+    cra = None
+    if d.get("wampcra") is not None:
+        c = mapping(d["wampcra"], f"{path}.wampcra")
+        known_keys(c, f"{path}.wampcra", {"secret", "key", "salt", "iterations", "keylen"})
+        if "salt" in c:
+            cra = CraSecret(key=str_value(c, "key", f"{path}.wampcra", ""),
+                            salt=str_value(c, "salt", f"{path}.wampcra", ""),
+                            iterations=int_value(c, "iterations", f"{path}.wampcra", 1000, 1),
+                            keylen=int_value(c, "keylen", f"{path}.wampcra", 32, 1))
+        else:
+            cra = CraSecret(key=str_value(c, "secret", f"{path}.wampcra", ""))
+    keys = d.get("cryptosign", [])
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or any(not isinstance(k, str) or len(k) != 64 for k in keys):
+        raise ConfigError(f"{path}.cryptosign", "must be a list of Ed25519 public keys, 64 hex characters each")
+    for k in keys:
+        try:
+            bytes.fromhex(k)
+        except ValueError:
+            raise ConfigError(f"{path}.cryptosign", f"not hex: {k!r}")
+    return User(authid, str_value(d, "role", path, ""), ticket, cra, tuple(k.lower() for k in keys))
+
+
+def parse_realm(raw: Any, path: str) -> Realm:
+    d = mapping(raw, path)
+    known_keys(d, path, {"uri", "auth", "users", "roles", "limits"})
+    users = mapping(d.get("users"), f"{path}.users")
+    roles = d.get("roles")
+    return Realm(
+        uri=str_value(d, "uri", path, ""),
+        auth=parse_auth(d.get("auth"), f"{path}.auth"),
+        users={str(k): parse_user(str(k), v, f"{path}.users.{k}") for k, v in users.items()},
+        roles=None if roles is None else {
+            str(k): parse_role(str(k), v, f"{path}.roles.{k}") for k, v in mapping(roles, f"{path}.roles").items()},
+        limits=parse_limits(d.get("limits"), f"{path}.limits"),
+    )
