@@ -39,7 +39,7 @@ class CraSecret:
 class User:
     authid: str
     role: str
-    ticket: str | None = None  # a salted hash (see router.auth.secrets), never the plain ticket
+    ticket: str | None = None  # a salted hash (see realms/secrets.py), never the plain ticket
     wampcra: CraSecret | None = None
     cryptosign: tuple[str, ...] = ()  # Ed25519 public keys, hex
 

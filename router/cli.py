@@ -81,7 +81,7 @@ def cmd_auth_hash_secret(args: argparse.Namespace) -> int:
         key = derive_key(secret, salt, args.iterations, 32).decode()
         print(f"wampcra: {{key: {key}, salt: {salt}, iterations: {args.iterations}, keylen: 32}}")
     else:
-        from router.auth.secrets import hash_secret
+        from realms.secrets import hash_secret
 
         print(f"ticket: {hash_secret(secret)}")
     return 0

@@ -13,7 +13,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 from nacl.signing import SigningKey
 
-from router.auth.secrets import hash_secret
+from realms.secrets import hash_secret
 from tests.wampclient import Aborted, connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -277,7 +277,7 @@ def test_cli_auth_helpers():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     stored = r.stdout.split("ticket: ", 1)[1].strip()
-    from router.auth.secrets import verify_secret
+    from realms.secrets import verify_secret
 
     assert verify_secret("s3cret", stored) and not verify_secret("other", stored)
     r = subprocess.run([sys.executable, "-m", "router.cli", "auth", "keygen"],

@@ -14,8 +14,8 @@ from autobahn.wamp.auth import compute_wcs
 from twisted.internet import threads
 
 from realms.realm import Realm, User
+from realms.secrets import verify_secret
 from router.auth import Challenge, Deny, Welcome, deny
-from router.auth.secrets import verify_secret
 
 # Per-process key for made-up salts: an unknown authid gets a stable salt, like a real user's.
 _FAKE_SALT_KEY = os.urandom(32)

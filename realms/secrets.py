@@ -1,4 +1,5 @@
 """Salted secret hashes for ticket users: `pbkdf2-sha256$<iterations>$<salt b64>$<hash b64>`.
+How secrets are stored is part of the user definition, so it lives with the policy.
 
 Only the hash is kept in config and memory; verifying costs one PBKDF2 run, done off the reactor
 thread by the caller, and an unknown user costs the same as a known one (no timing oracle)."""
