@@ -43,6 +43,13 @@ class User:
     wampcra: CraSecret | None = None
     cryptosign: tuple[str, ...] = ()  # Ed25519 public keys, hex
 
+    def public(self) -> dict:
+        """What the admin API shows of a user: never a secret or a key derived from one."""
+        methods = [m for m, v in (("ticket", self.ticket), ("wampcra", self.wampcra),
+                                  ("cryptosign", self.cryptosign)) if v]
+        return {"authid": self.authid, "role": self.role, "authmethods": methods,
+                "cryptosign": list(self.cryptosign)}
+
 
 @dataclass(frozen=True)
 class AuthConfig:
@@ -69,6 +76,7 @@ class Realm:
     # None: no authorization configured, every role may do everything (the open default realm).
     roles: dict[str, Role] | None = None
     limits: Limits = field(default_factory=Limits)
+    definition: dict = field(default_factory=dict, compare=False)  # as written (YAML or admin API)
 
     @property
     def anonymous(self) -> bool:

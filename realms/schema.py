@@ -198,4 +198,5 @@ def parse_realm(raw: Any, path: str) -> Realm:
         roles=None if roles is None else {
             str(k): parse_role(str(k), v, f"{path}.roles.{k}") for k, v in mapping(roles, f"{path}.roles").items()},
         limits=parse_limits(d.get("limits"), f"{path}.limits"),
+        definition=dict(d),
     )

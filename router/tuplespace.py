@@ -94,6 +94,14 @@ class SessionTable:
         self._storage.changed(session, old)
         return session
 
+    def kill(self, session_id: int, reason: str, message: str | None = None) -> bool:
+        """Ask the session's connection to end it with GOODBYE `reason` (the record goes when it has)."""
+        session = self._storage.get(session_id)
+        if session is None:
+            return False
+        session.transport.close(reason, message)
+        return True
+
     def close(self, session_id: int) -> Session | None:
         """Remove the record; its realm drops its subscriptions, registrations and pending calls.
         Closing an id that is gone already is harmless (returns None)."""

@@ -1,0 +1,246 @@
+"""The admin realm's procedures: manage realms, sessions and users of a running node (after Bondy's
+admin API). They reach sessions through the session table API only, given to them by injection, and
+record realm and user changes in the RealmStore so they survive a restart. Every action is logged
+with who did it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from realms.registry import RealmRegistry
+from realms.schema import ConfigError, parse_realm, parse_user
+from realms.secrets import hash_secret
+from realms.store import RealmStore
+
+INVALID_ARGUMENT = "wamp.error.invalid_argument"
+NO_SUCH_SESSION = "wamp.error.no_such_session"
+NO_SUCH_REALM = "courtyard.error.no_such_realm"
+REALM_EXISTS = "courtyard.error.realm_exists"
+NO_SUCH_USER = "courtyard.error.no_such_user"
+USER_EXISTS = "courtyard.error.user_exists"
+REALM_DELETED = "courtyard.close.realm_deleted"  # GOODBYE reason for sessions of a deleted realm
+USER_REMOVED = "courtyard.close.user_removed"
+KILLED = "wamp.close.killed"
+
+
+class AdminError(Exception):
+    """Answered to the caller as a WAMP ERROR with this URI."""
+
+    def __init__(self, uri: str, message: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.message = message
+
+
+def _need(value: Any, kind: type | tuple, what: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise AdminError(INVALID_ARGUMENT, f"{what} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+class AdminAPI:
+    log = Logger()
+
+    def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
+                 wipe: Callable[[], int]) -> None:
+        self.registry = registry
+        self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
+        self.store = store
+        self.admin_realm = admin_realm
+        self.wipe_expired = wipe
+        self.procedures: dict[str, Callable] = {
+            f"courtyard.{name.replace('_', '.', 1)}": getattr(self, name) for name in (
+                "realm_list", "realm_get", "realm_create", "realm_update", "realm_delete",
+                "session_count", "session_list", "session_get", "session_kill", "session_kill_by_authid",
+                "session_kill_all", "session_activity", "session_wipe", "session_set_data",
+                "user_list", "user_get", "user_add", "user_update", "user_remove")}
+
+    def call(self, procedure: str, who: str, args: list, kwargs: dict) -> Any:
+        """Run one procedure for the admin `who`; AdminError for anything the caller got wrong."""
+        fn = self.procedures[procedure]
+        try:
+            result = fn(*args, **kwargs)
+        except TypeError as e:
+            raise AdminError(INVALID_ARGUMENT, f"{procedure}: {e}")
+        except ConfigError as e:
+            raise AdminError(INVALID_ARGUMENT, str(e))
+        if not procedure.endswith((".list", ".get", ".count", ".activity")):
+            self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
+                          args=args, kwargs={k: ("***" if "secret" in k or k == "ticket" else v)
+                                             for k, v in kwargs.items()})
+        return result
+
+    # -- realms ----------------------------------------------------------------------------------
+    def _realm(self, uri: Any):
+        realm = self.registry.get(_need(uri, str, "realm"))
+        if realm is None:
+            raise AdminError(NO_SUCH_REALM, f"no realm {uri!r}")
+        return realm
+
+    def realm_list(self) -> list[str]:
+        return sorted(r.uri for r in self.registry.list())
+
+    def realm_get(self, uri: str) -> dict:
+        realm = self._realm(uri)
+        definition = {k: v for k, v in realm.definition.items() if k != "users"}
+        definition["uri"] = realm.uri
+        definition["users"] = sorted(realm.users)
+        definition["sessions"] = self.sessions.size(realm.uri)
+        return definition
+
+    def realm_create(self, uri: str, definition: dict | None = None) -> dict:
+        _need(uri, str, "realm")
+        if uri in self.registry:
+            raise AdminError(REALM_EXISTS, f"realm {uri!r} exists")
+        raw = dict(_need(definition or {}, dict, "definition"), uri=uri)
+        self.registry.add(parse_realm(raw, "definition"))
+        self.store.save_realm(uri, raw)
+        return self.realm_get(uri)
+
+    def realm_update(self, uri: str, changes: dict) -> dict:
+        """Replace the given top-level keys (auth, roles, limits) of a realm's definition."""
+        realm = self._realm(uri)
+        _need(changes, dict, "changes")
+        if "uri" in changes or "users" in changes:
+            raise AdminError(INVALID_ARGUMENT, "a realm's uri cannot change; users change through courtyard.user.*")
+        raw = dict(copy.deepcopy(realm.definition), **changes, uri=uri)
+        updated = parse_realm(raw, "changes")
+        updated.users = realm.users
+        self.registry.remove(uri)
+        self.registry.add(updated)
+        self.store.save_realm(uri, {k: v for k, v in raw.items() if k != "users"})
+        return self.realm_get(uri)
+
+    def realm_delete(self, uri: str) -> int:
+        """Close the realm's sessions (GOODBYE courtyard.close.realm_deleted), then forget it."""
+        realm = self._realm(uri)
+        if realm.uri == self.admin_realm:
+            raise AdminError(INVALID_ARGUMENT, "the admin realm cannot be deleted")
+        killed = self._kill(self.sessions.list(realm.uri), REALM_DELETED, "the realm was deleted")
+        self.registry.remove(realm.uri)
+        self.store.save_realm(realm.uri, None)
+        return killed
+
+    # -- sessions --------------------------------------------------------------------------------
+    def session_count(self, realm: str | None = None) -> int:
+        if realm is not None:
+            self._realm(realm)
+        return self.sessions.size(realm)
+
+    def session_list(self, realm: str | None = None, authid: str | None = None, authrole: str | None = None,
+                     dt: float | None = None) -> list[int]:
+        if dt is not None:
+            _need(dt, (int, float), "dt")
+        return [s.id for s in self.sessions.list(realm, authid=authid, authrole=authrole, active_within=dt)]
+
+    def _session(self, session_id: Any):
+        session = self.sessions.lookup(_need(session_id, int, "session id"))
+        if session is None:
+            raise AdminError(NO_SUCH_SESSION, f"no session {session_id}")
+        return session
+
+    def session_get(self, session_id: int) -> dict:
+        return self._session(session_id).to_details_map()
+
+    def _kill(self, sessions: list, reason: str, message: str | None) -> int:
+        for s in sessions:
+            self.sessions.kill(s.id, reason, message)
+        return len(sessions)
+
+    def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> None:
+        self._kill([self._session(session_id)], _need(reason, str, "reason"), message)
+
+    def session_kill_by_authid(self, realm: str, authid: str, reason: str = KILLED, message: str | None = None) -> int:
+        self._realm(realm)
+        return self._kill(self.sessions.list(realm, authid=_need(authid, str, "authid")), reason, message)
+
+    def session_kill_all(self, realm: str, reason: str = KILLED, message: str | None = None) -> int:
+        self._realm(realm)
+        return self._kill(self.sessions.list(realm), reason, message)
+
+    def session_activity(self, realm: str, dt: float) -> int:
+        self._realm(realm)
+        return self.sessions.activity(realm, _need(dt, (int, float), "dt"))
+
+    def session_wipe(self) -> int:
+        return self.wipe_expired()
+
+    def session_set_data(self, session_id: int, data: dict) -> dict:
+        """Merge attributes: string/number/bool values; null deletes a key; keys not given stay."""
+        session = self._session(session_id)
+        _need(data, dict, "data")
+        merged = dict(session.data or {})
+        for key, value in data.items():
+            if value is None:
+                merged.pop(key, None)
+            elif isinstance(value, (str, int, float, bool)):
+                merged[key] = value
+            else:
+                raise AdminError(INVALID_ARGUMENT, f"data[{key!r}] must be a string, number, bool or null")
+        self.sessions.update(session.id, data=merged)
+        return merged
+
+    # -- users -----------------------------------------------------------------------------------
+    def _user(self, realm: str, authid: Any):
+        r = self._realm(realm)
+        user = r.users.get(_need(authid, str, "authid"))
+        if user is None:
+            raise AdminError(NO_SUCH_USER, f"no user {authid!r} in realm {realm!r}")
+        return r, user
+
+    def user_list(self, realm: str) -> list[str]:
+        return sorted(self._realm(realm).users)
+
+    def user_get(self, realm: str, authid: str) -> dict:
+        return self._user(realm, authid)[1].public()
+
+    @staticmethod
+    def _definition(role: str | None, ticket: str | None, wampcra: Any, cryptosign: Any, base: dict) -> dict:
+        """A stored user definition: a plain `ticket` given here is hashed before it is kept anywhere."""
+        d = dict(base)
+        if role is not None:
+            d["role"] = _need(role, str, "role")
+        if ticket is not None:
+            d["ticket"] = hash_secret(_need(ticket, str, "ticket"))
+        if wampcra is not None:
+            d["wampcra"] = {"secret": wampcra} if isinstance(wampcra, str) else _need(wampcra, dict, "wampcra")
+        if cryptosign is not None:
+            d["cryptosign"] = cryptosign
+        return d
+
+    def user_add(self, realm: str, authid: str, role: str, ticket: str | None = None, wampcra: Any = None,
+                 cryptosign: Any = None) -> dict:
+        r = self._realm(realm)
+        if _need(authid, str, "authid") in r.users:
+            raise AdminError(USER_EXISTS, f"user {authid!r} exists in realm {realm!r}")
+        raw = self._definition(role, ticket, wampcra, cryptosign, {})
+        r.users[authid] = parse_user(authid, raw, "user")
+        self.store.save_user(realm, authid, raw)
+        return r.users[authid].public()
+
+    def user_update(self, realm: str, authid: str, role: str | None = None, ticket: str | None = None,
+                    wampcra: Any = None, cryptosign: Any = None) -> dict:
+        r, user = self._user(realm, authid)
+        base = {"role": user.role, "cryptosign": list(user.cryptosign)}
+        if user.ticket:
+            base["ticket"] = user.ticket
+        if user.wampcra:
+            c = user.wampcra
+            base["wampcra"] = {"secret": c.key} if c.salt is None else {
+                "key": c.key, "salt": c.salt, "iterations": c.iterations, "keylen": c.keylen}
+        raw = self._definition(role, ticket, wampcra, cryptosign, base)
+        r.users[authid] = parse_user(authid, raw, "user")
+        self.store.save_user(realm, authid, raw)
+        return r.users[authid].public()
+
+    def user_remove(self, realm: str, authid: str) -> int:
+        """Forget the user and close its sessions (GOODBYE courtyard.close.user_removed)."""
+        r, user = self._user(realm, authid)
+        del r.users[authid]
+        self.store.save_user(realm, authid, None)
+        return self._kill(self.sessions.list(realm, authid=authid), USER_REMOVED, "the user was removed")
