@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_auth_hash_secret)
     p = auth.add_parser("keygen", help="print a new Ed25519 key pair for cryptosign")
     p.set_defaults(func=cmd_auth_keygen)
+    from router import admin_client
+
+    admin_client.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
