@@ -1,0 +1,1 @@
+"""Courtyard benchmark harness (issue 3): router CPU per message against the bare WebSocket ceiling."""

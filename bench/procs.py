@@ -1,0 +1,207 @@
+"""Processes the harness starts (router, ceiling server, load generators) and what it reads about
+them from /proc. Only processes started here are ever signalled, and only by their own PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size, from /proc/PID/statm."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wait_listening(port: int, proc: subprocess.Popen | None, timeout: float) -> float:
+    """Poll until a TCP connect to the port succeeds; returns the seconds it took."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return time.monotonic() - t0
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+class Server:
+    """A router or ceiling server subprocess on a free loopback port, with a raised fd limit."""
+
+    def __init__(self, argv: list[str], port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.t_spawn = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_raise_nofile)
+        self.pid = self.proc.pid
+        self.startup = 0.0
+
+    def wait(self, timeout: float = 20.0) -> Server:
+        try:
+            wait_listening(self.port, self.proc, timeout)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\n{self.log_tail()}") from None
+        self.startup = time.monotonic() - self.t_spawn
+        return self
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+
+def start_router(workdir: Path, realm: str = "realm1", name: str = "router") -> Server:
+    """`courtyard start` on a free port with log level warn; anonymous access to `realm`."""
+    port = free_port()
+    config = {
+        "listeners": [{"type": "websocket", "host": "127.0.0.1", "port": port, "path": "/ws",
+                       "serializers": ["json", "msgpack"]}],
+        "limits": {"max_sessions": 100_000, "max_pending_calls": 100_000},
+        "realms": [{"uri": realm, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}},
+                    "roles": {"anonymous": {"permissions": [
+                        {"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]}}}],
+    }
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return Server([sys.executable, "-m", "router.cli", "start", "-c", str(path), "--log-level", "warn"], port,
+                  workdir / f"{name}.log")
+
+
+def start_ceiling(workdir: Path) -> Server:
+    port = free_port()
+    return Server([sys.executable, "-m", "bench.ceiling", "--port", str(port)], port, workdir / "ceiling.log")
+
+
+class LoadProc:
+    """One load generator process (bench/load.py), spoken to by JSON lines over its stdio."""
+
+    def __init__(self, role: str, args: dict, workdir: Path) -> None:
+        self.role = role
+        self._err = tempfile.NamedTemporaryFile("w+", dir=workdir, prefix=f"{role}-", suffix=".err", delete=False)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.load", role, json.dumps(args)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
+                                     preexec_fn=_raise_nofile)
+        self.pid = self.proc.pid
+        self._buf = b""
+
+    def read(self, deadline: float) -> dict:
+        """The next JSON line from the process, or RuntimeError when it fails or is too late."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{self.role} process {self.pid}: no answer in time{self._stderr()}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise RuntimeError(f"{self.role} process {self.pid} exited{self._stderr()}")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        msg = json.loads(line)
+        if "error" in msg:
+            raise RuntimeError(f"{self.role} process {self.pid}: {msg['error']}{self._stderr()}")
+        return msg
+
+    def tell(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+
+    def _stderr(self) -> str:
+        self._err.flush()
+        self._err.seek(0)
+        text = self._err.read().strip()
+        return f"\n{text[-2000:]}" if text else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc.stdout.close()
+        self._err.close()
+        os.unlink(self._err.name)
+
+
+class Group:
+    """Load processes that start together, go together and are always stopped (a context manager)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[LoadProc] = []
+
+    def spawn(self, role: str, **args: object) -> LoadProc:
+        p = LoadProc(role, args, self.workdir)
+        self.procs.append(p)
+        return p
+
+    def ready(self, procs: list[LoadProc], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            if not p.read(deadline).get("ready"):
+                raise RuntimeError(f"{p.role}: unexpected answer before ready")
+
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.stop()
