@@ -54,20 +54,18 @@ class Role:
                 best = p
         return best
 
-    def allows(self, action: str, uri: str) -> bool:
-        key = (action, uri)
+    def allows(self, what: str, uri: str) -> bool:
+        """Whether the role may do `what` on `uri`: an action ("call", "register", "publish",
+        "subscribe"), or a disclosure ("caller", "publisher": the role's identity is shown there)."""
+        key = (what, uri)
         ok = self._cache.get(key)
         if ok is None:
             rule = self.rule_for(uri)
-            ok = rule is not None and action in rule.allow
+            ok = rule is not None and (what in rule.allow or what in rule.disclose)
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[key] = ok
         return ok
-
-    def discloses(self, side: str, uri: str) -> bool:
-        rule = self.rule_for(uri)
-        return rule is not None and side in rule.disclose
 
     def allows_everything(self) -> bool:
         """A role with a rule allowing every action on every URI needs no per-message check."""

@@ -24,7 +24,7 @@ class Subscription:
 
 
 class Broker:
-    FEATURES: dict[str, bool] = {}
+    FEATURES: dict[str, bool] = {"publisher_identification": True, "publisher_exclusion": True}
 
     log = Logger()
 
@@ -81,7 +81,13 @@ class Broker:
         publication = wamp.global_id()
         if sub is not None:
             exclude = session.id if options.get("exclude_me", True) else None
-            self.deliver(sub, [wamp.EVENT, sub.id, publication, {}, *msg[4:]], exclude)
+            role = session.authorizer
+            if options.get("disclose_me") or (role is not None and role.allows("publisher", topic)):
+                details = {"publisher": session.id, "publisher_authid": session.authid,
+                           "publisher_authrole": session.authrole}
+            else:
+                details = {}
+            self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 

@@ -11,7 +11,7 @@ from router.session import Session
 
 
 class Registration:
-    __slots__ = ("id", "procedure", "match", "callee", "options", "created")
+    __slots__ = ("id", "procedure", "match", "callee", "options", "created", "disclose_caller")
 
     def __init__(self, id: int, procedure: str, match: str, callee: Session, options: dict) -> None:
         self.id = id
@@ -20,6 +20,7 @@ class Registration:
         self.callee = callee
         self.options = options
         self.created = time.time()
+        self.disclose_caller = options.get("disclose_caller") is True  # the callee wants to know who calls
 
 
 class Invocation:
@@ -36,7 +37,7 @@ class Invocation:
 
 
 class Dealer:
-    FEATURES: dict[str, bool] = {}
+    FEATURES: dict[str, bool] = {"caller_identification": True}
 
     log = Logger()
 
@@ -132,7 +133,12 @@ class Dealer:
         inv = Invocation(callee.next_seq(), session, request, callee, reg)
         pending[inv.id] = inv
         calls[request] = inv
-        callee.transport.send([wamp.INVOCATION, inv.id, reg.id, {}, *msg[4:]])
+        role = session.authorizer
+        if reg.disclose_caller or msg[2].get("disclose_me") or (role is not None and role.allows("caller", procedure)):
+            details = {"caller": session.id, "caller_authid": session.authid, "caller_authrole": session.authrole}
+        else:
+            details = {}
+        callee.transport.send([wamp.INVOCATION, inv.id, reg.id, details, *msg[4:]])
 
     # -- session lifetime ------------------------------------------------------------------------
     def detach(self, session: Session) -> None:
