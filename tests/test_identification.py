@@ -20,7 +20,7 @@ async def test_caller_disclosed_on_request_only(node):
     inv = await callee.recv()
     session = node.table.fetch(inv[3]["caller"])
     assert inv[3] == {"caller": session.id, "caller_authid": session.authid, "caller_authrole": "anonymous"}
-    assert session.transport.wire is not callee.proto  # the caller's session, not the callee's
+    assert session is not node.realm_router("realm1").dealer.lookup("com.example.who").callee
 
 
 @ensure
