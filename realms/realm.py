@@ -77,6 +77,7 @@ class Realm:
     roles: dict[str, Role] | None = None
     limits: Limits = field(default_factory=Limits)
     definition: dict = field(default_factory=dict, compare=False)  # as written (YAML or admin API)
+    join_roles: frozenset[str] | None = None  # only these authroles may join (the admin realm); None: any
 
     @property
     def anonymous(self) -> bool:

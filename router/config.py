@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from realms.authorization import ACTIONS, Permission, Role
-from realms.realm import Realm
+from realms.realm import AuthConfig, Realm
 from realms.schema import (
     ConfigError,
     int_value,
@@ -21,6 +21,7 @@ from realms.schema import (
     mapping,
     num_value,
     parse_realm,
+    parse_user,
     str_value,
 )
 from router.serializers import SERIALIZERS
@@ -47,6 +48,14 @@ def _open_realm(uri: str) -> Realm:
     return Realm(uri, roles={"anonymous": Role("anonymous", (everything,))})
 
 
+def _admin_realm(uri: str, users: dict) -> Realm:
+    """The admin realm: ticket or cryptosign users with the admin role, never anonymous."""
+    everything = Permission(uri="", match="prefix", allow=frozenset(ACTIONS))
+    return Realm(uri, auth=AuthConfig(anonymous=False, ticket=True, cryptosign=True), users=users,
+                 roles={"admin": Role("admin", (everything,))}, join_roles=frozenset({"admin"}),
+                 definition={"uri": uri, "auth": {"anonymous": False, "ticket": True, "cryptosign": True}})
+
+
 @dataclass
 class NodeConfig:
     name: str = "courtyard"
@@ -57,6 +66,8 @@ class NodeConfig:
     shutdown_grace: float = 5.0
     sweep_interval: float = 1.0
     realms: list[Realm] = field(default_factory=lambda: [_open_realm("realm1")])
+    admin_realm: Realm = field(default_factory=lambda: _admin_realm("courtyard.admin", {}))
+    data_dir: str | None = ".data"  # where admin changes are kept; None: in memory only
 
 
 def _timer(d: dict, key: str, path: str, default: float) -> float:
@@ -95,7 +106,7 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
 def parse(raw: Any) -> NodeConfig:
     """Validate a decoded YAML document into a NodeConfig; raises ConfigError naming the key path."""
     d = mapping(raw, "(top level)")
-    known_keys(d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms"})
+    known_keys(d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin"})
     default = NodeConfig()
     node = mapping(d.get("node"), "node")
     known_keys(node, "node", {"name", "sweep_interval"})
@@ -117,7 +128,17 @@ def parse(raw: Any) -> NodeConfig:
         realms = [parse_realm(x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
     else:
         raise ConfigError("realms", "must be a list")
-    seen: set[str] = set()
+    admin = mapping(d.get("admin"), "admin")
+    known_keys(admin, "admin", {"realm", "data_dir", "users"})
+    admin_uri = str_value(admin, "realm", "admin", "courtyard.admin")
+    admin_users = {}
+    for authid, user in mapping(admin.get("users"), "admin.users").items():
+        upath = f"admin.users.{authid}"
+        admin_users[str(authid)] = parse_user(str(authid), {"role": "admin", **mapping(user, upath)}, upath)
+    data_dir = admin.get("data_dir", ".data")
+    if data_dir is not None and not (isinstance(data_dir, str) and data_dir):
+        raise ConfigError("admin.data_dir", f"must be a directory path or null, got {data_dir!r}")
+    seen: set[str] = {admin_uri}
     for i, r in enumerate(realms):
         if r.uri in seen:
             raise ConfigError(f"realms[{i}].uri", f"realm {r.uri!r} is defined twice")
@@ -131,6 +152,8 @@ def parse(raw: Any) -> NodeConfig:
         shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),
         sweep_interval=num_value(node, "sweep_interval", "node", default.sweep_interval, 0.01),
         realms=realms,
+        admin_realm=_admin_realm(admin_uri, admin_users),
+        data_dir=data_dir,
     )
 
 

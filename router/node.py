@@ -4,18 +4,22 @@ graceful shutdown. Twisted's service model: `start()` listens, `stop()` says GOO
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from realms.admin import AdminAPI
 from realms.registry import RealmRegistry
+from realms.store import RealmStore
 from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import FailureThrottle
 from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
+from router.service import ServiceSession
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
@@ -27,7 +31,9 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.realms = RealmRegistry(config.realms)
+        self.realms = RealmRegistry([*config.realms, config.admin_realm])
+        self.store = RealmStore(Path(config.data_dir) / "courtyard.db" if config.data_dir else None)
+        self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
         self.table = SessionTable(storage.create(config.storage), config.max_sessions)
         self._routers: dict[str, RealmRouter] = {}
         self.throttle = FailureThrottle()
@@ -56,9 +62,19 @@ class Node:
             addr = port.getHost()
             self.log.info("listening for WAMP over " + where + " ({sers})", host=addr.host, port=addr.port,
                           sers=", ".join(lc.serializers))
+        self._start_admin_realm()
         self._sweeper.start(self.config.sweep_interval, now=False)
         self.started = time.perf_counter() - t0
         return self.ports
+
+    def _start_admin_realm(self) -> None:
+        """The admin realm's procedures, served by an in-router callee."""
+        uri = self.config.admin_realm.uri
+        self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep)
+        self.admin_service = ServiceSession(self.realm_router(uri))
+        for procedure in self.admin.procedures:
+            self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
+                p, details.get("caller_authid", "?"), args, kwargs))
 
     def sweep(self) -> int:
         """Close sessions past their lifetime or idle timeout (the seeds' `wipe`). Returns how many."""

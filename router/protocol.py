@@ -240,6 +240,9 @@ class WampProtocol:
 
     def _welcome(self, spec: Any, details: dict, roles: dict, who: Welcome) -> None:
         realm_uri = spec.uri
+        if spec.join_roles is not None and who.authrole not in spec.join_roles:
+            self.abort(wamp.NOT_AUTHORIZED, f"role {who.authrole!r} may not join realm {realm_uri!r}")
+            return
         limits = spec.limits_for(who.authrole)
         agent = details.get("agent")
         realm = self.node.realm_router(realm_uri)

@@ -12,6 +12,8 @@ from router.node import Node
 def start_node(**config) -> Node:
     """A node from a config dict (listener port 0 unless given); the caller stops it."""
     config.setdefault("listeners", [{"port": 0}])
+    config.setdefault("admin", {})
+    config["admin"].setdefault("data_dir", None)  # admin changes in memory, unless a test gives a directory
     for lc in config["listeners"]:
         lc.setdefault("port", 0)
     node = Node(parse(config))

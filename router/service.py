@@ -1,0 +1,77 @@
+"""An in-router callee: registers procedures in a realm's dealer and answers their INVOCATIONs by
+calling Python functions, so router-provided procedures (the admin realm's) are routed exactly like
+a client's, with no special case on the CALL path. It has no connection, so it is not in the session
+table; the dealer talks to it through the same `send` as to any callee's transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from router import wamp
+from router.protocol import ESTABLISHED, ROUTER_AGENT
+from router.routing import RealmRouter
+from router.session import Session
+
+# handler(details, args, kwargs) -> result. An exception with `uri` and `message` attributes is
+# answered as ERROR with that URI; anything else is a bug, logged, answered wamp.error.runtime_error.
+Handler = Callable[[dict, list, dict], Any]
+RUNTIME_ERROR = "wamp.error.runtime_error"
+
+
+class ServiceSession:
+    log = Logger()
+    state = ESTABLISHED
+    codec = None
+
+    def __init__(self, realm: RealmRouter, authid: str = "courtyard", authrole: str = "trusted") -> None:
+        self.realm = realm
+        self.session = Session(wamp.global_id(), realm.uri, self, peer=None, agent=ROUTER_AGENT,
+                               roles={"callee": {}}, authid=authid, authrole=authrole, authmethod="trusted",
+                               authprovider="courtyard", realm=realm)
+        self._handlers: dict[int, Handler] = {}  # registration id → handler
+        self._registering: dict[int, tuple[str, Handler]] = {}
+
+    def register(self, procedure: str, handler: Handler) -> None:
+        """Register with the caller disclosed, so handlers can say who asked."""
+        request = self.session.next_seq()
+        self._registering[request] = (procedure, handler)
+        self.realm.dealer.register(self.session, [wamp.REGISTER, request, {"disclose_caller": True}, procedure])
+
+    # -- what the dealer sends us ----------------------------------------------------------------
+    def send(self, msg: list) -> None:
+        code = msg[0]
+        if code == wamp.INVOCATION:
+            self._invoke(msg)
+        elif code == wamp.REGISTERED:
+            self._handlers[msg[2]] = self._registering.pop(msg[1])[1]
+        elif code == wamp.ERROR and msg[1] == wamp.REGISTER:
+            procedure, _ = self._registering.pop(msg[2])
+            raise RuntimeError(f"service procedure {procedure} could not be registered: {msg[4]}")
+
+    def _invoke(self, msg: list) -> None:
+        inv_id, reg_id, details = msg[1], msg[2], msg[3]
+        args = msg[4] if len(msg) > 4 else []
+        kwargs = msg[5] if len(msg) > 5 else {}
+        try:
+            result = self._handlers[reg_id](details, args, kwargs)
+        except Exception as e:
+            uri = getattr(e, "uri", None)
+            if uri is None:
+                self.log.failure("service procedure failed")
+                uri, message = RUNTIME_ERROR, "the procedure failed; see the router log"
+            else:
+                message = getattr(e, "message", str(e))
+            self.realm.dealer.error(self.session, [wamp.ERROR, wamp.INVOCATION, inv_id, {}, uri, [message]])
+        else:
+            answer = [wamp.YIELD, inv_id, {}] if result is None else [wamp.YIELD, inv_id, {}, [result]]
+            self.realm.dealer.yield_(self.session, answer)
+
+    def send_prepared(self, frame: Any) -> None:
+        """Service sessions subscribe to nothing."""
+
+    def close(self, reason: str = wamp.CLOSE_NORMAL, message: str | None = None) -> None:
+        """A service session is never killed: it lives as long as the node."""
