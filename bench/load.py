@@ -149,7 +149,7 @@ class Run:
         self.measuring = False
         self.t_end = time.monotonic()
         self.generating = False
-        reactor.callLater(float(self.args.get("drain", 1.0)), self.finish)
+        reactor.callLater(float(self.args.get("drain", 0.2)), self.finish)
 
     def finish(self) -> None:
         if self.done:

@@ -24,7 +24,7 @@ def _note(r: dict) -> str:
         notes.append(f"x{r['vs_first']} vs first level")
     if "ratio_to_echo" in r:
         notes.append(f"x{r['ratio_to_echo']} vs echo")
-    if r.get("delivered_share", 1) < 0.999:
+    if r.get("delivered_share", 1) < 0.99:
         notes.append(f"{100 * r['delivered_share']:.1f}% of events delivered")
     if r.get("errors"):
         notes.append(f"{r['errors']} errors")

@@ -21,7 +21,7 @@ from bench import procs
 from bench.procs import Group, LoadProc, Server, cpu_seconds, rss_bytes
 
 NCPU = os.cpu_count() or 1
-SATURATED = 0.9  # a process using this share of one core is saturated
+SATURATED = 0.85  # a single-threaded process busy this share of the time has no slack left
 
 
 def say(text: str) -> None:
@@ -32,7 +32,7 @@ def say(text: str) -> None:
 class Options:
     seconds: float = 5.0
     warmup: float = 1.0
-    drain: float = 1.0
+    drain: float = 0.2  # after T1, replies still in flight may come back before the client exits
     realm: str = "realm1"
     callers: int = 2
     window: int = 20
@@ -91,7 +91,7 @@ class Window:
         return "no"
 
 
-def settle(pid: int, quiet: float = 0.05, step: float = 0.25, limit: float = 30.0) -> None:
+def settle(pid: int, quiet: float = 0.05, step: float = 0.15, limit: float = 30.0) -> None:
     """Wait until the process is (almost) idle, e.g. after thousands of sessions left, so the next
     window measures only its own load. Bounded by `limit` seconds."""
     deadline = time.monotonic() + limit
@@ -143,12 +143,9 @@ def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = 
     with Group(workdir) as g:
         common = {"serializer": ser, "realm": opts.realm, "drain": opts.drain, "payload": opts.payload,
                   "procedure": procedure}
-        setup = []
-        if not t.ceiling:
-            setup.append(g.spawn("callee", url=t.url(), **common))
-            g.ready(setup, opts.setup_timeout)
+        setup = [] if t.ceiling else [g.spawn("callee", url=t.url(), **common)]
         callers = [g.spawn("caller", url=t.url("echo"), window=opts.window, **common) for _ in range(opts.callers)]
-        g.ready(callers, opts.setup_timeout)
+        g.ready(setup + callers, opts.setup_timeout)  # callers only call after "go", when the callee is there
         w = measure(t.pid, setup + callers, opts)
     res = w.results[len(setup):]
     calls = sum(r["count"] for r in res)
@@ -168,9 +165,8 @@ def run_pubsub(t: Target, ser: str, opts: Options, workdir: Path, fanout: int, t
         nproc = max(1, min(opts.sub_procs, fanout))
         shares = [fanout // nproc + (1 if i < fanout % nproc else 0) for i in range(nproc)]
         subs = [g.spawn("subscriber", url=t.url("sub"), sessions=n, **common) for n in shares]
-        g.ready(subs, opts.setup_timeout)
         pub = g.spawn("publisher", url=t.url("pub"), window=opts.pub_window, **common)
-        g.ready([pub], opts.setup_timeout)
+        g.ready(subs + [pub], opts.setup_timeout)  # the publisher only publishes after "go"
         w = measure(t.pid, subs + [pub], opts)
     events = sum(r["count"] for r in w.results[:-1])
     acks = w.results[-1]["count"]

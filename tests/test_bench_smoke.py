@@ -1,0 +1,79 @@
+"""Keeps the benchmark harness (bench/) working: every scenario for about a second with small counts.
+
+Only the shape and sanity of the JSON are checked, never timings: this machine's speed is not the
+code's correctness.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--seconds", "1", "--warmup", "0.2", "--callers", "1", "--fanouts", "8,20", "--sub-procs", "1",
+         "--churn-procs", "1", "--memory-sessions", "20,50", "--scaling-sessions", "10,50",
+         "--startup-runs", "1", "--json"]
+
+
+def run_bench(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench", *args, *SMALL], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def by_name(result: dict) -> dict[str, dict]:
+    return {r["scenario"]: r for r in result["rows"]}
+
+
+@pytest.fixture(scope="module")
+def msgpack_all() -> dict[str, dict]:
+    return by_name(run_bench("--serializer", "msgpack"))
+
+
+def test_every_scenario_reports(msgpack_all):
+    expected = {"ceiling-echo", "ceiling-fanout-8", "ceiling-fanout-20", "ceiling-churn", "ceiling-memory@20",
+                "ceiling-memory@50", "rpc", "pubsub-8", "pubsub-20", "churn", "memory@20", "memory@50",
+                "scaling-rpc@10", "scaling-rpc@50", "scaling-pubsub-8@10", "scaling-pubsub-8@50"}
+    assert expected <= set(msgpack_all)
+
+
+def test_measured_rows_are_sane(msgpack_all):
+    for name, r in msgpack_all.items():
+        assert r["serializer"] == "msgpack"
+        assert r["cost_us"] > 0, name
+        if "memory" in name:
+            continue
+        assert r["rate"] > 0, name
+        assert 0 < r["router_util"] <= 1.5, name
+        assert r["clients_util"] and all(u >= 0 for u in r["clients_util"]), name
+        assert r["saturated"] in ("router", "clients", "machine", "no"), name
+        assert not r.get("errors"), name
+
+
+def test_ratios_and_latencies(msgpack_all):
+    rpc = msgpack_all["rpc"]
+    assert 0 < rpc["p50_ms"] <= rpc["p99_ms"]
+    for name in ("rpc", "pubsub-8", "pubsub-20", "churn", "memory@50", "scaling-rpc@50"):
+        r = msgpack_all[name]
+        assert r["ratio"] > 0 and r["ceiling_us"] > 0, name
+    assert msgpack_all["scaling-rpc@10"]["vs_first"] == 1.0
+    assert msgpack_all["pubsub-20"]["delivered_share"] > 0.5
+
+
+def test_memory_and_startup(msgpack_all):
+    m = msgpack_all["memory@50"]
+    assert 1 < m["idle_rss_mb"] <= m["rss_mb"]
+    assert 0 < m["startup_s"] < 30
+
+
+def test_json_serializer_rpc():
+    result = run_bench("--serializer", "json", "--scenarios", "rpc")
+    (row,) = result["rows"]
+    assert row["scenario"] == "rpc" and row["serializer"] == "json"
+    assert row["rate"] > 0 and row["cost_us"] > 0 and row["ratio"] > 0
+    assert result["meta"]["command"].startswith("scripts/bench")
