@@ -290,3 +290,41 @@ def test_cli_auth_helpers():
     r = subprocess.run([sys.executable, "-m", "router.cli", "auth", "hash-secret", "--wampcra", "pw"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "salt:" in r.stdout and "key:" in r.stdout
+
+
+ACTION_MESSAGES = {  # how each action is asked for on the wire, and the message type that answers yes
+    "call": (lambda uri: [48, 9, {}, uri], 8),  # allowed: ERROR no_such_procedure (nobody registered)
+    "register": (lambda uri: [64, 9, {}, uri], 65),
+    "publish": (lambda uri: [16, 9, {"acknowledge": True}, uri], 17),
+    "subscribe": (lambda uri: [32, 9, {}, uri], 33),
+}
+MATCH_RULES = {  # a rule per match kind, and a URI it covers
+    "exact": ({"uri": "com.x.thing", "match": "exact"}, "com.x.thing"),
+    "prefix": ({"uri": "com.x.", "match": "prefix"}, "com.x.any.thing"),
+    "wildcard": ({"uri": "com..thing", "match": "wildcard"}, "com.y.thing"),
+}
+
+
+@pytest.mark.parametrize("match", sorted(MATCH_RULES))
+@pytest.mark.parametrize("action", sorted(ACTION_MESSAGES))
+@ensure
+async def test_every_action_allowed_and_denied_under_every_match(make_node, action, match):
+    rule, uri = MATCH_RULES[match]
+    others = [a for a in ACTION_MESSAGES if a != action]
+    node = make_node(realms=[{"uri": "realm1", "roles": {
+        "allowed": {"permissions": [{**rule, "allow": [action]}]},
+        "denied": {"permissions": [{**rule, "allow": others}]},
+    }, "auth": {"anonymous": {"authrole": "allowed"}}}, {"uri": "realm2", "roles": {
+        "denied": {"permissions": [{**rule, "allow": others}]},
+    }, "auth": {"anonymous": {"authrole": "denied"}}}])
+    make_msg, yes = ACTION_MESSAGES[action]
+    peer = await raw_connect(node.url)
+    await peer.hello("realm1")
+    peer.send(make_msg(uri))
+    reply = await peer.recv()
+    assert reply[0] == yes and (yes != 8 or reply[4] == "wamp.error.no_such_procedure"), reply
+    peer = await raw_connect(node.url)
+    await peer.hello("realm2")
+    peer.send(make_msg(uri))
+    reply = await peer.recv()
+    assert reply[0] == 8 and reply[4] == "wamp.error.not_authorized", reply
