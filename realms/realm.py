@@ -91,6 +91,11 @@ class Realm:
         role = self.roles.get(authrole) if self.roles else None
         return role.limits if role is not None and role.limits is not None else self.limits
 
+    def has_timeouts(self) -> bool:
+        """Whether any session here can expire or idle out (else the sweep skips the realm)."""
+        every = [self.limits, *(r.limits for r in (self.roles or {}).values() if r.limits is not None)]
+        return any(lim.expires_in is not None or lim.idle_timeout is not None for lim in every)
+
     def role(self, authrole: str) -> Role | None:
         """The role's permissions; None means no check (authorization not configured)."""
         if self.roles is None:

@@ -81,16 +81,23 @@ class Node:
         now = time.time()
         closed = 0
         self.cookies.purge()
-        for session in self.table.list():
-            limits = self.realms.get(session.realm_uri)
-            idle_timeout = limits.limits_for(session.authrole).idle_timeout if limits else None
-            if session.expired(now):
-                session.transport.close(wamp.SESSION_EXPIRED, "the session's lifetime is over")
-                closed += 1
-            elif idle_timeout is not None and now - session.last_active >= idle_timeout:
-                session.transport.close(wamp.SESSION_IDLE, f"no traffic for {idle_timeout:g}s")
-                closed += 1
+        for realm in self.realms.list():
+            if not realm.has_timeouts():
+                continue  # nothing in this realm can expire: no scan of its sessions
+            for session in self.table.list(realm.uri):
+                closed += self._sweep_one(session, realm, now)
         return closed
+
+    @staticmethod
+    def _sweep_one(session, realm, now: float) -> int:
+        idle_timeout = realm.limits_for(session.authrole).idle_timeout
+        if session.expired(now):
+            session.transport.close(wamp.SESSION_EXPIRED, "the session's lifetime is over")
+            return 1
+        if idle_timeout is not None and now - session.last_active >= idle_timeout:
+            session.transport.close(wamp.SESSION_IDLE, f"no traffic for {idle_timeout:g}s")
+            return 1
+        return 0
 
     def tracks_cookies(self) -> bool:
         """Cookies are set on WebSocket upgrades only where some realm authenticates by cookie."""
