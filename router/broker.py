@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from twisted.logger import Logger
 
@@ -23,6 +24,12 @@ class Subscription:
         self.created = time.time()
 
 
+class SubscriptionListener(Protocol):
+    def subscribed(self, session_id: int, sub: Subscription, created: bool) -> None: ...
+
+    def unsubscribed(self, session_id: int, sub: Subscription, deleted: bool) -> None: ...
+
+
 class Broker:
     FEATURES: dict[str, bool] = {"publisher_identification": True, "publisher_exclusion": True}
 
@@ -30,6 +37,9 @@ class Broker:
 
     def __init__(self, realm_uri: str) -> None:
         self.realm_uri = realm_uri
+        # Told of subscription changes (the meta API's on_create/on_subscribe/...); None: nobody asks.
+        # Only SUBSCRIBE/UNSUBSCRIBE and session close look at it, never PUBLISH.
+        self.listener: SubscriptionListener | None = None
         self._by_topic: dict[str, Subscription] = {}
         self._by_id: dict[int, Subscription] = {}
         self._by_session: dict[int, set[int]] = {}
@@ -47,13 +57,17 @@ class Broker:
                                               [f"invalid topic URI {topic!r}"]))
             return
         sub = self._by_topic.get(topic)
-        if sub is None:
+        created = sub is None
+        if created:
             sub = Subscription(self._new_id(), topic, match)
             self._by_topic[topic] = sub
             self._by_id[sub.id] = sub
+        added = session.id not in sub.subscribers
         sub.subscribers[session.id] = session
         self._by_session.setdefault(session.id, set()).add(sub.id)
         session.transport.send([wamp.SUBSCRIBED, request, sub.id])
+        if added and self.listener is not None:
+            self.listener.subscribed(session.id, sub, created)
 
     def unsubscribe(self, session: Session, msg: list) -> None:
         request, sub_id = msg[1], msg[2]
@@ -115,9 +129,12 @@ class Broker:
 
     def _remove(self, session_id: int, sub: Subscription) -> None:
         del sub.subscribers[session_id]
-        if not sub.subscribers:
+        deleted = not sub.subscribers
+        if deleted:
             del self._by_topic[sub.topic]
             del self._by_id[sub.id]
+        if self.listener is not None:
+            self.listener.unsubscribed(session_id, sub, deleted)
 
     def _new_id(self) -> int:
         while True:

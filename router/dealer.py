@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from twisted.logger import Logger
 
@@ -36,6 +38,16 @@ class Invocation:
         self.registration = registration
 
 
+class RegistrationListener(Protocol):
+    def registered(self, session_id: int, reg: Registration) -> None: ...
+
+    def unregistered(self, session_id: int, reg: Registration) -> None: ...
+
+
+# A procedure the router provides itself (the meta API): answers the CALL at once with RESULT or ERROR.
+BuiltIn = Callable[[Session, list], None]
+
+
 class Dealer:
     FEATURES: dict[str, bool] = {"caller_identification": True}
 
@@ -49,6 +61,11 @@ class Dealer:
         self._by_callee: dict[int, dict[int, Registration]] = {}
         self._invocations: dict[int, dict[int, Invocation]] = {}  # callee id → invocation id → call
         self._calls: dict[int, dict[int, Invocation]] = {}  # caller id → call request id → call
+        # Told of registration changes (the meta API's on_create/on_register/...); None: nobody asks.
+        self.listener: RegistrationListener | None = None
+        # Router-provided procedures under the reserved `wamp.` namespace, which no client can
+        # register. Consulted only when no registration matches, so an ordinary CALL pays nothing.
+        self.builtins: dict[str, BuiltIn] = {}
 
     # -- callee side -----------------------------------------------------------------------------
     def register(self, session: Session, msg: list) -> None:
@@ -72,6 +89,8 @@ class Dealer:
         self._by_id[reg.id] = reg
         self._by_callee.setdefault(session.id, {})[reg.id] = reg
         send([wamp.REGISTERED, request, reg.id])
+        if self.listener is not None:
+            self.listener.registered(session.id, reg)
 
     def unregister(self, session: Session, msg: list) -> None:
         request, reg_id = msg[1], msg[2]
@@ -113,6 +132,10 @@ class Dealer:
         request, procedure = msg[1], msg[3]
         reg = self._by_procedure.get(procedure)
         if reg is None:
+            builtin = self.builtins.get(procedure)
+            if builtin is not None:
+                builtin(session, msg)
+                return
             uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
             session.transport.send(wamp.error(wamp.CALL, request, uri,
                                               [f"no procedure registered for {procedure!r}"]))
@@ -168,6 +191,8 @@ class Dealer:
         del mine[reg.id]
         if not mine:
             del self._by_callee[reg.callee.id]
+        if self.listener is not None:
+            self.listener.unregistered(reg.callee.id, reg)
 
     def _new_id(self) -> int:
         while True:

@@ -46,7 +46,8 @@ class Node:
         """The running realm for a realm definition, created on first use."""
         router = self._routers.get(uri)
         if router is None:
-            router = self._routers[uri] = RealmRouter(self.realms.get(uri), self.config.max_pending_calls)
+            router = self._routers[uri] = RealmRouter(self.realms.get(uri), self.config.max_pending_calls,
+                                                      self.table)
         return router
 
     # -- lifetime --------------------------------------------------------------------------------

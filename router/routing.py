@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twisted.logger import Logger
 
 from realms.realm import Realm
 from router import wamp
 from router.broker import Broker
 from router.dealer import Dealer
+from router.meta import BROKER_FEATURES, DEALER_FEATURES, Meta
 from router.session import Session
+
+if TYPE_CHECKING:
+    from router.tuplespace import SessionTable
 
 
 class RealmRouter:
     log = Logger()
 
-    def __init__(self, spec: Realm, max_pending_calls: int | None = None) -> None:
+    def __init__(self, spec: Realm, max_pending_calls: int | None = None, table: SessionTable | None = None) -> None:
         self.uri = spec.uri
         self.spec = spec
         self.broker = Broker(spec.uri)
         self.dealer = Dealer(spec.uri, max_pending_calls)
+        self.meta = Meta(spec.uri, self.broker, self.dealer, table)
+        self._roles = {"broker": {"features": {**self.broker.FEATURES, **BROKER_FEATURES}},
+                       "dealer": {"features": {**self.dealer.FEATURES, **DEALER_FEATURES}}}
         self.handlers = {
             wamp.PUBLISH: self.broker.publish,
             wamp.SUBSCRIBE: self.broker.subscribe,
@@ -32,17 +41,19 @@ class RealmRouter:
         }
 
     def roles(self) -> dict:
-        """The WELCOME.Details.roles this realm announces: only features that work."""
-        return {"broker": {"features": dict(self.broker.FEATURES)},
-                "dealer": {"features": dict(self.dealer.FEATURES)}}
+        """The WELCOME.Details.roles this realm announces: only features that work (built once, shared)."""
+        return self._roles
 
     def attach(self, session: Session) -> None:
-        """A session joined (WELCOME sent)."""
+        """A session joined (WELCOME sent): wamp.session.on_join."""
+        self.meta.joined(session)
 
     def detach(self, session: Session) -> None:
-        """A session left: nothing of it may stay behind."""
+        """A session left, whatever the cause: nothing of it may stay behind; then its testaments
+        and wamp.session.on_leave."""
         self.broker.detach(session)
         self.dealer.detach(session)
+        self.meta.left(session)
 
     def _cancel(self, session: Session, msg: list) -> None:
         # call_canceling is not announced; a CANCEL is harmless and changes nothing.

@@ -1,0 +1,394 @@
+"""The WAMP meta API of one realm (WAMP spec, "Session Meta API", "Registration Meta API",
+"Subscription Meta API", "Testament"): `wamp.session.*`, `wamp.registration.*` and
+`wamp.subscription.*` procedures, their meta events, and testaments.
+
+Procedures are the dealer's built-ins: the dealer consults them only when no registration matches a
+CALL (clients cannot register under `wamp.`), so ordinary calls pay nothing, and a meta call is one
+dict lookup and a function call answered at once with RESULT or ERROR: no registration, invocation or
+pending-call record. Authorization, rate and quota apply to meta calls like to any CALL, because they
+are checked before routing.
+
+Events go out through `Broker.deliver`, with the router as publisher. Each event first looks up its
+topic's subscription; with nobody subscribed that lookup is all it costs. Subscriptions under `wamp.`
+(the meta topics themselves) are router internals: they produce no meta events (a monitor would
+otherwise hear about its own watching) and are not shown by the subscription procedures, as in Crossbar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from router import wamp
+from router.broker import Broker, Subscription
+from router.dealer import Dealer, Registration
+from router.session import Session
+
+if TYPE_CHECKING:
+    from router.tuplespace import SessionTable
+
+# Feature flags, announced in WELCOME where the spec places them.
+BROKER_FEATURES = {"session_meta_api": True, "subscription_meta_api": True}
+DEALER_FEATURES = {"session_meta_api": True, "registration_meta_api": True, "testament_meta_api": True}
+
+# The spec: "if not provided the reason defaults to wamp.close.normal" (wamp.session.kill and kill_by_*).
+KILL_REASON = wamp.CLOSE_NORMAL
+RUNTIME_ERROR = "wamp.error.runtime_error"
+TOO_MANY_TESTAMENTS = "courtyard.error.too_many_testaments"
+# Testaments kept per session and scope: they live as long as the session, so they are bounded.
+MAX_TESTAMENTS = 64
+SCOPES = ("detached", "destroyed")  # publication order on close: detached first (spec, Testament)
+MATCH_POLICIES = ("exact", "prefix", "wildcard")
+
+# handler(caller, args, kwargs) -> the RESULT's positional arguments, or None for a RESULT without any.
+Handler = Callable[[Session, list, dict], "list | None"]
+
+
+class MetaError(Exception):
+    """Answered as ERROR with this URI and message."""
+
+    def __init__(self, uri: str, message: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.message = message
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _arg(args: list, i: int, kind: type, what: str, default: Any = ...) -> Any:
+    """Positional argument i of the given type (bool is not an int here), or `default` when absent."""
+    if len(args) <= i or (args[i] is None and default is not ...):
+        if default is ...:
+            raise MetaError(wamp.INVALID_ARGUMENT, f"missing argument: {what}")
+        return default
+    value = args[i]
+    if type(value) is not kind and not (kind is dict and isinstance(value, dict)):
+        raise MetaError(wamp.INVALID_ARGUMENT, f"{what} must be {kind.__name__}, not {type(value).__name__}")
+    if kind is int and not 0 <= value <= wamp.MAX_ID:
+        raise MetaError(wamp.INVALID_ARGUMENT, f"{what} must be an id in [0, 2^53]")
+    return value
+
+
+def _reason(kwargs: dict) -> tuple[str, str | None]:
+    """The `reason` and `message` keyword arguments of the kill procedures."""
+    reason = kwargs.get("reason", KILL_REASON)
+    if not wamp.is_valid_uri(reason):
+        raise MetaError(wamp.INVALID_URI, f"reason must be a valid URI, not {reason!r}")
+    message = kwargs.get("message")
+    if message is not None and type(message) is not str:
+        raise MetaError(wamp.INVALID_ARGUMENT, "message must be a string")
+    return reason, message
+
+
+def _scope(kwargs: dict) -> str:
+    scope = kwargs.get("scope", "destroyed")
+    if scope not in SCOPES:
+        raise MetaError(wamp.INVALID_ARGUMENT, f"scope must be 'detached' or 'destroyed', not {scope!r}")
+    return scope
+
+
+def _match_policy(args: list, i: int) -> str:
+    options = _arg(args, i, dict, "options", {})
+    match = options.get("match", "exact")
+    if match not in MATCH_POLICIES:
+        raise MetaError(wamp.INVALID_ARGUMENT, f"unknown match policy {match!r}")
+    return match
+
+
+def _internal(uri: str) -> bool:
+    return uri.startswith("wamp.")
+
+
+class Meta:
+    """The meta API of one realm: installs itself as the broker's and dealer's listener and the
+    dealer's built-in procedures. `table` gives the session procedures; without it they are absent."""
+
+    log = Logger()
+
+    def __init__(self, realm_uri: str, broker: Broker, dealer: Dealer, table: SessionTable | None) -> None:
+        self.realm_uri = realm_uri
+        self.broker = broker
+        self.dealer = dealer
+        self.table = table
+        self._testaments: dict[int, dict[str, list[tuple]]] = {}  # session id → scope → testaments
+        broker.listener = self
+        dealer.listener = self
+        procedures: dict[str, Handler] = {
+            "wamp.registration.list": self.registration_list,
+            "wamp.registration.lookup": self.registration_lookup,
+            "wamp.registration.match": self.registration_match,
+            "wamp.registration.get": self.registration_get,
+            "wamp.registration.list_callees": self.registration_list_callees,
+            "wamp.registration.count_callees": self.registration_count_callees,
+            "wamp.subscription.list": self.subscription_list,
+            "wamp.subscription.lookup": self.subscription_lookup,
+            "wamp.subscription.match": self.subscription_match,
+            "wamp.subscription.get": self.subscription_get,
+            "wamp.subscription.list_subscribers": self.subscription_list_subscribers,
+            "wamp.subscription.count_subscribers": self.subscription_count_subscribers,
+            "wamp.session.add_testament": self.add_testament,
+            "wamp.session.flush_testaments": self.flush_testaments,
+        }
+        if table is not None:
+            procedures.update({
+                "wamp.session.count": self.session_count,
+                "wamp.session.list": self.session_list,
+                "wamp.session.get": self.session_get,
+                "wamp.session.kill": self.session_kill,
+                "wamp.session.kill_by_authid": self.session_kill_by_authid,
+                "wamp.session.kill_by_authrole": self.session_kill_by_authrole,
+                "wamp.session.kill_all": self.session_kill_all,
+            })
+        for uri, handler in procedures.items():
+            dealer.builtins[uri] = self._builtin(handler)
+
+    def _builtin(self, handler: Handler) -> Callable[[Session, list], None]:
+        """Wrap a handler as a dealer built-in: CALL in, RESULT or ERROR straight back to the caller."""
+
+        def answer(session: Session, msg: list) -> None:
+            request = msg[1]
+            args = msg[4] if len(msg) > 4 else []
+            kwargs = msg[5] if len(msg) > 5 else {}
+            try:
+                result = handler(session, args, kwargs)
+            except MetaError as e:
+                session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
+                return
+            except Exception:
+                self.log.failure("meta procedure {procedure} failed", procedure=msg[3])
+                session.transport.send(wamp.error(wamp.CALL, request, RUNTIME_ERROR,
+                                                  ["the procedure failed; see the router log"]))
+                return
+            session.transport.send([wamp.RESULT, request, {}] if result is None
+                                   else [wamp.RESULT, request, {}, result])
+
+        return answer
+
+    # -- publishing ------------------------------------------------------------------------------
+    def publish(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
+        """Publish as the router. With no subscription on `topic` this is one dict lookup."""
+        sub = self.broker.lookup(topic)
+        if sub is None:
+            return
+        event = [wamp.EVENT, sub.id, wamp.global_id(), details or {}, args]
+        if kwargs:
+            event.append(kwargs)
+        self.broker.deliver(sub, event, None)
+
+    # -- session lifetime (called by the realm) --------------------------------------------------
+    def joined(self, session: Session) -> None:
+        self.publish("wamp.session.on_join", [session.to_details_map()])
+
+    def left(self, session: Session) -> None:
+        """The session is gone, whatever the cause: its testaments (detached scope first), then on_leave."""
+        testaments = self._testaments.pop(session.id, None)
+        if testaments:
+            for scope in SCOPES:
+                for topic, args, kwargs, options in testaments.get(scope, ()):
+                    details = None
+                    if options.get("disclose_me"):
+                        details = {"publisher": session.id, "publisher_authid": session.authid,
+                                   "publisher_authrole": session.authrole}
+                    self.publish(topic, args, kwargs, details)
+        self.publish("wamp.session.on_leave", [session.id, session.authid, session.authrole])
+
+    # -- broker and dealer listener --------------------------------------------------------------
+    def subscribed(self, session_id: int, sub: Subscription, created: bool) -> None:
+        if _internal(sub.topic):
+            return
+        if created:
+            self.publish("wamp.subscription.on_create", [session_id, _subscription_details(sub)])
+        self.publish("wamp.subscription.on_subscribe", [session_id, sub.id])
+
+    def unsubscribed(self, session_id: int, sub: Subscription, deleted: bool) -> None:
+        if _internal(sub.topic):
+            return
+        self.publish("wamp.subscription.on_unsubscribe", [session_id, sub.id])
+        if deleted:
+            self.publish("wamp.subscription.on_delete", [session_id, sub.id])
+
+    def registered(self, session_id: int, reg: Registration) -> None:
+        # One callee per registration (no shared registrations): every REGISTER creates one.
+        self.publish("wamp.registration.on_create", [session_id, _registration_details(reg)])
+        self.publish("wamp.registration.on_register", [session_id, reg.id])
+
+    def unregistered(self, session_id: int, reg: Registration) -> None:
+        self.publish("wamp.registration.on_unregister", [session_id, reg.id])
+        self.publish("wamp.registration.on_delete", [session_id, reg.id])
+
+    # -- wamp.session.* --------------------------------------------------------------------------
+    def _sessions(self, args: list) -> list[Session]:
+        """The realm's sessions, optionally only those whose authrole is in args[0] (index lookups)."""
+        roles = _arg(args, 0, list, "filter_authroles", None)
+        if roles is None:
+            return self.table.list(self.realm_uri)
+        if not all(type(r) is str for r in roles):
+            raise MetaError(wamp.INVALID_ARGUMENT, "filter_authroles must be a list of strings")
+        return [s for r in set(roles) for s in self.table.list(self.realm_uri, authrole=r)]
+
+    def _session(self, args: list, caller: Session) -> Session:
+        sid = _arg(args, 0, int, "session")
+        session = self.table.lookup(sid) if sid != caller.id else None
+        if session is None or session.realm_uri != self.realm_uri:
+            raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
+        return session
+
+    def session_count(self, caller: Session, args: list, kwargs: dict) -> list:
+        if not args or args[0] is None:
+            return [self.table.size(self.realm_uri)]
+        return [len(self._sessions(args))]
+
+    def session_list(self, caller: Session, args: list, kwargs: dict) -> list:
+        return [[s.id for s in self._sessions(args)]]
+
+    def session_get(self, caller: Session, args: list, kwargs: dict) -> list:
+        sid = _arg(args, 0, int, "session")
+        session = self.table.lookup(sid)
+        if session is None or session.realm_uri != self.realm_uri:
+            raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
+        return [session.to_details_map()]
+
+    def session_kill(self, caller: Session, args: list, kwargs: dict) -> None:
+        """The caller cannot kill itself: the spec answers no_such_session ("no *other* session")."""
+        session = self._session(args, caller)
+        reason, message = _reason(kwargs)
+        self._kill([session], caller, reason, message)
+
+    def session_kill_by_authid(self, caller: Session, args: list, kwargs: dict) -> list:
+        authid = _arg(args, 0, str, "authid")
+        reason, message = _reason(kwargs)
+        return [self._kill(self.table.list(self.realm_uri, authid=authid), caller, reason, message)]
+
+    def session_kill_by_authrole(self, caller: Session, args: list, kwargs: dict) -> list:
+        authrole = _arg(args, 0, str, "authrole")
+        reason, message = _reason(kwargs)
+        return [self._kill(self.table.list(self.realm_uri, authrole=authrole), caller, reason, message)]
+
+    def session_kill_all(self, caller: Session, args: list, kwargs: dict) -> list:
+        reason, message = _reason(kwargs)
+        return [self._kill(self.table.list(self.realm_uri), caller, reason, message)]
+
+    def _kill(self, sessions: list[Session], caller: Session, reason: str, message: str | None) -> int:
+        """GOODBYE with `reason` to each session but the caller; returns how many."""
+        killed = 0
+        for s in sessions:
+            if s.id != caller.id:
+                self.log.info("session {sid} killed by session {caller} ({reason})", sid=s.id,
+                              caller=caller.id, reason=reason)
+                s.transport.close(reason, message)
+                killed += 1
+        return killed
+
+    # -- testaments ------------------------------------------------------------------------------
+    def add_testament(self, caller: Session, args: list, kwargs: dict) -> None:
+        topic = _arg(args, 0, str, "topic")
+        if not wamp.is_valid_uri(topic) or wamp.is_reserved(topic):
+            raise MetaError(wamp.INVALID_URI, f"invalid or reserved topic URI {topic!r}")
+        event_args = _arg(args, 1, list, "args", [])
+        event_kwargs = _arg(args, 2, dict, "kwargs", {})
+        options = kwargs.get("publish_options") or {}
+        if not isinstance(options, dict):
+            raise MetaError(wamp.INVALID_ARGUMENT, "publish_options must be a dict")
+        scope = _scope(kwargs)
+        role = caller.authorizer
+        if role is not None and not role.allows("publish", topic):
+            # Checked now, because at publication time nobody is left to tell.
+            raise MetaError(wamp.NOT_AUTHORIZED, f"role {caller.authrole!r} may not publish {topic!r}")
+        bucket = self._testaments.setdefault(caller.id, {}).setdefault(scope, [])
+        if len(bucket) >= MAX_TESTAMENTS:
+            raise MetaError(TOO_MANY_TESTAMENTS, f"at most {MAX_TESTAMENTS} testaments per scope")
+        bucket.append((topic, event_args, event_kwargs, options))
+
+    def flush_testaments(self, caller: Session, args: list, kwargs: dict) -> None:
+        scope = _scope(kwargs)
+        mine = self._testaments.get(caller.id)
+        if mine is not None:
+            mine.pop(scope, None)
+            if not mine:
+                del self._testaments[caller.id]
+
+    def testaments(self, session_id: int) -> int:
+        """How many testaments a session holds (tests, operators)."""
+        return sum(len(b) for b in self._testaments.get(session_id, {}).values())
+
+    # -- wamp.registration.* ---------------------------------------------------------------------
+    def _registration(self, args: list) -> Registration:
+        reg_id = _arg(args, 0, int, "registration")
+        reg = self.dealer.registration(reg_id)
+        if reg is None:
+            raise MetaError(wamp.NO_SUCH_REGISTRATION, f"no registration {reg_id}")
+        return reg
+
+    def registration_list(self, caller: Session, args: list, kwargs: dict) -> list:
+        return [{"exact": [r.id for r in self.dealer.registrations()], "prefix": [], "wildcard": []}]
+
+    def registration_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
+        procedure = _arg(args, 0, str, "procedure")
+        if _match_policy(args, 1) != "exact":
+            return [None]  # only exact registrations exist
+        reg = self.dealer.lookup(procedure)
+        return [reg.id if reg is not None else None]
+
+    def registration_match(self, caller: Session, args: list, kwargs: dict) -> list:
+        reg = self.dealer.lookup(_arg(args, 0, str, "procedure"))
+        return [reg.id if reg is not None else None]
+
+    def registration_get(self, caller: Session, args: list, kwargs: dict) -> list:
+        return [_registration_details(self._registration(args))]
+
+    def registration_list_callees(self, caller: Session, args: list, kwargs: dict) -> list:
+        return [[self._registration(args).callee.id]]
+
+    def registration_count_callees(self, caller: Session, args: list, kwargs: dict) -> list:
+        self._registration(args)
+        return [1]
+
+    # -- wamp.subscription.* ---------------------------------------------------------------------
+    def _subscription(self, args: list) -> Subscription:
+        sub_id = _arg(args, 0, int, "subscription")
+        sub = self.broker.subscription(sub_id)
+        if sub is None or _internal(sub.topic):
+            raise MetaError(wamp.NO_SUCH_SUBSCRIPTION, f"no subscription {sub_id}")
+        return sub
+
+    def _lookup_topic(self, topic: str) -> Subscription | None:
+        sub = self.broker.lookup(topic)
+        return None if sub is None or _internal(sub.topic) else sub
+
+    def subscription_list(self, caller: Session, args: list, kwargs: dict) -> list:
+        exact = [s.id for s in self.broker.subscriptions() if not _internal(s.topic)]
+        return [{"exact": exact, "prefix": [], "wildcard": []}]
+
+    def subscription_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
+        topic = _arg(args, 0, str, "topic")
+        if _match_policy(args, 1) != "exact":
+            return [None]  # only exact subscriptions exist
+        sub = self._lookup_topic(topic)
+        return [sub.id if sub is not None else None]
+
+    def subscription_match(self, caller: Session, args: list, kwargs: dict) -> list:
+        sub = self._lookup_topic(_arg(args, 0, str, "topic"))
+        return [[sub.id] if sub is not None else None]
+
+    def subscription_get(self, caller: Session, args: list, kwargs: dict) -> list:
+        return [_subscription_details(self._subscription(args))]
+
+    def subscription_list_subscribers(self, caller: Session, args: list, kwargs: dict) -> list:
+        return [list(self._subscription(args).subscribers)]
+
+    def subscription_count_subscribers(self, caller: Session, args: list, kwargs: dict) -> list:
+        return [len(self._subscription(args).subscribers)]
+
+
+def _registration_details(reg: Registration) -> dict:
+    return {"id": reg.id, "created": _iso(reg.created), "uri": reg.procedure, "match": reg.match,
+            "invoke": "single"}
+
+
+def _subscription_details(sub: Subscription) -> dict:
+    return {"id": sub.id, "created": _iso(sub.created), "uri": sub.topic, "match": sub.match}
