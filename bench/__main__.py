@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scaling-sessions", type=_ints, default=d.scaling_sessions)
     p.add_argument("--startup-runs", type=int, default=d.startup_runs)
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--json-file", help="also write the JSON to this file")
     args = p.parse_args(argv)
     if (args.url is None) != (args.router_pid is None):
         p.error("--url and --router-pid go together")
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv),
             "seconds": round(time.monotonic() - started, 1), **report.machine(),
             "options": {k: v for k, v in vars(opts).items()}}
+    if args.json_file:
+        Path(args.json_file).write_text(report.as_json(rows, meta) + "\n")
     if args.json:
         print(report.as_json(rows, meta))
     else:
