@@ -20,6 +20,8 @@ def _note(r: dict) -> str:
         notes.append(f"idle RSS {r['idle_rss_mb']} MB, RSS {r['rss_mb']} MB")
     if "startup_s" in r:
         notes.append(f"start-up {r['startup_s']} s")
+    if "matches_us" in r:
+        notes.append(f"broker matches() {r['matches_us']} us (x{r['matches_vs_first']} vs 10 entries)")
     if "vs_first" in r:
         notes.append(f"x{r['vs_first']} vs first level")
     if "ratio_to_echo" in r:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from bench import matching, procs
 from bench.procs import Group, LoadProc, Server, cpu_seconds, rss_bytes
 
 NCPU = os.cpu_count() or 1
@@ -387,13 +387,28 @@ class Bench:
         return rows
 
 
-SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling"]
+SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "matching"]
+PER_SERIALIZER = SCENARIOS[:-1]
+
+
+def scenario_matching(opts: Options) -> list[dict]:
+    """URI matching in process (no router, no serializer): per-lookup cost at 10 and 10,000 entries."""
+    say("matching (in process)")
+    rows = []
+    for r in matching.run(seconds=min(opts.seconds, 1.0) / 2):
+        rows.append(_row(f"matching-{r['probe']}@{r['entries']}", "-", None, 0, "", r["best_us"], "us/lookup",
+                         matches_us=r["matches_us"], vs_first=r["best_vs_first"],
+                         matches_vs_first=r["matches_vs_first"]))
+    return rows
 
 
 def run_all(names: list[str], serializers: list[str], opts: Options, workdir: Path, url: str | None = None,
             router_pid: int | None = None) -> list[dict]:
     rows: list[dict] = []
-    for ser in serializers:
+    if "matching" in names:
+        rows.extend(scenario_matching(opts))
+    names = [n for n in names if n in PER_SERIALIZER]
+    for ser in serializers if names else ():
         say(f"serializer {ser}")
         b = Bench(ser, opts, workdir, url, router_pid)
         try:

@@ -44,6 +44,8 @@ def test_every_scenario_reports(msgpack_all):
 
 def test_measured_rows_are_sane(msgpack_all):
     for name, r in msgpack_all.items():
+        if name.startswith("matching-"):
+            continue  # in process, no serializer: test_matching
         assert r["serializer"] == "msgpack"
         assert r["cost_us"] > 0, name
         if "memory" in name:
@@ -77,3 +79,10 @@ def test_json_serializer_rpc():
     assert row["scenario"] == "rpc" and row["serializer"] == "json"
     assert row["rate"] > 0 and row["cost_us"] > 0 and row["ratio"] > 0
     assert result["meta"]["command"].startswith("scripts/bench")
+
+
+def test_matching(msgpack_all):
+    for probe in ("exact-hit", "prefix-hit", "wildcard-hit", "miss"):
+        small, large = msgpack_all[f"matching-{probe}@10"], msgpack_all[f"matching-{probe}@10000"]
+        assert small["serializer"] == "-" and small["vs_first"] == 1.0
+        assert 0 < small["cost_us"] and 0 < large["cost_us"] and large["matches_us"] > 0, probe
