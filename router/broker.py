@@ -1,4 +1,10 @@
-"""The broker of one realm: SUBSCRIBE / UNSUBSCRIBE / PUBLISH → EVENT (WAMP Basic Profile)."""
+"""The broker of one realm: SUBSCRIBE / UNSUBSCRIBE / PUBLISH → EVENT (WAMP Basic Profile), with the
+Advanced Profile's pattern_based_subscription, subscriber_blackwhite_listing, publisher_exclusion,
+publisher_identification, event_retention and payload_passthru_mode.
+
+The hot path is a PUBLISH to an exact topic with basic options: one dict hit for its subscription, and
+nothing else is looked at until a pattern subscription exists or the PUBLISH carries advanced options.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,21 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from router import wamp
+from router.matching import PatternIndex
 from router.session import Session
+
+MATCH_POLICIES = ("exact", "prefix", "wildcard")
+# Retained events kept per realm (event_retention), one per topic. Past the bound, the topic retained
+# longest ago is forgotten first: the spec asks for best effort, not storage.
+MAX_RETAINED = 10_000
+# payload_passthru_mode: PUBLISH options copied unchanged into EVENT details; the payload is never touched.
+PPT_KEYS = ("ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid")
+# PUBLISH options the Basic Profile path reads itself; any other key sends the PUBLISH through _advanced().
+_BASIC_OPTIONS = frozenset({"acknowledge", "exclude_me", "disclose_me"})
 
 
 class Subscription:
-    """One subscription per topic per realm, shared by all its subscribers (WAMP spec, SUBSCRIBE)."""
+    """One subscription per (topic, match policy) per realm, shared by all its subscribers (WAMP spec, SUBSCRIBE)."""
 
     __slots__ = ("id", "topic", "match", "subscribers", "created")
 
@@ -24,6 +40,45 @@ class Subscription:
         self.created = time.time()
 
 
+class Receivers:
+    """The publisher's black- and whitelists (subscriber_blackwhite_listing). A subscriber receives the
+    event only if every list present admits it; an empty `eligible...` list admits nobody (spec)."""
+
+    __slots__ = ("exclude", "eligible", "exclude_authid", "eligible_authid", "exclude_authrole", "eligible_authrole")
+
+    def __init__(self, lists: dict[str, frozenset]) -> None:
+        for key in self.__slots__:
+            setattr(self, key, lists.get(key))
+
+    def admits(self, s: Session) -> bool:
+        return not (
+            (self.eligible is not None and s.id not in self.eligible)
+            or (self.exclude is not None and s.id in self.exclude)
+            or (self.eligible_authid is not None and s.authid not in self.eligible_authid)
+            or (self.exclude_authid is not None and s.authid in self.exclude_authid)
+            or (self.eligible_authrole is not None and s.authrole not in self.eligible_authrole)
+            or (self.exclude_authrole is not None and s.authrole in self.exclude_authrole)
+        )
+
+
+class Retained:
+    """The last event published with `retain: true` on a topic, with who was allowed to receive it then:
+    a later subscriber gets it only if it would have received it when it was published (spec)."""
+
+    __slots__ = ("publication", "details", "payload", "exclude", "receivers")
+
+    def __init__(self, publication: int, details: dict, payload: list, exclude: int | None,
+                 receivers: Receivers | None) -> None:
+        self.publication = publication
+        self.details = details
+        self.payload = payload
+        self.exclude = exclude
+        self.receivers = receivers
+
+    def admits(self, s: Session) -> bool:
+        return s.id != self.exclude and (self.receivers is None or self.receivers.admits(s))
+
+
 class SubscriptionListener(Protocol):
     def subscribed(self, session_id: int, sub: Subscription, created: bool) -> None: ...
 
@@ -31,7 +86,14 @@ class SubscriptionListener(Protocol):
 
 
 class Broker:
-    FEATURES: dict[str, bool] = {"publisher_identification": True, "publisher_exclusion": True}
+    FEATURES: dict[str, bool] = {
+        "publisher_identification": True,
+        "publisher_exclusion": True,
+        "pattern_based_subscription": True,
+        "subscriber_blackwhite_listing": True,
+        "event_retention": True,
+        "payload_passthru_mode": True,
+    }
 
     log = Logger()
 
@@ -40,34 +102,45 @@ class Broker:
         # Told of subscription changes (the meta API's on_create/on_subscribe/...); None: nobody asks.
         # Only SUBSCRIBE/UNSUBSCRIBE and session close look at it, never PUBLISH.
         self.listener: SubscriptionListener | None = None
-        self._by_topic: dict[str, Subscription] = {}
+        self._subs: PatternIndex[Subscription] = PatternIndex()
+        self._exact = self._subs.exact  # topic → exact subscription: the hot path's one dict
+        self._patterns = 0  # how many prefix/wildcard subscriptions exist; 0 keeps PUBLISH on the dict hit
         self._by_id: dict[int, Subscription] = {}
         self._by_session: dict[int, set[int]] = {}
+        self._retained: dict[str, Retained] = {}  # insertion order: the oldest retained topic first
 
     # -- requests --------------------------------------------------------------------------------
     def subscribe(self, session: Session, msg: list) -> None:
         request, options, topic = msg[1], msg[2], msg[3]
+        send = session.transport.send
         match = options.get("match", "exact")
-        if match != "exact":
-            session.transport.send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_ARGUMENT,
-                                              [f"match policy {match!r} is not supported"]))
+        get_retained = options.get("get_retained", False)
+        if match not in MATCH_POLICIES:
+            send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_ARGUMENT,
+                            [f"match policy {match!r} is not one of {', '.join(MATCH_POLICIES)}"]))
             return
-        if not wamp.is_valid_uri(topic):
-            session.transport.send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_URI,
-                                              [f"invalid topic URI {topic!r}"]))
+        if type(get_retained) is not bool:
+            send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_ARGUMENT, ["get_retained must be a boolean"]))
             return
-        sub = self._by_topic.get(topic)
+        if not valid_pattern(topic, match):
+            send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_URI, [f"invalid {match} topic URI {topic!r}"]))
+            return
+        sub = self._subs.get(topic, match)
         created = sub is None
         if created:
             sub = Subscription(self._new_id(), topic, match)
-            self._by_topic[topic] = sub
+            self._subs.add(topic, match, sub)
             self._by_id[sub.id] = sub
+            if match != "exact":
+                self._patterns += 1
         added = session.id not in sub.subscribers
         sub.subscribers[session.id] = session
         self._by_session.setdefault(session.id, set()).add(sub.id)
-        session.transport.send([wamp.SUBSCRIBED, request, sub.id])
+        send([wamp.SUBSCRIBED, request, sub.id])
         if added and self.listener is not None:
             self.listener.subscribed(session.id, sub, created)
+        if get_retained and self._retained:
+            self._send_retained(session, sub)
 
     def unsubscribe(self, session: Session, msg: list) -> None:
         request, sub_id = msg[1], msg[2]
@@ -84,16 +157,25 @@ class Broker:
 
     def publish(self, session: Session, msg: list) -> None:
         request, options, topic = msg[1], msg[2], msg[3]
-        sub = self._by_topic.get(topic)
         acknowledge = options.get("acknowledge", False)
+        sub = self._exact.get(topic)
         if (sub is None and not wamp.is_valid_uri(topic)) or wamp.is_reserved(topic):
-            # An ERROR for an unacknowledged PUBLISH would be an answer to a request the client forgot.
-            if acknowledge:
-                session.transport.send(wamp.error(wamp.PUBLISH, request, wamp.INVALID_URI,
-                                                  [f"invalid or reserved topic URI {topic!r}"]))
+            self._refuse(session, request, acknowledge, wamp.INVALID_URI, f"invalid or reserved topic URI {topic!r}")
             return
+        receivers = ppt = None
+        retain = False
+        if options and not _BASIC_OPTIONS.issuperset(options):
+            try:
+                receivers, ppt, retain = self._advanced(session, options)
+            except ValueError as e:
+                self._refuse(session, request, acknowledge, wamp.INVALID_ARGUMENT, str(e))
+                return
         publication = wamp.global_id()
-        if sub is not None:
+        if self._patterns:
+            subs = list(self._subs.matches(topic))
+        else:
+            subs = (sub,) if sub is not None else ()
+        if subs or retain:
             exclude = session.id if options.get("exclude_me", True) else None
             role = session.authorizer
             if options.get("disclose_me") or (role is not None and role.allows("publisher", topic)):
@@ -101,17 +183,102 @@ class Broker:
                            "publisher_authrole": session.authrole}
             else:
                 details = {}
-            self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
+            if ppt:
+                details.update(ppt)
+            payload = msg[4:]
+            for sub in subs:
+                self.deliver(sub, [wamp.EVENT, sub.id, publication,
+                                   details if sub.match == "exact" else {**details, "topic": topic}, *payload],
+                             exclude, receivers)
+            if retain:
+                self._retain(topic, Retained(publication, details, payload, exclude, receivers))
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
+    def emit(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
+        """Publish as the router (meta events, testaments): nobody is excluded. With no subscription
+        matching `topic` this is one dict lookup."""
+        if self._patterns:
+            subs = list(self._subs.matches(topic))
+        else:
+            sub = self._exact.get(topic)
+            subs = (sub,) if sub is not None else ()
+        if not subs:
+            return
+        details = details or {}
+        payload = [args, kwargs] if kwargs else [args]
+        publication = wamp.global_id()
+        for sub in subs:
+            self.deliver(sub, [wamp.EVENT, sub.id, publication,
+                               details if sub.match == "exact" else {**details, "topic": topic}, *payload], None)
+
+    def _advanced(self, session: Session, options: dict) -> tuple[Receivers | None, dict | None, bool]:
+        """The Advanced Profile's PUBLISH options: (black/whitelists, ppt details, retain). ValueError
+        says which option is bad; a passthru PUBLISH from a publisher that did not announce
+        payload_passthru_mode breaks the protocol (spec: ABORT wamp.error.protocol_violation)."""
+        lists: dict[str, frozenset] = {}
+        for key in Receivers.__slots__:
+            value = options.get(key)
+            if value is None:
+                continue
+            kind = int if key in ("exclude", "eligible") else str
+            if type(value) is not list or not all(type(v) is kind for v in value):
+                raise ValueError(f"{key} must be a list of {'session ids' if kind is int else 'strings'}")
+            lists[key] = frozenset(value)
+        retain = options.get("retain", False)
+        if type(retain) is not bool:
+            raise ValueError("retain must be a boolean")
+        ppt = {key: options[key] for key in PPT_KEYS if key in options} or None
+        if ppt:
+            if "ppt_scheme" not in ppt:
+                raise ValueError("ppt_serializer, ppt_cipher and ppt_keyid need ppt_scheme")
+            for key, value in ppt.items():
+                if type(value) is not str or (key == "ppt_scheme" and not value):
+                    raise ValueError(f"{key} must be a{' non-empty' if key == 'ppt_scheme' else ''} string")
+            if not _announces(session, "publisher", "payload_passthru_mode"):
+                raise wamp.ProtocolViolation("PUBLISH with ppt_scheme from a publisher that did not announce "
+                                             "payload_passthru_mode")
+        return (Receivers(lists) if lists else None), ppt, retain
+
+    def _refuse(self, session: Session, request: int, acknowledge: bool, uri: str, why: str) -> None:
+        """A PUBLISH that is not delivered: ERROR if acknowledged, else nothing — an ERROR for an
+        unacknowledged PUBLISH would answer a request the client forgot. Logged either way."""
+        self.log.info("PUBLISH {request} from session {sid} refused: {why}", request=request, sid=session.id, why=why)
+        if acknowledge:
+            session.transport.send(wamp.error(wamp.PUBLISH, request, uri, [why]))
+
+    # -- event retention -------------------------------------------------------------------------
+    def _retain(self, topic: str, event: Retained) -> None:
+        store = self._retained
+        if store.pop(topic, None) is None and len(store) >= MAX_RETAINED:
+            del store[next(iter(store))]
+        store[topic] = event  # re-inserted: the most recently retained topic is last
+
+    def _send_retained(self, session: Session, sub: Subscription) -> None:
+        """After SUBSCRIBED: the retained event of every topic the subscription matches, if the session
+        may have it, marked `retained`."""
+        if sub.match == "exact":
+            event = self._retained.get(sub.topic)
+            found = [(sub.topic, event)] if event is not None else []
+        else:
+            found = [(t, e) for t, e in self._retained.items() if pattern_matches(sub.topic, sub.match, t)]
+        transport = session.transport
+        for topic, event in found:
+            if event.admits(session):
+                details = {**event.details, "retained": True}
+                if sub.match != "exact":
+                    details["topic"] = topic
+                transport.send_prepared(transport.codec.prepare(
+                    [wamp.EVENT, sub.id, event.publication, details, *event.payload]))
+
     # -- fan-out ---------------------------------------------------------------------------------
     @staticmethod
-    def deliver(sub: Subscription, event: list, exclude: int | None) -> None:
-        """Send one EVENT to every subscriber, serialized once per codec (serializer × transport kind)."""
+    def deliver(sub: Subscription, event: list, exclude: int | None, receivers: Receivers | None = None) -> None:
+        """Send one EVENT to every subscriber (but `exclude`, and those `receivers` do not admit),
+        serialized once per codec (serializer × transport kind)."""
         prepared: dict = {}
         for sid, subscriber in sub.subscribers.items():
-            if sid == exclude:
+            if sid == exclude or (receivers is not None and not receivers.admits(subscriber)):
                 continue
             transport = subscriber.transport
             codec = transport.codec
@@ -131,8 +298,10 @@ class Broker:
         del sub.subscribers[session_id]
         deleted = not sub.subscribers
         if deleted:
-            del self._by_topic[sub.topic]
+            self._subs.remove(sub.topic, sub.match)
             del self._by_id[sub.id]
+            if sub.match != "exact":
+                self._patterns -= 1
         if self.listener is not None:
             self.listener.unsubscribed(session_id, sub, deleted)
 
@@ -149,8 +318,44 @@ class Broker:
     def subscription(self, sub_id: int) -> Subscription | None:
         return self._by_id.get(sub_id)
 
-    def lookup(self, topic: str) -> Subscription | None:
-        return self._by_topic.get(topic)
+    def lookup(self, topic: str, match: str = "exact") -> Subscription | None:
+        """The subscription for exactly this topic and match policy."""
+        return self._subs.get(topic, match)
+
+    def matching(self, topic: str) -> list[Subscription]:
+        """Every subscription an EVENT for `topic` would go to."""
+        return list(self._subs.matches(topic))
+
+    def retained(self) -> int:
+        """How many topics have a retained event (tests, operators)."""
+        return len(self._retained)
 
     def size(self) -> int:
         return len(self._by_id)
+
+
+def valid_pattern(topic: object, match: str) -> bool:
+    """A SUBSCRIBE topic under its match policy (WAMP spec, URIs): exact, a valid URI; prefix, a prefix
+    of some valid URI ("" and a trailing dot included); wildcard, a URI whose components may be empty."""
+    if match == "exact":
+        return wamp.is_valid_uri(topic)
+    if match == "prefix":
+        return type(topic) is str and (topic == "" or wamp.is_valid_uri(topic[:-1] if topic.endswith(".") else topic))
+    return wamp.is_valid_pattern(topic, match)
+
+
+def pattern_matches(pattern: str, match: str, topic: str) -> bool:
+    """Whether one pattern subscription matches a topic (the index does this for many at once)."""
+    if match == "exact":
+        return pattern == topic
+    if match == "prefix":
+        return topic.startswith(pattern)
+    parts, wanted = topic.split("."), pattern.split(".")
+    return len(parts) == len(wanted) and all(w == "" or w == p for w, p in zip(wanted, parts, strict=True))
+
+
+def _announces(session: Session, role: str, feature: str) -> bool:
+    """Whether the session's HELLO announced `feature` for `role` (roles are the client's, unchecked)."""
+    details = session.roles.get(role)
+    features = details.get("features") if isinstance(details, dict) else None
+    return isinstance(features, dict) and features.get(feature) is True

@@ -8,10 +8,11 @@ dict lookup and a function call answered at once with RESULT or ERROR: no regist
 pending-call record. Authorization, rate and quota apply to meta calls like to any CALL, because they
 are checked before routing.
 
-Events go out through `Broker.deliver`, with the router as publisher. Each event first looks up its
-topic's subscription; with nobody subscribed that lookup is all it costs. Subscriptions under `wamp.`
-(the meta topics themselves) are router internals: they produce no meta events (a monitor would
-otherwise hear about its own watching) and are not shown by the subscription procedures, as in Crossbar.
+Events go out through `Broker.emit`, with the router as publisher, to exact and pattern subscriptions.
+Each event first looks up the subscriptions matching its topic; with nobody subscribed that lookup is all
+it costs. Subscriptions under `wamp.` (the meta topics themselves) are router internals: they produce no
+meta events (a monitor would otherwise hear about its own watching) and are not shown by the
+subscription procedures, as in Crossbar.
 """
 
 from __future__ import annotations
@@ -171,14 +172,9 @@ class Meta:
 
     # -- publishing ------------------------------------------------------------------------------
     def publish(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
-        """Publish as the router. With no subscription on `topic` this is one dict lookup."""
-        sub = self.broker.lookup(topic)
-        if sub is None:
-            return
-        event = [wamp.EVENT, sub.id, wamp.global_id(), details or {}, args]
-        if kwargs:
-            event.append(kwargs)
-        self.broker.deliver(sub, event, None)
+        """Publish as the router, to exact and pattern subscribers alike. With no subscription matching
+        `topic` this is one dict lookup."""
+        self.broker.emit(topic, args, kwargs, details)
 
     # -- session lifetime (called by the realm) --------------------------------------------------
     def joined(self, session: Session) -> None:
@@ -356,24 +352,22 @@ class Meta:
             raise MetaError(wamp.NO_SUCH_SUBSCRIPTION, f"no subscription {sub_id}")
         return sub
 
-    def _lookup_topic(self, topic: str) -> Subscription | None:
-        sub = self.broker.lookup(topic)
-        return None if sub is None or _internal(sub.topic) else sub
-
     def subscription_list(self, caller: Session, args: list, kwargs: dict) -> list:
-        exact = [s.id for s in self.broker.subscriptions() if not _internal(s.topic)]
-        return [{"exact": exact, "prefix": [], "wildcard": []}]
+        lists: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
+        for sub in self.broker.subscriptions():
+            if not _internal(sub.topic):
+                lists[sub.match].append(sub.id)
+        return [lists]
 
     def subscription_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
         topic = _arg(args, 0, str, "topic")
-        if _match_policy(args, 1) != "exact":
-            return [None]  # only exact subscriptions exist
-        sub = self._lookup_topic(topic)
-        return [sub.id if sub is not None else None]
+        sub = self.broker.lookup(topic, _match_policy(args, 1))
+        return [sub.id if sub is not None and not _internal(sub.topic) else None]
 
     def subscription_match(self, caller: Session, args: list, kwargs: dict) -> list:
-        sub = self._lookup_topic(_arg(args, 0, str, "topic"))
-        return [[sub.id] if sub is not None else None]
+        """Every subscription an event to the topic would go to (exact, prefix, wildcard), or None."""
+        ids = [s.id for s in self.broker.matching(_arg(args, 0, str, "topic")) if not _internal(s.topic)]
+        return [ids or None]
 
     def subscription_get(self, caller: Session, args: list, kwargs: dict) -> list:
         return [_subscription_details(self._subscription(args))]
