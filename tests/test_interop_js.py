@@ -35,6 +35,21 @@ async def test_js_basic_rpc(node, serializer):
     assert lines[-1]["reason"] == "wamp.close.goodbye_and_out"
 
 
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@ensure
+async def test_js_pattern_subscriptions_and_retained_event(node, serializer):
+    lines = await run_js("patterns", node.url, serializer)
+    events = next(line["events"] for line in lines if "events" in line)
+    assert sorted((e["match"], e["topic"], e["args"], e["retained"]) for e in events) == [
+        ("prefix", "com.js.news.kept", ["kept"], True),
+        ("prefix", "com.js.news.sport", ["both"], False),
+        ("prefix", "com.js.news.world", ["world"], False),
+        ("wildcard", "com.js.eu.sport", ["sport"], False),
+        ("wildcard", "com.js.news.sport", ["both"], False),
+    ]
+    assert events[0]["retained"] is True  # the retained event came first, right after SUBSCRIBED
+
+
 @ensure
 async def test_js_ticket(make_node):
     node = make_node(**_auth_realm())

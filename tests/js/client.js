@@ -26,6 +26,26 @@ const scenarios = {
     out({ authid: s._authid, authmethod: s._authmethod, authrole: s._authrole });
   } },
   badticket: { options: { authmethods: ['ticket'], authid: 'alice', onchallenge: () => 'wrong' }, run: async () => {} },
+  // pattern-based subscriptions (prefix, wildcard) and a retained event (issue 7)
+  patterns: { options: {}, run: async (s) => {
+    const events = [];
+    let allSeen;
+    const seen = new Promise((resolve) => { allSeen = resolve; });
+    const on = (match) => (args, kwargs, details) => {
+      events.push({ match, topic: details.topic, args, retained: details.retained || false });
+      if (events.length === 5) { allSeen(); }
+    };
+    const opts = { acknowledge: true, exclude_me: false };
+    await s.publish('com.js.news.kept', ['kept'], {}, { ...opts, retain: true });
+    await s.subscribe('com.js.news.', on('prefix'), { match: 'prefix', get_retained: true });
+    await s.subscribe('com.js..sport', on('wildcard'), { match: 'wildcard' });
+    await s.publish('com.js.news.world', ['world'], {}, opts);
+    await s.publish('com.js.eu.sport', ['sport'], {}, opts);
+    await s.publish('com.js.news.sport', ['both'], {}, opts);
+    await s.publish('com.js.other', ['none'], {}, opts);
+    await seen;
+    out({ events });
+  } },
 };
 
 const sc = scenarios[scenario];
