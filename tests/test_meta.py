@@ -358,6 +358,59 @@ async def test_subscription_events(node, serializer):
     assert (await _next(events))[1][1]["uri"] == "com.example.next"
 
 
+@ensure
+async def test_subscription_procedures_with_patterns(node, serializer):
+    s1, s2 = await connect(node.url, serializer), await connect(node.url, serializer)
+    asker = await connect(node.url, serializer)
+    exact = await s1.subscribe(lambda *a: None, "com.example.topic")
+    prefix = await s1.subscribe(lambda *a: None, "com.example.", options=SubscribeOptions(match="prefix"))
+    prefix2 = await s2.subscribe(lambda *a: None, "com.example.", options=SubscribeOptions(match="prefix"))
+    wildcard = await s2.subscribe(lambda *a: None, "com..topic", options=SubscribeOptions(match="wildcard"))
+    await asker.subscribe(lambda *a: None, "wamp.session.", options=SubscribeOptions(match="prefix"))  # internal
+    assert prefix.id == prefix2.id and len({exact.id, prefix.id, wildcard.id}) == 3
+    assert await asker.call("wamp.subscription.list") == {"exact": [exact.id], "prefix": [prefix.id],
+                                                          "wildcard": [wildcard.id]}
+    assert await asker.call("wamp.subscription.lookup", "com.example.", {"match": "prefix"}) == prefix.id
+    assert await asker.call("wamp.subscription.lookup", "com..topic", {"match": "wildcard"}) == wildcard.id
+    assert await asker.call("wamp.subscription.lookup", "com..topic", {"match": "prefix"}) is None
+    assert await asker.call("wamp.subscription.lookup", "com.example.") is None  # exact by default
+    assert await asker.call("wamp.subscription.lookup", "wamp.session.", {"match": "prefix"}) is None
+    assert sorted(await asker.call("wamp.subscription.match", "com.example.topic")) == sorted(
+        [exact.id, prefix.id, wildcard.id])
+    assert await asker.call("wamp.subscription.match", "com.example.other") == [prefix.id]
+    assert await asker.call("wamp.subscription.match", "com.other.topic") == [wildcard.id]
+    assert await asker.call("wamp.subscription.match", "org.example") is None
+    assert await asker.call("wamp.subscription.match", "wamp.session.on_join") is None  # internal: not shown
+    got = await asker.call("wamp.subscription.get", wildcard.id)
+    assert (got["id"], got["uri"], got["match"]) == (wildcard.id, "com..topic", "wildcard")
+    assert (await asker.call("wamp.subscription.get", prefix.id))["match"] == "prefix"
+    assert sorted(await asker.call("wamp.subscription.list_subscribers", prefix.id)) == sorted([_sid(s1), _sid(s2)])
+    assert await asker.call("wamp.subscription.count_subscribers", prefix.id) == 2
+    await prefix.unsubscribe()
+    await prefix2.unsubscribe()
+    assert await asker.call("wamp.subscription.list") == {"exact": [exact.id], "prefix": [],
+                                                          "wildcard": [wildcard.id]}
+    assert await asker.call("wamp.subscription.lookup", "com.example.", {"match": "prefix"}) is None
+    e = await _error(asker.call("wamp.subscription.get", prefix.id))
+    assert e.error == "wamp.error.no_such_subscription"
+
+
+@ensure
+async def test_subscription_events_for_pattern_subscriptions(node, serializer):
+    watcher = await connect(node.url, serializer)
+    events = await _events(watcher, "wamp.subscription.on_create", "wamp.subscription.on_subscribe",
+                           "wamp.subscription.on_unsubscribe", "wamp.subscription.on_delete")
+    client = await connect(node.url, serializer)
+    sub = await client.subscribe(lambda *a: None, "com..news", options=SubscribeOptions(match="wildcard"))
+    topic, args, _ = await _next(events)
+    assert topic == "wamp.subscription.on_create" and args[0] == _sid(client)
+    assert (args[1]["id"], args[1]["uri"], args[1]["match"]) == (sub.id, "com..news", "wildcard")
+    assert await _next(events) == ("wamp.subscription.on_subscribe", [_sid(client), sub.id], {})
+    await sub.unsubscribe()
+    assert await _next(events) == ("wamp.subscription.on_unsubscribe", [_sid(client), sub.id], {})
+    assert await _next(events) == ("wamp.subscription.on_delete", [_sid(client), sub.id], {})
+
+
 # -- testaments ------------------------------------------------------------------------------------
 @ensure
 async def test_testament_fires_on_abrupt_disconnect(node, serializer):
