@@ -1,7 +1,15 @@
-"""The dealer of one realm: REGISTER / UNREGISTER / CALL → INVOCATION → YIELD|ERROR → RESULT|ERROR."""
+"""The dealer of one realm: REGISTER / UNREGISTER / CALL → INVOCATION → YIELD|ERROR → RESULT|ERROR,
+with the Advanced Profile's pattern-based and shared registrations, progressive results and
+invocations, call canceling and call timeouts.
+
+The common CALL (exact URI, one callee, no options) costs a dict hit for the registration and a
+dict hit each for the caller's and the callee's tables of calls in flight; every Advanced Profile
+option is looked at only when the CALL carries options at all.
+"""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -9,54 +17,115 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from router import wamp
+from router.matching import PatternIndex
 from router.session import Session
+
+INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
+MATCH_POLICIES = frozenset({"exact", "prefix", "wildcard"})
+CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
+DEFAULT_CANCEL_MODE = "killnowait"  # the caller hears at once, the callee is told to stop
+PPT_KEYS = ("ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid")  # payload_passthru_mode
+
+
+class Callee:
+    """One session's part in a registration (several under a shared registration)."""
+
+    __slots__ = ("session", "disclose_caller", "canceling", "progressive_in", "progressive_out")
+
+    def __init__(self, session: Session, options: dict) -> None:
+        self.session = session
+        self.disclose_caller = options.get("disclose_caller") is True  # the callee wants to know who calls
+        features = _features(session, "callee")
+        self.canceling = features.get("call_canceling") is True  # understands INTERRUPT
+        self.progressive_out = features.get("progressive_call_results") is True
+        self.progressive_in = features.get("progressive_call_invocations") is True
 
 
 class Registration:
-    __slots__ = ("id", "procedure", "match", "callee", "options", "created", "disclose_caller")
+    __slots__ = ("id", "procedure", "match", "invoke", "callees", "created", "_turn")
 
-    def __init__(self, id: int, procedure: str, match: str, callee: Session, options: dict) -> None:
+    def __init__(self, id: int, procedure: str, match: str, invoke: str) -> None:
         self.id = id
         self.procedure = procedure
         self.match = match
-        self.callee = callee
-        self.options = options
+        self.invoke = invoke
+        self.callees: list[Callee] = []  # in the order they registered
         self.created = time.time()
-        self.disclose_caller = options.get("disclose_caller") is True  # the callee wants to know who calls
+        self._turn = 0
+
+    @property
+    def callee(self) -> Session:
+        """The first callee (the only one under `single`)."""
+        return self.callees[0].session
+
+    def pick(self) -> Callee:
+        """The callee the next call goes to, by the registration's invocation policy."""
+        callees = self.callees
+        if self.invoke == "single" or self.invoke == "first" or len(callees) == 1:
+            return callees[0]
+        if self.invoke == "last":
+            return callees[-1]
+        if self.invoke == "random":
+            return random.choice(callees)
+        self._turn = turn = self._turn % len(callees)
+        self._turn += 1
+        return callees[turn]
 
 
 class Invocation:
     """A call in flight: the caller's request id and the callee's invocation id for it."""
 
-    __slots__ = ("id", "caller", "call_id", "callee", "registration")
+    __slots__ = ("id", "caller", "call_id", "callee", "registration", "progress", "streaming", "canceling",
+                 "timer")
 
-    def __init__(self, id: int, caller: Session, call_id: int, callee: Session, registration: Registration):
+    def __init__(self, id: int, caller: Session, call_id: int, callee: Callee, registration: Registration):
         self.id = id
         self.caller = caller
         self.call_id = call_id
         self.callee = callee
         self.registration = registration
+        self.progress = False  # the caller takes progressive results
+        self.streaming = False  # the caller is still sending progressive CALLs
+        self.canceling = False  # CANCEL mode kill: INTERRUPT sent, waiting for the callee's answer
+        self.timer = None  # the call_timeout's DelayedCall
 
 
 class RegistrationListener(Protocol):
-    def registered(self, session_id: int, reg: Registration) -> None: ...
+    def registered(self, session_id: int, reg: Registration, created: bool) -> None: ...
 
-    def unregistered(self, session_id: int, reg: Registration) -> None: ...
+    def unregistered(self, session_id: int, reg: Registration, deleted: bool) -> None: ...
 
 
 # A procedure the router provides itself (the meta API): answers the CALL at once with RESULT or ERROR.
 BuiltIn = Callable[[Session, list], None]
 
 
+class CallRefused(Exception):
+    """A CALL option the dealer cannot honour: the caller gets this ERROR and nothing is invoked."""
+
+    def __init__(self, uri: str, message: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.message = message
+
+
 class Dealer:
-    FEATURES: dict[str, bool] = {"caller_identification": True}
+    FEATURES: dict[str, bool] = {
+        "caller_identification": True, "pattern_based_registration": True, "shared_registration": True,
+        "progressive_call_results": True, "progressive_call_invocations": True, "call_canceling": True,
+        "call_timeout": True, "payload_passthru_mode": True,
+    }
 
     log = Logger()
 
-    def __init__(self, realm_uri: str, max_pending_calls: int | None = None) -> None:
+    def __init__(self, realm_uri: str, max_pending_calls: int | None = None, clock=None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.realm_uri = realm_uri
         self.max_pending_calls = max_pending_calls  # per callee
-        self._by_procedure: dict[str, Registration] = {}
+        self.clock = clock
+        self._index: PatternIndex[Registration] = PatternIndex()
+        self._exact = self._index.exact  # the hot path's dict
         self._by_id: dict[int, Registration] = {}
         self._by_callee: dict[int, dict[int, Registration]] = {}
         self._invocations: dict[int, dict[int, Invocation]] = {}  # callee id → invocation id → call
@@ -64,7 +133,7 @@ class Dealer:
         # Told of registration changes (the meta API's on_create/on_register/...); None: nobody asks.
         self.listener: RegistrationListener | None = None
         # Router-provided procedures under the reserved `wamp.` namespace, which no client can
-        # register. Consulted only when no registration matches, so an ordinary CALL pays nothing.
+        # register. Consulted only when no exact registration matches, so an ordinary CALL pays nothing.
         self.builtins: dict[str, BuiltIn] = {}
 
     # -- callee side -----------------------------------------------------------------------------
@@ -72,127 +141,231 @@ class Dealer:
         request, options, procedure = msg[1], msg[2], msg[3]
         send = session.transport.send
         match = options.get("match", "exact")
-        if match != "exact":
+        invoke = options.get("invoke", "single")
+        if match not in MATCH_POLICIES or invoke not in INVOKE_POLICIES:
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_ARGUMENT,
-                            [f"match policy {match!r} is not supported"]))
+                            [f"unknown match {match!r} or invoke {invoke!r} policy"]))
             return
-        if not wamp.is_valid_uri(procedure) or wamp.is_reserved(procedure):
+        if not wamp.is_valid_pattern(procedure, match) or wamp.is_reserved(procedure):
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_URI,
-                            [f"invalid or reserved procedure URI {procedure!r}"]))
+                            [f"invalid or reserved procedure URI {procedure!r} (match {match})"]))
             return
-        if procedure in self._by_procedure:
+        reg = self._index.get(procedure, match)
+        created = reg is None
+        if created:
+            reg = Registration(self._new_id(), procedure, match, invoke)
+        elif reg.invoke != invoke:
+            send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY,
+                            [f"{procedure!r} is registered with invoke {reg.invoke!r}, not {invoke!r}"]))
+            return
+        elif invoke == "single" or any(c.session is session for c in reg.callees):
             send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_ALREADY_EXISTS,
                             [f"procedure {procedure!r} is already registered"]))
             return
-        reg = Registration(self._new_id(), procedure, match, session, options)
-        self._by_procedure[procedure] = reg
-        self._by_id[reg.id] = reg
+        if created:
+            self._index.add(procedure, match, reg)
+            self._by_id[reg.id] = reg
+        reg.callees.append(Callee(session, options))
         self._by_callee.setdefault(session.id, {})[reg.id] = reg
         send([wamp.REGISTERED, request, reg.id])
         if self.listener is not None:
-            self.listener.registered(session.id, reg)
+            self.listener.registered(session.id, reg, created)
 
     def unregister(self, session: Session, msg: list) -> None:
         request, reg_id = msg[1], msg[2]
-        reg = self._by_id.get(reg_id)
-        if reg is None or reg.callee is not session:
+        reg = self._by_callee.get(session.id, {}).get(reg_id)
+        if reg is None:
             session.transport.send(wamp.error(wamp.UNREGISTER, request, wamp.NO_SUCH_REGISTRATION))
             return
-        self._remove(reg)
+        self._remove(session, reg)
         session.transport.send([wamp.UNREGISTERED, request])
 
     def yield_(self, session: Session, msg: list) -> None:
-        inv = self._pop_invocation(session, msg[1])
-        if inv is not None:
-            inv.caller.transport.send([wamp.RESULT, inv.call_id, {}, *msg[3:]])
+        pending = self._invocations.get(session.id)
+        inv = pending.get(msg[1]) if pending else None
+        if inv is None:
+            return  # the caller left, canceled, or timed out: nobody waits for it
+        options = msg[2]
+        if options and options.get("progress") is True:
+            if inv.progress and not inv.canceling:
+                inv.caller.transport.send([wamp.RESULT, inv.call_id, _result_details(options, True), *msg[3:]])
+            return
+        self._forget(inv)
+        if inv.canceling:
+            inv.caller.transport.send(wamp.error(wamp.CALL, inv.call_id, wamp.CANCELED, ["the call was canceled"]))
+        else:
+            inv.caller.transport.send([wamp.RESULT, inv.call_id, _result_details(options, False) if options else {},
+                                       *msg[3:]])
 
     def error(self, session: Session, msg: list) -> None:
         if msg[1] != wamp.INVOCATION:
             raise wamp.ProtocolViolation(f"ERROR for request type {msg[1]} is not one a client may send")
-        inv = self._pop_invocation(session, msg[2])
-        if inv is not None:
-            inv.caller.transport.send([wamp.ERROR, wamp.CALL, inv.call_id, msg[3], *msg[4:]])
-
-    def _pop_invocation(self, callee: Session, inv_id: int) -> Invocation | None:
-        """The call a YIELD or ERROR answers; None (ignored) when the caller left or it is unknown."""
-        pending = self._invocations.get(callee.id)
-        inv = pending.pop(inv_id, None) if pending else None
+        pending = self._invocations.get(session.id)
+        inv = pending.get(msg[2]) if pending else None
         if inv is None:
-            return None
-        if not pending:
-            del self._invocations[callee.id]
-        calls = self._calls[inv.caller.id]
-        del calls[inv.call_id]
-        if not calls:
-            del self._calls[inv.caller.id]
-        return inv
+            return
+        self._forget(inv)
+        uri = wamp.CANCELED if inv.canceling else msg[4]
+        inv.caller.transport.send([wamp.ERROR, wamp.CALL, inv.call_id, msg[3], uri, *msg[5:]])
 
     # -- caller side -----------------------------------------------------------------------------
     def call(self, session: Session, msg: list) -> None:
-        request, procedure = msg[1], msg[3]
-        reg = self._by_procedure.get(procedure)
+        request, options, procedure = msg[1], msg[2], msg[3]
+        calls = self._calls.get(session.id)
+        if calls is not None and request in calls:
+            self._call_continues(calls[request], msg)
+            return
+        reg = self._exact.get(procedure)
         if reg is None:
             builtin = self.builtins.get(procedure)
             if builtin is not None:
                 builtin(session, msg)
                 return
-            uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
-            session.transport.send(wamp.error(wamp.CALL, request, uri,
-                                              [f"no procedure registered for {procedure!r}"]))
-            return
-        callee = reg.callee
-        pending = self._invocations.get(callee.id)
-        if pending is None:
-            pending = self._invocations[callee.id] = {}
-        elif self.max_pending_calls is not None and len(pending) >= self.max_pending_calls:
+            if len(self._index) > len(self._exact) and not wamp.is_reserved(procedure):
+                reg = self._index.best(procedure)
+            if reg is None:
+                uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
+                session.transport.send(wamp.error(wamp.CALL, request, uri,
+                                                  [f"no procedure registered for {procedure!r}"]))
+                return
+        callee = reg.pick()
+        callee_session = callee.session
+        pending = self._invocations.get(callee_session.id)
+        if pending is not None and self.max_pending_calls is not None and len(pending) >= self.max_pending_calls:
             session.transport.send(wamp.error(wamp.CALL, request, wamp.CANCELED,
                                               ["the callee has too many calls pending"]))
             return
-        calls = self._calls.get(session.id)
-        if calls is None:
-            calls = self._calls[session.id] = {}
-        elif request in calls:
-            raise wamp.ProtocolViolation(f"CALL request id {request} is already in flight")
-        inv = Invocation(callee.next_seq(), session, request, callee, reg)
-        pending[inv.id] = inv
-        calls[request] = inv
         role = session.authorizer
-        if reg.disclose_caller or msg[2].get("disclose_me") or (role is not None and role.allows("caller", procedure)):
+        if callee.disclose_caller or (role is not None and role.allows("caller", procedure)) or (
+                options and options.get("disclose_me")):
             details = {"caller": session.id, "caller_authid": session.authid, "caller_authrole": session.authrole}
         else:
             details = {}
-        callee.transport.send([wamp.INVOCATION, inv.id, reg.id, details, *msg[4:]])
+        if reg.match != "exact":
+            details["procedure"] = procedure
+        inv = Invocation(callee_session.next_seq(), session, request, callee, reg)
+        if options:
+            try:
+                self._call_options(inv, options, details)
+            except CallRefused as e:
+                session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
+                return
+        if pending is None:
+            pending = self._invocations[callee_session.id] = {}
+        pending[inv.id] = inv
+        if calls is None:
+            calls = self._calls[session.id] = {}
+        calls[request] = inv
+        callee_session.transport.send([wamp.INVOCATION, inv.id, reg.id, details, *msg[4:]])
+
+    def _call_options(self, inv: Invocation, options: dict, details: dict) -> None:
+        """The Advanced Profile's CALL options: receive_progress, progress, timeout, ppt_*."""
+        callee = inv.callee
+        if options.get("receive_progress") is True and callee.progressive_out:
+            inv.progress = details["receive_progress"] = True
+        if options.get("progress") is True:
+            if not callee.progressive_in:
+                raise CallRefused(wamp.FEATURE_NOT_SUPPORTED,
+                                  "the callee does not support progressive_call_invocations")
+            inv.streaming = details["progress"] = True
+        timeout = options.get("timeout")
+        if timeout is not None:
+            if type(timeout) is not int or timeout < 0:
+                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.timeout must be a non-negative integer (ms)")
+            if timeout > 0:
+                inv.timer = self.clock.callLater(timeout / 1000.0, self._timed_out, inv)
+        if "ppt_scheme" in options:
+            if type(options["ppt_scheme"]) is not str:
+                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.ppt_scheme must be a string")
+            for key in PPT_KEYS:
+                if key in options:
+                    details[key] = options[key]
+
+    def _call_continues(self, inv: Invocation, msg: list) -> None:
+        """A further CALL with the request id of a call in flight: the next chunk of a progressive
+        call invocation, sent on to the same callee under the same invocation id."""
+        if not inv.streaming:
+            raise wamp.ProtocolViolation(f"CALL request id {inv.call_id} is already in flight")
+        inv.streaming = msg[2].get("progress") is True
+        details = {"progress": True} if inv.streaming else {}
+        inv.callee.session.transport.send([wamp.INVOCATION, inv.id, inv.registration.id, details, *msg[4:]])
+
+    def cancel(self, session: Session, msg: list) -> None:
+        """CANCEL (call_canceling). Unknown or finished calls: nothing happens. A callee that does not
+        understand INTERRUPT gets none, and its late answer is dropped (mode `skip`)."""
+        request, options = msg[1], msg[2]
+        mode = options.get("mode", DEFAULT_CANCEL_MODE)
+        if mode not in CANCEL_MODES:
+            raise wamp.ProtocolViolation(f"CANCEL.Options.mode must be one of {sorted(CANCEL_MODES)}, not {mode!r}")
+        calls = self._calls.get(session.id)
+        inv = calls.get(request) if calls else None
+        if inv is None or inv.canceling:
+            return
+        if not inv.callee.canceling:
+            mode = "skip"
+        if mode == "kill":
+            inv.canceling = True
+            self._interrupt(inv, "kill", wamp.CANCELED)
+            return
+        self._forget(inv)
+        if mode == "killnowait":
+            self._interrupt(inv, "killnowait", wamp.CANCELED)
+        session.transport.send(wamp.error(wamp.CALL, request, wamp.CANCELED, [f"the call was canceled ({mode})"]))
+
+    def _timed_out(self, inv: Invocation) -> None:
+        """call_timeout: the dealer gives up on the call; the caller hears wamp.error.timeout."""
+        inv.timer = None
+        self._forget(inv)
+        if inv.callee.canceling:
+            self._interrupt(inv, "killnowait", wamp.TIMEOUT)
+        inv.caller.transport.send(wamp.error(wamp.CALL, inv.call_id, wamp.TIMEOUT,
+                                             ["the call timed out (CALL.Options.timeout)"]))
+
+    @staticmethod
+    def _interrupt(inv: Invocation, mode: str, reason: str) -> None:
+        inv.callee.session.transport.send([wamp.INTERRUPT, inv.id, {"mode": mode, "reason": reason}])
+
+    def _forget(self, inv: Invocation) -> None:
+        """Take a call out of both tables (a later YIELD or ERROR for it is ignored)."""
+        if inv.timer is not None:
+            if inv.timer.active():
+                inv.timer.cancel()
+            inv.timer = None
+        callee_id = inv.callee.session.id
+        pending = self._invocations.get(callee_id)
+        if pending is not None and pending.pop(inv.id, None) is not None and not pending:
+            del self._invocations[callee_id]
+        calls = self._calls.get(inv.caller.id)
+        if calls is not None and calls.pop(inv.call_id, None) is not None and not calls:
+            del self._calls[inv.caller.id]
 
     # -- session lifetime ------------------------------------------------------------------------
     def detach(self, session: Session) -> None:
         """Drop a leaving session's registrations; callers waiting on it get an ERROR at once, and
-        its own calls in flight are forgotten (a late YIELD for them is ignored)."""
+        its own calls in flight are forgotten (callees that understand INTERRUPT are told)."""
         for reg in list(self._by_callee.get(session.id, {}).values()):
-            self._remove(reg)
-        for inv in self._invocations.pop(session.id, {}).values():
-            calls = self._calls.get(inv.caller.id)
-            if calls is not None:
-                calls.pop(inv.call_id, None)
-                if not calls:
-                    del self._calls[inv.caller.id]
+            self._remove(session, reg)
+        for inv in list(self._invocations.get(session.id, {}).values()):
+            self._forget(inv)
             inv.caller.transport.send(wamp.error(wamp.CALL, inv.call_id, wamp.CANCELED,
                                                  ["the callee left before answering"]))
-        for inv in self._calls.pop(session.id, {}).values():
-            pending = self._invocations.get(inv.callee.id)
-            if pending is not None:
-                pending.pop(inv.id, None)
-                if not pending:
-                    del self._invocations[inv.callee.id]
+        for inv in list(self._calls.get(session.id, {}).values()):
+            self._forget(inv)
+            if inv.callee.canceling:
+                self._interrupt(inv, "killnowait", wamp.CANCELED)
 
-    def _remove(self, reg: Registration) -> None:
-        del self._by_procedure[reg.procedure]
-        del self._by_id[reg.id]
-        mine = self._by_callee[reg.callee.id]
+    def _remove(self, session: Session, reg: Registration) -> None:
+        reg.callees = [c for c in reg.callees if c.session is not session]
+        deleted = not reg.callees
+        if deleted:
+            self._index.remove(reg.procedure, reg.match)
+            del self._by_id[reg.id]
+        mine = self._by_callee[session.id]
         del mine[reg.id]
         if not mine:
-            del self._by_callee[reg.callee.id]
+            del self._by_callee[session.id]
         if self.listener is not None:
-            self.listener.unregistered(reg.callee.id, reg)
+            self.listener.unregistered(session.id, reg, deleted)
 
     def _new_id(self) -> int:
         while True:
@@ -207,11 +380,31 @@ class Dealer:
     def registration(self, reg_id: int) -> Registration | None:
         return self._by_id.get(reg_id)
 
-    def lookup(self, procedure: str) -> Registration | None:
-        return self._by_procedure.get(procedure)
+    def lookup(self, procedure: str, match: str = "exact") -> Registration | None:
+        return self._index.get(procedure, match)
+
+    def match(self, procedure: str) -> Registration | None:
+        """The registration a CALL to `procedure` would go to."""
+        return self._index.best(procedure)
 
     def size(self) -> int:
         return len(self._by_id)
 
     def pending(self) -> int:
         return sum(len(p) for p in self._invocations.values())
+
+
+def _features(session: Session, role: str) -> dict:
+    """The features a peer announced for one of its roles in HELLO (empty when none)."""
+    announced = (session.roles or {}).get(role)
+    features = announced.get("features") if type(announced) is dict else None
+    return features if type(features) is dict else {}
+
+
+def _result_details(options: dict, progress: bool) -> dict:
+    details = {"progress": True} if progress else {}
+    if "ppt_scheme" in options:
+        for key in PPT_KEYS:
+            if key in options:
+                details[key] = options[key]
+    return details

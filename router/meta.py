@@ -208,14 +208,15 @@ class Meta:
         if deleted:
             self.publish("wamp.subscription.on_delete", [session_id, sub.id])
 
-    def registered(self, session_id: int, reg: Registration) -> None:
-        # One callee per registration (no shared registrations): every REGISTER creates one.
-        self.publish("wamp.registration.on_create", [session_id, _registration_details(reg)])
+    def registered(self, session_id: int, reg: Registration, created: bool) -> None:
+        if created:
+            self.publish("wamp.registration.on_create", [session_id, _registration_details(reg)])
         self.publish("wamp.registration.on_register", [session_id, reg.id])
 
-    def unregistered(self, session_id: int, reg: Registration) -> None:
+    def unregistered(self, session_id: int, reg: Registration, deleted: bool) -> None:
         self.publish("wamp.registration.on_unregister", [session_id, reg.id])
-        self.publish("wamp.registration.on_delete", [session_id, reg.id])
+        if deleted:
+            self.publish("wamp.registration.on_delete", [session_id, reg.id])
 
     # -- wamp.session.* --------------------------------------------------------------------------
     def _sessions(self, args: list) -> list[Session]:
@@ -321,28 +322,28 @@ class Meta:
         return reg
 
     def registration_list(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [{"exact": [r.id for r in self.dealer.registrations()], "prefix": [], "wildcard": []}]
+        lists: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
+        for reg in self.dealer.registrations():
+            lists[reg.match].append(reg.id)
+        return [lists]
 
     def registration_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
         procedure = _arg(args, 0, str, "procedure")
-        if _match_policy(args, 1) != "exact":
-            return [None]  # only exact registrations exist
-        reg = self.dealer.lookup(procedure)
+        reg = self.dealer.lookup(procedure, _match_policy(args, 1))
         return [reg.id if reg is not None else None]
 
     def registration_match(self, caller: Session, args: list, kwargs: dict) -> list:
-        reg = self.dealer.lookup(_arg(args, 0, str, "procedure"))
+        reg = self.dealer.match(_arg(args, 0, str, "procedure"))
         return [reg.id if reg is not None else None]
 
     def registration_get(self, caller: Session, args: list, kwargs: dict) -> list:
         return [_registration_details(self._registration(args))]
 
     def registration_list_callees(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [[self._registration(args).callee.id]]
+        return [[c.session.id for c in self._registration(args).callees]]
 
     def registration_count_callees(self, caller: Session, args: list, kwargs: dict) -> list:
-        self._registration(args)
-        return [1]
+        return [len(self._registration(args).callees)]
 
     # -- wamp.subscription.* ---------------------------------------------------------------------
     def _subscription(self, args: list) -> Subscription:
@@ -381,7 +382,7 @@ class Meta:
 
 def _registration_details(reg: Registration) -> dict:
     return {"id": reg.id, "created": _iso(reg.created), "uri": reg.procedure, "match": reg.match,
-            "invoke": "single"}
+            "invoke": reg.invoke}
 
 
 def _subscription_details(sub: Subscription) -> dict:

@@ -37,7 +37,7 @@ class RealmRouter:
             wamp.UNREGISTER: self.dealer.unregister,
             wamp.YIELD: self.dealer.yield_,
             wamp.ERROR: self.dealer.error,
-            wamp.CANCEL: self._cancel,
+            wamp.CANCEL: self.dealer.cancel,
         }
 
     def roles(self) -> dict:
@@ -54,7 +54,3 @@ class RealmRouter:
         self.broker.detach(session)
         self.dealer.detach(session)
         self.meta.left(session)
-
-    def _cancel(self, session: Session, msg: list) -> None:
-        # call_canceling is not announced; a CANCEL is harmless and changes nothing.
-        self.log.debug("CANCEL from session {sid} ignored (call_canceling not supported)", sid=session.id)

@@ -37,6 +37,13 @@ async def test_js_basic_rpc(node, serializer):
 
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
 @ensure
+async def test_js_progressive_call_results(node, serializer):
+    lines = await run_js("progress", node.url, serializer)
+    assert {"progress": [3, 2, 1], "result": "liftoff"} in lines
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@ensure
 async def test_js_pattern_subscriptions_and_retained_event(node, serializer):
     lines = await run_js("patterns", node.url, serializer)
     events = next(line["events"] for line in lines if "events" in line)

@@ -158,8 +158,10 @@ class RawPeer:
     async def recv(self, seconds: float = TIMEOUT):
         return await with_timeout(self.inbox.get(), seconds)
 
-    async def hello(self, realm: str = "realm1") -> list:
-        self.send([1, realm, {"roles": {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}}])
+    async def hello(self, realm: str = "realm1", roles: dict | None = None) -> list:
+        if roles is None:
+            roles = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
+        self.send([1, realm, {"roles": roles}])
         return await self.recv()
 
     def drop(self) -> None:

@@ -25,6 +25,18 @@ const scenarios = {
   } }, run: async (s) => {
     out({ authid: s._authid, authmethod: s._authmethod, authrole: s._authrole });
   } },
+  // progressive call results: the callee reports progress, the caller asked for it (issue 7)
+  progress: { options: {}, run: async (s) => {
+    await s.register('com.js.countdown', (args, kwargs, details) => {
+      for (let i = args[0]; i > 0; i--) { if (details.progress) { details.progress([i]); } }
+      return 'liftoff';
+    });
+    const seen = [];
+    const result = await new Promise((resolve, reject) => {
+      s.call('com.js.countdown', [3], {}, { receive_progress: true }).then(resolve, reject, (p) => seen.push(p));
+    });
+    out({ progress: seen, result });
+  } },
   badticket: { options: { authmethods: ['ticket'], authid: 'alice', onchallenge: () => 'wrong' }, run: async () => {} },
   // pattern-based subscriptions (prefix, wildcard) and a retained event (issue 7)
   patterns: { options: {}, run: async (s) => {
