@@ -50,6 +50,9 @@ class Receivers:
         for key in self.__slots__:
             setattr(self, key, lists.get(key))
 
+    def of(self, subscribers: dict[int, Session]) -> dict[int, Session]:
+        return {sid: s for sid, s in subscribers.items() if self.admits(s)}
+
     def admits(self, s: Session) -> bool:
         return not (
             (self.eligible is not None and s.id not in self.eligible)
@@ -162,20 +165,12 @@ class Broker:
         if (sub is None and not wamp.is_valid_uri(topic)) or wamp.is_reserved(topic):
             self._refuse(session, request, acknowledge, wamp.INVALID_URI, f"invalid or reserved topic URI {topic!r}")
             return
-        receivers = ppt = None
-        retain = False
-        if options and not _BASIC_OPTIONS.issuperset(options):
-            try:
-                receivers, ppt, retain = self._advanced(session, options)
-            except ValueError as e:
-                self._refuse(session, request, acknowledge, wamp.INVALID_ARGUMENT, str(e))
-                return
+        # Cheap tests first: {} and {"acknowledge": true} are most PUBLISHes.
+        if options and (acknowledge is not True or len(options) > 1) and not _BASIC_OPTIONS.issuperset(options):
+            self._publish_advanced(session, msg)
+            return
         publication = wamp.global_id()
-        if self._patterns:
-            subs = list(self._subs.matches(topic))
-        else:
-            subs = (sub,) if sub is not None else ()
-        if subs or retain:
+        if sub is not None or self._patterns:
             exclude = session.id if options.get("exclude_me", True) else None
             role = session.authorizer
             if options.get("disclose_me") or (role is not None and role.allows("publisher", topic)):
@@ -183,34 +178,57 @@ class Broker:
                            "publisher_authrole": session.authrole}
             else:
                 details = {}
-            if ppt:
-                details.update(ppt)
-            payload = msg[4:]
-            for sub in subs:
-                self.deliver(sub, [wamp.EVENT, sub.id, publication,
-                                   details if sub.match == "exact" else {**details, "topic": topic}, *payload],
-                             exclude, receivers)
-            if retain:
-                self._retain(topic, Retained(publication, details, payload, exclude, receivers))
+            if self._patterns:
+                self._fan_out(topic, publication, details, msg[4:], exclude, None)
+            else:
+                self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
+        if acknowledge:
+            session.transport.send([wamp.PUBLISHED, request, publication])
+
+    def _publish_advanced(self, session: Session, msg: list) -> None:
+        """A PUBLISH with Advanced Profile options (black/whitelists, retain, ppt_*): kept off the hot path."""
+        request, options, topic = msg[1], msg[2], msg[3]
+        acknowledge = options.get("acknowledge", False)
+        try:
+            receivers, ppt, retain = self._advanced(session, options)
+        except ValueError as e:
+            self._refuse(session, request, acknowledge, wamp.INVALID_ARGUMENT, str(e))
+            return
+        publication = wamp.global_id()
+        exclude = session.id if options.get("exclude_me", True) else None
+        role = session.authorizer
+        if options.get("disclose_me") or (role is not None and role.allows("publisher", topic)):
+            details = {"publisher": session.id, "publisher_authid": session.authid,
+                       "publisher_authrole": session.authrole}
+        else:
+            details = {}
+        if ppt:
+            details.update(ppt)
+        payload = msg[4:]
+        self._fan_out(topic, publication, details, payload, exclude, receivers)
+        if retain:
+            self._retain(topic, Retained(publication, details, payload, exclude, receivers))
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
     def emit(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
         """Publish as the router (meta events, testaments): nobody is excluded. With no subscription
         matching `topic` this is one dict lookup."""
-        if self._patterns:
-            subs = list(self._subs.matches(topic))
-        else:
+        if self._patterns or topic in self._exact:
+            self._fan_out(topic, wamp.global_id(), details or {}, [args, kwargs] if kwargs else [args], None, None)
+
+    def _fan_out(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
+                 receivers: Receivers | None) -> None:
+        """One EVENT per subscription matching `topic`; pattern subscriptions are told the topic (spec)."""
+        if not self._patterns:
             sub = self._exact.get(topic)
-            subs = (sub,) if sub is not None else ()
-        if not subs:
+            if sub is not None:
+                self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *payload], exclude, receivers)
             return
-        details = details or {}
-        payload = [args, kwargs] if kwargs else [args]
-        publication = wamp.global_id()
-        for sub in subs:
+        for sub in self._subs.matches(topic):
             self.deliver(sub, [wamp.EVENT, sub.id, publication,
-                               details if sub.match == "exact" else {**details, "topic": topic}, *payload], None)
+                               details if sub.match == "exact" else {**details, "topic": topic}, *payload],
+                         exclude, receivers)
 
     def _advanced(self, session: Session, options: dict) -> tuple[Receivers | None, dict | None, bool]:
         """The Advanced Profile's PUBLISH options: (black/whitelists, ppt details, retain). ValueError
@@ -277,8 +295,8 @@ class Broker:
         """Send one EVENT to every subscriber (but `exclude`, and those `receivers` do not admit),
         serialized once per codec (serializer × transport kind)."""
         prepared: dict = {}
-        for sid, subscriber in sub.subscribers.items():
-            if sid == exclude or (receivers is not None and not receivers.admits(subscriber)):
+        for sid, subscriber in (sub.subscribers if receivers is None else receivers.of(sub.subscribers)).items():
+            if sid == exclude:
                 continue
             transport = subscriber.transport
             codec = transport.codec

@@ -47,9 +47,14 @@ async def _user(node, name: str, serializer: str):
 async def _events(client, topic: str, **options) -> tuple[defer.DeferredQueue, object]:
     """Subscribe; a queue of (args, kwargs, EventDetails) and the subscription."""
     q: defer.DeferredQueue = defer.DeferredQueue()
-    sub = await client.subscribe(lambda *a, details, **kw: q.put((list(a), kw, details)), topic,
-                                 options=SubscribeOptions(details_arg="details", **options))
+    sub = await with_timeout(client.subscribe(lambda *a, details, **kw: q.put((list(a), kw, details)), topic,
+                                              options=SubscribeOptions(details_arg="details", **options)))
     return q, sub
+
+
+async def _publish(client, topic: str, *args, **kwargs):
+    """An autobahn publish that fails the test instead of hanging when the router never answers."""
+    return await with_timeout(client.publish(topic, *args, **kwargs))
 
 
 async def _until_marker(q: defer.DeferredQueue) -> list:
@@ -109,8 +114,8 @@ async def test_prefix_subscription_gets_every_topic_with_that_string_prefix(node
     q, _ = await _events(sub, "com.example.emergency", match="prefix")
     for topic in ("com.example.emergency", "com.example.emergency.11", "com.example.emergency-low",
                   "com.example.emerge", "com.other.emergency", "com.example.emergency.category.severe"):
-        await pub.publish(topic, topic, options=ACK)
-    await pub.publish("com.example.emergency", "marker", options=ACK)
+        await _publish(pub, topic, topic, options=ACK)
+    await _publish(pub, "com.example.emergency", "marker", options=ACK)
     got = [await with_timeout(q.get()) for _ in range(4)]
     assert [(args[0], details.topic) for args, _, details in got] == [
         (t, t) for t in ("com.example.emergency", "com.example.emergency.11", "com.example.emergency-low",
@@ -125,12 +130,12 @@ async def test_wildcard_subscription_matches_whole_components(node, serializer):
     q, _ = await _events(sub, "com.myapp..userevent", match="wildcard")
     for topic in ("com.myapp.foo.userevent", "com.myapp.foo.userevent.bar", "com.myapp.foo.user",
                   "com.myapp2.foo.userevent", "com.myapp.bar.userevent"):
-        await pub.publish(topic, topic, options=ACK)
+        await _publish(pub, topic, topic, options=ACK)
     got = [await with_timeout(q.get()) for _ in range(2)]
     assert [(args, details.topic) for args, _, details in got] == [
         (["com.myapp.foo.userevent"], "com.myapp.foo.userevent"),
         (["com.myapp.bar.userevent"], "com.myapp.bar.userevent")]
-    await pub.publish("com.myapp.x.userevent", "marker", options=ACK)
+    await _publish(pub, "com.myapp.x.userevent", "marker", options=ACK)
     assert await _until_marker(q) == []
 
 
@@ -171,7 +176,7 @@ async def test_pattern_subscriptions_are_shared_per_topic_and_policy(node, seria
     assert broker.size() == 3 and broker._patterns == 2
     assert {s.id for s in broker.matching("com.shared.x")} == {sa.id, sw.id}
     for s in (sa, sb, sw, se):
-        await s.unsubscribe()
+        await with_timeout(s.unsubscribe())
     assert broker.size() == 0 and broker._patterns == 0  # publish is back on the exact dict alone
 
 
@@ -180,8 +185,8 @@ async def test_publisher_exclusion_and_identification_on_pattern_subscriptions(m
     node = make_node(**_users_realm(disclose=True))
     client = await connect(node.url, serializer)
     q, _ = await _events(client, "com.me.", match="prefix")
-    await client.publish("com.me.excluded", "no", options=ACK)
-    await client.publish("com.me.included", "yes", options=PublishOptions(acknowledge=True, exclude_me=False))
+    await _publish(client, "com.me.excluded", "no", options=ACK)
+    await _publish(client, "com.me.included", "yes", options=PublishOptions(acknowledge=True, exclude_me=False))
     args, _, details = await with_timeout(q.get())
     assert args == ["yes"] and details.topic == "com.me.included"
     assert details.publisher == client.welcome.session and details.publisher_authrole == "anonymous"
@@ -255,11 +260,11 @@ async def test_exclude_and_eligible_by_session_id(node, serializer):
     queues = [(await _events(c, "com.bw"))[0] for c in subs]
     a, b, c = (s.welcome.session for s in subs)
     pub = await connect(node.url, serializer)
-    await pub.publish("com.bw", "eligible a b", options=PublishOptions(acknowledge=True, eligible=[a, b]))
-    await pub.publish("com.bw", "exclude a", options=PublishOptions(acknowledge=True, exclude=[a]))
-    await pub.publish("com.bw", "spec example", options=PublishOptions(acknowledge=True, eligible=[a, b, 42],
+    await _publish(pub, "com.bw", "eligible a b", options=PublishOptions(acknowledge=True, eligible=[a, b]))
+    await _publish(pub, "com.bw", "exclude a", options=PublishOptions(acknowledge=True, exclude=[a]))
+    await _publish(pub, "com.bw", "spec example", options=PublishOptions(acknowledge=True, eligible=[a, b, 42],
                                                                        exclude=[a]))
-    await pub.publish("com.bw", "marker", options=ACK)
+    await _publish(pub, "com.bw", "marker", options=ACK)
     assert await _until_marker(queues[0]) == [["eligible a b"]]
     assert await _until_marker(queues[1]) == [["eligible a b"], ["exclude a"], ["spec example"]]
     assert await _until_marker(queues[2]) == [["exclude a"]]
@@ -283,8 +288,8 @@ async def test_eligible_and_exclude_by_authid_and_authrole(make_node, serializer
     ]
     for text, options in publications:
         options.acknowledge = True
-        await pub.publish("com.bw.topic", text, options=options)
-    await pub.publish("com.bw.topic", "marker", options=ACK)
+        await _publish(pub, "com.bw.topic", text, options=options)
+    await _publish(pub, "com.bw.topic", "marker", options=ACK)
     got = {name: [args[0] for args in await _until_marker(q)] for name, q in queues.items()}
     assert got == {
         "alice": ["role user", "role user or admin, not bob"],
@@ -344,13 +349,13 @@ async def test_retained_event_is_delivered_after_subscribed(node, serializer):
 async def test_retained_events_with_autobahn_and_publisher_disclosed(make_node, serializer):
     node = make_node(**_users_realm(disclose=True))
     pub = await connect(node.url, serializer)
-    await pub.publish("com.retain.x", 21.5, unit="C", options=PublishOptions(acknowledge=True, retain=True))
+    await _publish(pub, "com.retain.x", 21.5, unit="C", options=PublishOptions(acknowledge=True, retain=True))
     sub = await connect(node.url, serializer)
     q, _ = await _events(sub, "com.retain.x", get_retained=True)
     args, kwargs, details = await with_timeout(q.get())
     assert (args, kwargs) == ([21.5], {"unit": "C"})
     assert details.retained is True and details.publisher == pub.welcome.session
-    await pub.publish("com.retain.x", 22.0, options=ACK)
+    await _publish(pub, "com.retain.x", 22.0, options=ACK)
     args, _, details = await with_timeout(q.get())
     assert args == [22.0] and not details.retained
 
@@ -359,7 +364,7 @@ async def test_retained_events_with_autobahn_and_publisher_disclosed(make_node, 
 async def test_pattern_subscription_gets_every_matching_retained_topic(node, serializer):
     pub = await connect(node.url, serializer)
     for topic in ("com.r.a", "com.r.b", "com.s.a", "org.r.a"):
-        await pub.publish(topic, topic, options=PublishOptions(acknowledge=True, retain=True))
+        await _publish(pub, topic, topic, options=PublishOptions(acknowledge=True, retain=True))
     peer, _ = await _raw(node, serializer)
     prefix = await _subscribe(peer, 1, "com.r.", {"match": "prefix", "get_retained": True})
     got = [await peer.recv() for _ in range(2)]
@@ -377,7 +382,7 @@ async def test_pattern_subscription_gets_every_matching_retained_topic(node, ser
 async def test_retained_event_respects_the_publishers_lists(make_node, serializer):
     node = make_node(**_users_realm())
     pub = await connect(node.url, serializer)
-    await pub.publish("com.secret", "admins only",
+    await _publish(pub, "com.secret", "admins only",
                       options=PublishOptions(acknowledge=True, retain=True, eligible_authrole=["admin"]))
     anon = await connect(node.url, serializer)
     alice = await _user(node, "alice", serializer)
@@ -387,13 +392,13 @@ async def test_retained_event_respects_the_publishers_lists(make_node, serialize
     args, _, details = await with_timeout(queues["carol"].get())
     assert args == ["admins only"] and details.retained is True
     # the session id list, as recorded at publish time, counts too
-    await pub.publish("com.secret2", "not alice",
+    await _publish(pub, "com.secret2", "not alice",
                       options=PublishOptions(acknowledge=True, retain=True, exclude=[alice.welcome.session]))
     q_alice, _ = await _events(alice, "com.secret2", get_retained=True)
     q_carol, _ = await _events(carol, "com.secret2", get_retained=True)
     assert (await with_timeout(q_carol.get()))[0] == ["not alice"]
-    await pub.publish("com.secret", "marker", options=ACK)
-    await pub.publish("com.secret2", "marker", options=ACK)
+    await _publish(pub, "com.secret", "marker", options=ACK)
+    await _publish(pub, "com.secret2", "marker", options=ACK)
     assert await _until_marker(queues["anon"]) == []
     assert await _until_marker(queues["alice"]) == []
     assert await _until_marker(q_alice) == []
@@ -402,12 +407,12 @@ async def test_retained_event_respects_the_publishers_lists(make_node, serialize
 @ensure
 async def test_retained_event_respects_publisher_exclusion(node, serializer):
     pub = await connect(node.url, serializer)
-    await pub.publish("com.mine", "excluded", options=PublishOptions(acknowledge=True, retain=True))
+    await _publish(pub, "com.mine", "excluded", options=PublishOptions(acknowledge=True, retain=True))
     q, _ = await _events(pub, "com.mine", get_retained=True)
     other = await connect(node.url, serializer)
     q_other, _ = await _events(other, "com.mine", get_retained=True)
     assert (await with_timeout(q_other.get()))[0] == ["excluded"]  # others get it
-    await pub.publish("com.mine", "included", options=PublishOptions(acknowledge=True, retain=True, exclude_me=False))
+    await _publish(pub, "com.mine", "included", options=PublishOptions(acknowledge=True, retain=True, exclude_me=False))
     assert (await with_timeout(q.get()))[0] == ["included"]  # live, as it was published
     q2, _ = await _events(pub, "com.mine", match="prefix", get_retained=True)
     args, _, details = await with_timeout(q2.get())
@@ -419,9 +424,9 @@ async def test_retained_topics_per_realm_are_bounded(node, serializer, monkeypat
     monkeypatch.setattr(broker_module, "MAX_RETAINED", 3)
     pub = await connect(node.url, serializer)
     for topic in ("com.b.1", "com.b.2", "com.b.3"):
-        await pub.publish(topic, topic, options=PublishOptions(acknowledge=True, retain=True))
-    await pub.publish("com.b.1", "again", options=PublishOptions(acknowledge=True, retain=True))  # now the newest
-    await pub.publish("com.b.4", "com.b.4", options=PublishOptions(acknowledge=True, retain=True))  # evicts com.b.2
+        await _publish(pub, topic, topic, options=PublishOptions(acknowledge=True, retain=True))
+    await _publish(pub, "com.b.1", "again", options=PublishOptions(acknowledge=True, retain=True))  # now the newest
+    await _publish(pub, "com.b.4", "com.b.4", options=PublishOptions(acknowledge=True, retain=True))  # evicts com.b.2
     broker = node.realm_router("realm1").broker
     assert broker.retained() == 3
     peer, _ = await _raw(node, serializer)
@@ -460,3 +465,22 @@ async def test_ppt_from_a_publisher_that_did_not_announce_it_is_a_protocol_viola
     abort = await peer.recv()
     assert abort[0] == 3 and abort[2] == "wamp.error.protocol_violation"
     await with_timeout(peer.closed)
+
+
+# -- other transports and serializers --------------------------------------------------------------
+@ensure
+async def test_patterns_and_retention_over_rawsocket_and_cbor(make_node):
+    node = make_node(listeners=[{}, {"type": "rawsocket"}])
+    rs = f"rs://127.0.0.1:{node.ports[1].getHost().port}"
+    pub = await connect(node.url, "cbor")
+    await _publish(pub, "com.rs.kept", b"\x00raw", options=PublishOptions(acknowledge=True, retain=True))
+    queues = []
+    for serializer in ("cbor", "msgpack", "json"):
+        sub = await connect(rs, serializer)
+        queues.append((await _events(sub, "com.rs.", match="prefix", get_retained=True))[0])
+    await _publish(pub, "com.rs.live", {"n": 1}, options=ACK)
+    for q in queues:
+        args, _, details = await with_timeout(q.get())
+        assert (args, details.topic, details.retained) == ([b"\x00raw"], "com.rs.kept", True)
+        args, _, details = await with_timeout(q.get())
+        assert (args, details.topic, bool(details.retained)) == ([{"n": 1}], "com.rs.live", False)
