@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import report
 from bench.load import raise_nofile
+from bench.procs import PROFILES
 from bench.scenarios import SCENARIOS, Options, run_all
 
 
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-sessions", type=_ints, default=d.memory_sessions)
     p.add_argument("--scaling-sessions", type=_ints, default=d.scaling_sessions)
     p.add_argument("--startup-runs", type=int, default=d.startup_runs)
+    p.add_argument("--router-profile", choices=PROFILES, default=d.router_profile,
+                   help="the router's realm: open (no per-message checks), authz (permission rules), "
+                   "limits (rate and quota windows that never refuse)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-file", help="also write the JSON to this file")
     args = p.parse_args(argv)
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                    window=args.window, payload=args.payload, fanouts=args.fanouts, pub_window=args.pub_window,
                    sub_procs=args.sub_procs, churn_procs=args.churn_procs,
                    churn_concurrency=args.churn_concurrency, memory_sessions=args.memory_sessions,
-                   scaling_sessions=args.scaling_sessions, startup_runs=args.startup_runs)
+                   scaling_sessions=args.scaling_sessions, startup_runs=args.startup_runs,
+                   router_profile=args.router_profile)
     names = [n for n in SCENARIOS if n in args.scenarios.split(",")]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="courtyard-bench-") as tmp:

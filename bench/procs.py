@@ -99,16 +99,35 @@ class Server:
         self._log.close()
 
 
-def start_router(workdir: Path, realm: str = "realm1", name: str = "router") -> Server:
-    """`courtyard start` on a free port with log level warn; anonymous access to `realm`."""
+EVERYTHING = [{"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]
+# The role's rules under --router-profile authz: the bench's URIs are allowed by the most specific of
+# several rules, so every request is checked (and the per-(action, URI) cache does its job).
+AUTHZ_RULES = [
+    {"uri": "bench.echo", "match": "exact", "allow": ["call", "register"]},
+    {"uri": "bench.", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]},
+    {"uri": "bench..private", "match": "wildcard", "allow": []},
+    {"uri": "com.", "match": "prefix", "allow": ["call"]},
+    {"uri": "wamp.", "match": "prefix", "allow": []},
+]
+# Under --router-profile limits: rate and quota windows so large they never refuse, so only their cost shows.
+NEVER_REACHED = {"rate": {"limit": 1_000_000_000, "duration": 1}, "quota": {"limit": 1_000_000_000, "duration": 3600}}
+PROFILES = ("open", "authz", "limits")
+
+
+def start_router(workdir: Path, realm: str = "realm1", name: str = "router", profile: str = "open") -> Server:
+    """`courtyard start` on a free port with log level warn; anonymous access to `realm`. `profile`:
+    open (a role allowed everything: no per-message checks), authz (permission rules checked on every
+    request), limits (rate and quota windows checked on every request)."""
     port = free_port()
+    realm_config: dict = {"uri": realm, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}},
+                          "roles": {"anonymous": {"permissions": AUTHZ_RULES if profile == "authz" else EVERYTHING}}}
+    if profile == "limits":
+        realm_config["limits"] = NEVER_REACHED
     config = {
         "listeners": [{"type": "websocket", "host": "127.0.0.1", "port": port, "path": "/ws",
                        "serializers": ["json", "msgpack"]}],
         "limits": {"max_sessions": 100_000, "max_pending_calls": 100_000},
-        "realms": [{"uri": realm, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}},
-                    "roles": {"anonymous": {"permissions": [
-                        {"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]}}}],
+        "realms": [realm_config],
     }
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

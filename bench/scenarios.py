@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import matching, procs
+from bench import checks, matching, procs
 from bench.procs import Group, LoadProc, Server, cpu_seconds, rss_bytes
 
 NCPU = os.cpu_count() or 1
@@ -47,6 +47,7 @@ class Options:
     scaling_sessions: list[int] = field(default_factory=lambda: [10, 1000, 10_000])
     scaling_fanout: int = 8
     startup_runs: int = 3
+    router_profile: str = "open"  # procs.PROFILES
     setup_timeout: float = 180.0
 
 
@@ -232,7 +233,7 @@ class Bench:
             self.router = Target(f"ws://{base}", router_pid, False, "/" + path)
             self.owns_router = False
         else:
-            self._router = procs.start_router(workdir, opts.realm, f"router-{ser}").wait()
+            self._router = procs.start_router(workdir, opts.realm, f"router-{ser}", opts.router_profile).wait()
             self.router = Target(f"ws://127.0.0.1:{self._router.port}", self._router.pid, False)
             self.owns_router = True
 
@@ -387,8 +388,8 @@ class Bench:
         return rows
 
 
-SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "matching"]
-PER_SERIALIZER = SCENARIOS[:-1]
+SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "matching", "checks"]
+PER_SERIALIZER = SCENARIOS[:-2]
 
 
 def scenario_matching(opts: Options) -> list[dict]:
@@ -402,11 +403,19 @@ def scenario_matching(opts: Options) -> list[dict]:
     return rows
 
 
+def scenario_checks(opts: Options) -> list[dict]:
+    """Authorization, rate and quota checks in process: what each adds per request."""
+    say("checks (in process)")
+    return [_row(f"check-{r['check']}", "-", None, 0, "", r["us"], "us/request") for r in checks.run()]
+
+
 def run_all(names: list[str], serializers: list[str], opts: Options, workdir: Path, url: str | None = None,
             router_pid: int | None = None) -> list[dict]:
     rows: list[dict] = []
     if "matching" in names:
         rows.extend(scenario_matching(opts))
+    if "checks" in names:
+        rows.extend(scenario_checks(opts))
     names = [n for n in names if n in PER_SERIALIZER]
     for ser in serializers if names else ():
         say(f"serializer {ser}")

@@ -67,8 +67,70 @@ class Role:
             self._cache[key] = ok
         return ok
 
+    def allows_pattern(self, what: str, pattern: str, match: str) -> bool:
+        """A prefix or wildcard SUBSCRIBE/REGISTER: allowed only if `what` is allowed on every URI the
+        pattern can match, so a pattern cannot reach past the role's rules. The deciding rule must
+        cover the whole pattern (a prefix rule its literal start begins with, else a wildcard rule at
+        least as general), and every more specific rule that could apply under it must allow too.
+        Conservative where exactness would cost a search: a wildcard pattern is judged by its literal
+        start (the components before its first empty one)."""
+        key = (what, pattern, match)
+        ok = self._cache.get(key)
+        if ok is None:
+            ok = self._pattern_ok(what, pattern, match)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = ok
+        return ok
+
+    def _pattern_ok(self, what: str, pattern: str, match: str) -> bool:
+        literal = pattern if match == "prefix" else _literal_start(pattern)
+        prefixes = [p for p in self.permissions if p.match == "prefix" and literal.startswith(p.uri)]
+        if prefixes:
+            cover = max(prefixes, key=lambda p: len(p.uri))
+        else:
+            wilds = [p for p in self.permissions if p.match == "wildcard" and match == "wildcard"
+                     and _wildcard_covers(p.uri, pattern)]
+            if not wilds:
+                return False
+            cover = max(wilds, key=Permission.specificity)
+        if what not in cover.allow:
+            return False
+        shape = Permission(pattern, match)
+        for p in self.permissions:
+            if p is cover or what in p.allow:
+                continue
+            if p.match == "exact" and shape.matches(p.uri):
+                return False
+            if p.match == "prefix" and len(p.uri) > len(cover.uri if cover.match == "prefix" else "") and (
+                    p.uri.startswith(literal) or literal.startswith(p.uri)):
+                return False
+            if p.match == "wildcard" and cover.match == "wildcard" and p.specificity() > cover.specificity() \
+                    and _wildcards_overlap(p.uri, pattern):
+                return False
+        return True
+
     def allows_everything(self) -> bool:
         """A role with a rule allowing every action on every URI needs no per-message check."""
         return any(p.match == "prefix" and p.uri == "" and p.allow >= set(ACTIONS) and not p.disclose
                    for p in self.permissions) and all(
             p.allow >= set(ACTIONS) for p in self.permissions)
+
+
+def _literal_start(wildcard: str) -> str:
+    """The part of a wildcard pattern every URI it matches begins with: "com.app..x" → "com.app."."""
+    parts = wildcard.split(".")
+    n = parts.index("") if "" in parts else len(parts)
+    return "".join(c + "." for c in parts[:n])
+
+
+def _wildcard_covers(rule: str, pattern: str) -> bool:
+    """Whether the wildcard `rule` matches every URI the wildcard `pattern` matches."""
+    r, q = rule.split("."), pattern.split(".")
+    return len(r) == len(q) and all(a == "" or a == b for a, b in zip(r, q, strict=True))
+
+
+def _wildcards_overlap(a: str, b: str) -> bool:
+    """Whether some URI matches both wildcard patterns."""
+    x, y = a.split("."), b.split(".")
+    return len(x) == len(y) and all(i == "" or j == "" or i == j for i, j in zip(x, y, strict=True))

@@ -32,6 +32,7 @@ REQUESTS = frozenset({wamp.PUBLISH, wamp.SUBSCRIBE, wamp.UNSUBSCRIBE, wamp.CALL,
 
 # The permission each request needs, checked against the session's role (realms/authorization.py).
 ACTIONS = {wamp.CALL: "call", wamp.REGISTER: "register", wamp.PUBLISH: "publish", wamp.SUBSCRIBE: "subscribe"}
+PATTERNED = frozenset({wamp.REGISTER, wamp.SUBSCRIBE})  # requests that may carry a match policy
 
 ESTABLISHING, AUTHENTICATING, ESTABLISHED, CLOSING, CLOSED = range(5)
 
@@ -101,7 +102,7 @@ class WampProtocol:
             if (session.rate is not None or session.quota is not None) and not self._within_limits(session, msg, now):
                 return
             role = session.authorizer
-            if role is not None and code in ACTIONS and not role.allows(ACTIONS[code], msg[3]):
+            if role is not None and code in ACTIONS and not self._authorized(role, code, msg):
                 self._not_authorized(session, msg)
                 return
         try:
@@ -129,6 +130,15 @@ class WampProtocol:
             self.send(wamp.error(code, msg[1], uri, [f"request refused: {uri}; retry in {wait:.3f}s"],
                                  details={"retry_after": round(wait, 3)}))
         return False
+
+    @staticmethod
+    def _authorized(role: Any, code: int, msg: list) -> bool:
+        """The role's cached decision; a pattern SUBSCRIBE or REGISTER must be allowed on every URI it can match."""
+        if code in PATTERNED:
+            match = msg[2].get("match")
+            if match == "prefix" or match == "wildcard":
+                return role.allows_pattern(ACTIONS[code], msg[3], match)
+        return role.allows(ACTIONS[code], msg[3])
 
     def _not_authorized(self, session: Session, msg: list) -> None:
         code, action, uri = msg[0], ACTIONS[msg[0]], msg[3]

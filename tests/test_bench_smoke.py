@@ -44,7 +44,7 @@ def test_every_scenario_reports(msgpack_all):
 
 def test_measured_rows_are_sane(msgpack_all):
     for name, r in msgpack_all.items():
-        if name.startswith("matching-"):
+        if name.startswith(("matching-", "check-")):
             continue  # in process, no serializer: test_matching
         assert r["serializer"] == "msgpack"
         assert r["cost_us"] > 0, name
@@ -86,3 +86,17 @@ def test_matching(msgpack_all):
         small, large = msgpack_all[f"matching-{probe}@10"], msgpack_all[f"matching-{probe}@10000"]
         assert small["serializer"] == "-" and small["vs_first"] == 1.0
         assert 0 < small["cost_us"] and 0 < large["cost_us"] and large["matches_us"] > 0, probe
+
+
+def test_checks(msgpack_all):
+    for check in ("authz-cached", "authz-uncached", "rate-window", "quota-window"):
+        row = msgpack_all[f"check-{check}"]
+        assert row["serializer"] == "-" and row["cost_us"] > 0 and row["cost_unit"] == "us/request", check
+
+
+@pytest.mark.parametrize("profile", ["authz", "limits"])
+def test_router_profiles_route_without_errors(profile):
+    result = run_bench("--serializer", "msgpack", "--scenarios", "rpc", "--router-profile", profile)
+    (row,) = result["rows"]
+    assert row["rate"] > 0 and row["errors"] == 0
+    assert result["meta"]["options"]["router_profile"] == profile
