@@ -253,7 +253,7 @@ class Broker:
             for key, value in ppt.items():
                 if type(value) is not str or (key == "ppt_scheme" and not value):
                     raise ValueError(f"{key} must be a{' non-empty' if key == 'ppt_scheme' else ''} string")
-            if not _announces(session, "publisher", "payload_passthru_mode"):
+            if not session.announces("publisher", "payload_passthru_mode"):
                 raise wamp.ProtocolViolation("PUBLISH with ppt_scheme from a publisher that did not announce "
                                              "payload_passthru_mode")
         return (Receivers(lists) if lists else None), ppt, retain
@@ -370,10 +370,3 @@ def pattern_matches(pattern: str, match: str, topic: str) -> bool:
         return topic.startswith(pattern)
     parts, wanted = topic.split("."), pattern.split(".")
     return len(parts) == len(wanted) and all(w == "" or w == p for w, p in zip(wanted, parts, strict=True))
-
-
-def _announces(session: Session, role: str, feature: str) -> bool:
-    """Whether the session's HELLO announced `feature` for `role` (roles are the client's, unchecked)."""
-    details = session.roles.get(role)
-    features = details.get("features") if isinstance(details, dict) else None
-    return isinstance(features, dict) and features.get(feature) is True

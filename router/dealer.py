@@ -30,15 +30,15 @@ PPT_KEYS = ("ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid")  # payloa
 class Callee:
     """One session's part in a registration (several under a shared registration)."""
 
-    __slots__ = ("session", "disclose_caller", "canceling", "progressive_in", "progressive_out")
+    __slots__ = ("session", "disclose_caller", "canceling", "progressive_in", "progressive_out", "passthru")
 
     def __init__(self, session: Session, options: dict) -> None:
         self.session = session
         self.disclose_caller = options.get("disclose_caller") is True  # the callee wants to know who calls
-        features = _features(session, "callee")
-        self.canceling = features.get("call_canceling") is True  # understands INTERRUPT
-        self.progressive_out = features.get("progressive_call_results") is True
-        self.progressive_in = features.get("progressive_call_invocations") is True
+        self.canceling = session.announces("callee", "call_canceling")  # understands INTERRUPT
+        self.progressive_out = session.announces("callee", "progressive_call_results")
+        self.progressive_in = session.announces("callee", "progressive_call_invocations")
+        self.passthru = session.announces("callee", "payload_passthru_mode")
 
 
 class Registration:
@@ -272,14 +272,19 @@ class Dealer:
         if timeout is not None:
             if type(timeout) is not int or timeout < 0:
                 raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.timeout must be a non-negative integer (ms)")
-            if timeout > 0:
-                inv.timer = self.clock.callLater(timeout / 1000.0, self._timed_out, inv)
-        if "ppt_scheme" in options:
-            if type(options["ppt_scheme"]) is not str:
-                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.ppt_scheme must be a string")
-            for key in PPT_KEYS:
-                if key in options:
-                    details[key] = options[key]
+        ppt = {key: options[key] for key in PPT_KEYS if key in options}
+        if ppt:
+            if type(ppt.get("ppt_scheme")) is not str or not ppt["ppt_scheme"] or any(
+                    type(v) is not str for v in ppt.values()):
+                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.ppt_* must be strings, ppt_scheme non-empty")
+            if not inv.caller.announces("caller", "payload_passthru_mode"):
+                raise wamp.ProtocolViolation("CALL with ppt_scheme from a caller that did not announce "
+                                             "payload_passthru_mode")
+            if not callee.passthru:
+                raise CallRefused(wamp.FEATURE_NOT_SUPPORTED, "the callee does not support payload_passthru_mode")
+            details.update(ppt)
+        if timeout:  # last: nothing after this may refuse the call and leave the timer behind
+            inv.timer = self.clock.callLater(timeout / 1000.0, self._timed_out, inv)
 
     def _call_continues(self, inv: Invocation, msg: list) -> None:
         """A further CALL with the request id of a call in flight: the next chunk of a progressive
@@ -392,13 +397,6 @@ class Dealer:
 
     def pending(self) -> int:
         return sum(len(p) for p in self._invocations.values())
-
-
-def _features(session: Session, role: str) -> dict:
-    """The features a peer announced for one of its roles in HELLO (empty when none)."""
-    announced = (session.roles or {}).get(role)
-    features = announced.get("features") if type(announced) is dict else None
-    return features if type(features) is dict else {}
 
 
 def _result_details(options: dict, progress: bool) -> dict:

@@ -117,6 +117,12 @@ class Session:
         self.seq = seq
         return seq
 
+    def announces(self, role: str, feature: str) -> bool:
+        """Whether the peer's HELLO announced `feature` for one of its roles (client data: checked, not trusted)."""
+        announced = self.roles.get(role) if type(self.roles) is dict else None
+        features = announced.get("features") if type(announced) is dict else None
+        return type(features) is dict and features.get(feature) is True
+
     def idle(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.last_active
 

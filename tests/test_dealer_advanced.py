@@ -516,10 +516,14 @@ async def test_meta_api_sees_shared_and_pattern_registrations(node, serializer):
 
 
 # -- payload passthru ------------------------------------------------------------------------------------
+PPT_ROLES = {"caller": {"features": {"payload_passthru_mode": True}},
+             "callee": {"features": {"payload_passthru_mode": True}}}
+
+
 @ensure
 async def test_payload_passthru_options_travel_untouched(node, serializer):
-    callee = await _peer(node, serializer)
-    caller = await _peer(node, serializer)
+    callee = await _peer(node, serializer, PPT_ROLES)
+    caller = await _peer(node, serializer, PPT_ROLES)
     await _registered(callee, "com.example.e2ee")
     ppt = {"ppt_scheme": "x_custom", "ppt_serializer": "cbor", "ppt_cipher": "xsalsa20poly1305", "ppt_keyid": "k1"}
     caller.send([CALL, 1, {**ppt}, "com.example.e2ee", ["AW9wYXF1ZQ=="]])
@@ -527,6 +531,25 @@ async def test_payload_passthru_options_travel_untouched(node, serializer):
     assert inv[3] == ppt and inv[4] == ["AW9wYXF1ZQ=="]
     callee.send([YIELD, inv[1], {"ppt_scheme": "x_custom", "ppt_keyid": "k2"}, ["AnNlYWxlZA=="]])
     assert await caller.recv() == [RESULT, 1, {"ppt_scheme": "x_custom", "ppt_keyid": "k2"}, ["AnNlYWxlZA=="]]
-    caller.send([CALL, 2, {"ppt_scheme": 7}, "com.example.e2ee", []])
+    for request, bad in ((2, {"ppt_scheme": 7}), (3, {"ppt_scheme": ""}), (4, {"ppt_keyid": "k"}),
+                         (5, {"ppt_scheme": "x", "ppt_cipher": 1})):
+        caller.send([CALL, request, bad, "com.example.e2ee", []])
+        reply = await caller.recv()
+        assert reply[:3] == [ERROR, CALL, request] and reply[4] == "wamp.error.invalid_argument", bad
+    await _quiet(callee, 0.1)
+
+
+@ensure
+async def test_payload_passthru_needs_both_peers_to_announce_it(node, serializer):
+    plain_callee = await _peer(node, serializer)
+    caller = await _peer(node, serializer, PPT_ROLES)
+    await _registered(plain_callee, "com.example.e2ee")
+    caller.send([CALL, 1, {"ppt_scheme": "x_custom"}, "com.example.e2ee", []])
     reply = await caller.recv()
-    assert reply[:3] == [ERROR, CALL, 2] and reply[4] == "wamp.error.invalid_argument"
+    assert reply[:3] == [ERROR, CALL, 1] and reply[4] == "wamp.error.feature_not_supported"
+    plain_caller = await _peer(node, serializer)
+    plain_caller.send([CALL, 1, {"ppt_scheme": "x_custom", "timeout": 50}, "com.example.e2ee", []])
+    abort = await plain_caller.recv()
+    assert abort[0] == 3 and abort[2] == "wamp.error.protocol_violation"
+    await _quiet(plain_callee, 0.1)
+    assert _dealer(node).pending() == 0
