@@ -172,12 +172,7 @@ class Broker:
         publication = wamp.global_id()
         if sub is not None or self._patterns:
             exclude = session.id if options.get("exclude_me", True) else None
-            role = session.authorizer
-            if options.get("disclose_me") or (role is not None and role.allows("publisher", topic)):
-                details = {"publisher": session.id, "publisher_authid": session.authid,
-                           "publisher_authrole": session.authrole}
-            else:
-                details = {}
+            details = _publisher_details(session, options, topic)
             if self._patterns:
                 self._fan_out(topic, publication, details, msg[4:], exclude, None)
             else:
@@ -196,12 +191,7 @@ class Broker:
             return
         publication = wamp.global_id()
         exclude = session.id if options.get("exclude_me", True) else None
-        role = session.authorizer
-        if options.get("disclose_me") or (role is not None and role.allows("publisher", topic)):
-            details = {"publisher": session.id, "publisher_authid": session.authid,
-                       "publisher_authrole": session.authrole}
-        else:
-            details = {}
+        details = _publisher_details(session, options, topic)
         if ppt:
             details.update(ppt)
         payload = msg[4:]
@@ -370,3 +360,11 @@ def pattern_matches(pattern: str, match: str, topic: str) -> bool:
         return topic.startswith(pattern)
     parts, wanted = topic.split("."), pattern.split(".")
     return len(parts) == len(wanted) and all(w == "" or w == p for w, p in zip(wanted, parts, strict=True))
+
+
+def _publisher_details(session: Session, options: dict, topic: str) -> dict:
+    """EVENT details naming the publisher when it asked (disclose_me) or its role must (publisher_identification)."""
+    role = session.authorizer
+    if options.get("disclose_me") or (role is not None and role.allows("publisher", topic)):
+        return {"publisher": session.id, "publisher_authid": session.authid, "publisher_authrole": session.authrole}
+    return {}
