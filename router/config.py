@@ -16,6 +16,7 @@ from realms.authorization import ACTIONS, Permission, Role
 from realms.realm import AuthConfig, Realm
 from realms.schema import (
     ConfigError,
+    bool_value,
     int_value,
     known_keys,
     mapping,
@@ -63,6 +64,7 @@ class NodeConfig:
     storage: dict = field(default_factory=lambda: {"backend": "memory"})
     max_sessions: int | None = 100_000
     max_pending_calls: int | None = 1_000
+    sequential_request_ids: bool = False  # enforce the spec's 1, 2, 3, … request ids from clients
     shutdown_grace: float = 5.0
     sweep_interval: float = 1.0
     realms: list[Realm] = field(default_factory=lambda: [_open_realm("realm1")])
@@ -118,7 +120,7 @@ def parse(raw: Any) -> NodeConfig:
     known_keys(storage, "storage", {"backend"})
     str_value(storage, "backend", "storage", "memory", ("memory",))
     limits = mapping(d.get("limits"), "limits")
-    known_keys(limits, "limits", {"max_sessions", "max_pending_calls"})
+    known_keys(limits, "limits", {"max_sessions", "max_pending_calls", "sequential_request_ids"})
     shutdown = mapping(d.get("shutdown"), "shutdown")
     known_keys(shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
@@ -149,6 +151,7 @@ def parse(raw: Any) -> NodeConfig:
         storage={"backend": storage.get("backend", "memory")},
         max_sessions=int_value(limits, "max_sessions", "limits", default.max_sessions, 1),
         max_pending_calls=int_value(limits, "max_pending_calls", "limits", default.max_pending_calls, 1),
+        sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
         shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),
         sweep_interval=num_value(node, "sweep_interval", "node", default.sweep_interval, 0.01),
         realms=realms,

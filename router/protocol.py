@@ -74,6 +74,8 @@ class WampProtocol:
         self._encode = codec.serializer.encode
         self._decode = codec.serializer.decode
         self._hello_timer = reactor.callLater(hello_timeout, self._no_hello) if hello_timeout > 0 else None
+        self._sequential = node.config.sequential_request_ids
+        self._last_request = 0  # the session's latest request id, when they must be sequential
 
     # -- inbound ---------------------------------------------------------------------------------
     def on_message(self, payload: bytes) -> None:
@@ -99,6 +101,8 @@ class WampProtocol:
             self._session_control(msg)
             return
         if code in REQUESTS:
+            if self._sequential and not self._in_sequence(code, msg[1]):
+                return
             if (session.rate is not None or session.quota is not None) and not self._within_limits(session, msg, now):
                 return
             role = session.authorizer
@@ -112,6 +116,18 @@ class WampProtocol:
         except Exception:
             self.log.failure("routing {msg} from session {sid} failed",
                              msg=wamp.MESSAGE_NAMES.get(code), sid=session.id)
+
+    def _in_sequence(self, code: int, request: int) -> bool:
+        """WAMP spec, IDs: a client's request ids count 1, 2, 3, … per session (wrapping to 1 after 2^53).
+        A CALL may repeat the latest id: the next chunk of a progressive call invocation."""
+        expected = self._last_request + 1 if self._last_request < wamp.MAX_ID else 1
+        if request == expected:
+            self._last_request = request
+            return True
+        if code == wamp.CALL and request == self._last_request:
+            return True
+        self.abort(wamp.PROTOCOL_VIOLATION, f"request id {request} is out of sequence (expected {expected})")
+        return False
 
     def _within_limits(self, session: Session, msg: list, now: float) -> bool:
         """Rate and quota windows; an over-limit request gets an ERROR and is not routed."""
@@ -272,6 +288,7 @@ class WampProtocol:
         if spec.auth.cookie and self.cookie and who.authmethod != "cookie":
             self.node.cookies.bind(self.cookie, realm_uri, who, spec.auth.cookie_max_age)
         self.session = session
+        self._last_request = 0
         self.state = ESTABLISHED
         self._cancel_hello_timer()
         self.send([wamp.WELCOME, session.id, {
