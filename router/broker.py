@@ -248,6 +248,10 @@ class Broker:
                                              "payload_passthru_mode")
         return (Receivers(lists) if lists else None), ppt, retain
 
+    def check_options(self, session: Session, options: dict) -> None:
+        """Raise ValueError (or ProtocolViolation) for PUBLISH options this broker would refuse."""
+        self._advanced(session, options)
+
     def _refuse(self, session: Session, request: int, acknowledge: bool, uri: str, why: str) -> None:
         """A PUBLISH that is not delivered: ERROR if acknowledged, else nothing — an ERROR for an
         unacknowledged PUBLISH would answer a request the client forgot. Logged either way."""

@@ -186,11 +186,9 @@ class Meta:
         if testaments:
             for scope in SCOPES:
                 for topic, args, kwargs, options in testaments.get(scope, ()):
-                    details = None
-                    if options.get("disclose_me"):
-                        details = {"publisher": session.id, "publisher_authid": session.authid,
-                                   "publisher_authrole": session.authrole}
-                    self.publish(topic, args, kwargs, details)
+                    # As if the session had sent this PUBLISH: its options (black/whitelists, retain,
+                    # disclose_me) and its role's disclosure rules apply.
+                    self.broker.publish(session, [wamp.PUBLISH, 0, options, topic, args, kwargs])
         self.publish("wamp.session.on_leave", [session.id, session.authid, session.authrole])
 
     # -- broker and dealer listener --------------------------------------------------------------
@@ -291,6 +289,11 @@ class Meta:
         options = kwargs.get("publish_options") or {}
         if not isinstance(options, dict):
             raise MetaError(wamp.INVALID_ARGUMENT, "publish_options must be a dict")
+        options = {k: v for k, v in options.items() if k != "acknowledge"}  # nobody is left to hear PUBLISHED
+        try:
+            self.broker.check_options(caller, options)
+        except (ValueError, wamp.ProtocolViolation) as e:
+            raise MetaError(wamp.INVALID_ARGUMENT, f"publish_options: {e}")
         scope = _scope(kwargs)
         role = caller.authorizer
         if role is not None and not role.allows("publish", topic):

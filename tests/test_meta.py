@@ -527,3 +527,25 @@ async def test_clients_still_cannot_register_or_publish_under_wamp(node, seriali
     assert e.error == "wamp.error.invalid_uri"
     assert node.realm_router("realm1").dealer.size() == 0  # the meta procedures are not registrations
     assert await client.call("wamp.session.count") == 1
+
+
+@ensure
+async def test_testament_publish_options_are_those_of_a_publish(node, serializer):
+    """Black/whitelists and retention apply to a testament as to the PUBLISH it stands for."""
+    chosen, other = await connect(node.url, serializer), await connect(node.url, serializer)
+    got_chosen = await _events(chosen, "com.example.will")
+    got_other = await _events(other, "com.example.will")
+    client = await connect(node.url, serializer)
+    await client.call("wamp.session.add_testament", "com.example.will", ["for you"], {},
+                      publish_options={"eligible": [_sid(chosen)], "retain": True, "acknowledge": True})
+    bad = await _error(client.call("wamp.session.add_testament", "com.example.will", [], {},
+                                   publish_options={"eligible": "everyone"}))
+    assert bad.error == "wamp.error.invalid_argument"
+    client.leave()
+    assert await _next(got_chosen) == ("com.example.will", ["for you"], {})
+    late: defer.DeferredQueue = defer.DeferredQueue()
+    await chosen.subscribe(lambda *a, details: late.put((list(a), details.retained)), "com.example.will",
+                           options=SubscribeOptions(get_retained=True, details_arg="details"))
+    assert await _next(late) == (["for you"], True)  # retained, and chosen is eligible
+    await sleep(0.1)
+    assert got_other.pending == []  # not eligible, then or later
