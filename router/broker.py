@@ -14,10 +14,9 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from router import wamp
-from router.matching import PatternIndex
+from router.matching import MATCH_POLICIES, PatternIndex
 from router.session import Session
 
-MATCH_POLICIES = ("exact", "prefix", "wildcard")
 # Retained events kept per realm (event_retention), one per topic. Past the bound, the topic retained
 # longest ago is forgotten first: the spec asks for best effort, not storage.
 MAX_RETAINED = 10_000

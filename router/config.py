@@ -85,7 +85,7 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
     default = ListenerConfig()
     known_keys(d, path, set(default.__dataclass_fields__))
     sers = d.get("serializers", default.serializers)
-    if not isinstance(sers, list) or not sers or any(s not in SERIALIZERS for s in sers):
+    if not isinstance(sers, list) or not sers or any(type(s) is not str or s not in SERIALIZERS for s in sers):
         raise ConfigError(f"{path}.serializers", f"must be a non-empty list from {sorted(SERIALIZERS)}, got {sers!r}")
     url_path = str_value(d, "path", path, default.path)
     if not url_path.startswith("/"):

@@ -17,11 +17,10 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from router import wamp
-from router.matching import PatternIndex
+from router.matching import MATCH_POLICIES, PatternIndex
 from router.session import Session
 
 INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
-MATCH_POLICIES = frozenset({"exact", "prefix", "wildcard"})
 CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
 DEFAULT_CANCEL_MODE = "killnowait"  # the caller hears at once, the callee is told to stop
 PPT_KEYS = ("ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid")  # payload_passthru_mode
@@ -142,7 +141,8 @@ class Dealer:
         send = session.transport.send
         match = options.get("match", "exact")
         invoke = options.get("invoke", "single")
-        if match not in MATCH_POLICIES or invoke not in INVOKE_POLICIES:
+        if type(match) is not str or match not in MATCH_POLICIES or type(invoke) is not str \
+                or invoke not in INVOKE_POLICIES:
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_ARGUMENT,
                             [f"unknown match {match!r} or invoke {invoke!r} policy"]))
             return
@@ -300,7 +300,7 @@ class Dealer:
         understand INTERRUPT gets none, and its late answer is dropped (mode `skip`)."""
         request, options = msg[1], msg[2]
         mode = options.get("mode", DEFAULT_CANCEL_MODE)
-        if mode not in CANCEL_MODES:
+        if type(mode) is not str or mode not in CANCEL_MODES:
             raise wamp.ProtocolViolation(f"CANCEL.Options.mode must be one of {sorted(CANCEL_MODES)}, not {mode!r}")
         calls = self._calls.get(session.id)
         inv = calls.get(request) if calls else None

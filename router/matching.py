@@ -17,6 +17,8 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
+MATCH_POLICIES = ("exact", "prefix", "wildcard")  # WAMP's match option for REGISTER and SUBSCRIBE
+
 
 class _Node:
     __slots__ = ("children", "value")

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from router import wamp
 from router.broker import Broker, Subscription
 from router.dealer import Dealer, Registration
+from router.matching import MATCH_POLICIES
 from router.session import Session
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ TOO_MANY_TESTAMENTS = "courtyard.error.too_many_testaments"
 # Testaments kept per session and scope: they live as long as the session, so they are bounded.
 MAX_TESTAMENTS = 64
 SCOPES = ("detached", "destroyed")  # publication order on close: detached first (spec, Testament)
-MATCH_POLICIES = ("exact", "prefix", "wildcard")
 
 # handler(caller, args, kwargs) -> the RESULT's positional arguments, or None for a RESULT without any.
 Handler = Callable[[Session, list, dict], "list | None"]

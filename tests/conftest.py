@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.logger import globalLogPublisher
 
 from router.config import parse
 from router.node import Node
@@ -53,3 +54,18 @@ def make_node():
     yield make
     for n in nodes:
         stop_node(n)
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_errors():
+    """An unhandled exception in the router is a bug: any failure logged while a test runs fails it."""
+    failures: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield failures
+    globalLogPublisher.removeObserver(observe)
+    assert not failures, [f"{e.get('log_format')}: {e['log_failure'].getTraceback()[-1500:]}" for e in failures]
