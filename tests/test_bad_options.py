@@ -95,3 +95,29 @@ async def test_yield_with_weird_options(node, options):
     callee.send([70, inv[1], options, ["x"]])
     reply = await caller.recv()
     assert reply[0] in (50, 8), reply
+
+
+META = ["wamp.session.count", "wamp.session.list", "wamp.session.get", "wamp.session.kill",
+        "wamp.session.kill_by_authid", "wamp.session.kill_by_authrole", "wamp.session.kill_all",
+        "wamp.session.add_testament", "wamp.session.flush_testaments",
+        "wamp.registration.list", "wamp.registration.lookup", "wamp.registration.match", "wamp.registration.get",
+        "wamp.registration.list_callees", "wamp.registration.count_callees",
+        "wamp.subscription.list", "wamp.subscription.lookup", "wamp.subscription.match",
+        "wamp.subscription.get", "wamp.subscription.list_subscribers", "wamp.subscription.count_subscribers"]
+
+
+@ensure
+async def test_meta_procedures_answer_weird_arguments(node):
+    peer = await raw_connect(node.url, "msgpack")
+    await peer.hello()
+    request = 0
+    for procedure in META:
+        for args in ([], [None], [[]], [{}], [["x", []]], ["x", {"match": []}], [2**60], [-5], ["x", [], {}, 1]):
+            for kwargs in ({}, {"reason": []}, {"scope": {}}, {"publish_options": {"eligible": [[]]}}):
+                request += 1
+                peer.send([48, request, {}, procedure, args, kwargs])
+                reply = await peer.recv()
+                answered = (reply[0] == 50 and reply[1] == request) or (reply[0] == 8 and reply[2] == request)
+                assert answered, (procedure, args, kwargs, reply)
+    peer.send([48, request + 1, {}, "wamp.session.count"])
+    assert (await peer.recv())[:2] == [50, request + 1]  # still joined, still served
