@@ -104,6 +104,21 @@ async def test_oversize_message_gets_payload_size_exceeded(make_node):
 
 
 @ensure
+async def test_each_listener_keeps_its_own_websocket_settings(make_node):
+    # Autobahn's settings live on a protocol class per listener: one listener's must not leak to another.
+    node = make_node(listeners=[{"max_message_size": 4096}, {"max_message_size": 65536}])
+    small = f"ws://127.0.0.1:{node.ports[0].getHost().port}/ws"
+    large = f"ws://127.0.0.1:{node.ports[1].getHost().port}/ws"
+    client = await connect(large)
+    await client.register(lambda s: len(s), "com.example.len")
+    assert await client.call("com.example.len", "y" * 10_000) == 10_000
+    peer = await raw_connect(small)
+    await peer.hello()
+    peer.send([48, 1, {}, "com.example.len", ["x" * 10_000]])
+    await _expect_abort(peer, "wamp.error.payload_size_exceeded")
+
+
+@ensure
 async def test_duplicate_call_request_id_in_flight_aborts(node):
     callee, caller, reg_id = await raw_callee_and_caller(node.url, "com.example.p")
     caller.send([48, 5, {}, "com.example.p"])
