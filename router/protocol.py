@@ -60,6 +60,9 @@ class Wire(Protocol):
 class WampProtocol:
     log = Logger()
 
+    __slots__ = ("node", "cookie", "_auth", "_verifying", "wire", "codec", "peer", "session", "state", "_encode",
+                 "_decode", "_hello_timer", "_sequential", "_last_request")
+
     def __init__(self, node: Node, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
                  hello_timeout: float = 0.0, cookie: str | None = None) -> None:
         self.node = node
@@ -207,6 +210,7 @@ class WampProtocol:
             self.abort(wamp.PROTOCOL_VIOLATION,
                        "HELLO.Details.roles must announce at least one of caller, callee, publisher, subscriber")
             return
+        roles = _shared_roles(roles)
         if not wamp.is_valid_uri(realm_uri):
             self.abort(wamp.INVALID_URI, f"invalid realm URI {realm_uri!r}")
             return
@@ -378,3 +382,20 @@ def _address(peer: tuple[str, int] | None) -> str:
 
 def _peer(peer: tuple[str, int] | None) -> str:
     return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+
+# Clients of one kind announce the same roles and features (autobahn's are two kilobytes): sessions
+# share one read-only copy per distinct announcement instead of holding one each. Bounded, so that
+# clients announcing endless variations only lose the sharing.
+_ROLES: dict[str, dict] = {}
+_ROLES_MAX = 1024
+
+
+def _shared_roles(roles: dict) -> dict:
+    key = repr(roles)
+    shared = _ROLES.get(key)
+    if shared is not None:
+        return shared
+    if len(_ROLES) < _ROLES_MAX and len(key) <= 8192:
+        _ROLES[key] = roles
+    return roles

@@ -135,3 +135,20 @@ def test_to_details_map(table):
     assert d["transport"] == {"peername": "tcp4:127.0.0.1:1"}
     assert d["rate"]["remaining"] == 10 and d["quota"]["remaining"] == 100
     assert d["created"].endswith("Z") and d["counters"] == {"messages_in": 0, "messages_out": 0}
+
+
+def test_indexes_follow_sessions_of_one_authid_through_every_order_of_closing(table):
+    """An authid's bucket holds one session bare and several in a dict: both shapes, both ways."""
+    devices = [_open(table, authid="alice") for _ in range(3)]
+    other = _open(table, authid="bob")
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        assert {s.id for s in table.list("realm1", authid="alice")} == {s.id for s in devices}
+        for k, i in enumerate(order):
+            table.close(devices[i].id)
+            left = {devices[j].id for j in order[k + 1:]}
+            assert {s.id for s in table.list("realm1", authid="alice")} == left
+            assert {s.id for s in table.list("realm1", authrole="user")} == left | {other.id}
+        devices = [_open(table, authid="alice") for _ in range(3)]
+    assert table.list("realm1", authid="bob") == [other]
+    table.update(other.id, authid="alice")
+    assert len(table.list("realm1", authid="alice")) == 4 and table.list("realm1", authid="bob") == []

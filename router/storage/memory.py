@@ -6,13 +6,50 @@ from collections.abc import Iterable
 
 from router.session import Session
 
+# An index maps realm → key → the one Session with that key, or a dict of them when there are several:
+# most authids have one session, and a dict per session would cost a third of a kilobyte each.
+Bucket = Session | dict[int, Session]
+Index = dict[str, dict[str, Bucket]]
+
+
+def _add(index: Index, realm: str, key: str, s: Session) -> None:
+    keys = index.setdefault(realm, {})
+    cur = keys.get(key)
+    if cur is None:
+        keys[key] = s
+    elif type(cur) is dict:
+        cur[s.id] = s
+    else:
+        keys[key] = {cur.id: cur, s.id: s}
+
+
+def _discard(index: Index, realm: str, key: str, s: Session) -> None:
+    keys = index.get(realm)
+    cur = keys.get(key) if keys is not None else None
+    if type(cur) is dict:
+        cur.pop(s.id, None)
+        if len(cur) == 1:
+            keys[key] = next(iter(cur.values()))
+        return
+    if cur is s:
+        del keys[key]
+        if not keys:
+            del index[realm]
+
+
+def _members(index: Index, realm: str, key: str) -> list[Session]:
+    cur = index.get(realm, {}).get(key)
+    if cur is None:
+        return []
+    return list(cur.values()) if type(cur) is dict else [cur]
+
 
 class MemoryStorage:
     def __init__(self) -> None:
         self._by_id: dict[int, Session] = {}
         self._by_realm: dict[str, dict[int, Session]] = {}
-        self._by_authid: dict[tuple[str, str], dict[int, Session]] = {}
-        self._by_authrole: dict[tuple[str, str], dict[int, Session]] = {}
+        self._by_authid: Index = {}
+        self._by_authrole: Index = {}
 
     def insert(self, session: Session) -> bool:
         if session.id in self._by_id:
@@ -23,16 +60,12 @@ class MemoryStorage:
         return True
 
     def _index(self, s: Session) -> None:
-        self._by_authid.setdefault((s.realm_uri, s.authid), {})[s.id] = s
-        self._by_authrole.setdefault((s.realm_uri, s.authrole), {})[s.id] = s
+        _add(self._by_authid, s.realm_uri, s.authid, s)
+        _add(self._by_authrole, s.realm_uri, s.authrole, s)
 
     def _unindex(self, s: Session, authid: str, authrole: str) -> None:
-        for index, key in ((self._by_authid, (s.realm_uri, authid)), (self._by_authrole, (s.realm_uri, authrole))):
-            bucket = index.get(key)
-            if bucket is not None:
-                bucket.pop(s.id, None)
-                if not bucket:
-                    del index[key]
+        _discard(self._by_authid, s.realm_uri, authid, s)
+        _discard(self._by_authrole, s.realm_uri, authrole, s)
 
     def remove(self, session_id: int) -> Session | None:
         s = self._by_id.pop(session_id, None)
@@ -57,10 +90,10 @@ class MemoryStorage:
                authrole: str | None = None) -> Iterable[Session]:
         """An index lookup when a realm and authid or authrole are given; else a scan of the realm or table."""
         if realm_uri is not None and authid is not None:
-            found = self._by_authid.get((realm_uri, authid), {}).values()
+            found = _members(self._by_authid, realm_uri, authid)
             return [s for s in found if authrole is None or s.authrole == authrole]
         if realm_uri is not None and authrole is not None:
-            return list(self._by_authrole.get((realm_uri, authrole), {}).values())
+            return _members(self._by_authrole, realm_uri, authrole)
         pool = self._by_id if realm_uri is None else self._by_realm.get(realm_uri, {})
         return [s for s in pool.values()
                 if (authid is None or s.authid == authid) and (authrole is None or s.authrole == authrole)]
