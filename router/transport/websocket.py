@@ -6,6 +6,7 @@ flow control is `router.transport.flow`, so a slow consumer's queue is never the
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
@@ -97,14 +98,20 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         # handshake; held for the connection's life they are a fifth of an idle session's memory.
         for name in _HANDSHAKE_ONLY:
             setattr(self, name, None)
+        self._transport_details = None  # Autobahn's WAMP-session view of the transport, read by _onOpen only
         factory: WampWebSocketFactory = self.factory
         addr = self.transport.getPeer()
-        peer = (getattr(addr, "host", "?"), getattr(addr, "port", 0))
+        peer = (sys.intern(getattr(addr, "host", "?")), getattr(addr, "port", 0))  # one string per client host
         self.start_flow_control()
         self.wamp = WampProtocol(factory.node, self, factory.codecs[self._subprotocol], peer,
                                  factory.config.hello_timeout, self.cookie)
 
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's adapter, minus the debug line whose arguments it formats for every chunk read.
+        self._dataReceived(data)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
         self.wamp.on_message(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
