@@ -188,6 +188,9 @@ class WampWebSocketFactory(WebSocketServerFactory):
         # Autobahn copies each protocol setting from the factory into every connection's __dict__ unless
         # the protocol class has it already (its documented per-protocol override). A subclass per
         # listener that holds them keeps ~30 entries out of every idle session.
+        # With all of them on the class, CONFIG_ATTRS is emptied too: the copy loop, and the pformat of
+        # its log line that Autobahn builds on every connection (a sixth of a session's open+close), go.
         settings = {name: getattr(self, name) for name in WampWebSocketProtocol.CONFIG_ATTRS}
         self.protocol = type(WampWebSocketProtocol.__name__, (WampWebSocketProtocol,),
-                             {name: staticmethod(v) if callable(v) else v for name, v in settings.items()})
+                             {**{name: staticmethod(v) if callable(v) else v for name, v in settings.items()},
+                              "CONFIG_ATTRS": ()})
