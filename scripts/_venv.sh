@@ -9,8 +9,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q -e ".[${extras}]" 2>&1 | grep -v '^WARNING: Location' || true
+  spec="."
+  if [ -n "$extras" ]; then spec=".[${extras}]"; fi  # pip refuses ".[]"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e "$spec"  # set -e: a failed install stops here, loudly
   .venv/bin/python -c "import router, autobahn, twisted, msgpack, yaml" # fail loudly if the install did not work
   touch "$stamp"
 fi
