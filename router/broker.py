@@ -20,8 +20,6 @@ from router.session import Session
 # Retained events kept per realm (event_retention), one per topic. Past the bound, the topic retained
 # longest ago is forgotten first: the spec asks for best effort, not storage.
 MAX_RETAINED = 10_000
-# payload_passthru_mode: PUBLISH options copied unchanged into EVENT details; the payload is never touched.
-PPT_KEYS = ("ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid")
 # PUBLISH options the Basic Profile path reads itself; any other key sends the PUBLISH through _advanced().
 _BASIC_OPTIONS = frozenset({"acknowledge", "exclude_me", "disclose_me"})
 
@@ -235,7 +233,7 @@ class Broker:
         retain = options.get("retain", False)
         if type(retain) is not bool:
             raise ValueError("retain must be a boolean")
-        ppt = {key: options[key] for key in PPT_KEYS if key in options} or None
+        ppt = {key: options[key] for key in wamp.PPT_KEYS if key in options} or None
         if ppt:
             if "ppt_scheme" not in ppt:
                 raise ValueError("ppt_serializer, ppt_cipher and ppt_keyid need ppt_scheme")

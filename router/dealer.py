@@ -23,7 +23,6 @@ from router.session import Session
 INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
 CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
 DEFAULT_CANCEL_MODE = "killnowait"  # the caller hears at once, the callee is told to stop
-PPT_KEYS = ("ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid")  # payload_passthru_mode
 
 
 class Callee:
@@ -272,7 +271,7 @@ class Dealer:
         if timeout is not None:
             if type(timeout) is not int or timeout < 0:
                 raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.timeout must be a non-negative integer (ms)")
-        ppt = {key: options[key] for key in PPT_KEYS if key in options}
+        ppt = {key: options[key] for key in wamp.PPT_KEYS if key in options}
         if ppt:
             if type(ppt.get("ppt_scheme")) is not str or not ppt["ppt_scheme"] or any(
                     type(v) is not str for v in ppt.values()):
@@ -402,7 +401,7 @@ class Dealer:
 def _result_details(options: dict, progress: bool) -> dict:
     details = {"progress": True} if progress else {}
     if "ppt_scheme" in options:
-        for key in PPT_KEYS:
+        for key in wamp.PPT_KEYS:
             if key in options:
                 details[key] = options[key]
     return details

@@ -70,6 +70,9 @@ GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 CLOSE_NORMAL = "wamp.close.normal"
 KILLED = "wamp.close.killed"
 
+# payload_passthru_mode: the options that travel unchanged from PUBLISH/CALL/YIELD into EVENT/INVOCATION/RESULT.
+PPT_KEYS = ("ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid")
+
 # Courtyard's own URIs, for conditions the spec does not name.
 RATE_LIMITED = "courtyard.error.rate_limited"
 QUOTA_EXCEEDED = "courtyard.error.quota_exceeded"
