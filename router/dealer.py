@@ -179,9 +179,13 @@ class Dealer:
         self._remove(session, reg)
         session.transport.send([wamp.UNREGISTERED, request])
 
+    def _answered(self, callee: Session, inv_id: int) -> Invocation | None:
+        """The call a YIELD or ERROR answers; None when nobody waits for it any more."""
+        pending = self._invocations.get(callee.id)
+        return pending.get(inv_id) if pending else None
+
     def yield_(self, session: Session, msg: list) -> None:
-        pending = self._invocations.get(session.id)
-        inv = pending.get(msg[1]) if pending else None
+        inv = self._answered(session, msg[1])
         if inv is None:
             return  # the caller left, canceled, or timed out: nobody waits for it
         options = msg[2]
@@ -199,8 +203,7 @@ class Dealer:
     def error(self, session: Session, msg: list) -> None:
         if msg[1] != wamp.INVOCATION:
             raise wamp.ProtocolViolation(f"ERROR for request type {msg[1]} is not one a client may send")
-        pending = self._invocations.get(session.id)
-        inv = pending.get(msg[2]) if pending else None
+        inv = self._answered(session, msg[2])
         if inv is None:
             return
         self._forget(inv)

@@ -101,10 +101,6 @@ def _match_policy(args: list, i: int) -> str:
     return match
 
 
-def _internal(uri: str) -> bool:
-    return uri.startswith("wamp.")
-
-
 class Meta:
     """The meta API of one realm: installs itself as the broker's and dealer's listener and the
     dealer's built-in procedures. `table` gives the session procedures; without it they are absent."""
@@ -193,14 +189,14 @@ class Meta:
 
     # -- broker and dealer listener --------------------------------------------------------------
     def subscribed(self, session_id: int, sub: Subscription, created: bool) -> None:
-        if _internal(sub.topic):
+        if wamp.is_reserved(sub.topic):
             return
         if created:
             self.publish("wamp.subscription.on_create", [session_id, _subscription_details(sub)])
         self.publish("wamp.subscription.on_subscribe", [session_id, sub.id])
 
     def unsubscribed(self, session_id: int, sub: Subscription, deleted: bool) -> None:
-        if _internal(sub.topic):
+        if wamp.is_reserved(sub.topic):
             return
         self.publish("wamp.subscription.on_unsubscribe", [session_id, sub.id])
         if deleted:
@@ -352,25 +348,25 @@ class Meta:
     def _subscription(self, args: list) -> Subscription:
         sub_id = _arg(args, 0, int, "subscription")
         sub = self.broker.subscription(sub_id)
-        if sub is None or _internal(sub.topic):
+        if sub is None or wamp.is_reserved(sub.topic):
             raise MetaError(wamp.NO_SUCH_SUBSCRIPTION, f"no subscription {sub_id}")
         return sub
 
     def subscription_list(self, caller: Session, args: list, kwargs: dict) -> list:
         lists: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
         for sub in self.broker.subscriptions():
-            if not _internal(sub.topic):
+            if not wamp.is_reserved(sub.topic):
                 lists[sub.match].append(sub.id)
         return [lists]
 
     def subscription_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
         topic = _arg(args, 0, str, "topic")
         sub = self.broker.lookup(topic, _match_policy(args, 1))
-        return [sub.id if sub is not None and not _internal(sub.topic) else None]
+        return [sub.id if sub is not None and not wamp.is_reserved(sub.topic) else None]
 
     def subscription_match(self, caller: Session, args: list, kwargs: dict) -> list:
         """Every subscription an event to the topic would go to (exact, prefix, wildcard), or None."""
-        ids = [s.id for s in self.broker.matching(_arg(args, 0, str, "topic")) if not _internal(s.topic)]
+        ids = [s.id for s in self.broker.matching(_arg(args, 0, str, "topic")) if not wamp.is_reserved(s.topic)]
         return [ids or None]
 
     def subscription_get(self, caller: Session, args: list, kwargs: dict) -> list:

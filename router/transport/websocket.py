@@ -45,8 +45,9 @@ class WebSocketCodec:
 _NO_QUEUE: tuple = ()  # stands for Autobahn's empty send queue until a queued write needs a real one
 
 # Autobahn server-protocol attributes no code reads after the opening handshake (checked against autobahn 26).
+# `_transport_details` (Autobahn's WAMP-session view of the transport) is read by its _onOpen, just before ours.
 _HANDSHAKE_ONLY = ("http_headers", "http_request_data", "http_response_data", "http_status_line", "_wskey",
-                   "http_request_params", "websocket_protocols", "websocket_extensions")
+                   "http_request_params", "websocket_protocols", "websocket_extensions", "_transport_details")
 
 
 class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
@@ -98,7 +99,6 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         # handshake; held for the connection's life they are a fifth of an idle session's memory.
         for name in _HANDSHAKE_ONLY:
             setattr(self, name, None)
-        self._transport_details = None  # Autobahn's WAMP-session view of the transport, read by _onOpen only
         factory: WampWebSocketFactory = self.factory
         addr = self.transport.getPeer()
         peer = (sys.intern(getattr(addr, "host", "?")), getattr(addr, "port", 0))  # one string per client host
