@@ -60,7 +60,8 @@ class Wire(Protocol):
 
 
 SLOW_CONSUMER = "slow_consumer"  # a Wire's refusal; a call it fails gets wamp.error.canceled
-# Messages that carry an application payload: refused past a slow peer's budget (ERRORs with a payload too).
+# Messages that carry an application payload: refused past a slow peer's budget (and an ERROR relaying a
+# callee's payload, see Dealer.error).
 BULK = frozenset({wamp.EVENT, wamp.INVOCATION, wamp.RESULT})
 _FAILED_ANSWER = {
     wamp.PAYLOAD_SIZE_EXCEEDED: (wamp.PAYLOAD_SIZE_EXCEEDED, "the answer is larger than this connection takes"),
@@ -379,7 +380,8 @@ class WampProtocol:
         (or after a short grace, for clients that never do)."""
         if self.state != ESTABLISHED:
             return
-        self.send([wamp.GOODBYE, {"message": message} if message else {}, reason])
+        if self.send([wamp.GOODBYE, {"message": message} if message else {}, reason]) is not None and message:
+            self.send([wamp.GOODBYE, {}, reason])  # the reason still, without a message the peer cannot take
         self._end_session(f"router said goodbye ({reason})")
         self.state = CLOSING
         reactor.callLater(self.node.goodbye_timeout, self._goodbye_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cbor2
 import msgpack
 from autobahn.twisted.rawsocket import WampRawSocketClientFactory
 from autobahn.twisted.util import sleep
@@ -107,6 +108,10 @@ def _hostport(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _not_json(name: str):
+    raise ValueError(f"the router sent {name}, which is not JSON")
+
+
 # -- a raw WebSocket peer ------------------------------------------------------------------------
 class _RawProtocol(WebSocketClientProtocol):
     def onOpen(self) -> None:
@@ -144,10 +149,16 @@ class RawPeer:
             self.closed.callback((code, reason))
 
     def encode(self, msg) -> bytes:
+        if self.serializer == "cbor":
+            return cbor2.dumps(msg)
         return json.dumps(msg).encode() if self.serializer == "json" else msgpack.packb(msg, use_bin_type=True)
 
     def decode(self, payload: bytes):
-        return json.loads(payload) if self.serializer == "json" else msgpack.unpackb(payload, raw=False)
+        if self.serializer == "cbor":
+            return cbor2.loads(payload)
+        if self.serializer == "json":
+            return json.loads(payload, parse_constant=_not_json)  # what reaches a JSON peer must be JSON
+        return msgpack.unpackb(payload, raw=False)
 
     def send(self, msg) -> None:
         self.proto.sendMessage(self.encode(msg), self.serializer != "json")
