@@ -63,6 +63,7 @@ class NodeConfig:
     listeners: list[ListenerConfig] = field(default_factory=lambda: [ListenerConfig()])
     storage: dict = field(default_factory=lambda: {"backend": "memory"})
     max_sessions: int | None = 100_000
+    admin_reserve: int = 10  # sessions the admin realm may open beyond max_sessions
     max_pending_calls: int | None = 1_000
     sequential_request_ids: bool = False  # enforce the spec's 1, 2, 3, … request ids from clients
     shutdown_grace: float = 5.0
@@ -120,7 +121,8 @@ def parse(raw: Any) -> NodeConfig:
     known_keys(storage, "storage", {"backend"})
     str_value(storage, "backend", "storage", "memory", ("memory",))
     limits = mapping(d.get("limits"), "limits")
-    known_keys(limits, "limits", {"max_sessions", "max_pending_calls", "sequential_request_ids"})
+    known_keys(limits, "limits", {"max_sessions", "admin_reserve", "max_pending_calls",
+                                       "sequential_request_ids"})
     shutdown = mapping(d.get("shutdown"), "shutdown")
     known_keys(shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
@@ -150,6 +152,7 @@ def parse(raw: Any) -> NodeConfig:
         listeners=listeners,
         storage={"backend": storage.get("backend", "memory")},
         max_sessions=int_value(limits, "max_sessions", "limits", default.max_sessions, 1),
+        admin_reserve=int_value(limits, "admin_reserve", "limits", default.admin_reserve, 0),
         max_pending_calls=int_value(limits, "max_pending_calls", "limits", default.max_pending_calls, 1),
         sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
         shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),

@@ -34,7 +34,8 @@ class Node:
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
         self.store = RealmStore(Path(config.data_dir) / "courtyard.db" if config.data_dir else None)
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
-        self.table = SessionTable(storage.create(config.storage), config.max_sessions)
+        self.table = SessionTable(storage.create(config.storage), config.max_sessions,
+                                  {config.admin_realm.uri: config.admin_reserve or 0})
         self._routers: dict[str, RealmRouter] = {}
         self.throttle = FailureThrottle()
         self.cookies = CookieStore()
