@@ -15,6 +15,7 @@ from autobahn.twisted.util import sleep
 from twisted.internet import threads
 
 from realms.secrets import hash_secret
+from router.transport.websocket import MAX_HANDSHAKE_SIZE
 from tests.wampclient import Aborted, connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -81,6 +82,106 @@ async def test_goodbyed_rawsocket_is_closed_after_hello_timeout(make_node):
     msgs, waited = await threads.deferToThread(_rawsocket_goodbye, node.port)
     assert [m[0] for m in msgs] == [2, 6]
     assert 0.8 < waited < 4
+
+
+# -- 6b: the opening handshake is capped in size and time ---------------------------------------
+def _upgrade_request(port: int, extra: str = "") -> bytes:
+    return (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: wamp.2.json\r\n{extra}\r\n").encode()
+
+
+def _endless_headers(port: int, total: int) -> tuple[int, bytes]:
+    """Send up to `total` bytes of one opening request that never ends; how many the router took
+    before it closed, and what it answered."""
+    line = b"X-Junk: " + b"a" * 1000 + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(_upgrade_request(port)[:-2])
+        try:
+            while sent < total:
+                sent += s.send(line * 64)
+        except OSError:  # reset by the router
+            pass
+        reply = b""
+        try:
+            while chunk := s.recv(65536):
+                reply += chunk
+        except OSError:
+            pass
+    return sent, reply
+
+
+@ensure
+async def test_endless_opening_request_is_cut_off_at_the_cap(make_node):
+    node = make_node(listeners=[{"hello_timeout": 5.0}])
+    sent, reply = await threads.deferToThread(_endless_headers, node.port, 64 * 1024 * 1024)
+    # The router stops reading at the cap and closes: the kernel's buffers take a few MB at most.
+    assert sent < 16 * 1024 * 1024, sent
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 431 "), reply[:100]
+    await connect(node.url)  # and the listener still serves
+
+
+def _piecewise_upgrade(port: int, request: bytes, cuts: list[int]) -> bytes:
+    """Send an opening request in pieces, with pauses between them; the router's answer's first line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        for a, b in zip([0, *cuts], [*cuts, len(request)], strict=True):
+            s.sendall(request[a:b])
+            time.sleep(0.05)
+        reply = b""
+        while b"\r\n" not in reply and (chunk := s.recv(65536)):
+            reply += chunk
+    return reply.split(b"\r\n", 1)[0]
+
+
+@ensure
+async def test_opening_request_in_pieces_up_to_the_cap_is_accepted(node):
+    big = "X-Big: " + "b" * (MAX_HANDSHAKE_SIZE - 1000) + "\r\n"
+    request = _upgrade_request(node.port, big)
+    assert len(request) <= MAX_HANDSHAKE_SIZE
+    n = len(request)
+    # in pieces of every size, the end of the header split between two of them
+    status = await threads.deferToThread(_piecewise_upgrade, node.port, request, [5, 100, 30_000, n - 3, n - 1])
+    assert status.startswith(b"HTTP/1.1 101 "), status
+    over = _upgrade_request(node.port, "X-Big: " + "b" * MAX_HANDSHAKE_SIZE + "\r\n")
+    status = await threads.deferToThread(_piecewise_upgrade, node.port, over, [5, 100, 30_000])
+    assert status.startswith(b"HTTP/1.1 431 "), status
+
+
+def _trickle(port: int, data: bytes, every: float, limit: float) -> float:
+    """Send one byte every `every` seconds until the router closes; how long that took."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(every)
+        for i in range(int(limit / every)):
+            try:
+                s.send(data[i % len(data):i % len(data) + 1])
+                if s.recv(65536) == b"":
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    return time.monotonic() - t0
+
+
+@ensure
+async def test_trickling_opening_request_is_closed_by_hello_timeout(make_node):
+    node = make_node(listeners=[{"hello_timeout": 1.0}])
+    took = await threads.deferToThread(_trickle, node.port, _upgrade_request(node.port), 0.05, 6.0)
+    assert took < 4, took  # Autobahn's opening-handshake timer ticks in whole seconds
+    await connect(node.url)
+
+
+@ensure
+async def test_rawsocket_handshake_and_hello_are_timed(make_node):
+    node = make_node(listeners=[{"type": "rawsocket", "hello_timeout": 1.0}])
+    took = await threads.deferToThread(_trickle, node.port, b"\x7f", 0.3, 6.0)  # never 4 octets
+    assert took < 3, took
+    # a complete handshake, then a frame that never completes: the HELLO timer closes it
+    took = await threads.deferToThread(_trickle, node.port, bytes((0x7F, 0xF2, 0, 0, 0, 0, 1, 0)) + b"\0" * 300,
+                                       0.3, 6.0)
+    assert took < 3, took
 
 
 # -- 6c: the admin realm's reserve beyond max_sessions ---------------------------------------------

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from router.node import Node
 
 SUBPROTOCOL_PREFIX = "wamp.2."
+# The opening HTTP request (request line and headers) may be this long; a longer one gets HTTP 431
+# and the connection closes. Autobahn would buffer it without bound and rescan all of it per chunk.
+MAX_HANDSHAKE_SIZE = 64 * 1024
+_END_OF_HEADER = b"\r\n\r\n"
 
 
 class WebSocketCodec:
@@ -106,9 +110,44 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.wamp = WampProtocol(factory.node, self, factory.codecs[self._subprotocol], peer,
                                  factory.config.hello_timeout, self.cookie)
 
+    _request: bytearray | None = None  # the opening request while it is incomplete
+
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's adapter, minus the debug line whose arguments it formats for every chunk read.
-        self._dataReceived(data)
+        if self.state != WebSocketServerProtocol.STATE_CONNECTING:
+            if self.state != WebSocketServerProtocol.STATE_CLOSED:
+                self._dataReceived(data)
+            return
+        self._handshake_data(data)
+
+    def _handshake_data(self, data: bytes) -> None:
+        """Collect the opening request here, searching only the new bytes for its end, and hand it to
+        Autobahn once complete: linear in its size, and refused past MAX_HANDSHAKE_SIZE."""
+        request = self._request
+        if request is None:
+            end = data.find(_END_OF_HEADER, 0, MAX_HANDSHAKE_SIZE)
+            if end >= 0:
+                self._dataReceived(data)  # the usual case: the whole request in one read
+                return
+            if len(data) < MAX_HANDSHAKE_SIZE:
+                self._request = bytearray(data)
+                return
+        else:
+            start = max(0, len(request) - 3)
+            request += data
+            end = request.find(_END_OF_HEADER, start, MAX_HANDSHAKE_SIZE)
+            if end >= 0:
+                del self._request  # back to the class's None
+                self._dataReceived(bytes(request))
+                return
+            if len(request) < MAX_HANDSHAKE_SIZE:
+                return
+            del self._request
+        self._log.warn("refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer,
+                       max=MAX_HANDSHAKE_SIZE)
+        self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
+        self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
+        self.dropConnection(abort=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
