@@ -64,6 +64,7 @@ class NodeConfig:
     storage: dict = field(default_factory=lambda: {"backend": "memory"})
     max_sessions: int | None = 100_000
     admin_reserve: int = 10  # sessions the admin realm may open beyond max_sessions
+    max_retained_bytes: int = 16 * 1024 * 1024  # retained events per realm (event_retention)
     max_pending_calls: int | None = 1_000
     sequential_request_ids: bool = False  # enforce the spec's 1, 2, 3, … request ids from clients
     shutdown_grace: float = 5.0
@@ -79,6 +80,13 @@ def _timer(d: dict, key: str, path: str, default: float) -> float:
     if 0 < v < 1:
         raise ConfigError(f"{path}.{key}", f"must be 0 (off) or at least 1 second, got {v!r}")
     return v
+
+
+def _required(value: Any, path: str) -> Any:
+    """A limit that has no 'unlimited' (null) setting."""
+    if value is None:
+        raise ConfigError(path, "must be given, not null")
+    return value
 
 
 def _listener(raw: Any, path: str) -> ListenerConfig:
@@ -122,7 +130,7 @@ def parse(raw: Any) -> NodeConfig:
     str_value(storage, "backend", "storage", "memory", ("memory",))
     limits = mapping(d.get("limits"), "limits")
     known_keys(limits, "limits", {"max_sessions", "admin_reserve", "max_pending_calls",
-                                       "sequential_request_ids"})
+                                       "max_retained_bytes", "sequential_request_ids"})
     shutdown = mapping(d.get("shutdown"), "shutdown")
     known_keys(shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
@@ -152,8 +160,11 @@ def parse(raw: Any) -> NodeConfig:
         listeners=listeners,
         storage={"backend": storage.get("backend", "memory")},
         max_sessions=int_value(limits, "max_sessions", "limits", default.max_sessions, 1),
-        admin_reserve=int_value(limits, "admin_reserve", "limits", default.admin_reserve, 0),
+        admin_reserve=_required(int_value(limits, "admin_reserve", "limits", default.admin_reserve),
+                                "limits.admin_reserve"),
         max_pending_calls=int_value(limits, "max_pending_calls", "limits", default.max_pending_calls, 1),
+        max_retained_bytes=_required(int_value(limits, "max_retained_bytes", "limits", default.max_retained_bytes),
+                                     "limits.max_retained_bytes"),
         sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
         shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),
         sweep_interval=num_value(node, "sweep_interval", "node", default.sweep_interval, 0.01),

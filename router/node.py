@@ -35,7 +35,7 @@ class Node:
         self.store = RealmStore(Path(config.data_dir) / "courtyard.db" if config.data_dir else None)
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
         self.table = SessionTable(storage.create(config.storage), config.max_sessions,
-                                  {config.admin_realm.uri: config.admin_reserve or 0})
+                                  {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
         self.throttle = FailureThrottle()
         self.cookies = CookieStore()
@@ -48,7 +48,7 @@ class Node:
         router = self._routers.get(uri)
         if router is None:
             router = self._routers[uri] = RealmRouter(self.realms.get(uri), self.config.max_pending_calls,
-                                                      self.table)
+                                                      self.table, self.config.max_retained_bytes)
         return router
 
     # -- lifetime --------------------------------------------------------------------------------
