@@ -184,6 +184,48 @@ async def test_rawsocket_handshake_and_hello_are_timed(make_node):
     assert took < 3, took
 
 
+# -- connections without a session are bounded in number ------------------------------------------
+async def _until(condition, seconds: float = 3.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def _first_bytes(port: int, send: bytes = b"") -> bytes:
+    """Connect, send, and read until the router closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        if send:
+            s.sendall(send)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply
+
+
+@ensure
+async def test_connections_without_a_session_are_bounded(make_node):
+    node = make_node(listeners=[{}, {"type": "rawsocket"}], limits={"max_pending_connections": 3})
+    rs_port = node.ports[1].getHost().port
+    joined = [await connect(node.url) for _ in range(3)]  # sessions do not count
+    idle = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(2)]
+    idle.append(socket.create_connection(("127.0.0.1", rs_port)))
+    try:
+        await _until(lambda: node.connections == 6)
+        reply = await threads.deferToThread(_first_bytes, node.port, _upgrade_request(node.port))
+        assert reply.startswith(b"HTTP/1.1 503 "), reply[:100]
+        reply = await threads.deferToThread(_first_bytes, rs_port, bytes((0x7F, 0xF2, 0, 0)))
+        assert reply == bytes((0x7F, 0x40, 0, 0))  # RawSocket error 4: maximum connection count reached
+        assert all(c.is_attached() for c in joined)
+    finally:
+        for s in idle:
+            s.close()
+    await _until(lambda: node.connections == 3)
+    assert (await connect(node.url)).is_attached()  # room again
+    assert (await connect(f"rs://127.0.0.1:{rs_port}")).is_attached()
+
+
 # -- 6c: the admin realm's reserve beyond max_sessions ---------------------------------------------
 @ensure
 async def test_admin_realm_has_a_reserve_beyond_max_sessions(make_node):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 
 from router import wamp
@@ -166,11 +167,24 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             self.failByDrop = False  # an abortive drop would discard the ABORT still in the write buffer
         super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
 
+    _refused = False  # not counted in the node's connections (limits.max_pending_connections)
+
     def _connectionMade(self) -> None:
         super()._connectionMade()
         # Autobahn queues only chopped or synced writes, which the router never asks for: no deque
         # (760 bytes) per connection until one is needed (see sendData).
         self.send_queue = _NO_QUEUE
+        if not self.factory.node.connection_opened(self.peer):
+            self._refused = True
+            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            if not self._refused:
+                self.factory.node.connection_closed()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Autobahn's sendData, minus the debug line whose arguments it formats on every write (a fifth
