@@ -78,3 +78,26 @@ async def test_retained_events_are_bounded_in_bytes_oldest_forgotten_first(make_
     peer.send([32, 4, {"get_retained": True}, "com.r8"])
     assert (await peer.recv())[:2] == [33, 3]
     assert (await peer.recv())[:2] == [33, 4]  # r9 sent nothing between the two
+
+
+@ensure
+async def test_testaments_are_bounded_in_bytes_per_session(node):
+    peer = await raw_connect(node.url, "msgpack")
+    await peer.hello()
+    big = "w" * 300_000
+    for i in range(1, 4):
+        peer.send([48, i, {}, "wamp.session.add_testament", ["com.example.will", [big], {}]])
+        assert (await peer.recv())[:2] == [50, i]
+    peer.send([48, 4, {}, "wamp.session.add_testament", ["com.example.will", [big], {}], {"scope": "detached"}])
+    error = await peer.recv()
+    assert error[:3] == [8, 48, 4] and error[4] == "courtyard.error.too_many_testaments"
+    peer.send([48, 5, {}, "wamp.session.flush_testaments", []])
+    assert (await peer.recv())[:2] == [50, 5]
+    peer.send([48, 6, {}, "wamp.session.add_testament", ["com.example.will", [big], {}]])
+    assert (await peer.recv())[:2] == [50, 6]  # room again after the flush
+    watcher = await raw_connect(node.url, "msgpack")
+    await watcher.hello()
+    watcher.send([32, 1, {}, "com.example.will"])
+    assert (await watcher.recv())[0] == 33
+    peer.drop()
+    assert (await watcher.recv())[4] == [big]
