@@ -122,13 +122,14 @@ class Broker:
         get_retained = options.get("get_retained", False)
         if match not in MATCH_POLICIES:
             send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_ARGUMENT,
-                            [f"match policy {match!r} is not one of {', '.join(MATCH_POLICIES)}"]))
+                            [f"match policy {wamp.quote(match)} is not one of {', '.join(MATCH_POLICIES)}"]))
             return
         if type(get_retained) is not bool:
             send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_ARGUMENT, ["get_retained must be a boolean"]))
             return
         if not valid_pattern(topic, match):
-            send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_URI, [f"invalid {match} topic URI {topic!r}"]))
+            send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_URI,
+                            [f"invalid {match} topic URI {wamp.quote(topic)}"]))
             return
         sub = self._subs.get(topic, match)
         created = sub is None
@@ -165,7 +166,8 @@ class Broker:
         acknowledge = options.get("acknowledge", False)
         sub = self._exact.get(topic)
         if (sub is None and not wamp.is_valid_uri(topic)) or wamp.is_reserved(topic):
-            self._refuse(session, request, acknowledge, wamp.INVALID_URI, f"invalid or reserved topic URI {topic!r}")
+            self._refuse(session, request, acknowledge, wamp.INVALID_URI,
+                         f"invalid or reserved topic URI {wamp.quote(topic)}")
             return
         # Cheap tests first: {} and {"acknowledge": true} are most PUBLISHes.
         if options and (acknowledge is not True or len(options) > 1) and not _BASIC_OPTIONS.issuperset(options):
@@ -294,8 +296,10 @@ class Broker:
                 details = {**event.details, "retained": True}
                 if sub.match != "exact":
                     details["topic"] = topic
-                transport.send_prepared(transport.codec.prepare(
-                    [wamp.EVENT, sub.id, event.publication, details, *event.payload]))
+                frame = _prepare(transport.codec, [wamp.EVENT, sub.id, event.publication, details, *event.payload],
+                                 topic)
+                if frame is not None:
+                    transport.send_prepared(frame)
 
     # -- fan-out ---------------------------------------------------------------------------------
     @staticmethod
@@ -303,15 +307,20 @@ class Broker:
         """Send one EVENT to every subscriber (but `exclude`, and those `receivers` do not admit),
         serialized once per codec (serializer × transport kind)."""
         prepared: dict = {}
+        too_big = 0
         for sid, subscriber in (sub.subscribers if receivers is None else receivers.of(sub.subscribers)).items():
             if sid == exclude:
                 continue
             transport = subscriber.transport
             codec = transport.codec
-            frame = prepared.get(codec)
-            if frame is None:
-                frame = prepared[codec] = codec.prepare(event)
-            transport.send_prepared(frame)
+            frame = prepared.get(codec, _UNPREPARED)
+            if frame is _UNPREPARED:
+                frame = prepared[codec] = _prepare(codec, event, sub.topic)
+            if frame is not None and transport.send_prepared(frame) == wamp.PAYLOAD_SIZE_EXCEEDED:
+                too_big += 1
+        if too_big:
+            Broker.log.info("EVENT on {topic} is larger than {n} subscribers take; they miss it",
+                            topic=wamp.quote(sub.topic), n=too_big)
 
     # -- session lifetime ------------------------------------------------------------------------
     def detach(self, session: Session) -> None:
@@ -362,6 +371,21 @@ class Broker:
 
     def size(self) -> int:
         return len(self._by_id)
+
+
+_UNPREPARED = object()
+
+
+def _prepare(codec, event: list, topic: str):
+    """The EVENT framed for one kind of subscriber, or None when its serializer cannot carry the payload
+    (NaN for JSON, 2^64 for msgpack): those subscribers miss it, the others get it."""
+    try:
+        return codec.prepare(event)
+    except Exception as e:
+        Broker.log.info("EVENT on {topic} cannot be written in {serializer}: {why}; its subscribers of that "
+                        "kind miss it", topic=wamp.quote(topic), serializer=codec.serializer.name,
+                        why=wamp.quote(str(e)))
+        return None
 
 
 def valid_pattern(topic: object, match: str) -> bool:

@@ -36,8 +36,10 @@ class ListenerConfig:
     path: str = "/ws"
     serializers: list[str] = field(default_factory=lambda: ["json", "msgpack", "cbor"])
     max_message_size: int = 1024 * 1024
+    max_depth: int = 64  # nesting of arrays and maps in one incoming message
     max_outgoing_buffer: int = 4 * 1024 * 1024
-    slow_consumer: str = "drop"  # past max_outgoing_buffer: drop EVENTs, or disconnect
+    slow_consumer: str = "drop"  # past max_outgoing_buffer: refuse bulk messages, or disconnect
+    slow_consumer_timeout: float = 30.0  # seconds past max_outgoing_buffer before a peer is disconnected
     hello_timeout: float = 10.0
     auto_ping_interval: float = 0.0
     auto_ping_timeout: float = 0.0
@@ -115,8 +117,10 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
         path=url_path,
         serializers=list(sers),
         max_message_size=int_value(d, "max_message_size", path, default.max_message_size, 64),
+        max_depth=int_value(d, "max_depth", path, default.max_depth, 2, 1000),
         max_outgoing_buffer=int_value(d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
         slow_consumer=str_value(d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
+        slow_consumer_timeout=num_value(d, "slow_consumer_timeout", path, default.slow_consumer_timeout, 0.1),
         hello_timeout=_hello_timeout(d, path, default.hello_timeout),
         auto_ping_interval=_timer(d, "auto_ping_interval", path, default.auto_ping_interval),
         auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),

@@ -143,11 +143,11 @@ class Dealer:
         if type(match) is not str or match not in MATCH_POLICIES or type(invoke) is not str \
                 or invoke not in INVOKE_POLICIES:
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_ARGUMENT,
-                            [f"unknown match {match!r} or invoke {invoke!r} policy"]))
+                            [f"unknown match {wamp.quote(match)} or invoke {wamp.quote(invoke)} policy"]))
             return
         if not wamp.is_valid_pattern(procedure, match) or wamp.is_reserved(procedure):
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_URI,
-                            [f"invalid or reserved procedure URI {procedure!r} (match {match})"]))
+                            [f"invalid or reserved procedure URI {wamp.quote(procedure)} (match {match})"]))
             return
         reg = self._index.get(procedure, match)
         created = reg is None
@@ -155,11 +155,11 @@ class Dealer:
             reg = Registration(self._new_id(), procedure, match, invoke)
         elif reg.invoke != invoke:
             send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY,
-                            [f"{procedure!r} is registered with invoke {reg.invoke!r}, not {invoke!r}"]))
+                            [f"{wamp.quote(procedure)} is registered with invoke {reg.invoke!r}, not {invoke!r}"]))
             return
         elif invoke == "single" or any(c.session is session for c in reg.callees):
             send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_ALREADY_EXISTS,
-                            [f"procedure {procedure!r} is already registered"]))
+                            [f"procedure {wamp.quote(procedure)} is already registered"]))
             return
         if created:
             self._index.add(procedure, match, reg)
@@ -190,8 +190,12 @@ class Dealer:
             return  # the caller left, canceled, or timed out: nobody waits for it
         options = msg[2]
         if options and options.get("progress") is True:
-            if inv.progress and not inv.canceling:
-                inv.caller.transport.send([wamp.RESULT, inv.call_id, _result_details(options, True), *msg[3:]])
+            if inv.progress and not inv.canceling and inv.caller.transport.send(
+                    [wamp.RESULT, inv.call_id, _result_details(options, True), *msg[3:]]) is not None:
+                # The caller got an ERROR in its place (WampProtocol.send): the call is over for it.
+                self._forget(inv)
+                if inv.callee.canceling:
+                    self._interrupt(inv, "killnowait", wamp.CANCELED)
             return
         self._forget(inv)
         if inv.canceling:
@@ -208,7 +212,7 @@ class Dealer:
             return
         self._forget(inv)
         uri = wamp.CANCELED if inv.canceling else msg[4]
-        inv.caller.transport.send([wamp.ERROR, wamp.CALL, inv.call_id, msg[3], uri, *msg[5:]])
+        inv.caller.transport.send([wamp.ERROR, wamp.CALL, inv.call_id, msg[3], uri, *msg[5:]], len(msg) > 5)
 
     # -- caller side -----------------------------------------------------------------------------
     def call(self, session: Session, msg: list) -> None:
@@ -228,7 +232,7 @@ class Dealer:
             if reg is None:
                 uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
                 session.transport.send(wamp.error(wamp.CALL, request, uri,
-                                                  [f"no procedure registered for {procedure!r}"]))
+                                                  [f"no procedure registered for {wamp.quote(procedure)}"]))
                 return
         callee = reg.pick()
         callee_session = callee.session
@@ -258,7 +262,18 @@ class Dealer:
         if calls is None:
             calls = self._calls[session.id] = {}
         calls[request] = inv
-        callee_session.transport.send([wamp.INVOCATION, inv.id, reg.id, details, *msg[4:]])
+        refused = callee_session.transport.send([wamp.INVOCATION, inv.id, reg.id, details, *msg[4:]])
+        if refused is not None:
+            self._undeliverable(inv, refused, interrupt=False)
+
+    def _undeliverable(self, inv: Invocation, uri: str, interrupt: bool) -> None:
+        """An INVOCATION the callee cannot be sent (too large for it, not writable in its serializer, or
+        it reads too slowly): the call fails for the caller instead of queuing. `interrupt`: the callee
+        has part of the call already (progressive invocations) and is told to stop, if it understands."""
+        self._forget(inv)
+        if interrupt and inv.callee.canceling:
+            self._interrupt(inv, "killnowait", wamp.CANCELED)
+        inv.caller.transport.send(wamp.error(wamp.CALL, inv.call_id, uri, ["the callee could not be sent the call"]))
 
     def _call_options(self, inv: Invocation, options: dict, details: dict) -> None:
         """The Advanced Profile's CALL options: receive_progress, progress, timeout, ppt_*."""
@@ -295,7 +310,9 @@ class Dealer:
             raise wamp.ProtocolViolation(f"CALL request id {inv.call_id} is already in flight")
         inv.streaming = msg[2].get("progress") is True
         details = {"progress": True} if inv.streaming else {}
-        inv.callee.session.transport.send([wamp.INVOCATION, inv.id, inv.registration.id, details, *msg[4:]])
+        refused = inv.callee.session.transport.send([wamp.INVOCATION, inv.id, inv.registration.id, details, *msg[4:]])
+        if refused is not None:
+            self._undeliverable(inv, refused, interrupt=True)
 
     def cancel(self, session: Session, msg: list) -> None:
         """CANCEL (call_canceling). Unknown or finished calls: nothing happens. A callee that does not
@@ -303,7 +320,8 @@ class Dealer:
         request, options = msg[1], msg[2]
         mode = options.get("mode", DEFAULT_CANCEL_MODE)
         if type(mode) is not str or mode not in CANCEL_MODES:
-            raise wamp.ProtocolViolation(f"CANCEL.Options.mode must be one of {sorted(CANCEL_MODES)}, not {mode!r}")
+            raise wamp.ProtocolViolation(
+                f"CANCEL.Options.mode must be one of {sorted(CANCEL_MODES)}, not {wamp.quote(mode)}")
         calls = self._calls.get(session.id)
         inv = calls.get(request) if calls else None
         if inv is None or inv.canceling:

@@ -81,7 +81,7 @@ def _reason(kwargs: dict) -> tuple[str, str | None]:
     """The `reason` and `message` keyword arguments of the kill procedures."""
     reason = kwargs.get("reason", KILL_REASON)
     if not wamp.is_valid_uri(reason):
-        raise MetaError(wamp.INVALID_URI, f"reason must be a valid URI, not {reason!r}")
+        raise MetaError(wamp.INVALID_URI, f"reason must be a valid URI, not {wamp.quote(reason)}")
     message = kwargs.get("message")
     if message is not None and type(message) is not str:
         raise MetaError(wamp.INVALID_ARGUMENT, "message must be a string")
@@ -91,7 +91,7 @@ def _reason(kwargs: dict) -> tuple[str, str | None]:
 def _scope(kwargs: dict) -> str:
     scope = kwargs.get("scope", "destroyed")
     if scope not in SCOPES:
-        raise MetaError(wamp.INVALID_ARGUMENT, f"scope must be 'detached' or 'destroyed', not {scope!r}")
+        raise MetaError(wamp.INVALID_ARGUMENT, f"scope must be 'detached' or 'destroyed', not {wamp.quote(scope)}")
     return scope
 
 
@@ -99,7 +99,7 @@ def _match_policy(args: list, i: int) -> str:
     options = _arg(args, i, dict, "options", {})
     match = options.get("match", "exact")
     if match not in MATCH_POLICIES:
-        raise MetaError(wamp.INVALID_ARGUMENT, f"unknown match policy {match!r}")
+        raise MetaError(wamp.INVALID_ARGUMENT, f"unknown match policy {wamp.quote(match)}")
     return match
 
 
@@ -272,7 +272,7 @@ class Meta:
         for s in sessions:
             if s.id != caller.id:
                 self.log.info("session {sid} killed by session {caller} ({reason})", sid=s.id,
-                              caller=caller.id, reason=reason)
+                              caller=caller.id, reason=wamp.quote(reason))
                 s.transport.close(reason, message)
                 killed += 1
         return killed
@@ -281,7 +281,7 @@ class Meta:
     def add_testament(self, caller: Session, args: list, kwargs: dict) -> None:
         topic = _arg(args, 0, str, "topic")
         if not wamp.is_valid_uri(topic) or wamp.is_reserved(topic):
-            raise MetaError(wamp.INVALID_URI, f"invalid or reserved topic URI {topic!r}")
+            raise MetaError(wamp.INVALID_URI, f"invalid or reserved topic URI {wamp.quote(topic)}")
         event_args = _arg(args, 1, list, "args", [])
         event_kwargs = _arg(args, 2, dict, "kwargs", {})
         options = kwargs.get("publish_options") or {}
@@ -296,7 +296,7 @@ class Meta:
         role = caller.authorizer
         if role is not None and not role.allows("publish", topic):
             # Checked now, because at publication time nobody is left to tell.
-            raise MetaError(wamp.NOT_AUTHORIZED, f"role {caller.authrole!r} may not publish {topic!r}")
+            raise MetaError(wamp.NOT_AUTHORIZED, f"role {caller.authrole!r} may not publish {wamp.quote(topic)}")
         mine = self._testaments.get(caller.id, {})
         if len(mine.get(scope, ())) >= MAX_TESTAMENTS:
             raise MetaError(TOO_MANY_TESTAMENTS, f"at most {MAX_TESTAMENTS} testaments per scope")

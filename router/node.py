@@ -108,7 +108,10 @@ class Node:
             if not realm.has_timeouts():
                 continue  # nothing in this realm can expire: no scan of its sessions
             for session in self.table.list(realm.uri):
-                closed += self._sweep_one(session, realm, now)
+                try:
+                    closed += self._sweep_one(session, realm, now)
+                except Exception:  # a bug, but one session's: the sweep (a LoopingCall) must live on
+                    self.log.failure("sweeping session {sid} failed", sid=session.id)
         return closed
 
     @staticmethod
@@ -138,7 +141,10 @@ class Node:
             self.log.info("shutting down: saying GOODBYE to {n} sessions", n=len(sessions))
         transports = [s.transport for s in sessions]
         for t in transports:
-            t.close(wamp.SYSTEM_SHUTDOWN, "the router is shutting down")
+            try:
+                t.close(wamp.SYSTEM_SHUTDOWN, "the router is shutting down")
+            except Exception:  # a bug, but one session's: every other still hears GOODBYE
+                self.log.failure("saying GOODBYE to a session failed")
         deadline = time.monotonic() + self.config.shutdown_grace
         while any(t.state != CLOSED for t in transports) and time.monotonic() < deadline:
             yield task.deferLater(reactor, 0.05, lambda: None)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ROUTER_AGENT = f"Courtyard-{__version__}"
 CLIENT_ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
+MAX_AGENT = 256  # characters of HELLO.Details.agent kept in the session record
 # Requests counted against a session's rate and quota windows (answers such as YIELD are not).
 REQUESTS = frozenset({wamp.PUBLISH, wamp.SUBSCRIBE, wamp.UNSUBSCRIBE, wamp.CALL, wamp.REGISTER,
                       wamp.UNREGISTER})
@@ -47,14 +48,24 @@ class Codec(Protocol):
 
 
 class Wire(Protocol):
-    """What the protocol needs from its transport."""
+    """What the protocol needs from its transport. The sends return None when the message was written
+    (or the connection is going anyway), else why not: wamp.PAYLOAD_SIZE_EXCEEDED (larger than the peer
+    takes) or SLOW_CONSUMER (past the peer's outgoing budget, see router.transport.flow)."""
 
-    def send_payload(self, payload: bytes) -> None: ...
+    def send_payload(self, payload: bytes, bulk: bool) -> str | None: ...
 
-    def send_prepared(self, frame: Any) -> bool:
-        """Send a prepared frame; False when it was dropped because the peer reads too slowly."""
+    def send_prepared(self, frame: Any) -> str | None: ...
 
     def close_transport(self, reason: str) -> None: ...
+
+
+SLOW_CONSUMER = "slow_consumer"  # a Wire's refusal; a call it fails gets wamp.error.canceled
+# Messages that carry an application payload: refused past a slow peer's budget (ERRORs with a payload too).
+BULK = frozenset({wamp.EVENT, wamp.INVOCATION, wamp.RESULT})
+_FAILED_ANSWER = {
+    wamp.PAYLOAD_SIZE_EXCEEDED: (wamp.PAYLOAD_SIZE_EXCEEDED, "the answer is larger than this connection takes"),
+    SLOW_CONSUMER: (wamp.CANCELED, "the answer was dropped: this session reads too slowly"),
+}
 
 
 class WampProtocol:
@@ -166,7 +177,7 @@ class WampProtocol:
                       authid=session.authid, authrole=session.authrole, action=action, uri=uri)
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
             self.send(wamp.error(code, msg[1], wamp.NOT_AUTHORIZED,
-                                 [f"role {session.authrole!r} may not {action} {uri!r}"]))
+                                 [f"role {session.authrole!r} may not {action} {wamp.quote(uri)}"]))
 
     def _establishing(self, msg: list) -> None:
         code = msg[0]
@@ -216,11 +227,11 @@ class WampProtocol:
             return
         roles = _shared_roles(roles)
         if not wamp.is_valid_uri(realm_uri):
-            self.abort(wamp.INVALID_URI, f"invalid realm URI {realm_uri!r}")
+            self.abort(wamp.INVALID_URI, f"invalid realm URI {wamp.quote(realm_uri)}")
             return
         spec = self.node.realms.get(realm_uri)
         if spec is None:
-            self.abort(wamp.NO_SUCH_REALM, f"no realm {realm_uri!r} on this router")
+            self.abort(wamp.NO_SUCH_REALM, f"no realm {wamp.quote(realm_uri)} on this router")
             return
         offered = details.get("authmethods") or ["anonymous"]
         if not isinstance(offered, list):
@@ -239,7 +250,8 @@ class WampProtocol:
         chosen = next((m for m in offered if m in enabled and m in METHODS), None)
         if chosen is None:
             self.abort(wamp.NO_AUTH_METHOD,
-                       f"none of the authentication methods offered ({offered}) is enabled on realm {realm_uri!r}")
+                       f"none of the authentication methods offered ({wamp.quote(offered)}) is enabled on realm "
+                       f"{wamp.quote(realm_uri)}")
             return
         method = METHODS[chosen](spec)
         self._auth = (spec, details, roles, method)
@@ -275,7 +287,7 @@ class WampProtocol:
     def _welcome(self, spec: Any, details: dict, roles: dict, who: Welcome) -> None:
         realm_uri = spec.uri
         if spec.join_roles is not None and who.authrole not in spec.join_roles:
-            self.abort(wamp.NOT_AUTHORIZED, f"role {who.authrole!r} may not join realm {realm_uri!r}")
+            self.abort(wamp.NOT_AUTHORIZED, f"role {who.authrole!r} may not join realm {wamp.quote(realm_uri)}")
             return
         limits = spec.limits_for(who.authrole)
         agent = details.get("agent")
@@ -283,7 +295,7 @@ class WampProtocol:
         role = spec.role(who.authrole)
         try:
             session = self.node.table.open(
-                realm_uri, self, peer=self.peer, agent=agent if isinstance(agent, str) else None,
+                realm_uri, self, peer=self.peer, agent=agent[:MAX_AGENT] if isinstance(agent, str) else None,
                 roles=roles, authid=who.authid, authrole=who.authrole, authmethod=who.authmethod,
                 authprovider=who.authprovider, authextra=who.authextra, expires_in=limits.expires_in,
                 rate=RateWindow(limits.rate.limit, limits.rate.duration) if limits.rate else None,
@@ -299,28 +311,72 @@ class WampProtocol:
         self._last_request = 0
         self.state = ESTABLISHED
         self._cancel_hello_timer()
-        self.send([wamp.WELCOME, session.id, {
+        welcome = [wamp.WELCOME, session.id, {
             "realm": realm_uri, "authid": who.authid, "authrole": who.authrole, "authmethod": who.authmethod,
             "authprovider": who.authprovider, "authextra": who.authextra or {}, "agent": ROUTER_AGENT,
             "roles": realm.roles(),
-        }])
+        }]
+        if self.send(welcome) is not None:
+            # A peer that takes only small messages (a RawSocket client may announce 512 bytes) gets the
+            # router's roles without their feature lists rather than no WELCOME at all.
+            welcome[2]["roles"] = {"broker": {}, "dealer": {}}
+            if self.send(welcome) is not None:
+                self.abort(wamp.PAYLOAD_SIZE_EXCEEDED, "WELCOME is larger than this connection takes")
+                return
         self.log.info("session {sid} joined realm {realm} from {peer} as {authid}/{authrole} by {method} ({agent})",
                       sid=session.id, realm=realm_uri, peer=_peer(self.peer), authid=who.authid,
-                      authrole=who.authrole, method=who.authmethod, agent=session.agent)
+                      authrole=who.authrole, method=who.authmethod, agent=wamp.quote(session.agent))
         realm.attach(session)
 
     # -- outbound --------------------------------------------------------------------------------
-    def send(self, msg: list) -> None:
+    def send(self, msg: list, bulk: bool = False) -> str | None:
+        """Write one message. Returns None when written, else the error URI saying why not (the caller
+        fails the call it belongs to): a message this peer cannot take is its problem alone and never
+        raises into the loop that sends it. EVENT, INVOCATION and RESULT are bulk (see
+        router.transport.flow); so is an ERROR when the sender says it carries a callee's payload.
+        A RESULT or ERROR answering a CALL that cannot be written is replaced by a short ERROR, so the
+        caller is never left waiting."""
         if self.state == CLOSED:
-            return
-        session = self.session
-        if session is not None:
-            session.msgs_out += 1
-        self.wire.send_payload(self._encode(msg))
+            return None
+        code = msg[0]
+        why = self._write(msg, bulk or code in BULK)
+        if why is None:
+            return None
+        uri, text = why
+        if code == wamp.RESULT or (code == wamp.ERROR and msg[1] == wamp.CALL):
+            self._write(wamp.error(wamp.CALL, msg[1] if code == wamp.RESULT else msg[2], uri, [text]), False)
+        return uri
 
-    def send_prepared(self, frame: Any) -> None:
-        if self.state == ESTABLISHED and self.wire.send_prepared(frame):
+    def _write(self, msg: list, bulk: bool) -> tuple[str, str] | None:
+        """Encode and hand to the wire; None when written, else (error URI, why) after one log line."""
+        try:
+            payload = self._encode(msg)
+        except Exception as e:  # a value this serializer cannot carry: NaN for JSON, 2^64 for msgpack, ...
+            uri = wamp.INVALID_ARGUMENT
+            text = f"the message cannot be written in {self.codec.serializer.name}: {wamp.quote(str(e))}"
+        else:
+            refused = self.wire.send_payload(payload, bulk)
+            if refused is None:
+                session = self.session
+                if session is not None:
+                    session.msgs_out += 1
+                return None
+            uri, text = _FAILED_ANSWER[refused]
+            if refused == SLOW_CONSUMER:
+                return uri, text  # logged once per episode by the flow control
+            text = f"{text} ({len(payload)} bytes)"
+        self.log.info("not sending {msg} to {peer}: {why}", msg=wamp.MESSAGE_NAMES.get(msg[0], "?"),
+                      peer=_peer(self.peer), why=text)
+        return uri, text
+
+    def send_prepared(self, frame: Any) -> str | None:
+        """Write a frame prepared once for many peers (an EVENT); None when written, else why not."""
+        if self.state != ESTABLISHED:
+            return None
+        why = self.wire.send_prepared(frame)
+        if why is None:
             self.session.msgs_out += 1
+        return why
 
     def close(self, reason: str = wamp.CLOSE_NORMAL, message: str | None = None) -> None:
         """Router-initiated end of session: GOODBYE now, transport closed when the client answers
@@ -389,17 +445,28 @@ def _peer(peer: tuple[str, int] | None) -> str:
 
 
 # Clients of one kind announce the same roles and features (autobahn's are two kilobytes): sessions
-# share one read-only copy per distinct announcement instead of holding one each. Bounded, so that
-# clients announcing endless variations only lose the sharing.
-_ROLES: dict[str, dict] = {}
-_ROLES_MAX = 1024
+# share one read-only copy per distinct announcement instead of holding one each. Only what the router
+# reads is kept (the four roles and the features announced true, names of at most 64 characters, 64
+# per role), so a record's roles are small whatever the HELLO held. Bounded, so that clients announcing
+# endless variations only lose the sharing.
+_ROLES: dict[tuple, dict] = {}
+_ROLES_MAX = 256
+_MAX_FEATURES = 64
 
 
 def _shared_roles(roles: dict) -> dict:
-    key = repr(roles)
+    kept = {}
+    for role, announced in roles.items():
+        features = announced.get("features") if type(announced) is dict else None
+        if type(features) is dict:
+            names = [f for f, on in features.items() if on is True and len(f) <= 64][:_MAX_FEATURES]
+            kept[role] = {"features": dict.fromkeys(sorted(names), True)}
+        else:
+            kept[role] = {}
+    key = tuple((role, tuple(r.get("features", ()))) for role, r in sorted(kept.items()))
     shared = _ROLES.get(key)
     if shared is not None:
         return shared
-    if len(_ROLES) < _ROLES_MAX and len(key) <= 8192:
-        _ROLES[key] = roles
-    return roles
+    if len(_ROLES) < _ROLES_MAX:
+        _ROLES[key] = kept
+    return kept

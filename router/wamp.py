@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import reprlib
 
 # -- message codes (WAMP spec, "Message Codes and Direction") -------------------------------------
 HELLO = 1
@@ -161,6 +162,23 @@ def _field_ok(kind: str, value: object) -> bool:
     return t is int
 
 
+_quoter = reprlib.Repr()
+_quoter.maxstring = 80
+_quoter.maxother = 80
+_quoter.maxlevel = 2
+_quoter.maxlist = _quoter.maxtuple = _quoter.maxdict = _quoter.maxset = 4
+_quoter.maxlong = 40
+
+
+def quote(value: object) -> str:
+    """A short, escaped repr of client data for error texts and log lines: never the whole of it, never
+    a raw newline (a forged log line), whatever its size, depth or type."""
+    try:
+        return _quoter.repr(value)
+    except Exception:  # a repr that fails is still no reason to fail the message
+        return f"<{type(value).__name__}>"
+
+
 def validate(msg: object) -> str | None:
     """Check a decoded message's shape. Returns None when well formed, else why not (for ABORT)."""
     if type(msg) is not list or not msg:
@@ -168,7 +186,7 @@ def validate(msg: object) -> str | None:
     code = msg[0]
     shape = _SHAPES.get(code) if type(code) is int else None
     if shape is None:
-        return f"message type {code!r} is not one a client may send to a router"
+        return f"message type {quote(code)} is not one a client may send to a router"
     mandatory, optional = shape
     n = len(msg) - 1
     if n < len(mandatory) or n > len(mandatory) + len(optional):

@@ -1,13 +1,22 @@
-"""Outgoing flow control shared by the transports.
+"""Outgoing flow control shared by the transports: one byte budget per peer, for every message.
 
 A connection registers a push producer with its TCP transport, so Twisted tells it when the socket's
-write buffer is full (pause) and drained (resume). While paused, bytes written are counted; past
-`max_outgoing_buffer`, EVENTs to that peer are dropped (counted, logged once per episode) or the
-peer is disconnected, per `slow_consumer`. Replies and INVOCATIONs still go under the `drop`
-policy: they are bounded by the peer's own requests and by max_pending_calls.
+write buffer is full (pause) and drained (resume). While paused, bytes written are counted against the
+peer's budget, `max_outgoing_buffer`:
+- **bulk** messages (EVENT, INVOCATION, RESULT, ERROR with a payload, RawSocket PONG) past the budget
+  are refused: the caller of `admit` drops an EVENT (counted, logged once per episode) and fails a call
+  (see WampProtocol.send);
+- **control** messages (the short answers: SUBSCRIBED, ERROR without payload, INTERRUPT, GOODBYE, …)
+  may use a reserve of a quarter of the budget beyond it (at least 64 KiB), so that the peer can still
+  be told why its call failed;
+- a peer past the reserve, or past the budget for `slow_consumer_timeout` seconds, is disconnected
+  (at once under `slow_consumer: disconnect`).
+So a peer that stops reading costs the router at most budget + reserve bytes, whatever it asks for.
 """
 
 from __future__ import annotations
+
+import time
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -28,8 +37,9 @@ class _Flow:
         conn = self.conn
         conn._paused = False
         conn._backlog = 0
+        conn._over_since = 0.0
         if conn._dropped_episode:
-            conn.flow_log.info("peer {peer} caught up; {n} EVENTs were dropped while it lagged",
+            conn.flow_log.info("peer {peer} caught up; {n} messages were dropped while it lagged",
                                peer=conn.peer_name(), n=conn._dropped_episode)
             conn._dropped_episode = 0
 
@@ -37,14 +47,21 @@ class _Flow:
         pass
 
 
+def reserve(budget: int) -> int:
+    """Bytes of control messages a peer past its budget may still be sent."""
+    return max(64 * 1024, budget // 4)
+
+
 class FlowControlled:
     """Mixed into a transport protocol that has `self.transport`, `drop()` and a listener `config`."""
 
     flow_log = Logger()
     _paused = False
+    _gone = False  # dropped for reading too slowly: nothing more is written
     _backlog = 0
+    _over_since = 0.0  # monotonic time the backlog first went past the budget in this episode
     _dropped_episode = 0
-    dropped_events = 0
+    dropped_events = 0  # bulk messages refused, for operators and tests
 
     def start_flow_control(self) -> None:
         self.transport.registerProducer(_Flow(self), True)
@@ -53,26 +70,42 @@ class FlowControlled:
         addr = self.transport.getPeer()
         return f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', 0)}"
 
-    def may_write(self, size: int, event: bool) -> bool:
-        """Account a write while the socket is backed up. True when it may go ahead."""
+    def admit(self, size: int, bulk: bool) -> bool:
+        """Account a write of `size` bytes. True when it may go ahead; False when it was refused (and
+        the peer possibly disconnected)."""
         if not self._paused:
-            return True
+            return not self._gone
         config = self.listener_config()
-        limit = config.max_outgoing_buffer
-        if self._backlog + size <= limit:
-            self._backlog += size
+        budget = config.max_outgoing_buffer
+        backlog = self._backlog + size
+        if backlog <= budget:
+            self._backlog = backlog
             return True
-        if config.slow_consumer == "disconnect":
+        now = time.monotonic()
+        if not self._over_since:
+            self._over_since = now
+        if config.slow_consumer == "disconnect" or (not bulk and backlog > budget + reserve(budget)) \
+                or now - self._over_since > config.slow_consumer_timeout:
             self.flow_log.warn("disconnecting slow consumer {peer}: over {limit} bytes queued",
-                               peer=self.peer_name(), limit=limit)
+                               peer=self.peer_name(), limit=budget)
+            self._paused, self._gone, self._backlog = False, True, 0
             self.drop()
             return False
-        if not event:
-            self._backlog += size
+        if not bulk:
+            self._backlog = backlog
             return True
         if not self._dropped_episode:
-            self.flow_log.warn("peer {peer} reads too slowly: dropping EVENTs past {limit} bytes queued",
-                               peer=self.peer_name(), limit=limit)
+            self.flow_log.warn("peer {peer} reads too slowly: refusing messages past {limit} bytes queued",
+                               peer=self.peer_name(), limit=budget)
         self._dropped_episode += 1
         self.dropped_events += 1
         return False
+
+    def free_write_buffer(self) -> None:
+        """Forget what a departed peer never read, now rather than when a GC round breaks the cycles
+        between protocol, transport and session."""
+        transport = self.transport
+        if transport is not None and hasattr(transport, "_tempDataBuffer"):
+            transport.dataBuffer = b""
+            transport._tempDataBuffer = []
+            transport._tempDataLen = 0

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from router import wamp
 from router.config import ListenerConfig
-from router.protocol import WampProtocol
+from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import RAWSOCKET_IDS, Serializer, create
 from router.transport.flow import FlowControlled
 
@@ -102,7 +102,7 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
             del buf[:4 + length]
             if kind == MESSAGE:
                 self.wamp.on_message(payload)
-            elif kind == PING:
+            elif kind == PING and self.admit(length + 4, True):  # a PING flood from a peer that never reads
                 self.transport.write(_header(PONG, length) + payload)
 
     def _handshake(self, octets: bytes) -> bool:
@@ -143,21 +143,24 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
             self._handshake_timer.cancel()
         if self.wamp is not None:
             self.wamp.on_close()
+        self.free_write_buffer()
 
     # -- the Wire interface used by WampProtocol -------------------------------------------------
-    def send_payload(self, payload: bytes) -> None:
-        if len(payload) > self._peer_max:
-            self.log.warn("not sending {n} octets to {peer}: over the {max} it accepts", n=len(payload),
-                          peer=self.peer_name(), max=self._peer_max)
-            return
-        if self.may_write(len(payload) + 4, event=False):
-            self.transport.write(_header(MESSAGE, len(payload)) + payload)
+    def send_payload(self, payload: bytes, bulk: bool) -> str | None:
+        if len(payload) > self._peer_max:  # the peer announced what it takes in the handshake
+            return wamp.PAYLOAD_SIZE_EXCEEDED
+        if not self.admit(len(payload) + 4, bulk):
+            return SLOW_CONSUMER
+        self.transport.write(_header(MESSAGE, len(payload)) + payload)
+        return None
 
-    def send_prepared(self, frame: bytes) -> bool:
-        if len(frame) - 4 > self._peer_max or not self.may_write(len(frame), event=True):
-            return False
+    def send_prepared(self, frame: bytes) -> str | None:
+        if len(frame) - 4 > self._peer_max:
+            return wamp.PAYLOAD_SIZE_EXCEEDED
+        if not self.admit(len(frame), True):
+            return SLOW_CONSUMER
         self.transport.write(frame)
-        return True
+        return None
 
     def close_transport(self, reason: str) -> None:
         self.transport.loseConnection()
@@ -176,6 +179,6 @@ class WampRawSocketFactory(protocol.Factory):
     def __init__(self, node: Node, config: ListenerConfig) -> None:
         self.node = node
         self.config = config
-        self.codecs = {name: RawSocketCodec(create(name)) for name in config.serializers}
+        self.codecs = {name: RawSocketCodec(create(name, config.max_depth)) for name in config.serializers}
         self.exponent = length_exponent(config.max_message_size)
         self.max_length = 2 ** (9 + self.exponent)

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from router import wamp
 from router.auth.cookie import COOKIE_NAME
 from router.config import ListenerConfig
-from router.protocol import WampProtocol
+from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import Serializer, create
 from router.transport.flow import FlowControlled
 
@@ -44,7 +44,10 @@ class WebSocketCodec:
         self._binary = serializer.binary
 
     def prepare(self, msg: list) -> Any:
-        return self._prepare(self.serializer.encode(msg), self._binary)
+        payload = self.serializer.encode(msg)
+        frame = self._prepare(payload, self._binary)
+        frame.size = len(payload)  # checked against each receiver's limit
+        return frame
 
 
 _NO_QUEUE: tuple = ()  # stands for Autobahn's empty send queue until a queued write needs a real one
@@ -185,6 +188,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         finally:
             if not self._refused:
                 self.factory.node.connection_closed()
+            self.free_write_buffer()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Autobahn's sendData, minus the debug line whose arguments it formats on every write (a fifth
@@ -198,15 +202,25 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.trafficStats.outgoingOctetsWireLevel += len(data)
 
     # -- the Wire interface used by WampProtocol -------------------------------------------------
-    def send_payload(self, payload: bytes) -> None:
-        if self.may_write(len(payload), event=False):
-            self.sendMessage(payload, self.factory.binary[self._subprotocol])
+    def send_payload(self, payload: bytes, bulk: bool) -> str | None:
+        if len(payload) > self.factory.config.max_message_size:
+            return wamp.PAYLOAD_SIZE_EXCEEDED
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return None  # closing: nothing more reaches the peer, and nothing is owed
+        if not self.admit(len(payload), bulk):
+            return SLOW_CONSUMER
+        self.sendMessage(payload, self.factory.binary[self._subprotocol])
+        return None
 
-    def send_prepared(self, frame: Any) -> bool:
-        if not self.may_write(len(frame.payloadHybi), event=True):
-            return False
+    def send_prepared(self, frame: Any) -> str | None:
+        if frame.size > self.factory.config.max_message_size:
+            return wamp.PAYLOAD_SIZE_EXCEEDED
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return None
+        if not self.admit(len(frame.payloadHybi), True):
+            return SLOW_CONSUMER
         self.sendPreparedMessage(frame)
-        return True
+        return None
 
     def listener_config(self) -> ListenerConfig:
         return self.factory.config
@@ -226,7 +240,8 @@ class WampWebSocketFactory(WebSocketServerFactory):
         super().__init__()  # no url: the port may be 0 (ephemeral); onConnect checks the path itself
         self.node = node
         self.config = config
-        self.codecs = {SUBPROTOCOL_PREFIX + name: WebSocketCodec(self, create(name)) for name in config.serializers}
+        self.codecs = {SUBPROTOCOL_PREFIX + name: WebSocketCodec(self, create(name, config.max_depth))
+                       for name in config.serializers}
         self.binary = {p: c.serializer.binary for p, c in self.codecs.items()}
         self.setProtocolOptions(
             maxMessagePayloadSize=config.max_message_size,
