@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 ACTIONS = ("call", "register", "publish", "subscribe")
 _CACHE_MAX = 10_000
+# Decisions are cached only for URIs up to this many characters, so a role's cache holds at most
+# ~2.5 MB of keys however long the URIs clients send; a longer one is decided each time.
+CACHE_KEY_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,7 @@ class Role:
         if ok is None:
             rule = self.rule_for(uri)
             ok = rule is not None and (what in rule.allow or what in rule.disclose)
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[key] = ok
+            self._remember(key, uri, ok)
         return ok
 
     def allows_pattern(self, what: str, pattern: str, match: str) -> bool:
@@ -78,10 +79,14 @@ class Role:
         ok = self._cache.get(key)
         if ok is None:
             ok = self._pattern_ok(what, pattern, match)
+            self._remember(key, pattern, ok)
+        return ok
+
+    def _remember(self, key: tuple, uri: str, ok: bool) -> None:
+        if len(uri) <= CACHE_KEY_MAX:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[key] = ok
-        return ok
 
     def _pattern_ok(self, what: str, pattern: str, match: str) -> bool:
         literal = pattern if match == "prefix" else _literal_start(pattern)

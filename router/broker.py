@@ -17,9 +17,11 @@ from router import wamp
 from router.matching import MATCH_POLICIES, PatternIndex
 from router.session import Session
 
-# Retained events kept per realm (event_retention), one per topic. Past the bound, the topic retained
-# longest ago is forgotten first: the spec asks for best effort, not storage.
+# Retained events kept per realm (event_retention), one per topic, in count and in (approximate) bytes.
+# Past either bound, the topic retained longest ago is forgotten first: the spec asks for best effort,
+# not storage.
 MAX_RETAINED = 10_000
+MAX_RETAINED_BYTES = 16 * 1024 * 1024
 # PUBLISH options the Basic Profile path reads itself; any other key sends the PUBLISH through _advanced().
 _BASIC_OPTIONS = frozenset({"acknowledge", "exclude_me", "disclose_me"})
 
@@ -65,15 +67,16 @@ class Retained:
     """The last event published with `retain: true` on a topic, with who was allowed to receive it then:
     a later subscriber gets it only if it would have received it when it was published (spec)."""
 
-    __slots__ = ("publication", "details", "payload", "exclude", "receivers")
+    __slots__ = ("publication", "details", "payload", "exclude", "receivers", "size")
 
     def __init__(self, publication: int, details: dict, payload: list, exclude: int | None,
-                 receivers: Receivers | None) -> None:
+                 receivers: Receivers | None, size: int = 0) -> None:
         self.publication = publication
         self.details = details
         self.payload = payload
         self.exclude = exclude
         self.receivers = receivers
+        self.size = size  # approximate bytes held, counted against the realm's max_retained_bytes
 
     def admits(self, s: Session) -> bool:
         return s.id != self.exclude and (self.receivers is None or self.receivers.admits(s))
@@ -97,8 +100,9 @@ class Broker:
 
     log = Logger()
 
-    def __init__(self, realm_uri: str) -> None:
+    def __init__(self, realm_uri: str, max_retained_bytes: int = MAX_RETAINED_BYTES) -> None:
         self.realm_uri = realm_uri
+        self.max_retained_bytes = max_retained_bytes
         # Told of subscription changes (the meta API's on_create/on_subscribe/...); None: nobody asks.
         # Only SUBSCRIBE/UNSUBSCRIBE and session close look at it, never PUBLISH.
         self.listener: SubscriptionListener | None = None
@@ -108,6 +112,7 @@ class Broker:
         self._by_id: dict[int, Subscription] = {}
         self._by_session: dict[int, set[int]] = {}
         self._retained: dict[str, Retained] = {}  # insertion order: the oldest retained topic first
+        self._retained_bytes = 0
 
     # -- requests --------------------------------------------------------------------------------
     def subscribe(self, session: Session, msg: list) -> None:
@@ -196,7 +201,8 @@ class Broker:
         payload = msg[4:]
         self._fan_out(topic, publication, details, payload, exclude, receivers)
         if retain:
-            self._retain(topic, Retained(publication, details, payload, exclude, receivers))
+            self._retain(session, topic, Retained(publication, details, payload, exclude, receivers,
+                                                  approx_size((topic, options, payload), self.max_retained_bytes)))
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
@@ -259,11 +265,22 @@ class Broker:
             session.transport.send(wamp.error(wamp.PUBLISH, request, uri, [why]))
 
     # -- event retention -------------------------------------------------------------------------
-    def _retain(self, topic: str, event: Retained) -> None:
+    def _retain(self, session: Session, topic: str, event: Retained) -> None:
+        """Keep the topic's latest retained event, forgetting the oldest topics while the realm's
+        bounds are exceeded; an event larger than the whole byte budget is delivered, not retained
+        (and the topic's older one is forgotten: it is no longer the latest)."""
         store = self._retained
-        if store.pop(topic, None) is None and len(store) >= MAX_RETAINED:
-            del store[next(iter(store))]
+        old = store.pop(topic, None)
+        if old is not None:
+            self._retained_bytes -= old.size
+        if event.size > self.max_retained_bytes:
+            self.log.info("PUBLISH from session {sid} not retained: about {size} bytes, over the realm's "
+                          "{max}", sid=session.id, size=event.size, max=self.max_retained_bytes)
+            return
+        while store and (len(store) >= MAX_RETAINED or self._retained_bytes + event.size > self.max_retained_bytes):
+            self._retained_bytes -= store.pop(next(iter(store))).size
         store[topic] = event  # re-inserted: the most recently retained topic is last
+        self._retained_bytes += event.size
 
     def _send_retained(self, session: Session, sub: Subscription) -> None:
         """After SUBSCRIBED: the retained event of every topic the subscription matches, if the session
@@ -348,6 +365,10 @@ class Broker:
         """How many topics have a retained event (tests, operators)."""
         return len(self._retained)
 
+    def retained_bytes(self) -> int:
+        """The approximate bytes retained events hold (tests, operators)."""
+        return self._retained_bytes
+
     def size(self) -> int:
         return len(self._by_id)
 
@@ -385,6 +406,28 @@ def pattern_matches(pattern: str, match: str, topic: str) -> bool:
         return topic.startswith(pattern)
     parts, wanted = topic.split("."), pattern.split(".")
     return len(parts) == len(wanted) and all(w == "" or w == p for w, p in zip(wanted, parts, strict=True))
+
+
+def approx_size(value: object, limit: int) -> int:
+    """Roughly the bytes a decoded value holds in memory (CPython's object sizes, rounded down), counted
+    without recursion; the count stops once it passes `limit`, so shared references or deep nesting
+    cannot make it expensive."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        v = stack.pop()
+        t = type(v)
+        if t is str or t is bytes:
+            total += 40 + len(v)
+        elif t is list or t is tuple:
+            total += 56 + 8 * len(v)
+            stack.extend(v)
+        elif t is dict:
+            total += 64 + 40 * len(v)
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        else:
+            total += 32
+    return total
 
 
 def _publisher_details(session: Session, options: dict, topic: str) -> dict:

@@ -65,6 +65,9 @@ class NodeConfig:
     listeners: list[ListenerConfig] = field(default_factory=lambda: [ListenerConfig()])
     storage: dict = field(default_factory=lambda: {"backend": "memory"})
     max_sessions: int | None = 100_000
+    admin_reserve: int = 10  # sessions the admin realm may open beyond max_sessions
+    max_pending_connections: int = 5_000  # connections without a session, on all listeners
+    max_retained_bytes: int = 16 * 1024 * 1024  # retained events per realm (event_retention)
     max_pending_calls: int | None = 1_000
     sequential_request_ids: bool = False  # enforce the spec's 1, 2, 3, … request ids from clients
     shutdown_grace: float = 5.0
@@ -80,6 +83,21 @@ def _timer(d: dict, key: str, path: str, default: float) -> float:
     if 0 < v < 1:
         raise ConfigError(f"{path}.{key}", f"must be 0 (off) or at least 1 second, got {v!r}")
     return v
+
+
+def _hello_timeout(d: dict, path: str, default: float) -> float:
+    """Never off: it is what closes connections that have no session (new, authenticating, after GOODBYE)."""
+    v = _timer(d, "hello_timeout", path, default)
+    if not v:
+        raise ConfigError(f"{path}.hello_timeout", "must be at least 1 second (it cannot be off)")
+    return v
+
+
+def _required(value: Any, path: str) -> Any:
+    """A limit that has no 'unlimited' (null) setting."""
+    if value is None:
+        raise ConfigError(path, "must be given, not null")
+    return value
 
 
 def _listener(raw: Any, path: str) -> ListenerConfig:
@@ -103,7 +121,7 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
         max_outgoing_buffer=int_value(d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
         slow_consumer=str_value(d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
         slow_consumer_timeout=num_value(d, "slow_consumer_timeout", path, default.slow_consumer_timeout, 0.1),
-        hello_timeout=_timer(d, "hello_timeout", path, default.hello_timeout),
+        hello_timeout=_hello_timeout(d, path, default.hello_timeout),
         auto_ping_interval=_timer(d, "auto_ping_interval", path, default.auto_ping_interval),
         auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),
     )
@@ -124,7 +142,8 @@ def parse(raw: Any) -> NodeConfig:
     known_keys(storage, "storage", {"backend"})
     str_value(storage, "backend", "storage", "memory", ("memory",))
     limits = mapping(d.get("limits"), "limits")
-    known_keys(limits, "limits", {"max_sessions", "max_pending_calls", "sequential_request_ids"})
+    known_keys(limits, "limits", {"max_sessions", "admin_reserve", "max_pending_connections",
+                                       "max_pending_calls", "max_retained_bytes", "sequential_request_ids"})
     shutdown = mapping(d.get("shutdown"), "shutdown")
     known_keys(shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
@@ -154,7 +173,14 @@ def parse(raw: Any) -> NodeConfig:
         listeners=listeners,
         storage={"backend": storage.get("backend", "memory")},
         max_sessions=int_value(limits, "max_sessions", "limits", default.max_sessions, 1),
+        admin_reserve=_required(int_value(limits, "admin_reserve", "limits", default.admin_reserve),
+                                "limits.admin_reserve"),
+        max_pending_connections=_required(int_value(limits, "max_pending_connections", "limits",
+                                                    default.max_pending_connections, 1),
+                                          "limits.max_pending_connections"),
         max_pending_calls=int_value(limits, "max_pending_calls", "limits", default.max_pending_calls, 1),
+        max_retained_bytes=_required(int_value(limits, "max_retained_bytes", "limits", default.max_retained_bytes),
+                                     "limits.max_retained_bytes"),
         sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
         shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),
         sweep_interval=num_value(node, "sweep_interval", "node", default.sweep_interval, 0.01),

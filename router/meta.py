@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from router import wamp
-from router.broker import Broker, Subscription
+from router.broker import Broker, Subscription, approx_size
 from router.dealer import Dealer, Registration
 from router.matching import MATCH_POLICIES
 from router.session import Session
@@ -40,8 +40,10 @@ DEALER_FEATURES = {"session_meta_api": True, "registration_meta_api": True, "tes
 KILL_REASON = wamp.CLOSE_NORMAL
 RUNTIME_ERROR = "wamp.error.runtime_error"
 TOO_MANY_TESTAMENTS = "courtyard.error.too_many_testaments"
-# Testaments kept per session and scope: they live as long as the session, so they are bounded.
+# Testaments kept per session and scope: they live as long as the session, so they are bounded, in
+# count per scope and in (approximate, in-memory) bytes per session.
 MAX_TESTAMENTS = 64
+MAX_TESTAMENT_BYTES = 1024 * 1024
 SCOPES = ("detached", "destroyed")  # publication order on close: detached first (spec, Testament)
 
 # handler(caller, args, kwargs) -> the RESULT's positional arguments, or None for a RESULT without any.
@@ -181,7 +183,7 @@ class Meta:
         testaments = self._testaments.pop(session.id, None)
         if testaments:
             for scope in SCOPES:
-                for topic, args, kwargs, options in testaments.get(scope, ()):
+                for topic, args, kwargs, options, _ in testaments.get(scope, ()):
                     # As if the session had sent this PUBLISH: its options (black/whitelists, retain,
                     # disclose_me) and its role's disclosure rules apply.
                     self.broker.publish(session, [wamp.PUBLISH, 0, options, topic, args, kwargs])
@@ -295,10 +297,14 @@ class Meta:
         if role is not None and not role.allows("publish", topic):
             # Checked now, because at publication time nobody is left to tell.
             raise MetaError(wamp.NOT_AUTHORIZED, f"role {caller.authrole!r} may not publish {wamp.quote(topic)}")
-        bucket = self._testaments.setdefault(caller.id, {}).setdefault(scope, [])
-        if len(bucket) >= MAX_TESTAMENTS:
+        mine = self._testaments.get(caller.id, {})
+        if len(mine.get(scope, ())) >= MAX_TESTAMENTS:
             raise MetaError(TOO_MANY_TESTAMENTS, f"at most {MAX_TESTAMENTS} testaments per scope")
-        bucket.append((topic, event_args, event_kwargs, options))
+        size = approx_size((topic, event_args, event_kwargs, options), MAX_TESTAMENT_BYTES)
+        if size + sum(t[4] for bucket in mine.values() for t in bucket) > MAX_TESTAMENT_BYTES:
+            raise MetaError(TOO_MANY_TESTAMENTS, f"a session's testaments may hold at most {MAX_TESTAMENT_BYTES} bytes")
+        self._testaments.setdefault(caller.id, {}).setdefault(scope, []).append(
+            (topic, event_args, event_kwargs, options, size))
 
     def flush_testaments(self, caller: Session, args: list, kwargs: dict) -> None:
         scope = _scope(kwargs)

@@ -34,12 +34,15 @@ class Node:
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
         self.store = RealmStore(Path(config.data_dir) / "courtyard.db" if config.data_dir else None)
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
-        self.table = SessionTable(storage.create(config.storage), config.max_sessions)
+        self.table = SessionTable(storage.create(config.storage), config.max_sessions,
+                                  {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
         self.throttle = FailureThrottle()
         self.cookies = CookieStore()
         self.ports: list[IListeningPort] = []
         self._sweeper = task.LoopingCall(self.sweep)
+        self.connections = 0  # open client connections on all listeners, with a session or not
+        self._refused = 0  # connections refused since the last one admitted
         self.started = None
 
     def realm_router(self, uri: str) -> RealmRouter:
@@ -47,8 +50,27 @@ class Node:
         router = self._routers.get(uri)
         if router is None:
             router = self._routers[uri] = RealmRouter(self.realms.get(uri), self.config.max_pending_calls,
-                                                      self.table)
+                                                      self.table, self.config.max_retained_bytes)
         return router
+
+    def connection_opened(self, peer: str) -> bool:
+        """Count a new connection, or refuse it (False: close it at once) while max_pending_connections
+        connections have no session: in the opening handshake, before HELLO, authenticating or after
+        GOODBYE. One log line when refusing starts and one when it ends, not one per connection."""
+        if self.connections - self.table.size() >= self.config.max_pending_connections:
+            if not self._refused:
+                self.log.warn("refusing connections (the first from {peer}): {n} connections have no session "
+                              "(limits.max_pending_connections)", peer=peer, n=self.connections - self.table.size())
+            self._refused += 1
+            return False
+        if self._refused:
+            self.log.info("accepting connections again; {n} refused", n=self._refused)
+            self._refused = 0
+        self.connections += 1
+        return True
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
 
     # -- lifetime --------------------------------------------------------------------------------
     def start(self) -> list[IListeningPort]:

@@ -73,7 +73,7 @@ class WampProtocol:
     log = Logger()
 
     __slots__ = ("node", "cookie", "_auth", "_verifying", "wire", "codec", "peer", "session", "state", "_encode",
-                 "_decode", "_hello_timer", "_sequential", "_last_request")
+                 "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request")
 
     def __init__(self, node: Node, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
                  hello_timeout: float = 0.0, cookie: str | None = None) -> None:
@@ -88,6 +88,7 @@ class WampProtocol:
         self.state = ESTABLISHING
         self._encode = codec.serializer.encode
         self._decode = codec.serializer.decode
+        self._hello_timeout = hello_timeout
         self._hello_timer = reactor.callLater(hello_timeout, self._no_hello) if hello_timeout > 0 else None
         self._sequential = node.config.sequential_request_ids
         self._last_request = 0  # the session's latest request id, when they must be sequential
@@ -203,11 +204,14 @@ class WampProtocol:
     def _session_control(self, msg: list) -> None:
         code = msg[0]
         if code == wamp.GOODBYE:
-            # The client leaves; reply and keep the transport (the spec lets a new HELLO follow).
+            # The client leaves; reply and keep the transport (the spec lets a new HELLO follow), but
+            # only for hello_timeout: a connection without a session holds no slot in max_sessions.
             if msg[2] == LOGOUT:
                 self.node.cookies.revoke(self.cookie)
             self.send([wamp.GOODBYE, {}, wamp.GOODBYE_AND_OUT])
             self._end_session(f"client said goodbye ({msg[2]})")
+            if self._hello_timeout > 0:
+                self._hello_timer = reactor.callLater(self._hello_timeout, self._no_hello)
         elif code == wamp.ABORT:
             self._end_session("client aborted")
             self.wire.close_transport("client aborted")

@@ -8,7 +8,7 @@ from twisted.logger import Logger
 
 from realms.realm import Realm
 from router import wamp
-from router.broker import Broker
+from router.broker import MAX_RETAINED_BYTES, Broker
 from router.dealer import Dealer
 from router.meta import BROKER_FEATURES, DEALER_FEATURES, Meta
 from router.session import Session
@@ -20,10 +20,11 @@ if TYPE_CHECKING:
 class RealmRouter:
     log = Logger()
 
-    def __init__(self, spec: Realm, max_pending_calls: int | None = None, table: SessionTable | None = None) -> None:
+    def __init__(self, spec: Realm, max_pending_calls: int | None = None, table: SessionTable | None = None,
+                 max_retained_bytes: int = MAX_RETAINED_BYTES) -> None:
         self.uri = spec.uri
         self.spec = spec
-        self.broker = Broker(spec.uri)
+        self.broker = Broker(spec.uri, max_retained_bytes)
         self.dealer = Dealer(spec.uri, max_pending_calls)
         self.meta = Meta(spec.uri, self.broker, self.dealer, table)
         self._roles = {"broker": {"features": {**self.broker.FEATURES, **BROKER_FEATURES}},

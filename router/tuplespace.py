@@ -21,7 +21,7 @@ class SessionNotFound(KeyError):
 
 
 class TableFull(Exception):
-    """`open` beyond the configured max_sessions."""
+    """`open` beyond the configured max_sessions (plus the realm's reserve, if it has one)."""
 
 
 # Fields `update` may change. Identity (id, realm, transport, created) is fixed for a session's life.
@@ -32,9 +32,13 @@ _rand = random.SystemRandom()
 
 
 class SessionTable:
-    def __init__(self, storage: SessionStorage, max_sessions: int | None = None) -> None:
+    def __init__(self, storage: SessionStorage, max_sessions: int | None = None,
+                 reserves: dict[str, int] | None = None) -> None:
         self._storage = storage
         self.max_sessions = max_sessions
+        # Realm → sessions it may open beyond max_sessions: the admin realm's, so that an operator can
+        # still get in to fix a full router.
+        self.reserves = reserves or {}
         self._on_close: list[Callable[[Session], None]] = []
 
     def on_close(self, callback: Callable[[Session], None]) -> None:
@@ -43,8 +47,10 @@ class SessionTable:
 
     def open(self, realm_uri: str, transport: Any, **fields: Any) -> Session:
         """Create and store a record with a fresh id drawn at random from [1, 2^53] (WAMP spec, IDs)."""
-        if self.max_sessions is not None and self._storage.count() >= self.max_sessions:
-            raise TableFull(f"the router holds its maximum of {self.max_sessions} sessions")
+        if self.max_sessions is not None:
+            limit = self.max_sessions + self.reserves.get(realm_uri, 0)
+            if self._storage.count() >= limit:
+                raise TableFull(f"the router holds its maximum of {limit} sessions")
         while True:
             session = Session(_rand.randint(1, MAX_ID), realm_uri, transport, **fields)
             if self._storage.insert(session):

@@ -41,6 +41,10 @@ def test_embedded_default_matches_the_shipped_file():
     ({"realms": [{"uri": "a", "auth": {"ticket": "yes"}}]}, "realms[0].auth.ticket"),
     ({"storage": {"backend": "etcd"}}, "storage.backend"),
     ({"listeners": [{"auto_ping_interval": 0.5}]}, "listeners[0].auto_ping_interval"),
+    ({"listeners": [{"hello_timeout": 0}]}, "listeners[0].hello_timeout"),
+    ({"limits": {"admin_reserve": None}}, "limits.admin_reserve"),
+    ({"limits": {"max_pending_connections": 0}}, "limits.max_pending_connections"),
+    ({"limits": {"max_retained_bytes": None}}, "limits.max_retained_bytes"),
     ({"bogus": 1}, "bogus"),
     ([1, 2], "(top level)"),
 ])

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 MAGIC = 0x7F
 MESSAGE, PING, PONG = 0, 1, 2
 # Handshake error codes (high nibble of the second octet).
-ERR_SERIALIZER_UNSUPPORTED, ERR_MAX_LENGTH_UNACCEPTABLE, ERR_RESERVED_BITS = 1, 2, 3
+ERR_SERIALIZER_UNSUPPORTED, ERR_MAX_LENGTH_UNACCEPTABLE, ERR_RESERVED_BITS, ERR_MAX_CONNECTIONS = 1, 2, 3, 4
 
 
 def _header(kind: int, length: int) -> bytes:
@@ -55,9 +55,16 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     log = Logger()
 
     wamp: WampProtocol | None = None
+    _handshake_timer = None
+    _refused = False  # not counted in the node's connections (limits.max_pending_connections)
 
     def connectionMade(self) -> None:
         self._buf = bytearray()
+        if not self.factory.node.connection_opened(self.peer_name()):
+            self._refused = True
+            self.transport.write(bytes((MAGIC, ERR_MAX_CONNECTIONS << 4, 0, 0)))  # the spec's error 4
+            self.transport.loseConnection()
+            return
         self._peer_max = 0  # the largest message the client accepts
         self.start_flow_control()
         timeout = self.factory.config.hello_timeout
@@ -130,6 +137,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
         self._buf.clear()
 
     def connectionLost(self, reason: object = None) -> None:
+        if not self._refused:
+            self.factory.node.connection_closed()
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         if self.wamp is not None:

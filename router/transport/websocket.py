@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 
 from router import wamp
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from router.node import Node
 
 SUBPROTOCOL_PREFIX = "wamp.2."
+# The opening HTTP request (request line and headers) may be this long; a longer one gets HTTP 431
+# and the connection closes. Autobahn would buffer it without bound and rescan all of it per chunk.
+MAX_HANDSHAKE_SIZE = 64 * 1024
+_END_OF_HEADER = b"\r\n\r\n"
 
 
 class WebSocketCodec:
@@ -109,9 +114,44 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.wamp = WampProtocol(factory.node, self, factory.codecs[self._subprotocol], peer,
                                  factory.config.hello_timeout, self.cookie)
 
+    _request: bytearray | None = None  # the opening request while it is incomplete
+
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's adapter, minus the debug line whose arguments it formats for every chunk read.
-        self._dataReceived(data)
+        if self.state != WebSocketServerProtocol.STATE_CONNECTING:
+            if self.state != WebSocketServerProtocol.STATE_CLOSED:
+                self._dataReceived(data)
+            return
+        self._handshake_data(data)
+
+    def _handshake_data(self, data: bytes) -> None:
+        """Collect the opening request here, searching only the new bytes for its end, and hand it to
+        Autobahn once complete: linear in its size, and refused past MAX_HANDSHAKE_SIZE."""
+        request = self._request
+        if request is None:
+            end = data.find(_END_OF_HEADER, 0, MAX_HANDSHAKE_SIZE)
+            if end >= 0:
+                self._dataReceived(data)  # the usual case: the whole request in one read
+                return
+            if len(data) < MAX_HANDSHAKE_SIZE:
+                self._request = bytearray(data)
+                return
+        else:
+            start = max(0, len(request) - 3)
+            request += data
+            end = request.find(_END_OF_HEADER, start, MAX_HANDSHAKE_SIZE)
+            if end >= 0:
+                del self._request  # back to the class's None
+                self._dataReceived(bytes(request))
+                return
+            if len(request) < MAX_HANDSHAKE_SIZE:
+                return
+            del self._request
+        self._log.warn("refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer,
+                       max=MAX_HANDSHAKE_SIZE)
+        self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
+        self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
+        self.dropConnection(abort=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
@@ -120,10 +160,6 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.wamp is not None:
             self.wamp.on_close()
-
-    def connectionLost(self, reason: Any) -> None:
-        super().connectionLost(reason)
-        self.free_write_buffer()
 
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
         # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
@@ -134,11 +170,25 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             self.failByDrop = False  # an abortive drop would discard the ABORT still in the write buffer
         super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
 
+    _refused = False  # not counted in the node's connections (limits.max_pending_connections)
+
     def _connectionMade(self) -> None:
         super()._connectionMade()
         # Autobahn queues only chopped or synced writes, which the router never asks for: no deque
         # (760 bytes) per connection until one is needed (see sendData).
         self.send_queue = _NO_QUEUE
+        if not self.factory.node.connection_opened(self.peer):
+            self._refused = True
+            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            if not self._refused:
+                self.factory.node.connection_closed()
+            self.free_write_buffer()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Autobahn's sendData, minus the debug line whose arguments it formats on every write (a fifth
