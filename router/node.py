@@ -15,7 +15,7 @@ from realms.registry import RealmRegistry
 from realms.store import RealmStore
 from router import storage, wamp
 from router.auth.cookie import CookieStore
-from router.auth.throttle import FailureThrottle
+from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
@@ -36,7 +36,7 @@ class Node:
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
         self.table = SessionTable(storage.create(config.storage), config.max_sessions)
         self._routers: dict[str, RealmRouter] = {}
-        self.throttle = FailureThrottle()
+        self.throttle = AuthThrottle()
         self.cookies = CookieStore()
         self.ports: list[IListeningPort] = []
         self._sweeper = task.LoopingCall(self.sweep)
