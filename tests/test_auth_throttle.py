@@ -117,7 +117,10 @@ async def test_in_flight_caps_refuse_the_excess_and_others_still_log_in(make_nod
     assert "from this address" in refused[0][1]["message"]
     started = time.monotonic()
     good.send([5, "slow-ticket", {}])
-    await sleep(0.05)
+    for _ in range(200):  # until the router has read it (bounded: 2 s)
+        if node.throttle.in_flight == 3:
+            break
+        await sleep(0.01)
     third.send([5, "guess", {}])  # the node's total cap (3) is reached: 2 from the flood + the good one
     over = await third.recv()
     assert _reason(over) == BUSY and "from this address" not in over[1]["message"], over
