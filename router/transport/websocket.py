@@ -178,9 +178,9 @@ class WampWebSocketFactory(WebSocketServerFactory):
 
     def __init__(self, node: Node, config: ListenerConfig) -> None:
         super().__init__()  # no url: the port may be 0 (ephemeral); onConnect checks the path itself
+        self.trusted_proxies = networks(config.trusted_proxies)
         self.node = node
         self.config = config
-        self.trusted_proxies = networks(config.trusted_proxies)
         self.codecs = {SUBPROTOCOL_PREFIX + name: WebSocketCodec(self, create(name)) for name in config.serializers}
         self.binary = {p: c.serializer.binary for p, c in self.codecs.items()}
         self.setProtocolOptions(
