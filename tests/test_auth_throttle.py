@@ -132,6 +132,24 @@ async def test_in_flight_caps_refuse_the_excess_and_others_still_log_in(make_nod
 
 
 @ensure
+async def test_a_slot_is_freed_when_the_peer_leaves_during_verification(make_node):
+    node = make_node(**_realm({"max_failures": 5, "max_in_flight_per_address": 1, "max_in_flight": 1}))
+    quitter = await _challenged(node.url, "slow")
+    quitter.send([5, "slow-ticket", {}])
+    for _ in range(200):  # until the router has read it (bounded: 2 s)
+        if node.throttle.in_flight == 1:
+            break
+        await sleep(0.01)
+    quitter.drop()
+    for _ in range(500):  # the hash finishes for no one (bounded: 5 s)
+        if node.throttle.in_flight == 0:
+            break
+        await sleep(0.01)
+    assert node.throttle.in_flight == 0
+    assert _reason(await _login(node.url, "slow", "slow-ticket")) == "welcome"
+
+
+@ensure
 async def test_throttle_false_is_accepted_and_counts_no_failures(make_node):
     node = make_node(**_realm(False))
     for _ in range(8):
