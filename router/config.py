@@ -118,7 +118,8 @@ def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:
         try:
             networks([entry])
         except ValueError:
-            raise ConfigError(f"{path}[{i}]", f"must be an IP address or network such as 10.0.0.0/8, got {entry!r}")
+            raise ConfigError(f"{path}[{i}]",
+                              f"must be an IP address or network such as 10.0.0.0/8, got {entry!r}") from None
     return list(raw)
 
 
