@@ -52,6 +52,20 @@ class User:
 
 
 @dataclass(frozen=True)
+class Throttle:
+    """Guards the verification of answers to CHALLENGEs (router/auth/throttle.py). Failures count per
+    (address, authid): others behind the same address (a NAT, a proxy) and anonymous sessions are not
+    affected. The in-flight caps bound the work queued for the hashing threads; they hold even when
+    failures are not counted (max_failures 0, `throttle: false`)."""
+
+    max_failures: int = 5  # failed authentications of one (address, authid) within window ... (0: not counted)
+    window: float = 60.0
+    block_for: float = 30.0  # ... refuse that (address, authid) this long
+    max_in_flight_per_address: int = 4  # answers being verified at once, per client address ...
+    max_in_flight: int = 32  # ... and in the whole node
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     anonymous: bool = True
     anonymous_authrole: str = "anonymous"
@@ -60,9 +74,7 @@ class AuthConfig:
     cryptosign: bool = False
     cookie: bool = False
     cookie_max_age: float = 86400.0
-    max_failures: int = 5  # failed authentications from one address within failure_window ...
-    failure_window: float = 60.0
-    block_for: float = 30.0  # ... refuse it for this long
+    throttle: Throttle = field(default_factory=Throttle)
 
     def enabled(self) -> list[str]:
         return [m for m in ("anonymous", "ticket", "wampcra", "cryptosign", "cookie") if getattr(self, m)]

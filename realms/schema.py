@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from realms.authorization import ACTIONS, Permission, Role
-from realms.realm import AuthConfig, CraSecret, Limits, Realm, User, Window
+from realms.realm import AuthConfig, CraSecret, Limits, Realm, Throttle, User, Window
 
 
 class ConfigError(ValueError):
@@ -139,8 +139,6 @@ def parse_auth(raw: Any, path: str) -> AuthConfig:
     cookie = d.get("cookie", False)
     cookie_d = mapping({} if isinstance(cookie, bool) else cookie, f"{path}.cookie")
     known_keys(cookie_d, f"{path}.cookie", {"max_age"})
-    throttle = mapping(d.get("throttle"), f"{path}.throttle")
-    known_keys(throttle, f"{path}.throttle", {"max_failures", "window", "block_for"})
     return AuthConfig(
         anonymous=bool_value(anon, "enabled", f"{path}.anonymous", True),
         anonymous_authrole=str_value(anon, "authrole", f"{path}.anonymous", default.anonymous_authrole),
@@ -149,9 +147,24 @@ def parse_auth(raw: Any, path: str) -> AuthConfig:
         cryptosign=bool_value(d, "cryptosign", path, False),
         cookie=cookie is not False,
         cookie_max_age=num_value(cookie_d, "max_age", f"{path}.cookie", default.cookie_max_age, 1),
-        max_failures=int_value(throttle, "max_failures", f"{path}.throttle", default.max_failures, 1),
-        failure_window=num_value(throttle, "window", f"{path}.throttle", default.failure_window, 0.001),
-        block_for=num_value(throttle, "block_for", f"{path}.throttle", default.block_for),
+        throttle=parse_throttle(d.get("throttle"), f"{path}.throttle"),
+    )
+
+
+def parse_throttle(raw: Any, path: str) -> Throttle:
+    """`throttle: false` stops counting failures (the in-flight caps stay: they bound work, not guesses)."""
+    if raw is False:
+        return Throttle(max_failures=0)
+    d = mapping({} if raw is True else raw, path)
+    known_keys(d, path, set(Throttle.__dataclass_fields__))
+    default = Throttle()
+    return Throttle(
+        max_failures=int_value(d, "max_failures", path, default.max_failures, 0, 10_000),
+        window=num_value(d, "window", path, default.window, 0.001),
+        block_for=num_value(d, "block_for", path, default.block_for),
+        max_in_flight_per_address=int_value(d, "max_in_flight_per_address", path,
+                                            default.max_in_flight_per_address, 1, 100_000),
+        max_in_flight=int_value(d, "max_in_flight", path, default.max_in_flight, 1, 100_000),
     )
 
 

@@ -26,6 +26,7 @@ from realms.schema import (
     str_value,
 )
 from router.serializers import SERIALIZERS
+from router.transport.forwarded import networks
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ListenerConfig:
     hello_timeout: float = 10.0
     auto_ping_interval: float = 0.0
     auto_ping_timeout: float = 0.0
+    trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For counts (WebSocket)
 
 
 def _open_realm(uri: str) -> Realm:
@@ -110,8 +112,9 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
     url_path = str_value(d, "path", path, default.path)
     if not url_path.startswith("/"):
         raise ConfigError(f"{path}.path", f"must start with '/', got {url_path!r}")
+    kind = str_value(d, "type", path, default.type, ("websocket", "rawsocket"))
     return ListenerConfig(
-        type=str_value(d, "type", path, default.type, ("websocket", "rawsocket")),
+        type=kind,
         host=str_value(d, "host", path, default.host),
         port=int_value(d, "port", path, default.port, 0, 65535),
         path=url_path,
@@ -124,7 +127,22 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
         hello_timeout=_hello_timeout(d, path, default.hello_timeout),
         auto_ping_interval=_timer(d, "auto_ping_interval", path, default.auto_ping_interval),
         auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),
+        trusted_proxies=_trusted_proxies(d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
     )
+
+
+def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:
+    if not isinstance(raw, list) or len(raw) > 1024 or any(type(x) is not str for x in raw):
+        raise ConfigError(path, f"must be a list of IP addresses or networks (at most 1024), got {raw!r}")
+    if raw and kind != "websocket":
+        raise ConfigError(path, "applies to websocket listeners only (RawSocket has no X-Forwarded-For)")
+    for i, entry in enumerate(raw):
+        try:
+            networks([entry])
+        except ValueError:
+            raise ConfigError(f"{path}[{i}]",
+                              f"must be an IP address or network such as 10.0.0.0/8, got {entry!r}") from None
+    return list(raw)
 
 
 def parse(raw: Any) -> NodeConfig:

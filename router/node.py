@@ -15,7 +15,7 @@ from realms.registry import RealmRegistry
 from realms.store import RealmStore
 from router import storage, wamp
 from router.auth.cookie import CookieStore
-from router.auth.throttle import FailureThrottle
+from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
@@ -37,7 +37,7 @@ class Node:
         self.table = SessionTable(storage.create(config.storage), config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
-        self.throttle = FailureThrottle()
+        self.throttle = AuthThrottle()
         self.cookies = CookieStore()
         self.ports: list[IListeningPort] = []
         self._sweeper = task.LoopingCall(self.sweep)

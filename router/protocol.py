@@ -17,6 +17,7 @@ from router import __version__, wamp
 from router.auth import FAILED, Challenge, Deny, Welcome
 from router.auth.cookie import LOGOUT
 from router.auth.methods import METHODS
+from router.auth.throttle import throttle_key
 from router.serializers import SerializationError, Serializer
 from router.session import QuotaWindow, RateWindow, Session
 from router.tuplespace import TableFull
@@ -194,7 +195,7 @@ class WampProtocol:
             self._hello(msg[1], msg[2])
         elif code == wamp.AUTHENTICATE and self.state == AUTHENTICATING and not self._verifying:
             self._verifying = True
-            self._answer(self._auth[3].authenticate(msg[1], msg[2]))
+            self._verify(msg[1], msg[2])
         elif code == wamp.ABORT:
             self.wire.close_transport("client aborted")
         else:
@@ -238,10 +239,6 @@ class WampProtocol:
         if not isinstance(offered, list):
             self.abort(wamp.PROTOCOL_VIOLATION, "HELLO.Details.authmethods must be a list")
             return
-        wait = self.node.throttle.blocked_for(_address(self.peer))
-        if wait:
-            self.abort(wamp.NOT_AUTHORIZED, f"too many failed authentications from this address; retry in {wait:.0f}s")
-            return
         if "cookie" in offered and spec.auth.cookie:
             who = self.node.cookies.lookup(self.cookie, realm_uri)
             if who is not None:
@@ -254,9 +251,36 @@ class WampProtocol:
                        f"none of the authentication methods offered ({wamp.quote(offered)}) is enabled on realm "
                        f"{wamp.quote(realm_uri)}")
             return
-        method = METHODS[chosen](spec)
+        cls = METHODS[chosen]
+        throttle = spec.auth.throttle
+        if throttle.max_failures and chosen != "anonymous":  # refused now, rather than after a CHALLENGE
+            key = throttle_key(realm_uri, _address(self.peer), cls.principal(details))
+            wait = self.node.throttle.blocked_for(key)
+            if wait:
+                self.abort(wamp.NOT_AUTHORIZED, f"too many failed authentications for this authid from this "
+                                                f"address; retry in {max(wait, 1):.0f}s")
+                return
+        method = cls(spec)
         self._auth = (spec, details, roles, method)
         self._answer(method.hello(details))
+
+    def _verify(self, signature: str, extra: dict) -> None:
+        """Verify an AUTHENTICATE, unless the throttle refuses it first (then no hash is computed)."""
+        spec, details, roles, method = self._auth
+        config = spec.auth.throttle
+        throttle = self.node.throttle
+        key = throttle_key(spec.uri, _address(self.peer), method.principal(details))
+        refused = throttle.begin(key, config)
+        if refused is not None:
+            self.abort(*refused)
+            return
+
+        def done(outcome: Any) -> Any:  # the slot is freed whatever happens, even if the peer has gone
+            throttle.end(key, isinstance(outcome, Deny) and outcome.reason == FAILED, config)
+            return outcome
+
+        outcome = defer.maybeDeferred(method.authenticate, signature, extra)
+        outcome.addBoth(done).addCallback(self._answer).addErrback(self._auth_crashed)
 
     def _answer(self, outcome: Welcome | Challenge | Deny | defer.Deferred) -> None:
         """Act on an authentication method's answer, which may come later (a Deferred)."""
@@ -274,9 +298,6 @@ class WampProtocol:
             self._verifying = False
             self.send([wamp.CHALLENGE, outcome.authmethod, outcome.extra])
         else:
-            if outcome.reason == FAILED:
-                a = spec.auth
-                self.node.throttle.failed(_address(self.peer), a.max_failures, a.failure_window, a.block_for)
             self.log.info("authentication ({method}) from {peer} refused: {why}", method=method.name,
                           peer=_peer(self.peer), why=outcome.message)
             self.abort(outcome.reason, outcome.message, quiet=True)

@@ -180,14 +180,15 @@ class RawPeer:
 
 
 async def raw_connect(url: str, serializer: str = "json", protocols: list[str] | None = None,
-                      headers: dict | None = None) -> RawPeer:
+                      headers: dict | None = None, bind: str | None = None) -> RawPeer:
+    """A raw peer; `bind` is its source address (another loopback address, e.g. 127.0.0.2)."""
     peer = RawPeer(serializer)
     factory = WebSocketClientFactory(url, protocols=protocols if protocols is not None else [f"wamp.2.{serializer}"],
                                      headers=headers)
     factory.protocol = _RawProtocol
     factory.peer = peer
     host, port = _hostport(url)
-    reactor.connectTCP(host, port, factory)
+    reactor.connectTCP(host, port, factory, bindAddress=(bind, 0) if bind else None)
     await with_timeout(peer.opened)
     return peer
 

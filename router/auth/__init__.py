@@ -36,5 +36,9 @@ FAILED = "wamp.error.authentication_failed"
 FAILED_MESSAGE = "authentication failed: unknown authid or wrong credentials"
 
 
+# ABORT reason for an answer refused because too many are being verified (router/auth/throttle.py).
+TOO_MANY_AUTHENTICATIONS = "courtyard.error.too_many_authentications"
+
+
 def deny() -> Deny:
     return Deny(FAILED, FAILED_MESSAGE)

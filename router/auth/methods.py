@@ -27,6 +27,12 @@ class Method:
     def __init__(self, realm: Realm) -> None:
         self.realm = realm
 
+    @staticmethod
+    def principal(details: dict) -> str:
+        """Who the HELLO claims to be, as the failure throttle counts it (client text: it bounds it)."""
+        authid = details.get("authid")
+        return authid if isinstance(authid, str) else ""
+
     def hello(self, details: dict) -> Welcome | Challenge | Deny:
         raise NotImplementedError
 
@@ -103,6 +109,14 @@ class CryptoSign(Method):
     32-byte challenge. No channel binding: the WebSocket transport here has no TLS to bind to."""
 
     name = "cryptosign"
+
+    @staticmethod
+    def principal(details: dict) -> str:
+        """The authid if named, else the public key the client signs with."""
+        authid = details.get("authid")
+        extra = details.get("authextra")
+        pubkey = extra.get("pubkey") if isinstance(extra, dict) else None
+        return authid if isinstance(authid, str) else f"pubkey:{pubkey}" if isinstance(pubkey, str) else ""
 
     def hello(self, details: dict) -> Challenge | Deny:
         extra = details.get("authextra") or {}

@@ -22,6 +22,7 @@ from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import Serializer, create
 from router.transport.flow import FlowControlled
+from router.transport.forwarded import client_address, networks
 
 if TYPE_CHECKING:
     from router.node import Node
@@ -67,11 +68,15 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     wamp: WampProtocol | None = None
 
     cookie: str | None = None
+    forwarded_for: str | None = None  # the client's address, when a trusted proxy says so
 
     def onConnect(self, request: Any) -> str | tuple[str, dict]:
         factory: WampWebSocketFactory = self.factory
         if request.path != factory.config.path:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {request.path}")
+        if factory.trusted_proxies:
+            self.forwarded_for = client_address(self.transport.getPeer().host,
+                                                request.headers.get("x-forwarded-for"), factory.trusted_proxies)
         for proto in request.protocols:
             if proto in factory.codecs:
                 self._subprotocol = proto
@@ -110,6 +115,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         factory: WampWebSocketFactory = self.factory
         addr = self.transport.getPeer()
         peer = (sys.intern(getattr(addr, "host", "?")), getattr(addr, "port", 0))  # one string per client host
+        if self.forwarded_for is not None:
+            peer = (sys.intern(self.forwarded_for), 0)  # the proxy's port says nothing of the client
         self.start_flow_control()
         self.wamp = WampProtocol(factory.node, self, factory.codecs[self._subprotocol], peer,
                                  factory.config.hello_timeout, self.cookie)
@@ -238,6 +245,7 @@ class WampWebSocketFactory(WebSocketServerFactory):
 
     def __init__(self, node: Node, config: ListenerConfig) -> None:
         super().__init__()  # no url: the port may be 0 (ephemeral); onConnect checks the path itself
+        self.trusted_proxies = networks(config.trusted_proxies)
         self.node = node
         self.config = config
         self.codecs = {SUBPROTOCOL_PREFIX + name: WebSocketCodec(self, create(name, config.max_depth))
