@@ -47,12 +47,13 @@ class AdminAPI:
     log = Logger()
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
-                 wipe: Callable[[], int]) -> None:
+                 wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
         self.admin_realm = admin_realm
         self.wipe_expired = wipe
+        self.drop_realm = drop  # forgets a deleted realm's running state (retained events, registrations)
         self.procedures: dict[str, Callable] = {
             f"courtyard.{name.replace('_', '.', 1)}": getattr(self, name) for name in (
                 "realm_list", "realm_get", "realm_create", "realm_update", "realm_delete",
@@ -123,6 +124,7 @@ class AdminAPI:
             raise AdminError(INVALID_ARGUMENT, "the admin realm cannot be deleted")
         killed = self._kill(self.sessions.list(realm.uri), REALM_DELETED, "the realm was deleted")
         self.registry.remove(realm.uri)
+        self.drop_realm(realm.uri)
         self.store.save_realm(realm.uri, None)
         return killed
 

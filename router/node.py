@@ -42,13 +42,20 @@ class Node:
         self._sweeper = task.LoopingCall(self.sweep)
         self.started = None
 
-    def realm_router(self, uri: str) -> RealmRouter:
-        """The running realm for a realm definition, created on first use."""
+    def realm_router(self, uri: str) -> RealmRouter | None:
+        """The running realm for a realm definition, created on first use; None once it is deleted."""
         router = self._routers.get(uri)
         if router is None:
-            router = self._routers[uri] = RealmRouter(self.realms.get(uri), self.config.max_pending_calls,
-                                                      self.table)
+            spec = self.realms.get(uri)
+            if spec is None:
+                return None
+            router = self._routers[uri] = RealmRouter(spec, self.config.max_pending_calls, self.table)
         return router
+
+    def drop_realm(self, uri: str) -> None:
+        """A deleted realm's running state (retained events, subscriptions, registrations) goes with
+        it, so a realm created again under its URI starts empty. Its sessions are closed before."""
+        self._routers.pop(uri, None)
 
     # -- lifetime --------------------------------------------------------------------------------
     def start(self) -> list[IListeningPort]:
@@ -71,7 +78,7 @@ class Node:
     def _start_admin_realm(self) -> None:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
-        self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep)
+        self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
