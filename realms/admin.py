@@ -6,14 +6,13 @@ with who did it.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 
 from realms.registry import RealmRegistry
-from realms.schema import ConfigError, parse_realm, parse_user
+from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import hash_secret
 from realms.store import RealmStore
 
@@ -99,6 +98,8 @@ class AdminAPI:
         if uri in self.registry:
             raise AdminError(REALM_EXISTS, f"realm {uri!r} exists")
         raw = dict(_need(definition or {}, dict, "definition"), uri=uri)
+        if "users" in raw:
+            raise AdminError(INVALID_ARGUMENT, "users are added through courtyard.user.add, not in a definition")
         self.registry.add(parse_realm(raw, "definition"))
         self.store.save_realm(uri, raw)
         return self.realm_get(uri)
@@ -109,12 +110,10 @@ class AdminAPI:
         _need(changes, dict, "changes")
         if "uri" in changes or "users" in changes:
             raise AdminError(INVALID_ARGUMENT, "a realm's uri cannot change; users change through courtyard.user.*")
-        raw = dict(copy.deepcopy(realm.definition), **changes, uri=uri)
-        updated = parse_realm(raw, "changes")
-        updated.users = realm.users
+        updated = apply_changes(realm, changes, "changes")
         self.registry.remove(uri)
         self.registry.add(updated)
-        self.store.save_realm(uri, {k: v for k, v in raw.items() if k != "users"})
+        self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
         return self.realm_get(uri)
 
     def realm_delete(self, uri: str) -> int:

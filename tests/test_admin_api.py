@@ -123,3 +123,27 @@ def test_the_admin_realm_cannot_be_deleted(tmp_path):
         api.call("courtyard.realm.delete", "root", ["courtyard.admin"], {})
     assert e.value.uri == "wamp.error.invalid_argument"
     assert "courtyard.admin" in api.call("courtyard.realm.list", "root", [], {})
+
+
+def test_a_database_from_before_changes_were_kept_as_changes_keeps_yaml_users(tmp_path):
+    """Rows written by an older Courtyard (whole definitions, no kind): an updated YAML realm is read
+    as changes over the YAML (its users stay), a realm created there as it was written."""
+    import sqlite3
+
+    path = tmp_path / "data" / "courtyard.db"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE realms (uri TEXT PRIMARY KEY, definition TEXT);"
+                     "CREATE TABLE users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));")
+    db.execute("INSERT INTO realms VALUES ('realm1', '{\"uri\": \"realm1\", \"limits\": {\"expires_in\": 9}}')")
+    db.execute("INSERT INTO realms VALUES ('shop', '{\"uri\": \"shop\", \"auth\": {\"ticket\": true}}')")
+    db.commit()
+    db.close()
+    yaml_realm = {"uri": "realm1", "users": {"bob": {"role": "user"}}}
+    api, _, registry = _api(tmp_path, (yaml_realm,))
+    assert registry.get("realm1").limits.expires_in == 9
+    assert list(registry.get("realm1").users) == ["bob"]
+    assert registry.get("shop").auth.ticket
+    api.call("courtyard.realm.update", "root", ["shop", {"limits": {"expires_in": 5}}], {})
+    _, _, registry2 = _api(tmp_path, (yaml_realm,))
+    assert registry2.get("shop").auth.ticket and registry2.get("shop").limits.expires_in == 5

@@ -1,0 +1,115 @@
+"""Admin data and secrets over real sockets (issue 11, item 7): a deleted realm leaves nothing behind,
+admin changes lie over the YAML as changes, a damaged database is refused by name, and secrets given
+to the admin realm are neither stored nor logged in plain text."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.util import sleep
+from autobahn.wamp.auth import compute_wcs, derive_key
+from autobahn.wamp.types import PublishOptions, SubscribeOptions
+
+from realms.secrets import hash_secret
+from tests.conftest import start_node
+from tests.wampclient import Aborted, connect, raw_connect, with_timeout
+
+ensure = pytest_twisted.ensureDeferred
+ADMIN = {"users": {"root": {"ticket": hash_secret("root-pw", iterations=1000)}}}
+EVERYTHING = [{"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]
+
+
+def _admin(url: str):
+    return connect(url, realm="courtyard.admin", authmethods=["ticket"], authid="root",
+                   on_challenge=lambda c: "root-pw")
+
+
+def _ticket(value):
+    return lambda challenge: value
+
+
+def _cra(secret):
+    def sign(challenge):
+        key = secret
+        if "salt" in challenge.extra:
+            key = derive_key(secret, challenge.extra["salt"], challenge.extra["iterations"], challenge.extra["keylen"])
+        return compute_wcs(key, challenge.extra["challenge"]).decode()
+    return sign
+
+
+async def _stop(node) -> None:
+    node.config.shutdown_grace = 0.1
+    await node.stop()
+
+
+# -- a deleted realm leaves nothing behind ---------------------------------------------------------
+@ensure
+async def test_a_recreated_realm_does_not_serve_the_deleted_realms_retained_events(make_node):
+    node = make_node(admin=dict(ADMIN))
+    admin = await _admin(node.url)
+    await admin.call("courtyard.realm.create", "shop")
+    publisher = await connect(node.url, realm="shop")
+    await publisher.publish("com.shop.news", "old news", options=PublishOptions(retain=True, acknowledge=True))
+    await admin.call("courtyard.realm.delete", "shop")
+    await with_timeout(publisher.left)
+    await admin.call("courtyard.realm.create", "shop")
+    subscriber = await connect(node.url, realm="shop")
+    got = []
+    await subscriber.subscribe(got.append, "com.shop.news", options=SubscribeOptions(get_retained=True))
+    await sleep(0.2)
+    assert got == []
+    assert node.realm_router("shop").broker.retained() == 0
+
+
+@ensure
+async def test_a_realm_deleted_while_a_client_authenticates_refuses_it_cleanly(make_node):
+    node = make_node(admin=dict(ADMIN), realms=[{
+        "uri": "shop", "auth": {"anonymous": False, "ticket": True},
+        "users": {"bob": {"role": "customer", "ticket": hash_secret("bob-pw", iterations=1000)}}}])
+    admin = await _admin(node.url)
+    peer = await raw_connect(node.url)
+    peer.send([1, "shop", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "bob"}])
+    assert (await peer.recv())[0] == 4  # CHALLENGE
+    await admin.call("courtyard.realm.delete", "shop")
+    peer.send([5, "bob-pw", {}])
+    abort = await peer.recv()
+    assert abort[0] == 3 and abort[2] == "wamp.error.no_such_realm"
+    assert "shop" not in node._routers
+
+
+# -- admin changes are changes over the YAML base --------------------------------------------------
+def _yaml_config(data_dir) -> dict:
+    return {"admin": {"data_dir": str(data_dir), **ADMIN}, "realms": [{
+        "uri": "shop", "auth": {"anonymous": False, "ticket": True},
+        "users": {"bob": {"role": "customer", "ticket": hash_secret("bob-pw", iterations=1000)}},
+        "roles": {"customer": {"permissions": EVERYTHING}}}]}
+
+
+@ensure
+async def test_updating_a_yaml_realm_keeps_its_yaml_users_across_a_restart(tmp_path):
+    node = start_node(**_yaml_config(tmp_path / "data"))
+    try:
+        admin = await _admin(node.url)
+        await admin.call("courtyard.realm.update", "shop", {"limits": {"rate": {"limit": 50, "duration": 1}}})
+        await admin.call("courtyard.realm.update", "courtyard.admin", {"limits": {"idle_timeout": 600}})
+        await admin.call("courtyard.user.add", "shop", "carol", role="customer", ticket="carol-pw")
+        with pytest.raises(Aborted):  # the admin realm stays closed to anyone but its admins
+            await connect(node.url, realm="courtyard.admin")
+    finally:
+        await _stop(node)
+    again = start_node(**_yaml_config(tmp_path / "data"))
+    try:
+        bob = await connect(again.url, realm="shop", authmethods=["ticket"], authid="bob",
+                            on_challenge=_ticket("bob-pw"))
+        assert bob.welcome.authrole == "customer"
+        carol = await connect(again.url, realm="shop", authmethods=["ticket"], authid="carol",
+                              on_challenge=_ticket("carol-pw"))
+        assert carol.welcome.authrole == "customer"
+        assert again.realms.get("shop").limits.rate.limit == 50
+        admin = await _admin(again.url)  # the YAML admin is not locked out
+        assert admin.welcome.authrole == "admin"
+        assert again.realms.get("courtyard.admin").limits.idle_timeout == 600
+        with pytest.raises(Aborted):
+            await connect(again.url, realm="courtyard.admin")
+    finally:
+        await _stop(again)
