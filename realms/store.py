@@ -63,6 +63,8 @@ class RealmStore:
             self._db = self._open(readonly)
         except sqlite3.Error as e:
             raise self._error(e) from None
+        except OSError as e:  # a directory that cannot be made or read
+            raise StoreError(f"admin database {self.path}: {e.strerror or e}; check admin.data_dir") from None
 
     def _error(self, e: Exception) -> StoreError:
         return StoreError(f"admin database {self.path}: {e}; {_ADVICE}")

@@ -4,7 +4,6 @@ graceful shutdown. Twisted's service model: `start()` listens, `stop()` says GOO
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
@@ -12,7 +11,7 @@ from twisted.logger import Logger
 
 from realms.admin import AdminAPI
 from realms.registry import RealmRegistry
-from realms.store import RealmStore
+from realms.store import RealmStore, store_path
 from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import FailureThrottle
@@ -32,7 +31,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
-        self.store = RealmStore(Path(config.data_dir) / "courtyard.db" if config.data_dir else None)
+        self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
         self.table = SessionTable(storage.create(config.storage), config.max_sessions)
         self._routers: dict[str, RealmRouter] = {}

@@ -4,8 +4,13 @@ to the admin realm are neither stored nor logged in plain text."""
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+
 import pytest
 import pytest_twisted
+import yaml
 from autobahn.twisted.util import sleep
 from autobahn.wamp.auth import compute_wcs, derive_key
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
@@ -113,3 +118,70 @@ async def test_updating_a_yaml_realm_keeps_its_yaml_users_across_a_restart(tmp_p
             await connect(again.url, realm="courtyard.admin")
     finally:
         await _stop(again)
+
+
+# -- a database that cannot be read is refused by name ---------------------------------------------
+def _damage_pages(path) -> None:
+    """A real database with a page in the middle overwritten, as a disk or a bad copy leaves it."""
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE realms (uri TEXT PRIMARY KEY, definition TEXT, kind TEXT);"
+                     "CREATE TABLE users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));")
+    db.executemany("INSERT INTO users VALUES ('realm1', ?, '{\"role\": \"user\"}')", [(f"u{i}",) for i in range(2000)])
+    db.commit()
+    db.close()
+    data = bytearray(path.read_bytes())
+    data[4096 * 3:4096 * 4] = b"\xa5" * 4096
+    path.write_bytes(bytes(data))
+
+
+def _unreadable_record(path) -> None:
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE realms (uri TEXT PRIMARY KEY, definition TEXT, kind TEXT);"
+                     "CREATE TABLE users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));"
+                     "INSERT INTO realms VALUES ('shop', '{\"auth\": 5', 'created');")
+    db.commit()
+    db.close()
+
+
+DAMAGE = {
+    "empty": lambda p: p.write_bytes(b""),
+    "not sqlite": lambda p: p.write_bytes(b"courtyard? no, a text file\n" * 200),
+    "damaged pages": _damage_pages,
+    "unreadable record": _unreadable_record,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("command", ["start", "check-config"])
+def test_a_damaged_database_is_refused_by_name(tmp_path, damage, command):
+    from tests.routerproc import free_port
+
+    db = tmp_path / "data" / "courtyard.db"
+    db.parent.mkdir(mode=0o700)
+    DAMAGE[damage](db)
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"listeners": [{"port": free_port()}], "admin": {"data_dir": str(db.parent)}}))
+    try:
+        r = subprocess.run([sys.executable, "-m", "router.cli", command, "-c", str(config)],
+                           capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"courtyard {command} took the {damage} database and ran")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and str(db) in line and "move it aside" in line, line
+
+
+def test_check_config_reads_a_good_database(tmp_path):
+    db = tmp_path / "data" / "courtyard.db"
+    db.parent.mkdir()
+    _unreadable_record(db)
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE realms SET definition = '{\"uri\": \"shop\", \"auth\": {\"ticket\": true}}'")
+    before = db.read_bytes()
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"admin": {"data_dir": str(db.parent)}}))
+    r = subprocess.run([sys.executable, "-m", "router.cli", "check-config", "-c", str(config)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and "config OK" in r.stdout, r.stdout + r.stderr
+    assert db.read_bytes() == before  # read-only: nothing written, no schema added
