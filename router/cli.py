@@ -95,14 +95,10 @@ def cmd_auth_hash_secret(args: argparse.Namespace) -> int:
 
     secret = args.secret if args.secret is not None else getpass.getpass("secret: ")
     if args.wampcra:
-        import base64
-        import os
+        from realms.secrets import salted_cra
 
-        from autobahn.wamp.auth import derive_key
-
-        salt = base64.b64encode(os.urandom(12)).decode()
-        key = derive_key(secret, salt, args.iterations, 32).decode()
-        print(f"wampcra: {{key: {key}, salt: {salt}, iterations: {args.iterations}, keylen: 32}}")
+        cra = salted_cra(secret, args.iterations)
+        print(f"wampcra: {{key: {cra['key']}, salt: {cra['salt']}, iterations: {args.iterations}, keylen: 32}}")
     else:
         from realms.secrets import hash_secret
 

@@ -4,7 +4,9 @@ to the admin realm are neither stored nor logged in plain text."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 
@@ -14,8 +16,10 @@ import yaml
 from autobahn.twisted.util import sleep
 from autobahn.wamp.auth import compute_wcs, derive_key
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
+from twisted.logger import formatEvent, globalLogPublisher
 
-from realms.secrets import hash_secret
+from realms.secrets import hash_secret, redact
+from realms.store import RealmStore
 from tests.conftest import start_node
 from tests.wampclient import Aborted, connect, raw_connect, with_timeout
 
@@ -185,3 +189,81 @@ def test_check_config_reads_a_good_database(tmp_path):
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 0 and "config OK" in r.stdout, r.stdout + r.stderr
     assert db.read_bytes() == before  # read-only: nothing written, no schema added
+
+
+# -- secrets given to the admin realm are neither stored nor logged in plain text -------------------
+@pytest.fixture
+def log_lines():
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+@ensure
+async def test_wampcra_secrets_from_the_admin_realm_are_kept_salted_and_never_logged(tmp_path, log_lines):
+    data = tmp_path / "data"
+    config = {"admin": {"data_dir": str(data), **ADMIN}, "realms": [{
+        "uri": "shop", "auth": {"anonymous": False, "ticket": True, "wampcra": True},
+        "users": {"yan": {"role": "customer", "wampcra": {"secret": "yaml-cra-secret"}}},
+        "roles": {"customer": {"permissions": EVERYTHING}}}]}
+    node = start_node(**config)
+    try:
+        admin = await _admin(node.url)
+        # by keyword, by position, nested: every way a secret can come in
+        await admin.call("courtyard.user.add", "shop", "carol", role="customer", wampcra="carol-cra-secret")
+        await admin.call("courtyard.user.add", "shop", "dan", "customer", "dan-ticket-secret",
+                         {"secret": "dan-cra-secret"})
+        await admin.call("courtyard.user.update", "shop", "yan", role="customer")  # the YAML's plain secret
+        await admin.call("courtyard.user.update", "shop", "carol", wampcra={"secret": "carol-new-secret"})
+        for authid, secret in (("carol", "carol-new-secret"), ("dan", "dan-cra-secret"), ("yan", "yaml-cra-secret")):
+            c = await connect(node.url, realm="shop", authmethods=["wampcra"], authid=authid, on_challenge=_cra(secret))
+            assert (c.welcome.authid, c.welcome.authmethod) == (authid, "wampcra")
+        dan = await connect(node.url, realm="shop", authmethods=["ticket"], authid="dan",
+                            on_challenge=_ticket("dan-ticket-secret"))
+        assert dan.welcome.authid == "dan"
+    finally:
+        await _stop(node)
+    db = data / "courtyard.db"
+    stored = b"".join(p.read_bytes() for p in data.iterdir())
+    log = "\n".join(log_lines)
+    secrets = ("carol-cra-secret", "carol-new-secret", "dan-cra-secret", "dan-ticket-secret", "yaml-cra-secret")
+    assert [s for s in secrets if s.encode() in stored] == []
+    assert [s for s in secrets if s in log] == []
+    assert "admin root called courtyard.user.add ['shop', 'dan', 'customer', '***', '***']" in log
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    again = start_node(**config)  # what was stored still lets them in
+    try:
+        for authid, secret in (("carol", "carol-new-secret"), ("yan", "yaml-cra-secret")):
+            c = await connect(again.url, realm="shop", authmethods=["wampcra"], authid=authid,
+                              on_challenge=_cra(secret))
+            assert c.welcome.authid == authid
+    finally:
+        await _stop(again)
+
+
+def test_an_existing_database_open_to_others_is_tightened(tmp_path, log_lines):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    db = data / "courtyard.db"
+    RealmStore(db).close()
+    os.chmod(db, 0o644)
+    RealmStore(db).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600 and stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert sum("tightened permissions" in line for line in log_lines) == 2
+
+
+def test_log_masking_walks_nested_structures():
+    deep: dict = {"x": "fine"}
+    for _ in range(100):
+        deep = {"next": deep}
+    shown = repr(redact({"wampcra": "a", "opts": [{"password": "b", "inner": {"api_key": "c", "Ticket": "d"}}],
+                         "deep": deep, "long": "z" * 10_000}))
+    assert not any(f"'{s}'" in shown for s in "abcd")
+    assert shown.count("***") == 4 and len(shown) < 2_000
