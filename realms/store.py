@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
+from realms.secrets import salted_cra
 
 DB_NAME = "courtyard.db"
 CREATED, CHANGED = "created", "changed"  # a realm's row: its whole definition, or changes over the YAML's
@@ -51,6 +52,26 @@ def _tighten(path: Path, mode: int) -> None:
     if current & 0o077:
         os.chmod(path, mode)
         log.warn("tightened permissions of {path} from {old:o} to {new:o}", path=str(path), old=current, new=mode)
+
+
+def _salt_stored_cra_secrets(db: sqlite3.Connection, path: Path) -> None:
+    """Plain WAMP-CRA secrets kept by an older Courtyard become salted derived keys."""
+    plain = []
+    for realm, authid, definition in db.execute("SELECT realm, authid, definition FROM users"):
+        try:
+            d = json.loads(definition) if definition is not None else None
+            cra = d.get("wampcra") if isinstance(d, dict) else None
+            if isinstance(cra, dict) and isinstance(cra.get("secret"), str) and "salt" not in cra:
+                plain.append((realm, authid, {**d, "wampcra": salted_cra(cra["secret"])}))
+        except ValueError:
+            continue  # apply() refuses it by name
+    if plain:
+        with db:
+            db.execute("BEGIN")
+            db.executemany("UPDATE users SET definition = ? WHERE realm = ? AND authid = ?",
+                           [(json.dumps(d), realm, authid) for realm, authid, d in plain])
+        db.execute("VACUUM")
+        log.info("{n} stored WAMP-CRA secret(s) in {path} replaced by salted keys", n=len(plain), path=str(path))
 
 
 class RealmStore:
@@ -101,6 +122,9 @@ class RealmStore:
                 self._kind = "NULL"
             else:
                 db.execute("ALTER TABLE realms ADD COLUMN kind TEXT")
+        if not readonly:
+            db.execute("PRAGMA secure_delete = ON")  # a replaced record leaves no old bytes behind
+            _salt_stored_cra_secrets(db, p)
         return db
 
     # -- changes ---------------------------------------------------------------------------------

@@ -147,3 +147,22 @@ def test_a_database_from_before_changes_were_kept_as_changes_keeps_yaml_users(tm
     api.call("courtyard.realm.update", "root", ["shop", {"limits": {"expires_in": 5}}], {})
     _, _, registry2 = _api(tmp_path, (yaml_realm,))
     assert registry2.get("shop").auth.ticket and registry2.get("shop").limits.expires_in == 5
+
+
+def test_plain_wampcra_secrets_in_an_older_database_become_salted_keys(tmp_path):
+    import sqlite3
+
+    from realms.secrets import derive_cra_key
+
+    path = tmp_path / "data" / "courtyard.db"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.executescript("CREATE TABLE realms (uri TEXT PRIMARY KEY, definition TEXT);"
+                         "CREATE TABLE users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));")
+        db.execute("INSERT INTO users VALUES ('realm1', 'carol', "
+                   "'{\"role\": \"user\", \"wampcra\": {\"secret\": \"old-plain-secret\"}}')")
+    db.close()
+    _, _, registry = _api(tmp_path)
+    assert b"old-plain-secret" not in path.read_bytes()
+    cra = registry.get("realm1").users["carol"].wampcra
+    assert cra.salt and cra.key == derive_cra_key("old-plain-secret", cra.salt, cra.iterations, cra.keylen)
