@@ -267,3 +267,37 @@ def test_log_masking_walks_nested_structures():
                          "deep": deep, "long": "z" * 10_000}))
     assert not any(f"'{s}'" in shown for s in "abcd")
     assert shown.count("***") == 4 and len(shown) < 2_000
+
+
+def _admin_cli(router, *argv):
+    cmd = [sys.executable, "-m", "router.cli", "admin", "--url", router.url, "--authid", "root", "--ticket", "root-pw",
+           *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+@ensure
+async def test_the_cli_updates_realms_and_users_and_gives_wampcra_secrets(tmp_path):
+    from twisted.internet import threads
+
+    from tests.routerproc import RouterProcess
+
+    config = {"admin": {"data_dir": str(tmp_path / "data"), **ADMIN}, "realms": [{
+        "uri": "shop", "auth": {"anonymous": False, "wampcra": True},
+        "roles": {"customer": {"permissions": EVERYTHING}}}]}
+    router = RouterProcess(tmp_path, config).start()
+    try:
+        for argv in (("users", "add", "shop", "eve", "--role", "staff", "--wampcra", "eve-cra-secret"),
+                     ("users", "update", "shop", "eve", "--role", "customer"),
+                     ("realms", "update", "shop", "--definition", '{"limits": {"idle_timeout": 300}}')):
+            r = await threads.deferToThread(_admin_cli, router, *argv)
+            assert r.returncode == 0, r.stderr
+        r = await threads.deferToThread(_admin_cli, router, "realms", "update", "shop", "--definition", "{oops")
+        assert r.returncode == 2 and "not JSON" in r.stderr and "Traceback" not in r.stderr
+        eve = await connect(router.url, realm="shop", authmethods=["wampcra"], authid="eve",
+                            on_challenge=_cra("eve-cra-secret"))
+        assert eve.welcome.authrole == "customer"
+        assert "eve-cra-secret" not in router.log()
+        r = await threads.deferToThread(_admin_cli, router, "--json", "realms", "get", "shop")
+        assert '"idle_timeout": 300' in r.stdout
+    finally:
+        router.stop()
