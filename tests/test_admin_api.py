@@ -101,6 +101,11 @@ def test_session_procedures(tmp_path):
     ("courtyard.user.get", ["realm1", "ghost"], {}, "courtyard.error.no_such_user"),
     ("courtyard.user.add", ["realm1", "x"], {"role": "r", "cryptosign": ["zz"]}, "wamp.error.invalid_argument"),
     ("courtyard.user.add", ["realm1"], {}, "wamp.error.invalid_argument"),
+    ("courtyard.realm.create", ["x"], {"definition": {"users": {"u": {"role": "r", "wampcra": {"secret": "s"}}}}},
+     "wamp.error.invalid_argument"),
+    ("courtyard.user.add", ["realm1", "x"], {"role": "r", "wampcra": ""}, "wamp.error.invalid_argument"),
+    ("courtyard.user.add", ["realm1", "x"], {"role": "r", "wampcra": {"secret": 5}}, "wamp.error.invalid_argument"),
+    ("courtyard.user.add", ["realm1", "x"], {"role": "r", "wampcra": {"salt": "s"}}, "wamp.error.invalid_argument"),
 ])
 def test_bad_input_gets_the_right_error(tmp_path, procedure, args, kwargs, uri):
     api, _, _ = _api(tmp_path)
