@@ -171,3 +171,15 @@ def test_plain_wampcra_secrets_in_an_older_database_become_salted_keys(tmp_path)
     assert b"old-plain-secret" not in path.read_bytes()
     cra = registry.get("realm1").users["carol"].wampcra
     assert cra.salt and cra.key == derive_cra_key("old-plain-secret", cra.salt, cra.iterations, cra.keylen)
+
+
+def test_a_yaml_realm_deleted_and_created_again_starts_empty_after_a_restart(tmp_path):
+    yaml_realm = {"uri": "realm1", "users": {"bob": {"role": "user"}}, "limits": {"expires_in": 9}}
+    api, _, _ = _api(tmp_path, (yaml_realm,))
+    api.call("courtyard.realm.delete", "root", ["realm1"], {})
+    api.call("courtyard.realm.create", "root", ["realm1"], {"definition": {"auth": {"ticket": True}}})
+    api.call("courtyard.realm.update", "root", ["realm1", {"limits": {"idle_timeout": 7}}], {})
+    _, _, registry = _api(tmp_path, (yaml_realm,))
+    realm1 = registry.get("realm1")
+    assert realm1.users == {} and realm1.auth.ticket
+    assert (realm1.limits.expires_in, realm1.limits.idle_timeout) == (None, 7)
