@@ -6,15 +6,15 @@ with who did it.
 
 from __future__ import annotations
 
-import copy
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 
 from realms.registry import RealmRegistry
-from realms.schema import ConfigError, parse_realm, parse_user
-from realms.secrets import hash_secret
+from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
+from realms.secrets import MASK, hash_secret, is_secret_name, redact, salted_cra
 from realms.store import RealmStore
 
 INVALID_ARGUMENT = "wamp.error.invalid_argument"
@@ -37,22 +37,46 @@ class AdminError(Exception):
         self.message = message
 
 
+def _cra(value: Any) -> dict:
+    """A WAMP-CRA secret (`"s3cret"` or `{secret: ...}`) becomes a salted derived key before it is kept
+    anywhere; an already derived `{key, salt, iterations, keylen}` is kept as given."""
+    if isinstance(value, dict) and set(value) == {"secret"}:
+        value = value["secret"]
+    if isinstance(value, str):
+        if not value:
+            raise AdminError(INVALID_ARGUMENT, "wampcra: the secret must not be empty")
+        return salted_cra(value)
+    if not isinstance(value, dict) or "salt" not in value:
+        raise AdminError(INVALID_ARGUMENT, "wampcra must be a secret, {secret}, or {key, salt, iterations, keylen}")
+    return value
+
+
 def _need(value: Any, kind: type | tuple, what: str) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise AdminError(INVALID_ARGUMENT, f"{what} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+        raise AdminError(INVALID_ARGUMENT,  # the type only: the value may be a secret, or huge
+                         f"{what} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
     return value
+
+
+def _loggable(fn: Callable, args: list, kwargs: dict) -> dict:
+    """The call's arguments for the log: a secret is masked whether it came by keyword, by position
+    (named by the procedure's parameters) or nested in a mapping."""
+    names = list(inspect.signature(fn).parameters)
+    return {"args": [MASK if i < len(names) and is_secret_name(names[i]) else redact(a) for i, a in enumerate(args)],
+            "kwargs": redact(kwargs)}
 
 
 class AdminAPI:
     log = Logger()
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
-                 wipe: Callable[[], int]) -> None:
+                 wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
         self.admin_realm = admin_realm
         self.wipe_expired = wipe
+        self.drop_realm = drop  # forgets a deleted realm's running state (retained events, registrations)
         self.procedures: dict[str, Callable] = {
             f"courtyard.{name.replace('_', '.', 1)}": getattr(self, name) for name in (
                 "realm_list", "realm_get", "realm_create", "realm_update", "realm_delete",
@@ -71,8 +95,7 @@ class AdminAPI:
             raise AdminError(INVALID_ARGUMENT, str(e))
         if not procedure.endswith((".list", ".get", ".count", ".activity")):
             self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
-                          args=args, kwargs={k: ("***" if "secret" in k or k == "ticket" else v)
-                                             for k, v in kwargs.items()})
+                          **_loggable(fn, args, kwargs))
         return result
 
     # -- realms ----------------------------------------------------------------------------------
@@ -98,6 +121,8 @@ class AdminAPI:
         if uri in self.registry:
             raise AdminError(REALM_EXISTS, f"realm {uri!r} exists")
         raw = dict(_need(definition or {}, dict, "definition"), uri=uri)
+        if "users" in raw:
+            raise AdminError(INVALID_ARGUMENT, "users are added through courtyard.user.add, not in a definition")
         self.registry.add(parse_realm(raw, "definition"))
         self.store.save_realm(uri, raw)
         return self.realm_get(uri)
@@ -108,12 +133,10 @@ class AdminAPI:
         _need(changes, dict, "changes")
         if "uri" in changes or "users" in changes:
             raise AdminError(INVALID_ARGUMENT, "a realm's uri cannot change; users change through courtyard.user.*")
-        raw = dict(copy.deepcopy(realm.definition), **changes, uri=uri)
-        updated = parse_realm(raw, "changes")
-        updated.users = realm.users
+        updated = apply_changes(realm, changes, "changes")
         self.registry.remove(uri)
         self.registry.add(updated)
-        self.store.save_realm(uri, {k: v for k, v in raw.items() if k != "users"})
+        self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
         return self.realm_get(uri)
 
     def realm_delete(self, uri: str) -> int:
@@ -123,6 +146,7 @@ class AdminAPI:
             raise AdminError(INVALID_ARGUMENT, "the admin realm cannot be deleted")
         killed = self._kill(self.sessions.list(realm.uri), REALM_DELETED, "the realm was deleted")
         self.registry.remove(realm.uri)
+        self.drop_realm(realm.uri)
         self.store.save_realm(realm.uri, None)
         return killed
 
@@ -208,7 +232,7 @@ class AdminAPI:
         if ticket is not None:
             d["ticket"] = hash_secret(_need(ticket, str, "ticket"))
         if wampcra is not None:
-            d["wampcra"] = {"secret": wampcra} if isinstance(wampcra, str) else _need(wampcra, dict, "wampcra")
+            d["wampcra"] = _cra(wampcra)
         if cryptosign is not None:
             d["cryptosign"] = cryptosign
         return d
@@ -229,9 +253,9 @@ class AdminAPI:
         base = {"role": user.role, "cryptosign": list(user.cryptosign)}
         if user.ticket:
             base["ticket"] = user.ticket
-        if user.wampcra:
+        if user.wampcra:  # an unsalted secret from the YAML is kept salted from now on
             c = user.wampcra
-            base["wampcra"] = {"secret": c.key} if c.salt is None else {
+            base["wampcra"] = salted_cra(c.key) if c.salt is None else {
                 "key": c.key, "salt": c.salt, "iterations": c.iterations, "keylen": c.keylen}
         raw = self._definition(role, ticket, wampcra, cryptosign, base)
         r.users[authid] = parse_user(authid, raw, "user")

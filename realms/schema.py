@@ -6,6 +6,7 @@ Every error names the key path. `router.config` reads the rest of a node's confi
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from realms.authorization import ACTIONS, Permission, Role
@@ -213,3 +214,17 @@ def parse_realm(raw: Any, path: str) -> Realm:
         limits=parse_limits(d.get("limits"), f"{path}.limits"),
         definition=dict(d),
     )
+
+
+def apply_changes(base: Realm, changes: Any, path: str) -> Realm:
+    """`base` with the given top-level keys (auth, roles, limits) replaced: what the admin realm's
+    `courtyard.realm.update` does. Users and who may join stay (the admin realm stays closed)."""
+    changes = {k: v for k, v in mapping(changes, path).items() if k not in ("uri", "users")}
+    raw = {k: v for k, v in copy.deepcopy(base.definition).items() if k != "users"}
+    raw.update(changes, uri=base.uri)
+    realm = parse_realm(raw, path)
+    realm.users = base.users
+    realm.join_roles = base.join_roles
+    if "roles" not in raw:  # roles not written in a definition (the admin realm's) stay as they were
+        realm.roles = base.roles
+    return realm

@@ -3,42 +3,152 @@
 The YAML config is the base layer; what the admin realm creates, changes or deletes is written here
 and applied over it at start. Conflict rule: the admin change wins — a realm or user defined in both
 places takes the admin definition, and one deleted through the admin realm stays deleted even though
-the YAML still lists it (create it again through the admin realm to bring it back).
+the YAML still lists it (create it again through the admin realm to bring it back, empty).
+
+Changes are kept as changes: `courtyard.realm.update` of a YAML realm records only the top-level keys
+it replaced, so the realm keeps its YAML users and whatever the YAML says about the other keys.
 
 SQLite from the standard library: each change is one transaction, so the file is never half written.
+The database holds derived keys and hashes only, yet it says who may log in: it is created 0600 in a
+0700 directory. A file that cannot be read as this database is refused by name, never taken as empty.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
 
 from realms.registry import RealmRegistry
-from realms.schema import parse_realm, parse_user
+from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
+from realms.secrets import salted_cra
 
+DB_NAME = "courtyard.db"
+CREATED, CHANGED = "created", "changed"  # a realm's row: its whole definition, or changes over the YAML's
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS realms (uri TEXT PRIMARY KEY, definition TEXT);
+CREATE TABLE IF NOT EXISTS realms (uri TEXT PRIMARY KEY, definition TEXT, kind TEXT);
 CREATE TABLE IF NOT EXISTS users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));
 """
+_ADVICE = "move it aside (a new, empty one is then created) or restore a backup"
+log = Logger()
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message names the file and what to do."""
+
+
+def store_path(data_dir: str | None) -> Path | None:
+    """Where a node with this `admin.data_dir` keeps its database (None: in memory only)."""
+    return None if data_dir is None else Path(data_dir) / DB_NAME
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Make `path` readable by its owner only (it says who may log in); say so once if it was not."""
+    current = path.stat().st_mode & 0o777
+    if current & 0o077:
+        os.chmod(path, mode)
+        log.warn("tightened permissions of {path} from {old:o} to {new:o}", path=str(path), old=current, new=mode)
+
+
+def _salt_stored_cra_secrets(db: sqlite3.Connection, path: Path) -> None:
+    """Plain WAMP-CRA secrets kept by an older Courtyard become salted derived keys."""
+    plain = []
+    for realm, authid, definition in db.execute("SELECT realm, authid, definition FROM users"):
+        try:
+            d = json.loads(definition) if definition is not None else None
+            cra = d.get("wampcra") if isinstance(d, dict) else None
+            if isinstance(cra, dict) and isinstance(cra.get("secret"), str) and "salt" not in cra:
+                plain.append((realm, authid, {**d, "wampcra": salted_cra(cra["secret"])}))
+        except ValueError:
+            continue  # apply() refuses it by name
+    if plain:
+        with db:
+            db.execute("BEGIN")
+            db.executemany("UPDATE users SET definition = ? WHERE realm = ? AND authid = ?",
+                           [(json.dumps(d), realm, authid) for realm, authid, d in plain])
+        db.execute("VACUUM")
+        log.info("{n} stored WAMP-CRA secret(s) in {path} replaced by salted keys", n=len(plain), path=str(path))
 
 
 class RealmStore:
-    def __init__(self, path: str | Path | None) -> None:
-        """`path` None keeps changes in memory only (tests, or a node with no data directory)."""
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None)
-        self._db.executescript(_SCHEMA)
+    def __init__(self, path: str | Path | None, readonly: bool = False) -> None:
+        """`path` None keeps changes in memory only (tests, or a node with no data directory).
+        `readonly` (check-config) reads an existing database and never creates or changes one."""
+        self.path = None if path is None else Path(path)
+        self._kind = "kind"  # the column, or NULL in a read-only database from before it
+        try:
+            self._db = self._open(readonly)
+        except sqlite3.Error as e:
+            raise self._error(e) from None
+        except OSError as e:  # a directory that cannot be made or read
+            raise StoreError(f"admin database {self.path}: {e.strerror or e}; check admin.data_dir") from None
 
+    def _error(self, e: Exception) -> StoreError:
+        return StoreError(f"admin database {self.path}: {e}; {_ADVICE}")
+
+    def _open(self, readonly: bool) -> sqlite3.Connection:
+        p = self.path
+        if p is None or (readonly and not p.exists()):
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            db.executescript(_SCHEMA)
+            return db
+        if p.exists() and p.stat().st_size == 0:
+            raise StoreError(f"admin database {p}: the file is empty (0 bytes): truncated, or not a Courtyard "
+                             f"database; {_ADVICE}")
+        if readonly:
+            db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        else:
+            p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _tighten(p.parent, 0o700)
+            if p.exists():
+                _tighten(p, 0o600)
+            else:
+                os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(str(p), isolation_level=None)
+        check = db.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise StoreError(f"admin database {p}: damaged ({check[0] if check else 'no answer'}); {_ADVICE}")
+        if not readonly:
+            db.executescript(_SCHEMA)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"realms", "users"} <= tables:
+            raise StoreError(f"admin database {p}: not a Courtyard database (no realms/users tables); {_ADVICE}")
+        if "kind" not in {row[1] for row in db.execute("PRAGMA table_info(realms)")}:
+            if readonly:  # written before changes were kept as changes: read it as it is
+                self._kind = "NULL"
+            else:
+                db.execute("ALTER TABLE realms ADD COLUMN kind TEXT")
+        if not readonly:
+            db.execute("PRAGMA secure_delete = ON")  # a replaced record leaves no old bytes behind
+            _salt_stored_cra_secrets(db, p)
+        return db
+
+    # -- changes ---------------------------------------------------------------------------------
     def save_realm(self, uri: str, definition: dict | None) -> None:
-        """Record a realm's definition; None records its deletion (and forgets its users' changes)."""
+        """Record a realm created with this whole definition; None records its deletion (and forgets
+        its users' changes)."""
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO realms VALUES (?, ?)",
-                             (uri, None if definition is None else json.dumps(definition)))
+            self._db.execute("INSERT OR REPLACE INTO realms VALUES (?, ?, ?)",
+                             (uri, None if definition is None else json.dumps(definition), CREATED))
             if definition is None:
                 self._db.execute("DELETE FROM users WHERE realm = ?", (uri,))
+
+    def update_realm(self, uri: str, changes: dict) -> None:
+        """Record replaced top-level keys: into the whole definition of a realm created here, else as
+        changes over the YAML's definition (earlier changes to other keys stay)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT definition, kind FROM realms WHERE uri = ?", (uri,)).fetchone()
+            if row is None or row[0] is None:
+                kind, merged = CHANGED, dict(changes)
+            else:  # an old row without kind stays without: apply() tells it by the YAML
+                kind, merged = row[1], {**json.loads(row[0]), **changes}
+            self._db.execute("INSERT OR REPLACE INTO realms VALUES (?, ?, ?)", (uri, json.dumps(merged), kind))
 
     def save_user(self, realm: str, authid: str, definition: dict | None) -> None:
         """Record a user's definition; None records its removal."""
@@ -46,13 +156,36 @@ class RealmStore:
             self._db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?)",
                              (realm, authid, None if definition is None else json.dumps(definition)))
 
+    # -- start -----------------------------------------------------------------------------------
     def apply(self, registry: RealmRegistry) -> None:
-        """Lay the recorded changes over the registry built from YAML."""
-        for uri, definition in self._db.execute("SELECT uri, definition FROM realms ORDER BY rowid"):
-            if uri in registry:
+        """Lay the recorded changes over the registry built from YAML. StoreError if a record
+        cannot be read."""
+        try:
+            self._apply(registry)
+        except (sqlite3.Error, ValueError, TypeError) as e:  # ConfigError and bad JSON are ValueErrors
+            raise self._error(e) from None
+
+    def _apply(self, registry: RealmRegistry) -> None:
+        rows = self._db.execute(f"SELECT uri, definition, {self._kind} FROM realms ORDER BY rowid")
+        for uri, definition, kind in rows.fetchall():
+            base = registry.get(uri)
+            if definition is None:
+                if base is not None:
+                    registry.remove(uri)
+                continue
+            raw: Any = json.loads(definition)
+            if not isinstance(raw, dict):
+                raise ConfigError(f"stored realm {uri}", "not a mapping")
+            if kind == CREATED or (kind is None and base is None):  # (an old row: whole if the YAML lacks it)
+                realm = parse_realm(raw, f"stored realm {uri}")
+            elif base is None:
+                log.warn("admin changes to realm {uri} ignored: the config no longer defines it", uri=uri)
+                continue
+            else:
+                realm = apply_changes(base, raw, f"stored changes to realm {uri}")
+            if base is not None:
                 registry.remove(uri)
-            if definition is not None:
-                registry.add(parse_realm(json.loads(definition), f"stored realm {uri}"))
+            registry.add(realm)
         for realm_uri, authid, definition in self._db.execute("SELECT realm, authid, definition FROM users"):
             realm = registry.get(realm_uri)
             if realm is None:

@@ -12,13 +12,15 @@ from typing import Any
 # (group, action) → procedure, and how the command line maps to its arguments.
 COMMANDS: dict[tuple[str, str], str] = {
     ("realms", "list"): "courtyard.realm.list", ("realms", "get"): "courtyard.realm.get",
-    ("realms", "create"): "courtyard.realm.create", ("realms", "delete"): "courtyard.realm.delete",
+    ("realms", "create"): "courtyard.realm.create", ("realms", "update"): "courtyard.realm.update",
+    ("realms", "delete"): "courtyard.realm.delete",
     ("sessions", "count"): "courtyard.session.count", ("sessions", "list"): "courtyard.session.list",
     ("sessions", "get"): "courtyard.session.get", ("sessions", "kill"): "courtyard.session.kill",
     ("sessions", "kill-by-authid"): "courtyard.session.kill_by_authid",
     ("sessions", "activity"): "courtyard.session.activity",
     ("users", "list"): "courtyard.user.list", ("users", "get"): "courtyard.user.get",
-    ("users", "add"): "courtyard.user.add", ("users", "remove"): "courtyard.user.remove",
+    ("users", "add"): "courtyard.user.add", ("users", "update"): "courtyard.user.update",
+    ("users", "remove"): "courtyard.user.remove",
 }
 
 
@@ -38,8 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", help="sessions kill: GOODBYE reason URI")
     p.add_argument("--message", help="sessions kill: GOODBYE message")
     p.add_argument("--role", help="users add: the user's role")
-    p.add_argument("--secret", help="users add: the user's ticket (hashed by the router)")
-    p.add_argument("--definition", help="realms create: the realm definition as JSON")
+    p.add_argument("--secret", help="users add/update: the user's ticket (hashed by the router)")
+    p.add_argument("--wampcra", help="users add/update: the user's WAMP-CRA secret (kept as a salted key)")
+    p.add_argument("--definition", help="realms create: the realm definition as JSON; realms update: the changes")
     p.set_defaults(func=run)
 
 
@@ -56,8 +59,10 @@ def _call_args(args: argparse.Namespace) -> tuple[list, dict]:
             kw[key] = getattr(args, key)
     if args.secret:
         kw["ticket"] = args.secret
+    if args.wampcra:
+        kw["wampcra"] = args.wampcra
     if args.definition:
-        kw["definition"] = json.loads(args.definition)
+        kw["changes" if args.action == "update" else "definition"] = json.loads(args.definition)
     return pos, kw
 
 
@@ -78,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
         actions = sorted(a for g, a in COMMANDS if g == args.group)
         print(f"courtyard admin {args.group}: no action {args.action!r} (one of {', '.join(actions)})", file=sys.stderr)
         return 2
-    pos, kw = _call_args(args)
+    try:
+        pos, kw = _call_args(args)
+    except ValueError as e:
+        print(f"courtyard admin: --definition is not JSON: {e}", file=sys.stderr)
+        return 2
     outcome: dict[str, Any] = {}
 
     from autobahn.twisted.wamp import ApplicationSession

@@ -36,9 +36,27 @@ def _config(args: argparse.Namespace):
         return None
 
 
+def _stored_changes(cfg) -> bool:
+    """Read `admin.data_dir`'s database (read-only) and lay it over the config's realms, as start
+    does; False after saying on stderr what is wrong with it."""
+    from realms.registry import RealmRegistry
+    from realms.store import RealmStore, StoreError, store_path
+
+    try:
+        store = RealmStore(store_path(cfg.data_dir), readonly=True)
+        try:
+            store.apply(RealmRegistry([*cfg.realms, cfg.admin_realm]))
+        finally:
+            store.close()
+    except StoreError as e:
+        print(f"courtyard: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    if cfg is None:
+    if cfg is None or not _stored_changes(cfg):
         return 2
     print(f"config OK: {len(cfg.listeners)} listener(s), realms: {', '.join(r.uri for r in cfg.realms)}")
     return 0
@@ -50,10 +68,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 2
     from twisted.internet import reactor
 
+    from realms.store import StoreError
     from router.node import Node
 
     _setup_logging(args.log_level)
-    node = Node(cfg)
+    try:
+        node = Node(cfg)
+    except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
+        print(f"courtyard: cannot start: {e}", file=sys.stderr)
+        return 2
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: say so and exit non-zero
@@ -72,14 +95,10 @@ def cmd_auth_hash_secret(args: argparse.Namespace) -> int:
 
     secret = args.secret if args.secret is not None else getpass.getpass("secret: ")
     if args.wampcra:
-        import base64
-        import os
+        from realms.secrets import salted_cra
 
-        from autobahn.wamp.auth import derive_key
-
-        salt = base64.b64encode(os.urandom(12)).decode()
-        key = derive_key(secret, salt, args.iterations, 32).decode()
-        print(f"wampcra: {{key: {key}, salt: {salt}, iterations: {args.iterations}, keylen: 32}}")
+        cra = salted_cra(secret, args.iterations)
+        print(f"wampcra: {{key: {cra['key']}, salt: {cra['salt']}, iterations: {args.iterations}, keylen: 32}}")
     else:
         from realms.secrets import hash_secret
 

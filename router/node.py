@@ -4,7 +4,6 @@ graceful shutdown. Twisted's service model: `start()` listens, `stop()` says GOO
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
@@ -12,7 +11,7 @@ from twisted.logger import Logger
 
 from realms.admin import AdminAPI
 from realms.registry import RealmRegistry
-from realms.store import RealmStore
+from realms.store import RealmStore, store_path
 from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import AuthThrottle
@@ -32,7 +31,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
-        self.store = RealmStore(Path(config.data_dir) / "courtyard.db" if config.data_dir else None)
+        self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
         self.table = SessionTable(storage.create(config.storage), config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
@@ -45,13 +44,21 @@ class Node:
         self._refused = 0  # connections refused since the last one admitted
         self.started = None
 
-    def realm_router(self, uri: str) -> RealmRouter:
-        """The running realm for a realm definition, created on first use."""
+    def realm_router(self, uri: str) -> RealmRouter | None:
+        """The running realm for a realm definition, created on first use; None once it is deleted."""
         router = self._routers.get(uri)
         if router is None:
-            router = self._routers[uri] = RealmRouter(self.realms.get(uri), self.config.max_pending_calls,
-                                                      self.table, self.config.max_retained_bytes)
+            spec = self.realms.get(uri)
+            if spec is None:
+                return None
+            router = self._routers[uri] = RealmRouter(spec, self.config.max_pending_calls, self.table,
+                                                      self.config.max_retained_bytes)
         return router
+
+    def drop_realm(self, uri: str) -> None:
+        """A deleted realm's running state (retained events, subscriptions, registrations) goes with
+        it, so a realm created again under its URI starts empty. Its sessions are closed before."""
+        self._routers.pop(uri, None)
 
     def connection_opened(self, peer: str) -> bool:
         """Count a new connection, or refuse it (False: close it at once) while max_pending_connections
@@ -93,7 +100,7 @@ class Node:
     def _start_admin_realm(self) -> None:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
-        self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep)
+        self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(

@@ -314,6 +314,9 @@ class WampProtocol:
         limits = spec.limits_for(who.authrole)
         agent = details.get("agent")
         realm = self.node.realm_router(realm_uri)
+        if realm is None:  # deleted through the admin realm while the client authenticated
+            self.abort(wamp.NO_SUCH_REALM, f"no realm {realm_uri!r} on this router")
+            return
         role = spec.role(who.authrole)
         try:
             session = self.node.table.open(

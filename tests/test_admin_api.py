@@ -101,6 +101,11 @@ def test_session_procedures(tmp_path):
     ("courtyard.user.get", ["realm1", "ghost"], {}, "courtyard.error.no_such_user"),
     ("courtyard.user.add", ["realm1", "x"], {"role": "r", "cryptosign": ["zz"]}, "wamp.error.invalid_argument"),
     ("courtyard.user.add", ["realm1"], {}, "wamp.error.invalid_argument"),
+    ("courtyard.realm.create", ["x"], {"definition": {"users": {"u": {"role": "r", "wampcra": {"secret": "s"}}}}},
+     "wamp.error.invalid_argument"),
+    ("courtyard.user.add", ["realm1", "x"], {"role": "r", "wampcra": ""}, "wamp.error.invalid_argument"),
+    ("courtyard.user.add", ["realm1", "x"], {"role": "r", "wampcra": {"secret": 5}}, "wamp.error.invalid_argument"),
+    ("courtyard.user.add", ["realm1", "x"], {"role": "r", "wampcra": {"salt": "s"}}, "wamp.error.invalid_argument"),
 ])
 def test_bad_input_gets_the_right_error(tmp_path, procedure, args, kwargs, uri):
     api, _, _ = _api(tmp_path)
@@ -123,3 +128,58 @@ def test_the_admin_realm_cannot_be_deleted(tmp_path):
         api.call("courtyard.realm.delete", "root", ["courtyard.admin"], {})
     assert e.value.uri == "wamp.error.invalid_argument"
     assert "courtyard.admin" in api.call("courtyard.realm.list", "root", [], {})
+
+
+def test_a_database_from_before_changes_were_kept_as_changes_keeps_yaml_users(tmp_path):
+    """Rows written by an older Courtyard (whole definitions, no kind): an updated YAML realm is read
+    as changes over the YAML (its users stay), a realm created there as it was written."""
+    import sqlite3
+
+    path = tmp_path / "data" / "courtyard.db"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE realms (uri TEXT PRIMARY KEY, definition TEXT);"
+                     "CREATE TABLE users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));")
+    db.execute("INSERT INTO realms VALUES ('realm1', '{\"uri\": \"realm1\", \"limits\": {\"expires_in\": 9}}')")
+    db.execute("INSERT INTO realms VALUES ('shop', '{\"uri\": \"shop\", \"auth\": {\"ticket\": true}}')")
+    db.commit()
+    db.close()
+    yaml_realm = {"uri": "realm1", "users": {"bob": {"role": "user"}}}
+    api, _, registry = _api(tmp_path, (yaml_realm,))
+    assert registry.get("realm1").limits.expires_in == 9
+    assert list(registry.get("realm1").users) == ["bob"]
+    assert registry.get("shop").auth.ticket
+    api.call("courtyard.realm.update", "root", ["shop", {"limits": {"expires_in": 5}}], {})
+    _, _, registry2 = _api(tmp_path, (yaml_realm,))
+    assert registry2.get("shop").auth.ticket and registry2.get("shop").limits.expires_in == 5
+
+
+def test_plain_wampcra_secrets_in_an_older_database_become_salted_keys(tmp_path):
+    import sqlite3
+
+    from realms.secrets import derive_cra_key
+
+    path = tmp_path / "data" / "courtyard.db"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.executescript("CREATE TABLE realms (uri TEXT PRIMARY KEY, definition TEXT);"
+                         "CREATE TABLE users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));")
+        db.execute("INSERT INTO users VALUES ('realm1', 'carol', "
+                   "'{\"role\": \"user\", \"wampcra\": {\"secret\": \"old-plain-secret\"}}')")
+    db.close()
+    _, _, registry = _api(tmp_path)
+    assert b"old-plain-secret" not in path.read_bytes()
+    cra = registry.get("realm1").users["carol"].wampcra
+    assert cra.salt and cra.key == derive_cra_key("old-plain-secret", cra.salt, cra.iterations, cra.keylen)
+
+
+def test_a_yaml_realm_deleted_and_created_again_starts_empty_after_a_restart(tmp_path):
+    yaml_realm = {"uri": "realm1", "users": {"bob": {"role": "user"}}, "limits": {"expires_in": 9}}
+    api, _, _ = _api(tmp_path, (yaml_realm,))
+    api.call("courtyard.realm.delete", "root", ["realm1"], {})
+    api.call("courtyard.realm.create", "root", ["realm1"], {"definition": {"auth": {"ticket": True}}})
+    api.call("courtyard.realm.update", "root", ["realm1", {"limits": {"idle_timeout": 7}}], {})
+    _, _, registry = _api(tmp_path, (yaml_realm,))
+    realm1 = registry.get("realm1")
+    assert realm1.users == {} and realm1.auth.ticket
+    assert (realm1.limits.expires_in, realm1.limits.idle_timeout) == (None, 7)
