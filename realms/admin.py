@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import MASK, hash_secret, is_secret_name, redact, salted_cra
-from realms.store import RealmStore
+from realms.store import RealmStore, StoreWriteError
 
 INVALID_ARGUMENT = "wamp.error.invalid_argument"
 NO_SUCH_SESSION = "wamp.error.no_such_session"
@@ -26,6 +26,8 @@ USER_EXISTS = "courtyard.error.user_exists"
 REALM_DELETED = "courtyard.close.realm_deleted"  # GOODBYE reason for sessions of a deleted realm
 USER_REMOVED = "courtyard.close.user_removed"
 KILLED = "wamp.close.killed"
+INVALID_URI = "wamp.error.invalid_uri"
+STORAGE_FAILED = "courtyard.error.storage_failed"  # the change could not be recorded, so it was not made
 
 
 class AdminError(Exception):
@@ -70,13 +72,15 @@ class AdminAPI:
     log = Logger()
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
-                 wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None) -> None:
+                 wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None,
+                 max_uri_length: int = 4096) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
         self.admin_realm = admin_realm
         self.wipe_expired = wipe
         self.drop_realm = drop  # forgets a deleted realm's running state (retained events, registrations)
+        self.max_uri_length = max_uri_length  # of a kill reason (limits.max_uri_length)
         self.procedures: dict[str, Callable] = {
             f"courtyard.{name.replace('_', '.', 1)}": getattr(self, name) for name in (
                 "realm_list", "realm_get", "realm_create", "realm_update", "realm_delete",
@@ -93,6 +97,8 @@ class AdminAPI:
             raise AdminError(INVALID_ARGUMENT, f"{procedure}: {e}")
         except ConfigError as e:
             raise AdminError(INVALID_ARGUMENT, str(e))
+        except StoreWriteError as e:  # logged by the store, by file name; nothing was changed
+            raise AdminError(STORAGE_FAILED, str(e))
         if not procedure.endswith((".list", ".get", ".count", ".activity")):
             self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
                           **_loggable(fn, args, kwargs))
@@ -123,8 +129,9 @@ class AdminAPI:
         raw = dict(_need(definition or {}, dict, "definition"), uri=uri)
         if "users" in raw:
             raise AdminError(INVALID_ARGUMENT, "users are added through courtyard.user.add, not in a definition")
-        self.registry.add(parse_realm(raw, "definition"))
-        self.store.save_realm(uri, raw)
+        realm = parse_realm(raw, "definition")
+        self.store.save_realm(uri, raw)  # recorded first: a change the file cannot take is not made
+        self.registry.add(realm)
         return self.realm_get(uri)
 
     def realm_update(self, uri: str, changes: dict) -> dict:
@@ -134,9 +141,9 @@ class AdminAPI:
         if "uri" in changes or "users" in changes:
             raise AdminError(INVALID_ARGUMENT, "a realm's uri cannot change; users change through courtyard.user.*")
         updated = apply_changes(realm, changes, "changes")
+        self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
         self.registry.remove(uri)
         self.registry.add(updated)
-        self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
         return self.realm_get(uri)
 
     def realm_delete(self, uri: str) -> int:
@@ -144,10 +151,10 @@ class AdminAPI:
         realm = self._realm(uri)
         if realm.uri == self.admin_realm:
             raise AdminError(INVALID_ARGUMENT, "the admin realm cannot be deleted")
+        self.store.save_realm(realm.uri, None)
         killed = self._kill(self.sessions.list(realm.uri), REALM_DELETED, "the realm was deleted")
         self.registry.remove(realm.uri)
         self.drop_realm(realm.uri)
-        self.store.save_realm(realm.uri, None)
         return killed
 
     # -- sessions --------------------------------------------------------------------------------
@@ -176,16 +183,25 @@ class AdminAPI:
             self.sessions.kill(s.id, reason, message)
         return len(sessions)
 
+    def _reason(self, reason: Any) -> str:
+        """A GOODBYE reason: a URI (no spaces), at most limits.max_uri_length characters."""
+        _need(reason, str, "reason")
+        if not reason or len(reason) > self.max_uri_length or any(c.isspace() or c == "#" for c in reason):
+            raise AdminError(INVALID_URI, f"reason must be a URI of at most {self.max_uri_length} characters, "
+                                          f"not {reason[:40]!r}{'…' if len(reason) > 40 else ''}")
+        return reason
+
     def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> None:
-        self._kill([self._session(session_id)], _need(reason, str, "reason"), message)
+        self._kill([self._session(session_id)], self._reason(reason), message)
 
     def session_kill_by_authid(self, realm: str, authid: str, reason: str = KILLED, message: str | None = None) -> int:
         self._realm(realm)
-        return self._kill(self.sessions.list(realm, authid=_need(authid, str, "authid")), reason, message)
+        return self._kill(self.sessions.list(realm, authid=_need(authid, str, "authid")), self._reason(reason),
+                          message)
 
     def session_kill_all(self, realm: str, reason: str = KILLED, message: str | None = None) -> int:
         self._realm(realm)
-        return self._kill(self.sessions.list(realm), reason, message)
+        return self._kill(self.sessions.list(realm), self._reason(reason), message)
 
     def session_activity(self, realm: str, dt: float) -> int:
         self._realm(realm)
@@ -243,9 +259,10 @@ class AdminAPI:
         if _need(authid, str, "authid") in r.users:
             raise AdminError(USER_EXISTS, f"user {authid!r} exists in realm {realm!r}")
         raw = self._definition(role, ticket, wampcra, cryptosign, {})
-        r.users[authid] = parse_user(authid, raw, "user")
+        user = parse_user(authid, raw, "user")
         self.store.save_user(realm, authid, raw)
-        return r.users[authid].public()
+        r.users[authid] = user
+        return user.public()
 
     def user_update(self, realm: str, authid: str, role: str | None = None, ticket: str | None = None,
                     wampcra: Any = None, cryptosign: Any = None) -> dict:
@@ -258,13 +275,14 @@ class AdminAPI:
             base["wampcra"] = salted_cra(c.key) if c.salt is None else {
                 "key": c.key, "salt": c.salt, "iterations": c.iterations, "keylen": c.keylen}
         raw = self._definition(role, ticket, wampcra, cryptosign, base)
-        r.users[authid] = parse_user(authid, raw, "user")
+        updated = parse_user(authid, raw, "user")
         self.store.save_user(realm, authid, raw)
-        return r.users[authid].public()
+        r.users[authid] = updated
+        return updated.public()
 
     def user_remove(self, realm: str, authid: str) -> int:
         """Forget the user and close its sessions (GOODBYE courtyard.close.user_removed)."""
         r, user = self._user(realm, authid)
-        del r.users[authid]
         self.store.save_user(realm, authid, None)
+        del r.users[authid]
         return self._kill(self.sessions.list(realm, authid=authid), USER_REMOVED, "the user was removed")

@@ -166,9 +166,9 @@ async def test_abort_text_and_log_quote_a_short_prefix_of_client_data(node, log_
     assert "xxx" in msg[1]["message"]
     peer = await raw_connect(node.url, "json")
     await peer.hello()
-    peer.send([48, 1, {}, "com." + "y" * 500_000])  # no such procedure, named at length
+    peer.send([48, 1, {}, "com." + "y" * 500_000])  # a URI far over limits.max_uri_length, named at length
     err = await peer.recv()
-    assert err[0] == 8 and err[4] == "wamp.error.no_such_procedure" and len(err[5][0]) < 400, len(str(err))
+    assert err[0] == 8 and err[4] == "wamp.error.invalid_uri" and len(err[5][0]) < 400, len(str(err))
     assert max(len(line) for line in log_lines) < 1000
 
 
