@@ -37,8 +37,8 @@ async def test_long_topics_are_not_kept_by_the_uri_cache(make_node):
 
 @ensure
 async def test_long_uris_are_not_kept_by_the_authorization_cache(make_node):
-    node = make_node(limits={"max_uri_length": 2 * LONG}, realms=[{"uri": "realm1", "roles": {"anonymous": {"permissions": [
-        {"uri": "com.", "match": "prefix", "allow": ["publish", "call"]}]}}}])
+    node = make_node(limits={"max_uri_length": 2 * LONG}, realms=[{"uri": "realm1", "roles": {"anonymous": {
+        "permissions": [{"uri": "com.", "match": "prefix", "allow": ["publish", "call"]}]}}}])
     peer = await raw_connect(node.url, "msgpack")
     await peer.hello()
     for i in range(20):
