@@ -15,6 +15,7 @@ import pytest_twisted
 import yaml
 from autobahn.twisted.util import sleep
 from autobahn.wamp.auth import compute_wcs, derive_key
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -301,3 +302,52 @@ async def test_the_cli_updates_realms_and_users_and_gives_wampcra_secrets(tmp_pa
         assert '"idle_timeout": 300' in r.stdout
     finally:
         router.stop()
+
+
+# -- the admin database failing while the node runs --------------------------------------------------
+async def _storage_failed(call) -> str:
+    try:
+        await call
+    except ApplicationError as e:
+        assert e.error == "courtyard.error.storage_failed", e
+        return e.args[0]
+    raise AssertionError("the change was answered as stored")
+
+
+@ensure
+async def test_a_change_the_database_cannot_take_is_refused_and_not_made(tmp_path, log_lines):
+    data = tmp_path / "data"
+    config = {"admin": {"data_dir": str(data), **ADMIN}}
+    db = data / "courtyard.db"
+    node = start_node(**config)
+    try:
+        admin = await _admin(node.url)
+        await admin.call("courtyard.user.add", "realm1", "ann", role="user", ticket="ann-pw")
+        lock = sqlite3.connect(db, isolation_level=None)  # another process's writer holds the file
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "bob", role="user"))
+            assert str(db) in text and "locked" in text
+            await _storage_failed(admin.call("courtyard.realm.create", "shop"))
+            await _storage_failed(admin.call("courtyard.realm.update", "realm1", {"limits": {"expires_in": 60}}))
+            await _storage_failed(admin.call("courtyard.realm.delete", "realm1"))
+            await _storage_failed(admin.call("courtyard.user.update", "realm1", "ann", role="boss"))
+            await _storage_failed(admin.call("courtyard.user.remove", "realm1", "ann"))
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        # nothing of it was made in the running node either
+        assert await admin.call("courtyard.user.list", "realm1") == ["ann"]
+        assert (await admin.call("courtyard.user.get", "realm1", "ann"))["role"] == "user"
+        assert "shop" not in await admin.call("courtyard.realm.list")
+        assert "limits" not in await admin.call("courtyard.realm.get", "realm1")
+        failed = [line for line in log_lines if "could not be stored" in line]
+        assert len(failed) == 6 and all(str(db) in line for line in failed), failed
+        # the file takes changes again: the node carries on
+        await admin.call("courtyard.user.add", "realm1", "bob", role="user")
+        db.unlink()  # removed under the running node: writes would be lost at the next start
+        text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "cid", role="user"))
+        assert str(db) in text
+        assert await admin.call("courtyard.user.list", "realm1") == ["ann", "bob"]
+    finally:
+        await _stop(node)
