@@ -61,6 +61,9 @@ class Throttle:
     max_failures: int = 5  # failed authentications of one (address, authid) within window ... (0: not counted)
     window: float = 60.0
     block_for: float = 30.0  # ... refuse that (address, authid) this long
+    max_failures_per_address: int = 50  # failures from one address across all authids within window
+    # (a spray of names) → that address may not authenticate (anonymous aside) for block_for; 0: no such cap.
+    # The config's default is 10 × max_failures.
     max_in_flight_per_address: int = 4  # answers being verified at once, per client address ...
     max_in_flight: int = 32  # ... and in the whole node
 

@@ -269,10 +269,9 @@ class WampProtocol:
         throttle = spec.auth.throttle
         if throttle.max_failures and chosen != "anonymous":  # refused now, rather than after a CHALLENGE
             key = throttle_key(realm_uri, _address(self.peer), cls.principal(details))
-            wait = self.node.throttle.blocked_for(key)
-            if wait:
-                self.abort(wamp.NOT_AUTHORIZED, f"too many failed authentications for this authid from this "
-                                                f"address; retry in {max(wait, 1):.0f}s")
+            why = self.node.throttle.blocked(key)
+            if why is not None:
+                self.abort(wamp.NOT_AUTHORIZED, why)
                 return
         method = cls(spec)
         self._auth = (spec, details, roles, method)
