@@ -60,6 +60,12 @@ def _need(value: Any, kind: type | tuple, what: str) -> Any:
     return value
 
 
+def _short(value: Any) -> str:
+    """An argument in an error text: a short repr, never all of a long string."""
+    text = repr(value[:60]) if isinstance(value, str) else type(value).__name__
+    return text + "…" if isinstance(value, str) and len(value) > 60 else text
+
+
 def _loggable(fn: Callable, args: list, kwargs: dict) -> dict:
     """The call's arguments for the log: a secret is masked whether it came by keyword, by position
     (named by the procedure's parameters) or nested in a mapping."""
@@ -108,7 +114,7 @@ class AdminAPI:
     def _realm(self, uri: Any):
         realm = self.registry.get(_need(uri, str, "realm"))
         if realm is None:
-            raise AdminError(NO_SUCH_REALM, f"no realm {uri!r}")
+            raise AdminError(NO_SUCH_REALM, f"no realm {_short(uri)}")
         return realm
 
     def realm_list(self) -> list[str]:
@@ -123,9 +129,9 @@ class AdminAPI:
         return definition
 
     def realm_create(self, uri: str, definition: dict | None = None) -> dict:
-        _need(uri, str, "realm")
+        self._uri(uri, "realm")  # one a client could name in HELLO
         if uri in self.registry:
-            raise AdminError(REALM_EXISTS, f"realm {uri!r} exists")
+            raise AdminError(REALM_EXISTS, f"realm {_short(uri)} exists")
         raw = dict(_need(definition or {}, dict, "definition"), uri=uri)
         if "users" in raw:
             raise AdminError(INVALID_ARGUMENT, "users are added through courtyard.user.add, not in a definition")
@@ -183,13 +189,18 @@ class AdminAPI:
             self.sessions.kill(s.id, reason, message)
         return len(sessions)
 
+    def _uri(self, uri: Any, what: str) -> str:
+        """A URI (loose rules: no spaces, no '#', no empty component) of at most limits.max_uri_length characters."""
+        _need(uri, str, what)
+        if not uri or len(uri) > self.max_uri_length or any(c.isspace() or c == "#" for c in uri) \
+                or ".." in uri or uri[0] == "." or uri[-1] == ".":
+            raise AdminError(INVALID_URI, f"{what} must be a URI of at most {self.max_uri_length} characters, "
+                                          f"not {_short(uri)}")
+        return uri
+
     def _reason(self, reason: Any) -> str:
-        """A GOODBYE reason: a URI (no spaces), at most limits.max_uri_length characters."""
-        _need(reason, str, "reason")
-        if not reason or len(reason) > self.max_uri_length or any(c.isspace() or c == "#" for c in reason):
-            raise AdminError(INVALID_URI, f"reason must be a URI of at most {self.max_uri_length} characters, "
-                                          f"not {reason[:40]!r}{'…' if len(reason) > 40 else ''}")
-        return reason
+        """A GOODBYE reason: a URI, at most limits.max_uri_length characters."""
+        return self._uri(reason, "reason")
 
     def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> None:
         self._kill([self._session(session_id)], self._reason(reason), message)
@@ -221,7 +232,7 @@ class AdminAPI:
             elif isinstance(value, (str, int, float, bool)):
                 merged[key] = value
             else:
-                raise AdminError(INVALID_ARGUMENT, f"data[{key!r}] must be a string, number, bool or null")
+                raise AdminError(INVALID_ARGUMENT, f"data[{_short(key)}] must be a string, number, bool or null")
         self.sessions.update(session.id, data=merged)
         return merged
 
@@ -230,7 +241,7 @@ class AdminAPI:
         r = self._realm(realm)
         user = r.users.get(_need(authid, str, "authid"))
         if user is None:
-            raise AdminError(NO_SUCH_USER, f"no user {authid!r} in realm {realm!r}")
+            raise AdminError(NO_SUCH_USER, f"no user {_short(authid)} in realm {_short(realm)}")
         return r, user
 
     def user_list(self, realm: str) -> list[str]:
@@ -257,7 +268,7 @@ class AdminAPI:
                  cryptosign: Any = None) -> dict:
         r = self._realm(realm)
         if _need(authid, str, "authid") in r.users:
-            raise AdminError(USER_EXISTS, f"user {authid!r} exists in realm {realm!r}")
+            raise AdminError(USER_EXISTS, f"user {_short(authid)} exists in realm {_short(realm)}")
         raw = self._definition(role, ticket, wampcra, cryptosign, {})
         user = parse_user(authid, raw, "user")
         self.store.save_user(realm, authid, raw)

@@ -101,7 +101,7 @@ async def test_the_default_limit_is_4096_characters(node):
 
 
 @ensure
-async def test_admin_kill_reasons_over_the_limit_are_refused(make_node):
+async def test_admin_kill_reasons_and_realm_uris_over_the_limit_are_refused(make_node):
     node = make_node(admin=dict(ADMIN), limits={"max_uri_length": 100})
     admin = await connect(node.url, realm="courtyard.admin", authmethods=["ticket"], authid="root",
                           on_challenge=lambda c: "root-pw")
@@ -115,6 +115,14 @@ async def test_admin_kill_reasons_over_the_limit_are_refused(make_node):
             assert e.error == INVALID_URI and "100" in e.args[0], e
         else:
             raise AssertionError(f"{procedure} took a reason over the limit")
+    for uri in (_uri(101, "realm."), "my realm", "a..b"):  # a realm no HELLO could name
+        try:
+            await admin.call("courtyard.realm.create", uri)
+        except ApplicationError as e:
+            assert e.error == INVALID_URI and len(e.args[0]) < 200, e
+        else:
+            raise AssertionError(f"realm {uri[:20]!r} was created")
+    assert await admin.call("courtyard.realm.list") == ["courtyard.admin", "realm1"]
     assert node.table.lookup(sid) is not None
     await admin.call("courtyard.session.kill", sid, reason="wamp.close.killed")
     goodbye = await victim.recv()
