@@ -55,7 +55,8 @@ class User:
 class Throttle:
     """Guards the verification of answers to CHALLENGEs (router/auth/throttle.py). Failures count per
     (address, authid): others behind the same address (a NAT, a proxy) and anonymous sessions are not
-    affected. The in-flight caps bound the work queued for the hashing threads; they hold even when
+    affected, unless the address fails across many authids (max_failures_per_address).
+    The in-flight caps bound the work queued for the hashing threads; they hold even when
     failures are not counted (max_failures 0, `throttle: false`)."""
 
     max_failures: int = 5  # failed authentications of one (address, authid) within window ... (0: not counted)

@@ -2,8 +2,9 @@
 
 Checked when an AUTHENTICATE is about to be verified (not only at HELLO: a connection challenged before
 the first failure would otherwise get its guess verified anyway). Failures count per (realm, address,
-authid), so a guesser behind a NAT or a proxy locks out only that authid from that address, never the
-other users behind it nor anonymous sessions. Verifications in flight (a ticket's PBKDF2 runs in a
+authid), so a guesser behind a NAT or a proxy locks out only that authid from that address, not the
+other users behind it (unless it sprays many authids, below) and never anonymous sessions.
+Verifications in flight (a ticket's PBKDF2 runs in a
 thread) are capped per address and in total, so one address cannot fill the hashing pool; an answer
 over a cap is refused at once instead of queued.
 
