@@ -4,9 +4,8 @@ Checked when an AUTHENTICATE is about to be verified (not only at HELLO: a conne
 the first failure would otherwise get its guess verified anyway). Failures count per (realm, address,
 authid), so a guesser behind a NAT or a proxy locks out only that authid from that address, not the
 other users behind it (unless it sprays many authids, below) and never anonymous sessions.
-Verifications in flight (a ticket's PBKDF2 runs in a
-thread) are capped per address and in total, so one address cannot fill the hashing pool; an answer
-over a cap is refused at once instead of queued.
+Verifications in flight (a ticket's PBKDF2 runs in a thread) are capped per address and in total, so
+one address cannot fill the hashing pool; an answer over a cap is refused at once instead of queued.
 
 An address that fails for many authids (a password spray: `max_failures` guesses for each of many
 names) is blocked as a whole once its failures across all authids reach `max_failures_per_address`
