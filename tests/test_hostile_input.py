@@ -318,3 +318,52 @@ async def test_a_rawsocket_client_taking_512_bytes_gets_its_welcome(make_node):
     peer.send([48, 1, {}, "wamp.session.count", []])
     assert (await with_timeout(peer.frames.get()))[:2] == [50, 1]
     peer.transport.loseConnection()
+
+
+# -- loops that must survive one session's trouble ------------------------------------------------
+async def _mortal_with_testament(node, n: int):
+    """A raw JSON session whose testament holds an integer msgpack cannot carry."""
+    peer = await raw_connect(node.url, "json")
+    await peer.hello()
+    peer.send([48, 1, {}, "wamp.session.add_testament", ["com.will", [2**64 + n], {}]])
+    assert (await peer.recv())[:2] == [50, 1]
+    return peer
+
+
+async def _will_subscribers(node):
+    queues = {}
+    for ser in ("json", "msgpack"):
+        client = await connect(node.url, ser)
+        queues[ser] = defer.DeferredQueue()
+        await client.subscribe(lambda *a, q=queues[ser], **kw: q.put(a), "com.will")
+        node.table.update(client.welcome.session, expires_in=None)  # the witnesses outlive the mortals
+    return queues
+
+
+@ensure
+async def test_the_sweep_survives_a_testament_one_subscriber_cannot_take(make_node):
+    node = make_node(node={"sweep_interval": 0.05}, realms=[{"uri": "realm1", "limits": {"expires_in": 1.0}}])
+    queues = await _will_subscribers(node)
+    mortals = [await _mortal_with_testament(node, n) for n in range(2)]
+    for peer in mortals:  # both expire: the first one's testament must not stop the sweep for good
+        goodbye = await peer.recv(5)
+        assert goodbye[0] == 6 and goodbye[2] == "courtyard.close.session_expired", goodbye
+    wills = sorted([(await with_timeout(queues["json"].get()))[0] for _ in mortals])
+    assert wills == [2**64, 2**64 + 1]
+    assert not queues["msgpack"].pending
+    assert node.table.size() == 2
+
+
+@ensure
+async def test_shutdown_says_goodbye_to_everyone_past_one_sessions_trouble():
+    from tests.conftest import start_node
+
+    node = start_node()
+    await _will_subscribers(node)
+    mortals = [await _mortal_with_testament(node, n) for n in range(3)]
+    node.config.shutdown_grace = 0.2
+    await node.stop()
+    for peer in mortals:
+        goodbye = await peer.recv()
+        assert goodbye[0] == 6 and goodbye[2] == "wamp.close.system_shutdown", goodbye
+    assert node.table.size() == 0
