@@ -12,6 +12,7 @@ import cbor2
 import msgpack
 import pytest
 import pytest_twisted
+from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.logger import formatEvent, globalLogPublisher
@@ -367,3 +368,22 @@ async def test_shutdown_says_goodbye_to_everyone_past_one_sessions_trouble():
         goodbye = await peer.recv()
         assert goodbye[0] == 6 and goodbye[2] == "wamp.close.system_shutdown", goodbye
     assert node.table.size() == 0
+
+
+@ensure
+async def test_websocket_pings_from_a_peer_that_never_reads_cannot_queue_pongs(make_node):
+    budget = 64 * 1024
+    node = make_node(listeners=[{"max_outgoing_buffer": budget}])
+    peer = await raw_connect(node.url, "json")
+    welcome = await peer.hello()
+    conn = node.table.fetch(welcome[1]).transport.wire
+    peer.proto.transport.pauseProducing()  # it stops reading; its PONGs back up
+    for _ in range(60):  # 60 x 1,000 PINGs of 125 bytes: 7.5 MB of PONGs if all were queued
+        for _ in range(1000):
+            peer.proto.sendPing(b"p" * 125)
+        await sleep(0.005)
+    t = conn.transport
+    assert len(t.dataBuffer) + t._tempDataLen <= 64 * 1024 + budget + 64 * 1024
+    assert conn.dropped_events > 0
+    peer.proto.transport.resumeProducing()
+    await _still_serving(node)
