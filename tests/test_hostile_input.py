@@ -15,20 +15,11 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, endpoints, protocol, reactor
-from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.wampclient import connect, raw_connect, with_timeout
+from tests.wampclient import connect, raw_connect, still_serving, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 ROLES = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
-
-
-async def _still_serving(node, serializer="json"):
-    client = await connect(node.url, serializer)
-    await client.register(lambda: "ok", "com.example.alive")
-    assert await client.call("com.example.alive") == "ok"
-    client.leave()
-    await with_timeout(client.left)
 
 
 async def _expect_abort(peer, reason: str = "wamp.error.protocol_violation") -> list:
@@ -37,19 +28,6 @@ async def _expect_abort(peer, reason: str = "wamp.error.protocol_violation") -> 
     assert 0 < len(msg[1]["message"]) < 400, len(msg[1]["message"])  # a short, quoted text
     await with_timeout(peer.closed)
     return msg
-
-
-@pytest.fixture
-def log_lines():
-    """Every log line the router writes during the test, formatted as an operator reads it."""
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 def _shared_bomb(levels: int) -> bytes:
@@ -76,7 +54,7 @@ async def test_cbor_shared_reference_bomb_before_hello_is_refused_at_once(node, 
     assert "expands" in msg[1]["message"], msg
     assert time.monotonic() - t0 < 2.0
     assert max(len(line) for line in log_lines) < 1000
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -96,7 +74,7 @@ async def test_cbor_shared_references_in_hello_roles_and_in_a_publish(node):
     publisher.send_raw(cbor2.dumps([16, 1, {"acknowledge": True}, "com.bomb", [x]], value_sharing=True))
     await _expect_abort(publisher)
     assert not got.pending
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @pytest.mark.parametrize("depth", [65, 1000, 100_000])
@@ -114,7 +92,7 @@ async def test_deep_json_gets_abort_not_a_traceback(node, depth):
     await peer.hello()
     peer.send_raw(b'[48, 1, {}, "com.x", [' + _nested_json(depth) + b"]]", binary=False)
     await _expect_abort(peer)
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -126,7 +104,7 @@ async def test_deep_msgpack_gets_abort(node):
     await peer.hello()
     peer.send([16, 1, {}, "com.x", [x]])
     await _expect_abort(peer)
-    await _still_serving(node, "msgpack")
+    await still_serving(node, "msgpack")
 
 
 @ensure
@@ -156,7 +134,7 @@ async def test_values_outside_wamps_data_model_get_abort(node, serializer, frame
     await peer.hello()
     peer.send_raw(frame, binary=serializer != "json")
     await _expect_abort(peer)
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -201,7 +179,7 @@ async def test_an_event_one_serializer_cannot_carry_reaches_every_other_subscrib
     publisher.send([16, 8, {"acknowledge": True}, "com.big", ["next"]])
     assert (await publisher.recv())[:2] == [17, 8]
     assert await with_timeout(queues["msgpack"].get()) == ("next",)  # it missed only the one it cannot read
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -386,4 +364,4 @@ async def test_websocket_pings_from_a_peer_that_never_reads_cannot_queue_pongs(m
     assert len(t.dataBuffer) + t._tempDataLen <= 64 * 1024 + budget + 64 * 1024
     assert conn.dropped_events > 0
     peer.proto.transport.resumeProducing()
-    await _still_serving(node)
+    await still_serving(node)
