@@ -12,22 +12,14 @@ import cbor2
 import msgpack
 import pytest
 import pytest_twisted
+from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, endpoints, protocol, reactor
-from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.wampclient import connect, raw_connect, with_timeout
+from tests.wampclient import connect, raw_connect, still_serving, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 ROLES = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
-
-
-async def _still_serving(node, serializer="json"):
-    client = await connect(node.url, serializer)
-    await client.register(lambda: "ok", "com.example.alive")
-    assert await client.call("com.example.alive") == "ok"
-    client.leave()
-    await with_timeout(client.left)
 
 
 async def _expect_abort(peer, reason: str = "wamp.error.protocol_violation") -> list:
@@ -36,19 +28,6 @@ async def _expect_abort(peer, reason: str = "wamp.error.protocol_violation") -> 
     assert 0 < len(msg[1]["message"]) < 400, len(msg[1]["message"])  # a short, quoted text
     await with_timeout(peer.closed)
     return msg
-
-
-@pytest.fixture
-def log_lines():
-    """Every log line the router writes during the test, formatted as an operator reads it."""
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 def _shared_bomb(levels: int) -> bytes:
@@ -75,7 +54,7 @@ async def test_cbor_shared_reference_bomb_before_hello_is_refused_at_once(node, 
     assert "expands" in msg[1]["message"], msg
     assert time.monotonic() - t0 < 2.0
     assert max(len(line) for line in log_lines) < 1000
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -95,7 +74,7 @@ async def test_cbor_shared_references_in_hello_roles_and_in_a_publish(node):
     publisher.send_raw(cbor2.dumps([16, 1, {"acknowledge": True}, "com.bomb", [x]], value_sharing=True))
     await _expect_abort(publisher)
     assert not got.pending
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @pytest.mark.parametrize("depth", [65, 1000, 100_000])
@@ -113,7 +92,7 @@ async def test_deep_json_gets_abort_not_a_traceback(node, depth):
     await peer.hello()
     peer.send_raw(b'[48, 1, {}, "com.x", [' + _nested_json(depth) + b"]]", binary=False)
     await _expect_abort(peer)
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -125,7 +104,7 @@ async def test_deep_msgpack_gets_abort(node):
     await peer.hello()
     peer.send([16, 1, {}, "com.x", [x]])
     await _expect_abort(peer)
-    await _still_serving(node, "msgpack")
+    await still_serving(node, "msgpack")
 
 
 @ensure
@@ -155,7 +134,7 @@ async def test_values_outside_wamps_data_model_get_abort(node, serializer, frame
     await peer.hello()
     peer.send_raw(frame, binary=serializer != "json")
     await _expect_abort(peer)
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -200,7 +179,7 @@ async def test_an_event_one_serializer_cannot_carry_reaches_every_other_subscrib
     publisher.send([16, 8, {"acknowledge": True}, "com.big", ["next"]])
     assert (await publisher.recv())[:2] == [17, 8]
     assert await with_timeout(queues["msgpack"].get()) == ("next",)  # it missed only the one it cannot read
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -318,3 +297,71 @@ async def test_a_rawsocket_client_taking_512_bytes_gets_its_welcome(make_node):
     peer.send([48, 1, {}, "wamp.session.count", []])
     assert (await with_timeout(peer.frames.get()))[:2] == [50, 1]
     peer.transport.loseConnection()
+
+
+# -- loops that must survive one session's trouble ------------------------------------------------
+async def _mortal_with_testament(node, n: int):
+    """A raw JSON session whose testament holds an integer msgpack cannot carry."""
+    peer = await raw_connect(node.url, "json")
+    await peer.hello()
+    peer.send([48, 1, {}, "wamp.session.add_testament", ["com.will", [2**64 + n], {}]])
+    assert (await peer.recv())[:2] == [50, 1]
+    return peer
+
+
+async def _will_subscribers(node):
+    queues = {}
+    for ser in ("json", "msgpack"):
+        client = await connect(node.url, ser)
+        queues[ser] = defer.DeferredQueue()
+        await client.subscribe(lambda *a, q=queues[ser], **kw: q.put(a), "com.will")
+        node.table.update(client.welcome.session, expires_in=None)  # the witnesses outlive the mortals
+    return queues
+
+
+@ensure
+async def test_the_sweep_survives_a_testament_one_subscriber_cannot_take(make_node):
+    node = make_node(node={"sweep_interval": 0.05}, realms=[{"uri": "realm1", "limits": {"expires_in": 1.0}}])
+    queues = await _will_subscribers(node)
+    mortals = [await _mortal_with_testament(node, n) for n in range(2)]
+    for peer in mortals:  # both expire: the first one's testament must not stop the sweep for good
+        goodbye = await peer.recv(5)
+        assert goodbye[0] == 6 and goodbye[2] == "courtyard.close.session_expired", goodbye
+    wills = sorted([(await with_timeout(queues["json"].get()))[0] for _ in mortals])
+    assert wills == [2**64, 2**64 + 1]
+    assert not queues["msgpack"].pending
+    assert node.table.size() == 2
+
+
+@ensure
+async def test_shutdown_says_goodbye_to_everyone_past_one_sessions_trouble():
+    from tests.conftest import start_node
+
+    node = start_node()
+    await _will_subscribers(node)
+    mortals = [await _mortal_with_testament(node, n) for n in range(3)]
+    node.config.shutdown_grace = 0.2
+    await node.stop()
+    for peer in mortals:
+        goodbye = await peer.recv()
+        assert goodbye[0] == 6 and goodbye[2] == "wamp.close.system_shutdown", goodbye
+    assert node.table.size() == 0
+
+
+@ensure
+async def test_websocket_pings_from_a_peer_that_never_reads_cannot_queue_pongs(make_node):
+    budget = 64 * 1024
+    node = make_node(listeners=[{"max_outgoing_buffer": budget}])
+    peer = await raw_connect(node.url, "json")
+    welcome = await peer.hello()
+    conn = node.table.fetch(welcome[1]).transport.wire
+    peer.proto.transport.pauseProducing()  # it stops reading; its PONGs back up
+    for _ in range(60):  # 60 x 1,000 PINGs of 125 bytes: 7.5 MB of PONGs if all were queued
+        for _ in range(1000):
+            peer.proto.sendPing(b"p" * 125)
+        await sleep(0.005)
+    t = conn.transport
+    assert len(t.dataBuffer) + t._tempDataLen <= 64 * 1024 + budget + 64 * 1024
+    assert conn.dropped_events > 0
+    peer.proto.transport.resumeProducing()
+    await still_serving(node)

@@ -15,6 +15,7 @@ from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
 )
+from autobahn.wamp.auth import compute_wcs, derive_key
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig
 from twisted.internet import defer, endpoints, reactor
@@ -66,6 +67,30 @@ class Client(ApplicationSession):
             self.joined.errback(ConnectionError("disconnected before joining"))
         if not self.disconnected.called:
             self.disconnected.callback(None)
+
+
+def answer_ticket(value: str):
+    """An on_challenge for ticket authentication."""
+    return lambda challenge: value
+
+
+def answer_wampcra(secret: str):
+    """An on_challenge for WAMP-CRA, salted or not."""
+    def sign(challenge):
+        key = secret
+        if "salt" in challenge.extra:
+            key = derive_key(secret, challenge.extra["salt"], challenge.extra["iterations"], challenge.extra["keylen"])
+        return compute_wcs(key, challenge.extra["challenge"]).decode()
+    return sign
+
+
+async def still_serving(node, serializer: str = "json") -> None:
+    """A fresh client registers and calls: the router still serves after whatever a test threw at it."""
+    client = await connect(node.url, serializer)
+    await client.register(lambda: "ok", "com.example.alive")
+    assert await client.call("com.example.alive") == "ok"
+    client.leave()
+    await with_timeout(client.left)
 
 
 def _serializer(name: str):

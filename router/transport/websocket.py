@@ -168,6 +168,11 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         if self.wamp is not None:
             self.wamp.on_close()
 
+    def onPing(self, payload: bytes) -> None:
+        # A PONG is bulk: a peer that sends PINGs and never reads must not queue PONGs without bound.
+        if self.state == WebSocketServerProtocol.STATE_OPEN and self.admit(len(payload) + 2, True):
+            self.sendPong(payload)
+
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
         # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
         if self.wamp is not None:
