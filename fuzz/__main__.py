@@ -71,7 +71,8 @@ async def _main(args: argparse.Namespace, router: Router) -> dict:
         "seconds": round(seconds, 2), "hangs": len(stats.hangs), "hang_samples": stats.hangs[:5],
         "hang_timeout": opts.hang_timeout, "probes": stats.probes, "probe_max_s": round(stats.probe_max, 3),
         "probe_slow": stats.probe_slow, "rss_mb": rss, "router_alive": router.alive(), "final_check": checked,
-        "max_text": stats.max_text, "max_text_sample": stats.max_text_sample, "undecodable": stats.undecodable,
+        "max_text": stats.max_text, "max_text_sample": stats.max_text_sample,
+        "undecodable": stats.undecodable, "undecodable_samples": stats.undecodable_samples,
         "fuzzer_errors": stats.fuzzer_errors,
         "kinds": stats.kinds, "answers": dict(sorted(stats.answers.items(), key=lambda kv: -kv[1])[:30]),
     }

@@ -30,6 +30,7 @@ class Stats:
         self.max_text = 0  # longest ABORT/ERROR text the router sent back
         self.max_text_sample = ""
         self.undecodable = 0
+        self.undecodable_samples: list[str] = []
         self.fuzzer_errors: dict[str, int] = {}
 
     def count(self, table: dict[str, int], key: str) -> None:
@@ -49,6 +50,8 @@ class Conn:
         self.probe_id: int | None = None
         self.established = False
         self.probe_ok = False  # the last probe got PUBLISHED or RESULT (not ERROR)
+        self.echo = False  # a listener: YIELDs back every INVOCATION's arguments
+        self.lenient = False  # the serializer may not be the one negotiated (handshake fuzzing): no decode counts
         self.recent: deque[tuple[str, bytes]] = deque(maxlen=6)  # the last frames sent, for a hang report
         self._task: asyncio.Task | None = None
         self.parser: Any = WsParser() if transport == "ws" else RsParser()
@@ -209,8 +212,12 @@ class Conn:
             return
         msg = decode(self.serializer, payload)
         if type(msg) is not list or not msg:
-            self.stats.undecodable += 1
             self.answered.set()
+            if self.lenient:
+                return
+            self.stats.undecodable += 1
+            if len(self.stats.undecodable_samples) < 5:
+                self.stats.undecodable_samples.append(f"{self.transport}/{self.serializer}: {payload[:300].hex()}")
             return
         self._on_message(msg)
 
@@ -245,6 +252,9 @@ class Conn:
 
     def _invoked(self, msg: list) -> None:
         """Answer an INVOCATION at random: YIELD, ERROR, a mangled YIELD, or never."""
+        if self.echo:
+            self.send([70, msg[1], {}, *msg[4:6]], "yield")
+            return
         x = self.r.random()
         if x < 0.4:
             self.send([70, msg[1], {}, msg[4] if len(msg) > 4 and type(msg[4]) is list else []], "yield")

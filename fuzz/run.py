@@ -37,9 +37,41 @@ class Budget:
 
 async def run(router: Router, opts: Options, stats: Stats) -> None:
     budget = Budget(stats, opts.frames, opts.seconds)
+    listeners = asyncio.ensure_future(_listeners(router, opts, stats, budget))
     workers = [asyncio.ensure_future(_worker(router, opts, stats, budget, random.Random(opts.seed * 1000 + i)))
                for i in range(opts.connections)]
     await asyncio.gather(*workers)
+    await listeners
+
+
+LISTEN = [[32, 1, {"match": "prefix"}, "com"], [32, 2, {"match": "prefix"}, "fuzz"],
+          [64, 3, {"match": "prefix", "invoke": "roundrobin"}, "com.fuzz"]]
+
+
+async def _listeners(router: Router, opts: Options, stats: Stats, budget: Budget) -> None:
+    """A subscriber and callee per (transport, serializer), for the whole run: every fuzzed PUBLISH and
+    CALL under com.* and fuzz.* is re-encoded for every serializer (reconnected when the router drops one)."""
+    conns: dict[tuple[str, str], Conn] = {}
+    try:
+        while budget.left() and router.alive():
+            for transport in ("ws", "rs"):
+                for ser in SERIALIZERS:
+                    conn = conns.get((transport, ser))
+                    if conn is not None and not conn.closed.is_set():
+                        continue
+                    if conn is not None:
+                        await conn.finish()
+                    conn = conns[(transport, ser)] = Conn(stats, transport, ser, random.Random(opts.seed))
+                    conn.echo = True
+                    if await conn.open(_port(router, conn), opts.hang_timeout):
+                        conn.send([1, "realm1", {"roles": {"subscriber": {}, "callee": {}}}], "listener")
+                        for msg in LISTEN:
+                            conn.send(msg, "listener")
+            await asyncio.sleep(0.5)
+    finally:
+        for conn in conns.values():
+            conn.abort()
+            await conn.finish()
 
 
 async def _worker(router: Router, opts: Options, stats: Stats, budget: Budget, r: random.Random) -> None:
@@ -112,6 +144,7 @@ async def _wait(conn: Conn, timeout: float) -> None:
 async def _handshake(router: Router, conn: Conn, gen: Gen, opts: Options) -> None:
     """Odd opening handshakes: unknown subprotocols, wrong paths, long headers; odd RawSocket octets."""
     r = gen.r
+    conn.lenient = True
     if conn.transport == "ws":
         port = router.ws_port
         protocols = r.choice([None, "", "wamp.2.json", "wamp.2.cbor.batched", "chat", "wamp.2.msgpack, wamp.2.json",
