@@ -138,14 +138,18 @@ class Conn:
             w.cancel()
         elapsed = time.monotonic() - t0
         if not done:
-            self.stats.hangs.append({"transport": self.transport, "serializer": self.serializer, "probe": what,
-                                     "established": self.established,
-                                     "last_frames": [(k, d.hex()) for k, d in self.recent]})
-            self.abort()
+            self.hung(what)
             return
         self.stats.probe_max = max(self.stats.probe_max, elapsed)
         if elapsed > 1.0:
             self.stats.probe_slow += 1
+
+    def hung(self, what: str) -> None:
+        """No answer to a frame that must get one: counted with the last frames sent, and the connection ends."""
+        self.stats.hangs.append({"transport": self.transport, "serializer": self.serializer, "probe": what,
+                                 "established": self.established,
+                                 "last_frames": [(k, d.hex()) for k, d in self.recent]})
+        self.abort()
 
     def close(self) -> None:
         """End politely, or not, at random."""

@@ -199,13 +199,23 @@ class Gen:
         return "message", data
 
     def _splice(self, serializer: str, msg: list, part: bytes) -> bytes:
-        """`msg` with its last value (or a new one) replaced by ready-made encoded bytes."""
+        """Ready-made encoded bytes put where the router will look at them: a PUBLISH or CALL argument
+        (re-encoded for every listener), the message code (quoted in the ABORT), HELLO roles, or the
+        last field of `msg`."""
         marker = "@@fuzz-splice@@"
-        shell = list(msg) + [marker] if self.r.random() < 0.5 or len(msg) < 2 else [*msg[:-1], marker]
+        r = self.r
+        shell = r.choice([
+            [16, r.randint(1, 1000), {"acknowledge": True}, r.choice(["com.fuzz.a", "fuzz.probe"]), [marker]],
+            [48, r.randint(1, 1000), {}, "com.fuzz.a", [1], {"k": marker}],
+            [marker, 1],
+            [1, "realm1", {"roles": {"caller": marker}}],
+            [1, "realm1", {"roles": {"caller": {}}, "agent": marker}],
+            [*msg[:-1], marker] if len(msg) > 1 else [*msg, marker],
+        ])
         try:
             data = encode(serializer, shell)
         except Exception:  # noqa: BLE001
-            data = encode(serializer, [16, 1, {}, "com.fuzz.a", marker])
+            data = encode(serializer, [16, 1, {}, "com.fuzz.a", [marker]])
         hole = b'"' + marker.encode() + b'"' if serializer == "json" else encode(serializer, marker)
         return data.replace(hole, part, 1)
 

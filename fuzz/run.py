@@ -134,11 +134,11 @@ async def _session(router: Router, conn: Conn, gen: Gen, opts: Options, budget: 
 
 
 async def _wait(conn: Conn, timeout: float) -> None:
-    """The answer to a plain HELLO: WELCOME, ABORT or a close; none is a hang (counted by a probe)."""
+    """The answer to a plain HELLO: WELCOME, ABORT or a close. None in time is a hang."""
     try:
         await asyncio.wait_for(conn.answered.wait(), timeout)
     except TimeoutError:
-        await conn.probe(timeout, [1, "realm1", {"roles": {"caller": {}}}])
+        conn.hung("HELLO")
 
 
 async def _handshake(router: Router, conn: Conn, gen: Gen, opts: Options) -> None:
