@@ -188,14 +188,19 @@ def procedure(ser: str, tr: str) -> str:
 
 
 def _echo(callee: Peer, msg: list) -> None:
-    """The callees' behaviour: YIELD back exactly what the INVOCATION carried, as this peer decoded it."""
+    """The callees' behaviour: YIELD back exactly what the INVOCATION carried, as this peer decoded it.
+    A JSON callee given a string that looks like JSON's binary convention cannot say it back faithfully
+    (the router would read it as binary): it answers with an ERROR instead."""
     if msg[0] == 68:
         callee.invocations.append(msg)
         args, kwargs = _payload_of(msg, 4)
+        if callee.serializer == "json" and fits([args, kwargs], "json") != "yes":
+            callee.send([8, 68, msg[1], {}, "wamp.error.invalid_argument", ["ambiguous in JSON"]])
+            return
         try:
             callee.send(_with_payload([70, msg[1], {}], args, kwargs))
         except Exception as e:  # noqa: BLE001 - a value this peer decoded but cannot encode back
-            callee.send([8, 68, msg[1], {}, "com.prop.cannot_encode", [str(e)[:100]]])
+            callee.send([8, 68, msg[1], {}, "wamp.error.invalid_argument", [str(e)[:100]]])
     else:
         callee.inbox.put(msg)
 
@@ -350,7 +355,11 @@ async def call_everywhere(m: Mesh, args: list | None, kwargs: dict | None, tr: s
             if outcome == "abort":
                 caller.drop()
             invocations = [tuple(_payload_of(i, 4)) for i in callee.invocations]
-            invocations += [x for x in _pending(callee)]
+            for other in _pending(callee):
+                if isinstance(other, Undecodable):
+                    invocations.append(other)
+                elif other[0] == 3:
+                    problems.append(f"{where}: the callee got ABORT {other[1:]!r:.300}")
             _check_received(f"{where}: INVOCATION", invocations, tuple(expected), fits(expected, callee_ser),
                             False, problems)
             # control: the callee and its pending-call slots still work
