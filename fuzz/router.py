@@ -104,6 +104,7 @@ class Router:
             return ""
 
 
+_NUMBER = re.compile(r"(?<=position )\d+|\b\d{4,}\b")
 _EXC_LINE = re.compile(r"^\s*(?:builtins\.)?([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b:?(.*)$")
 
 
@@ -127,7 +128,7 @@ def scan_log(path: Path, max_chars: int = 200) -> dict:
             if in_tb:
                 m = _EXC_LINE.match(line)
                 if m and not line.lstrip().startswith("File "):
-                    key = f"{m.group(1)}:{m.group(2)[:max_chars]}"
+                    key = _NUMBER.sub("N", f"{m.group(1)}:{m.group(2)[:max_chars]}")  # one entry per kind
                     distinct[key] = distinct.get(key, 0) + 1
                     in_tb = False
     return {"tracebacks": tracebacks, "exceptions": distinct, "longest_line": longest, "lines": lines}

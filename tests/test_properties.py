@@ -50,7 +50,7 @@ SPEC_URI = re.compile(r"^(wamp|courtyard)\.(error|close)\.[a-z0-9_.]+$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 _phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if os.environ.get("COURTYARD_SHRINK") else [])
-SETTINGS = settings(max_examples=60, deadline=None, phases=_phases, print_blob=True,
+SETTINGS = settings(max_examples=100, deadline=None, phases=_phases, print_blob=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.data_too_large])
 
