@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="courtyard-fuzz-"))
     router = Router(workdir)
-    # SIGTERM ends the run like Ctrl-C does, so the finally below always stops our router.
+    # Ctrl-C (even when started with SIGINT ignored, as background jobs are) and SIGTERM end the run
+    # with KeyboardInterrupt, so the finally below always stops our router.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         router.start()
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         router_pid = router.pid
         router.stop()
         result["log"] = scan_log(router.log_path)
+    except KeyboardInterrupt:
+        print(f"interrupted; the router (PID {router.pid if router.proc else '-'}) is stopped", file=sys.stderr)
+        return 130
     finally:
         router.stop()
         if args.keep:

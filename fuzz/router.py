@@ -47,6 +47,7 @@ class Router:
                  "hello_timeout": hello_timeout},
             ],
             "admin": {"data_dir": None},
+            "shutdown": {"grace_period": 0.5},  # fuzzed peers rarely answer GOODBYE
         }
         self.config_path = workdir / "router.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
