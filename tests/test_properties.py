@@ -178,7 +178,9 @@ class Mesh:
         return peer
 
     def close(self) -> None:
-        for peer in [*self.subscribers.values(), *self.callees.values(), *self.senders.values(), self.control]:
+        peers = [*self.subscribers.values(), *self.callees.values(), *self.senders.values(), self.control,
+                 getattr(self, "small_caller", None)]
+        for peer in peers:
             if peer is not None:
                 peer.drop()
 
@@ -226,8 +228,9 @@ async def answer(peer: Peer, request: int, seconds: float = ANSWER_TIMEOUT) -> t
     return "fail", f"no answer in {seconds}s"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mesh():
+    """One node and its peers per test (not per example): a bug one test trips cannot fail another."""
     node = start_node(listeners=[{}, {"type": "rawsocket"}], limits={"max_pending_calls": MAX_PENDING})
     m = Mesh(node)
     failures: list[dict] = []
@@ -500,3 +503,30 @@ def test_decode_then_validate_never_raises(ser):
         assert elapsed < 1.0, f"decode + validate took {elapsed:.2f}s"
 
     check()
+
+
+# -- answers past the caller's own limit ----------------------------------------------------------
+@SETTINGS
+@given(size=st.one_of(st.integers(0, 3000), st.sampled_from([900, 960, 990, 1000, 1024, 1100, 2048])),
+       callee_ser=st.sampled_from(SERIALIZERS))
+@ensure
+async def test_result_past_the_callers_rawsocket_limit_is_an_error_not_silence(mesh, size, callee_ser):
+    """A RawSocket caller that accepts at most 1 KiB (handshake exponent 1) calls an echo callee with a
+    string of `size` characters: it gets the RESULT when it fits, else an ERROR — never silence."""
+    await mesh.ready()
+    caller = getattr(mesh, "small_caller", None)
+    if caller is None or caller.is_closed:
+        caller = mesh.small_caller = await open_peer("127.0.0.1", mesh.rs_port, "json", "rs", exponent=1)
+        await caller.hello()
+    rid = caller.request_id()
+    caller.send([48, rid, {}, procedure(callee_ser, "ws"), ["x" * size]])
+    outcome, detail = await answer(caller, rid)
+    problems: list[str] = []
+    if outcome == "fail":
+        problems.append(f"CALL of {size} characters to {callee_ser} from a 1 KiB RawSocket caller: {detail}")
+    elif outcome == "ok" and detail[3:4] != [["x" * size]]:
+        problems.append(f"wrong RESULT {detail!r:.200}")
+    elif outcome in ("error", "abort") and not (type(detail) is str and SPEC_URI.match(detail)):
+        problems.append(f"{outcome} with a non-spec URI {detail!r}")
+    _check_logs(mesh, problems)
+    assert not problems, "\n".join(problems)
