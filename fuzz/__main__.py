@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from fuzz import report
@@ -69,6 +70,8 @@ async def _main(args: argparse.Namespace, router: Router) -> dict:
     return {
         "frames": stats.frames, "connections": stats.connections, "connect_failures": stats.connect_failures,
         "seconds": round(seconds, 2), "hangs": len(stats.hangs), "hang_samples": stats.hangs[:5],
+        "hang_kinds": dict(Counter(f"{h['transport']} {h['probe']}" + (" after WELCOME" if h["established"] else "")
+                                   for h in stats.hangs)),
         "hang_timeout": opts.hang_timeout, "probes": stats.probes, "probe_max_s": round(stats.probe_max, 3),
         "probe_slow": stats.probe_slow, "rss_mb": rss, "router_alive": router.alive(), "final_check": checked,
         "max_text": stats.max_text, "max_text_sample": stats.max_text_sample,

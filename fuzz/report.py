@@ -28,7 +28,7 @@ def table(result: dict) -> str:
         ("connections opened", f"{result['connections']:,} ({result['connect_failures']} failed to connect)"),
         ("duration", f"{result['seconds']:.1f} s ({result['frames'] / max(result['seconds'], 1e-9):,.0f} frames/s)"),
         ("tracebacks in router log", f"{result['log']['tracebacks']}"),
-        ("hung connections", f"{result['hangs']}"),
+        ("hung connections", f"{result['hangs']} {result['hang_kinds'] or ''}"),
         ("probes answered / slowest", f"{result['probes'] - result['hangs']:,} / {result['probe_max_s']:.2f} s "
                                       f"({result['probe_slow']} over 1 s)"),
         ("router RSS start / peak / end", f"{_mb(rss['start'])} / {_mb(rss['peak'])} / {_mb(rss['end'])} MB"),
