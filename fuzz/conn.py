@@ -52,6 +52,7 @@ class Conn:
         self.probe_ok = False  # the last probe got PUBLISHED or RESULT (not ERROR)
         self.echo = False  # a listener: YIELDs back every INVOCATION's arguments
         self.lenient = False  # the serializer may not be the one negotiated (handshake fuzzing): no decode counts
+        self.exponent = 15  # RawSocket: the maximum message size this peer announces is 2^(9 + exponent)
         self.recent: deque[tuple[str, bytes]] = deque(maxlen=6)  # the last frames sent, for a hang report
         self._task: asyncio.Task | None = None
         self.parser: Any = WsParser() if transport == "ws" else RsParser()
@@ -65,6 +66,7 @@ class Conn:
             self.stats.connect_failures += 1
             return False
         self.stats.connections += 1
+        self.exponent = exponent
         if self.transport == "ws":
             self.writer.write(upgrade or ws_upgrade("127.0.0.1", port, "/ws", f"wamp.2.{self.serializer}"))
             try:
@@ -148,6 +150,7 @@ class Conn:
         """No answer to a frame that must get one: counted with the last frames sent, and the connection ends."""
         self.stats.hangs.append({"transport": self.transport, "serializer": self.serializer, "probe": what,
                                  "established": self.established,
+                                 "max_message": 2 ** (9 + self.exponent) if self.transport == "rs" else None,
                                  "last_frames": [(k, d.hex()) for k, d in self.recent]})
         self.abort()
 

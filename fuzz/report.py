@@ -49,8 +49,10 @@ def table(result: dict) -> str:
     if result["hang_samples"]:
         lines.append("hung connections (first few; last frames sent, hex):")
         for h in result["hang_samples"]:
-            lines.append(f"  {h['transport']}/{h['serializer']} probe {h['probe']} established={h['established']}: "
-                         + "; ".join(f"{k} {d[:80]}" for k, d in h["last_frames"][-3:]))
+            limit = f" max_message={h['max_message']}" if h.get("max_message") else ""
+            sent = "; ".join(f"{k} {d[:80]}" for k, d in h["last_frames"][-3:])
+            lines.append(f"  {h['transport']}/{h['serializer']}{limit} probe {h['probe']} "
+                         f"established={h['established']}: {sent}")
     lines.append("verdict: " + ("PASS" if not result["failures"] else "FAIL: " + "; ".join(result["failures"])))
     return "\n".join(lines)
 
