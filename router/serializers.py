@@ -128,7 +128,7 @@ def _unbinary(value: object) -> object:
     t = type(value)
     if t is str:
         if value[:1] == "\x00":
-            return base64.b64decode(value[1:])
+            return base64.b64decode(value[1:], validate=True)  # not base64: refused, not guessed
         return value
     if t is list:
         return [_unbinary(v) for v in value]

@@ -123,6 +123,7 @@ async def test_nesting_within_the_configured_depth_is_routed(make_node):
     ("json", b'[16, 1, {}, "com.x", [NaN]]'),
     ("json", b'[16, 1, {}, "com.x", [Infinity]]'),
     ("json", b'[16, 1, {}, "com.x", ["\\ud800"]]'),  # a lone surrogate: no serializer can write it
+    ("json", b'[16, 1, {}, "com.x", ["\\u0000\\u0000!"]]'),  # binary by the convention, but not base64
     ("msgpack", msgpack.packb([16, 1, {}, "com.x", [msgpack.ExtType(5, b"x")]])),
     ("msgpack", msgpack.packb([16, 1, {}, "com.x", [], {b"k": 1}], use_bin_type=True)),
     ("cbor", cbor2.dumps([16, 1, {}, "com.x", [cbor2.CBORTag(4242, "x")]])),
