@@ -1,0 +1,347 @@
+"""A peer that stops reading costs the router at most its outgoing budget, whatever the router sends it
+(issue 11, item 2): for every outgoing message type, over real sockets and both transports, the router's
+write buffer for that peer stays within max_outgoing_buffer + the control reserve (+ Twisted's 64 KiB
+high-water mark and one message), the process's RSS does not grow with what was sent, the documented
+policy applies (router.transport.flow), and every other session is still served.
+
+Each test sends 20-80 times the budget; the router before the budget (b61dd17) queued all of it."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import msgpack
+import pytest
+import pytest_twisted
+from autobahn.twisted.util import sleep
+from autobahn.wamp.types import CallResult, PublishOptions, RegisterOptions
+from twisted.internet import defer, endpoints, protocol, reactor
+
+from tests.wampclient import TIMEOUT, connect, raw_connect, with_timeout
+
+ensure = pytest_twisted.ensureDeferred
+
+BUDGET = 256 * 1024
+RESERVE = max(64 * 1024, BUDGET // 4)  # router.transport.flow.reserve
+HIGH_WATER = 64 * 1024  # Twisted pauses the producer past this many buffered bytes
+BIG = 512 * 1024  # one bulk message
+RSS_SLACK = 8 * 1024 * 1024  # allocator noise; every test sends at least 20 MB
+
+
+def _bound(largest: int = BIG) -> int:
+    """The most the router may buffer for one stalled peer: what Twisted holds before it pauses the
+    producer (its high-water mark plus the write that crossed it), then budget + reserve."""
+    return HIGH_WATER + largest + BUDGET + RESERVE
+
+
+def listeners(**options) -> list[dict]:
+    return [{"type": "websocket", "max_outgoing_buffer": BUDGET, **options},
+            {"type": "rawsocket", "max_outgoing_buffer": BUDGET, **options}]
+
+
+def rs_url(node) -> str:
+    return f"rs://127.0.0.1:{node.ports[1].getHost().port}"
+
+
+def rss() -> int:
+    """This process's resident set in bytes: the router runs in the test's own reactor."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def queued(conn) -> int:
+    """Bytes in the router's write buffer for one peer (its server-side TCP transport)."""
+    t = conn.transport
+    return len(t.dataBuffer) + t._tempDataLen
+
+
+class Watch:
+    """Samples a peer's router-side queue while a flood runs; `peak` is the largest seen."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.peak = 0
+
+    def sample(self) -> int:
+        n = queued(self.conn)
+        self.peak = max(self.peak, n)
+        return n
+
+
+# -- a raw RawSocket peer ------------------------------------------------------------------------
+class RsPeer(protocol.Protocol):
+    """A RawSocket client speaking msgpack that a test drives frame by frame (RawPeer's twin)."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.inbox: defer.DeferredQueue = defer.DeferredQueue()
+        self.pongs = 0
+        self.opened: defer.Deferred = defer.Deferred()
+        self.closed: defer.Deferred = defer.Deferred()
+        self.proto = self  # as RawPeer: peer.proto.transport is the client's TCP transport
+
+    def connectionMade(self) -> None:
+        self.transport.write(bytes((0x7F, 0xF2, 0, 0)))  # 2^24 octets, msgpack
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buf += data
+        if not self.opened.called:
+            if len(self.buf) < 4:
+                return
+            self.buf = self.buf[4:]
+            self.opened.callback(self)
+        while len(self.buf) >= 4:
+            n = int.from_bytes(self.buf[1:4], "big")
+            if len(self.buf) < 4 + n:
+                return
+            kind, payload, self.buf = self.buf[0], self.buf[4:4 + n], self.buf[4 + n:]
+            if kind == 0:
+                self.inbox.put(msgpack.unpackb(payload, raw=False))
+            elif kind == 2:
+                self.pongs += 1
+
+    def connectionLost(self, reason=None) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def send(self, msg) -> None:
+        payload = msgpack.packb(msg, use_bin_type=True)
+        self.transport.write(bytes((0,)) + len(payload).to_bytes(3, "big") + payload)
+
+    def ping(self, payload: bytes) -> None:
+        self.transport.write(bytes((1,)) + len(payload).to_bytes(3, "big") + payload)
+
+    async def recv(self, seconds: float = TIMEOUT):
+        return await with_timeout(self.inbox.get(), seconds)
+
+    async def hello(self, realm: str = "realm1", roles: dict | None = None) -> list:
+        if roles is None:
+            roles = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
+        self.send([1, realm, {"roles": roles}])
+        return await self.recv()
+
+    def drop(self) -> None:
+        self.transport.abortConnection()
+
+
+async def peer_on(node, transport: str, roles: dict | None = None):
+    """A joined raw peer (msgpack) on the given transport, its connection inside the router and its
+    session record (which outlives the session: its msgs_in says how far the router has read)."""
+    if transport == "rawsocket":
+        peer = RsPeer()
+        port = node.ports[1].getHost().port
+        await with_timeout(endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer))
+        await with_timeout(peer.opened)
+    else:
+        peer = await raw_connect(node.url, "msgpack")
+    welcome = await peer.hello(roles=roles)
+    assert welcome[0] == 2, welcome
+    session = node.table.fetch(welcome[1])
+    return peer, session.transport.wire, session
+
+
+def stop_reading(peer) -> None:
+    peer.proto.transport.pauseProducing()
+
+
+def read_again(peer) -> None:
+    peer.proto.transport.resumeProducing()
+
+
+async def drain(peer, seconds: float = 2.0) -> list:
+    """Everything the peer receives until it has been quiet for a while (bounded in time)."""
+    got = []
+    deadline = time.monotonic() + TIMEOUT * 2
+    while time.monotonic() < deadline:
+        try:
+            got.append(await peer.recv(seconds))
+        except defer.TimeoutError:
+            break
+    return got
+
+
+async def until(condition, seconds: float = TIMEOUT, step: float = 0.002) -> bool:
+    for _ in range(int(seconds / step)):
+        if condition():
+            return True
+        await sleep(step)
+    return condition()
+
+
+async def still_served(node) -> None:
+    """Another session, on each transport, still gets answers."""
+    for url in (node.url, rs_url(node)):
+        other = await connect(url, "msgpack")
+        assert await with_timeout(other.call("wamp.session.count")) >= 1
+        other.leave()
+
+
+def gone(node, session) -> bool:
+    return node.table.lookup(session.id) is None
+
+
+async def flood(node, send, count: int, session, watch: Watch, bound: int, batch: int = 5, done=None) -> int:
+    """Send `count` requests in batches; after each batch wait until the router has read them (the
+    session's msgs_in) and `done(i)` holds, or the session has gone. The peer's router-side queue is
+    sampled after each batch and must stay within `bound`. Returns how many were sent."""
+    base = session.msgs_in
+    for i in range(1, count + 1):
+        send(i)
+        if i % batch and i != count:
+            continue
+        await until(lambda: gone(node, session) or (session.msgs_in - base >= i and (done is None or done(i))))
+        watch.sample()
+        assert watch.peak <= bound, f"{watch.peak} bytes queued for a peer that stopped reading"
+        if gone(node, session):
+            return i
+    return count
+
+
+def settled_rss() -> int:
+    gc.collect()
+    return rss()
+
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "rawsocket"])
+
+
+# -- 1. RESULT -----------------------------------------------------------------------------------
+@TRANSPORTS
+@ensure
+async def test_results_to_a_caller_that_stops_reading(make_node, transport):
+    node = make_node(listeners=listeners())
+    callee = await connect(rs_url(node), "msgpack")
+    answer, invoked = b"r" * BIG, []
+
+    def big():
+        invoked.append(1)
+        return answer
+
+    await callee.register(big, "com.example.big")
+    caller, conn, _ = await peer_on(node, transport)
+    dealer = node.realm_router("realm1").dealer
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(caller)
+    calls = 60  # 30 MB of RESULTs, 120 times the budget
+    for i in range(1, calls + 1):
+        caller.send([48, i, {}, "com.example.big", []])
+        if i % 5 == 0:
+            assert await until(lambda: len(invoked) == i and dealer.pending() == 0)
+            watch.sample()
+    grown = rss() - before
+    assert watch.peak <= _bound(), watch.peak
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB for {calls * BIG >> 20} MB of RESULTs"
+    await still_served(node)
+    read_again(caller)  # every call is answered: RESULT, or ERROR canceled for the dropped ones
+    answers = {}
+    for _ in range(calls):
+        m = await caller.recv()
+        answers[m[1] if m[0] == 50 else m[2]] = m
+    assert set(answers) == set(range(1, calls + 1))
+    dropped = [m for m in answers.values() if m[0] == 8]
+    assert dropped and all(m[:5] == [8, 48, m[2], {}, "wamp.error.canceled"] for m in dropped), dropped[:1]
+    assert "reads too slowly" in dropped[0][5][0]
+
+
+# -- 2. meta answers (no callee needed) ----------------------------------------------------------
+@TRANSPORTS
+@ensure
+async def test_meta_answers_to_a_caller_that_stops_reading(make_node, transport):
+    node = make_node(listeners=listeners())
+    subscriber, _, _ = await peer_on(node, "rawsocket")
+    topics = 2000  # wamp.subscription.list answers of 18 KB
+    for i in range(1, topics + 1):
+        subscriber.send([32, i, {}, f"com.example.topic.{i}"])
+    for _ in range(topics):
+        assert (await subscriber.recv())[0] == 33
+    caller, conn, session = await peer_on(node, transport)
+    answer = len(msgpack.packb(node.realm_router("realm1").meta.subscription_list(session, [], {})))
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(caller)
+    sent = await flood(node, lambda i: caller.send([48, i, {}, "wamp.subscription.list", []]), 3000, session,
+                       watch, _bound(answer), batch=50)
+    # RESULTs past the budget became short ERRORs, and their flood past the reserve ended the session
+    assert gone(node, session), f"still connected after {sent} answers of {answer} bytes"
+    assert sent * answer > 40 * BUDGET
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    subscriber.send([48, topics + 1, {}, "wamp.session.count", []])
+    assert (await subscriber.recv())[:2] == [50, topics + 1]
+    await still_served(node)
+    read_again(caller)
+    await with_timeout(caller.closed)
+
+
+# -- 3. INVOCATION -------------------------------------------------------------------------------
+async def _stalled_callee(node, transport, procedure="com.example.slow", roles=None):
+    callee, conn, session = await peer_on(node, transport, roles)
+    callee.send([64, 1, {}, procedure])
+    assert (await callee.recv())[0] == 65
+    return callee, conn, session
+
+
+@TRANSPORTS
+@ensure
+async def test_invocations_to_a_callee_that_stops_reading_fail_the_calls(make_node, transport):
+    node = make_node(listeners=listeners())
+    callee, conn, _ = await _stalled_callee(node, transport)
+    caller, _, session = await peer_on(node, "rawsocket")
+    dealer = node.realm_router("realm1").dealer
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(callee)
+    arg = b"a" * BIG
+    calls = 60  # 30 MB of INVOCATIONs
+    await flood(node, lambda i: caller.send([48, i, {}, "com.example.slow", [arg]]), calls, session, watch, _bound())
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    # the calls past the callee's budget failed at once; only those written wait for the callee
+    refused = [await caller.recv() for _ in range(calls - dealer.pending())]
+    assert dealer.pending() <= 10  # what the kernel took, plus the budget
+    assert all(m[:5] == [8, 48, m[2], {}, "wamp.error.canceled"] for m in refused), refused[:1]
+    assert refused[0][5] == ["the callee could not be sent the call"]
+    await still_served(node)
+    callee.drop()  # the calls still in flight end too
+    for _ in range(calls - len(refused)):
+        assert (await caller.recv())[4] == "wamp.error.canceled"
+    assert dealer.pending() == 0
+
+
+@TRANSPORTS
+@ensure
+async def test_call_timeouts_free_the_slots_and_queue_no_bytes(make_node, transport):
+    """max_pending_calls alone did not bound a stalled callee: a call timeout freed the slot while the
+    INVOCATION's bytes stayed queued. Now a call the callee cannot be sent fails at once."""
+    node = make_node(listeners=listeners(), limits={"max_pending_calls": 5})
+    callee, conn, _ = await _stalled_callee(node, transport)
+    caller, _, session = await peer_on(node, "rawsocket")
+    dealer = node.realm_router("realm1").dealer
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(callee)
+    arg = b"a" * BIG
+    answers = []
+
+    async def answered(n: int) -> None:
+        while len(answers) < n:
+            answers.append(await caller.recv())
+
+    for batch in range(12):  # 12 × 5 calls of 512 KB, each batch timing out after 50 ms
+        for i in range(batch * 5 + 1, batch * 5 + 6):
+            caller.send([48, i, {"timeout": 50}, "com.example.slow", [arg]])
+        await answered(batch * 5 + 5)
+        watch.sample()
+        assert watch.peak <= _bound(), f"{watch.peak} bytes queued for a callee that stopped reading"
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    assert dealer.pending() == 0
+    uris = {m[4] for m in answers}
+    assert uris <= {"wamp.error.timeout", "wamp.error.canceled"} and "wamp.error.canceled" in uris, uris
+    assert ["the callee could not be sent the call"] in [m[5] for m in answers]
+    await still_served(node)
