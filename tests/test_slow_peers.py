@@ -15,7 +15,6 @@ import msgpack
 import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
-from autobahn.wamp.types import CallResult, PublishOptions, RegisterOptions
 from twisted.internet import defer, endpoints, protocol, reactor
 
 from tests.wampclient import TIMEOUT, connect, raw_connect, with_timeout
@@ -144,6 +143,22 @@ async def peer_on(node, transport: str, roles: dict | None = None):
     return peer, session.transport.wire, session
 
 
+def send_many(peer, msgs: list) -> None:
+    """Many messages in one write: client frames built here (a WebSocket client's with a zero mask),
+    so that a flood of small requests costs the test little and the router all of its work."""
+    frames = []
+    for msg in msgs:
+        payload = msgpack.packb(msg, use_bin_type=True)
+        n = len(payload)
+        if isinstance(peer, RsPeer):
+            frames.append(bytes((0,)) + n.to_bytes(3, "big") + payload)
+        elif n < 126:
+            frames.append(bytes((0x82, 0x80 | n, 0, 0, 0, 0)) + payload)
+        else:
+            frames.append(bytes((0x82, 0x80 | 126)) + n.to_bytes(2, "big") + bytes(4) + payload)
+    peer.proto.transport.write(b"".join(frames))
+
+
 def stop_reading(peer) -> None:
     peer.proto.transport.pauseProducing()
 
@@ -184,19 +199,24 @@ def gone(node, session) -> bool:
     return node.table.lookup(session.id) is None
 
 
-async def flood(node, send, count: int, session, watch: Watch, bound: int, batch: int = 5, done=None) -> int:
-    """Send `count` requests in batches; after each batch wait until the router has read them (the
-    session's msgs_in) and `done(i)` holds, or the session has gone. The peer's router-side queue is
-    sampled after each batch and must stay within `bound`. Returns how many were sent."""
+async def flood(node, send, count: int, session, watch: Watch, bound: int, batch: int = 5, done=None,
+                stop=None) -> int:
+    """Send `count` requests from `session` in batches; after each batch wait until the router has read
+    them (the session's msgs_in) and `done(i)` holds, or `stop()` (by default: the session has gone).
+    The stalled peer's router-side queue is sampled after each batch and must stay within `bound`.
+    Returns how many were sent."""
+    if stop is None:
+        def stop() -> bool:
+            return gone(node, session)
     base = session.msgs_in
     for i in range(1, count + 1):
         send(i)
         if i % batch and i != count:
             continue
-        await until(lambda: gone(node, session) or (session.msgs_in - base >= i and (done is None or done(i))))
+        await until(lambda n=i: stop() or (session.msgs_in - base >= n and (done is None or done(n))))
         watch.sample()
         assert watch.peak <= bound, f"{watch.peak} bytes queued for a peer that stopped reading"
-        if gone(node, session):
+        if stop():
             return i
     return count
 
@@ -222,17 +242,14 @@ async def test_results_to_a_caller_that_stops_reading(make_node, transport):
         return answer
 
     await callee.register(big, "com.example.big")
-    caller, conn, _ = await peer_on(node, transport)
+    caller, conn, session = await peer_on(node, transport)
     dealer = node.realm_router("realm1").dealer
     watch = Watch(conn)
     before = settled_rss()
     stop_reading(caller)
     calls = 60  # 30 MB of RESULTs, 120 times the budget
-    for i in range(1, calls + 1):
-        caller.send([48, i, {}, "com.example.big", []])
-        if i % 5 == 0:
-            assert await until(lambda: len(invoked) == i and dealer.pending() == 0)
-            watch.sample()
+    await flood(node, lambda i: caller.send([48, i, {}, "com.example.big", []]), calls, session, watch, _bound(),
+                done=lambda n: len(invoked) == n and dealer.pending() == 0)
     grown = rss() - before
     assert watch.peak <= _bound(), watch.peak
     assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB for {calls * BIG >> 20} MB of RESULTs"
@@ -344,4 +361,276 @@ async def test_call_timeouts_free_the_slots_and_queue_no_bytes(make_node, transp
     uris = {m[4] for m in answers}
     assert uris <= {"wamp.error.timeout", "wamp.error.canceled"} and "wamp.error.canceled" in uris, uris
     assert ["the callee could not be sent the call"] in [m[5] for m in answers]
+    await still_served(node)
+
+
+# -- 4. progressive RESULTs ------------------------------------------------------------------------
+@TRANSPORTS
+@pytest.mark.parametrize("canceling", [True, False], ids=["call_canceling", "no_canceling"])
+@ensure
+async def test_progressive_results_to_a_caller_that_stops_reading(make_node, transport, canceling):
+    node = make_node(listeners=listeners())
+    features = {"progressive_call_results": True, "call_canceling": canceling}
+    callee, _, callee_session = await _stalled_callee(node, "rawsocket", "com.example.stream",
+                                                      roles={"callee": {"features": features}})
+    caller, conn, session = await peer_on(node, transport)
+    dealer = node.realm_router("realm1").dealer
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(caller)
+    caller.send([48, 1, {"receive_progress": True}, "com.example.stream", []])
+    inv = await callee.recv()
+    assert inv[0] == 68 and inv[3].get("receive_progress") is True, inv
+    chunk = b"p" * BIG
+    sent = await flood(node, lambda i: callee.send([70, inv[1], {"progress": True}, [chunk]]), 60, callee_session,
+                       watch, _bound(), stop=lambda: dealer.pending() == 0)
+    assert dealer.pending() == 0, "a refused progressive RESULT must end the call"
+    assert sent < 60
+    callee.send([70, inv[1], {}, ["late"]])  # the final answer comes too late and is ignored
+    if canceling:
+        assert await callee.recv() == [69, inv[1], {"mode": "killnowait", "reason": "wamp.error.canceled"}]
+    else:
+        await sleep(0.1)
+        assert not callee.inbox.pending  # no INTERRUPT to a callee that did not announce call_canceling
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    await still_served(node)
+    read_again(caller)
+    for _ in range(60):
+        m = await caller.recv()
+        if m[0] != 50:
+            break
+        assert m[:3] == [50, 1, {"progress": True}]
+    assert m[:5] == [8, 48, 1, {}, "wamp.error.canceled"], m[:5]
+    assert not await drain(caller, 0.2)  # and nothing after the ERROR
+
+
+# -- 5. ERROR with a payload relayed from a callee -----------------------------------------------
+@TRANSPORTS
+@ensure
+async def test_callee_errors_with_payload_to_a_caller_that_stops_reading(make_node, transport):
+    node = make_node(listeners=listeners())
+    callee, _, callee_session = await _stalled_callee(node, "rawsocket", "com.example.fails")
+    blob = b"x" * BIG
+    caller, conn, session = await peer_on(node, transport)
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(caller)
+    calls = 60
+
+    async def answer(n: int) -> None:
+        while callee_session.msgs_in - 2 < n:  # HELLO and REGISTER counted too? no: only after WELCOME
+            inv = await callee.recv()
+            callee.send([8, 68, inv[1], {}, "com.example.oops", [blob]])
+            await until(lambda m=callee_session.msgs_in: callee_session.msgs_in > m)
+
+    for i in range(1, calls + 1):
+        caller.send([48, i, {}, "com.example.fails", []])
+        if i % 5 == 0:
+            for _ in range(5):
+                inv = await callee.recv()
+                callee.send([8, 68, inv[1], {}, "com.example.oops", [blob]])
+            await until(lambda n=i: node.realm_router("realm1").dealer.pending() == 0 and session.msgs_in >= n)
+            watch.sample()
+            assert watch.peak <= _bound(), f"{watch.peak} bytes queued for a peer that stopped reading"
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    await still_served(node)
+    read_again(caller)
+    answers = [await caller.recv() for _ in range(calls)]
+    assert sorted(m[2] for m in answers) == list(range(1, calls + 1))  # every call answered
+    relayed = [m for m in answers if m[4] == "com.example.oops"]
+    dropped = [m for m in answers if m[4] == "wamp.error.canceled"]
+    assert relayed and dropped and len(relayed) + len(dropped) == calls
+    assert dropped[0][5] == ["the answer was dropped: this session reads too slowly"]
+
+
+# -- 6. EVENT --------------------------------------------------------------------------------------
+@TRANSPORTS
+@pytest.mark.parametrize("policy", ["drop", "disconnect"])
+@ensure
+async def test_events_to_a_subscriber_that_stops_reading(make_node, transport, policy):
+    node = make_node(listeners=listeners(slow_consumer=policy))
+    subscriber, conn, session = await peer_on(node, transport)
+    subscriber.send([32, 1, {}, "com.example.firehose"])
+    assert (await subscriber.recv())[0] == 33
+    publisher, _, pub_session = await peer_on(node, "rawsocket")
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(subscriber)
+    blob = b"e" * BIG
+    sent = await flood(node, lambda i: publisher.send([16, i, {}, "com.example.firehose", [blob]]), 60,
+                       pub_session, watch, _bound(), stop=lambda: gone(node, session))
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    await still_served(node)
+    if policy == "disconnect":
+        assert gone(node, session) and sent < 60
+        read_again(subscriber)
+        await with_timeout(subscriber.closed)
+        return
+    assert not gone(node, session) and conn.dropped_events > 0
+    read_again(subscriber)  # it catches up and gets new events
+    assert await until(lambda: not conn._paused)
+    await drain(subscriber, 0.2)
+    publisher.send([16, 61, {}, "com.example.firehose", ["after"]])
+    assert (await subscriber.recv())[4] == ["after"]
+
+
+# -- 7. RawSocket PONG -----------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["drop", "disconnect"])
+@ensure
+async def test_pongs_to_a_rawsocket_client_that_stops_reading(make_node, policy):
+    node = make_node(listeners=listeners(slow_consumer=policy))
+    peer, conn, session = await peer_on(node, "rawsocket")
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(peer)
+    ping = b"p" * conn.factory.max_length  # the largest frame the router takes (1 MiB)
+
+    def send(i: int) -> None:
+        peer.ping(ping)
+        peer.send([16, i, {}, "com.example.mark", []])  # counted in msgs_in: the router has read the PING
+
+    sent = await flood(node, send, 30, session, watch, _bound(len(ping) + 4), batch=3)
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB for {sent} MB of PONGs"
+    await still_served(node)
+    if policy == "disconnect":
+        assert gone(node, session) and sent < 30
+    else:
+        assert not gone(node, session) and conn.dropped_events > 0
+    peer.drop()
+
+
+# -- 8. control answers: WELCOME, GOODBYE, SUBSCRIBED, UNSUBSCRIBED ------------------------------
+class Marks:
+    """A reading subscriber that counts marker events: a peer's PUBLISH after a batch of its requests
+    shows that the router has read the batch, whatever session the peer has by then."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.seen = 0
+
+    def mark(self, *args) -> None:
+        self.seen += 1
+
+
+async def _marks(node) -> Marks:
+    client = await connect(rs_url(node), "msgpack")
+    marks = Marks(client)
+    await client.subscribe(marks.mark, "com.example.mark")
+    return marks
+
+
+@TRANSPORTS
+@ensure
+async def test_welcome_and_goodbye_to_a_peer_that_stops_reading(make_node, transport):
+    """HELLO, GOODBYE, HELLO, ... pipelined without reading: each WELCOME is most of a kilobyte."""
+    node = make_node(listeners=listeners())
+    marks = await _marks(node)
+    peer, conn, session = await peer_on(node, transport)
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(peer)
+    hello = [1, "realm1", {"roles": {"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}}}]
+    cycles = 20000  # 15 MB of WELCOMEs
+    for i in range(1, cycles + 1):
+        peer.send([6, {}, "wamp.close.normal"])
+        peer.send(hello)
+        if i % 200 == 0:
+            peer.send([16, 1, {}, "com.example.mark", []])
+            await until(lambda n=i // 200: marks.seen >= n or conn.transport.disconnected)
+            watch.sample()
+            assert watch.peak <= _bound(4096), f"{watch.peak} bytes queued for a peer that stopped reading"
+            if conn.transport.disconnected:
+                break
+    assert conn.transport.disconnected and i < cycles, "past budget + reserve the peer is disconnected"
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    assert node.table.size() == 1 and marks.client.is_attached()
+    await still_served(node)
+
+
+@TRANSPORTS
+@ensure
+async def test_subscribe_and_unsubscribe_answers_to_a_peer_that_stops_reading(make_node, transport):
+    node = make_node(listeners=listeners())
+    peer, conn, session = await peer_on(node, transport)
+    peer.send([32, 1, {}, "com.example.t"])
+    sub_id = (await peer.recv())[2]
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(peer)
+
+    bad = "com.example." + "x" * 200 + "..bad"  # its ERROR quotes a short prefix: 150 bytes
+
+    def send(i: int) -> None:  # UNSUBSCRIBE, SUBSCRIBE and four invalid SUBSCRIBEs: 600 bytes of answers
+        if i % 3000 == 0:
+            send_many(peer, [m for j in range(i - 3000, i, 6)
+                             for m in ([34, j + 1, sub_id], [32, j + 2, {}, "com.example.t"],
+                                       *([32, j + k, {}, bad] for k in range(3, 7)))])
+
+    sent = await flood(node, send, 150000, session, watch, _bound(4096), batch=3000)
+    assert gone(node, session) and sent < 150000, "past budget + reserve the peer is disconnected"
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    await still_served(node)
+
+
+# -- 9. slow_consumer_timeout ----------------------------------------------------------------------
+@TRANSPORTS
+@ensure
+async def test_a_peer_over_budget_longer_than_the_timeout_is_disconnected_without_more_writes(make_node, transport):
+    node = make_node(listeners=listeners(slow_consumer_timeout=1))
+    subscriber, conn, session = await peer_on(node, transport)
+    subscriber.send([32, 1, {}, "com.example.firehose"])
+    assert (await subscriber.recv())[0] == 33
+    publisher, _, pub_session = await peer_on(node, "rawsocket")
+    stop_reading(subscriber)
+    blob = b"e" * BIG
+    for _ in range(20):  # until the kernel's buffers are full and the router holds the rest
+        await flood(node, lambda i: publisher.send([16, i, {}, "com.example.firehose", [blob]]), 10, pub_session,
+                    Watch(conn), _bound())
+        await sleep(0.3)
+        if conn._paused and conn.dropped_events:
+            break
+    assert conn.dropped_events and not gone(node, session)
+    assert queued(conn) > BUDGET // 2  # the router still holds its share of what the peer has not read
+    over = time.monotonic()
+    # nothing more is sent to it: the timeout alone ends it
+    assert await until(lambda: gone(node, session), 3), "still connected 3 s after going over budget"
+    assert time.monotonic() - over > 0.5
+    read_again(subscriber)
+    await with_timeout(subscriber.closed)
+    await still_served(node)
+
+
+# -- 10. a departed peer's buffers ---------------------------------------------------------------
+@TRANSPORTS
+@ensure
+async def test_a_departed_slow_peers_buffer_is_freed_without_the_gc(make_node, transport):
+    node = make_node(listeners=listeners())
+    subscribers = []
+    for _ in range(4):
+        peer, conn, session = await peer_on(node, transport)
+        peer.send([32, 1, {}, "com.example.firehose"])
+        assert (await peer.recv())[0] == 33
+        stop_reading(peer)
+        subscribers.append((peer, conn, session))
+    publisher, _, pub_session = await peer_on(node, "rawsocket")
+    blob = b"e" * BIG
+    await flood(node, lambda i: publisher.send([16, i, {}, "com.example.firehose", [blob]]), 60, pub_session,
+                Watch(conn), 1 << 40, stop=lambda: all(c.dropped_events for _, c, _ in subscribers))
+    held = [queued(c) for _, c, _ in subscribers]
+    assert min(held) > BUDGET // 2, held
+    gc.collect()
+    gc.disable()
+    try:
+        for peer, _, _ in subscribers:
+            peer.drop()
+        assert await until(lambda: all(gone(node, s) for _, _, s in subscribers))
+        assert [queued(c) for _, c, _ in subscribers] == [0] * 4  # freed at once, not at the next GC round
+    finally:
+        gc.enable()
     await still_served(node)

@@ -59,6 +59,12 @@ _HANDSHAKE_ONLY = ("http_headers", "http_request_data", "http_response_data", "h
                    "http_request_params", "websocket_protocols", "websocket_extensions", "_transport_details")
 
 
+def _framed(size: int) -> int:
+    """Bytes on the wire for a payload of `size` in one unmasked frame: the header counts against the
+    budget too (it is a tenth of a short answer such as SUBSCRIBED)."""
+    return size + (2 if size < 126 else 4 if size < 65536 else 10)
+
+
 class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     # Not `log`: Autobahn's protocol calls its txaio `self.log.debug(...)` several times per frame, and
     # txaio makes calls below the level no-ops; a twisted Logger there would build an event for each
@@ -214,7 +220,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             return wamp.PAYLOAD_SIZE_EXCEEDED
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return None  # closing: nothing more reaches the peer, and nothing is owed
-        if not self.admit(len(payload), bulk):
+        if not self.admit(_framed(len(payload)), bulk):
             return SLOW_CONSUMER
         self.sendMessage(payload, self.factory.binary[self._subprotocol])
         return None
