@@ -507,6 +507,34 @@ async def test_pongs_to_a_rawsocket_client_that_stops_reading(make_node, policy)
     peer.drop()
 
 
+@pytest.mark.parametrize("policy", ["drop", "disconnect"])
+@ensure
+async def test_websocket_pongs_to_a_client_that_stops_reading(make_node, policy):
+    """Autobahn answers every WebSocket PING (at most 125 bytes) with a PONG: a client that pings and
+    never reads got them all queued."""
+    node = make_node(listeners=listeners(slow_consumer=policy))
+    peer, conn, session = await peer_on(node, "websocket")
+    watch = Watch(conn)
+    before = settled_rss()
+    stop_reading(peer)
+    ping = bytes((0x89, 0x80 | 125, 0, 0, 0, 0)) + b"p" * 125  # masked with zeros, as send_many
+    mark = msgpack.packb([16, 1, {}, "com.example.mark", []])
+    mark = bytes((0x82, 0x80 | len(mark), 0, 0, 0, 0)) + mark
+
+    def send(i: int) -> None:
+        peer.proto.transport.write(ping * 2000 + mark)  # the PUBLISH counts in msgs_in: the PINGs were read
+
+    sent = await flood(node, send, 40, session, watch, _bound(256), batch=1)  # 80,000 PONGs, 10 MB
+    grown = rss() - before
+    assert grown < RSS_SLACK, f"RSS grew {grown >> 20} MB"
+    await still_served(node)
+    if policy == "disconnect":
+        assert gone(node, session) and sent < 40
+    else:
+        assert not gone(node, session) and conn.dropped_events > 0
+    peer.drop()
+
+
 # -- 8. control answers: WELCOME, GOODBYE, SUBSCRIBED, UNSUBSCRIBED ------------------------------
 class Marks:
     """A reading subscriber that counts marker events: a peer's PUBLISH after a batch of its requests

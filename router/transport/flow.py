@@ -3,7 +3,7 @@
 A connection registers a push producer with its TCP transport, so Twisted tells it when the socket's
 write buffer is full (pause) and drained (resume). While paused, bytes written are counted against the
 peer's budget, `max_outgoing_buffer`:
-- **bulk** messages (EVENT, INVOCATION, RESULT, ERROR with a payload, RawSocket PONG) past the budget
+- **bulk** messages (EVENT, INVOCATION, RESULT, ERROR with a payload, PONG on either transport) past the budget
   are refused: the caller of `admit` drops an EVENT (counted, logged once per episode) and fails a call
   (see WampProtocol.send);
 - **control** messages (the short answers: SUBSCRIBED, ERROR without payload, INTERRUPT, GOODBYE, …)

@@ -170,6 +170,12 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
         self.wamp.on_message(payload)
 
+    def onPing(self, payload: bytes) -> None:
+        # Autobahn answers every PING with a PONG: bulk under the peer's budget, like a RawSocket PONG,
+        # so that a client that pings and never reads cannot grow the write buffer.
+        if self.state == WebSocketServerProtocol.STATE_OPEN and self.admit(_framed(len(payload or b"")), True):
+            self.sendPong(payload)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.wamp is not None:
             self.wamp.on_close()
