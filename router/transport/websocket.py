@@ -59,6 +59,12 @@ _HANDSHAKE_ONLY = ("http_headers", "http_request_data", "http_response_data", "h
                    "http_request_params", "websocket_protocols", "websocket_extensions", "_transport_details")
 
 
+def _framed(size: int) -> int:
+    """Bytes on the wire for a payload of `size` in one unmasked frame: the header counts against the
+    budget too (it is a tenth of a short answer such as SUBSCRIBED)."""
+    return size + (2 if size < 126 else 4 if size < 65536 else 10)
+
+
 class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     # Not `log`: Autobahn's protocol calls its txaio `self.log.debug(...)` several times per frame, and
     # txaio makes calls below the level no-ops; a twisted Logger there would build an event for each
@@ -164,14 +170,15 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
         self.wamp.on_message(payload)
 
+    def onPing(self, payload: bytes) -> None:
+        # Autobahn answers every PING with a PONG: bulk under the peer's budget, like a RawSocket PONG,
+        # so that a client that pings and never reads cannot grow the write buffer.
+        if self.state == WebSocketServerProtocol.STATE_OPEN and self.admit(_framed(len(payload or b"")), True):
+            self.sendPong(payload)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.wamp is not None:
             self.wamp.on_close()
-
-    def onPing(self, payload: bytes) -> None:
-        # A PONG is bulk: a peer that sends PINGs and never reads must not queue PONGs without bound.
-        if self.state == WebSocketServerProtocol.STATE_OPEN and self.admit(len(payload) + 2, True):
-            self.sendPong(payload)
 
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
         # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
@@ -219,7 +226,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             return wamp.PAYLOAD_SIZE_EXCEEDED
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return None  # closing: nothing more reaches the peer, and nothing is owed
-        if not self.admit(len(payload), bulk):
+        if not self.admit(_framed(len(payload)), bulk):
             return SLOW_CONSUMER
         self.sendMessage(payload, self.factory.binary[self._subprotocol])
         return None
