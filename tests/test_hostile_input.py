@@ -366,3 +366,30 @@ async def test_websocket_pings_from_a_peer_that_never_reads_cannot_queue_pongs(m
     assert conn.dropped_events > 0
     peer.proto.transport.resumeProducing()
     await still_serving(node)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"\x16\x03\x01\x1b[31mEVIL\x08\x07 / HTTP/1.1\r\nHost: x\r\n\r\n",  # a TLS hello or a terminal escape
+    b"GET /" + b"a" * 3000 + b"\x1b[2J HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: " + b"x\x1b[1m" * 1000 + b"\r\n\r\n",
+])
+@ensure
+async def test_a_bad_opening_handshake_is_logged_short_and_escaped(node, log_lines, request_bytes):
+    class Probe(protocol.Protocol):
+        def connectionMade(self):
+            self.transport.write(request_bytes)
+
+        def connectionLost(self, reason):
+            done.callback(None)
+
+    done = defer.Deferred()
+    await with_timeout(endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port),
+                                                 Probe()))
+    await with_timeout(done)
+    assert log_lines
+    for line in log_lines:
+        assert len(line) < 600 and not any(ord(c) < 32 or ord(c) == 127 for c in line), repr(line[:300])
+    await still_serving(node)

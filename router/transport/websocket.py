@@ -79,7 +79,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def onConnect(self, request: Any) -> str | tuple[str, dict]:
         factory: WampWebSocketFactory = self.factory
         if request.path != factory.config.path:
-            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {request.path}")
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {wamp.quote(request.path)}")
         if factory.trusted_proxies:
             self.forwarded_for = client_address(self.transport.getPeer().host,
                                                 request.headers.get("x-forwarded-for"), factory.trusted_proxies)
@@ -87,7 +87,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             if proto in factory.codecs:
                 self._subprotocol = proto
                 return self._track_cookie(request, proto)
-        offered = ", ".join(request.protocols) or "none"
+        offered = wamp.quote(", ".join(request.protocols) or "none")
         self._log.warn("refusing WebSocket from {peer}: subprotocols offered: {offered}",
                       peer=self.peer, offered=offered)
         raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
@@ -165,6 +165,11 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
         self.dropConnection(abort=False)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        # Autobahn quotes the client's bytes in its reasons ("Bad HTTP request status line ..."), and
+        # logs and answers them: a short, escaped text instead, never raw control characters.
+        super().failHandshake(wamp.quote(str(reason))[1:-1], code, responseHeaders)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
