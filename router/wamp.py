@@ -209,6 +209,15 @@ def quote(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
+def printable(text: str, limit: int = 300) -> str:
+    """Text that may hold client bytes, for a log line or an HTTP reason: control characters escaped,
+    at most `limit` characters (the router's own words around client data are not cut as short as
+    `quote` cuts the data itself)."""
+    if not text.isprintable():
+        text = text[:limit].encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def validate(msg: object) -> str | None:
     """Check a decoded message's shape. Returns None when well formed, else why not (for ABORT)."""
     if type(msg) is not list or not msg:

@@ -169,7 +169,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         # Autobahn quotes the client's bytes in its reasons ("Bad HTTP request status line ..."), and
         # logs and answers them: a short, escaped text instead, never raw control characters.
-        super().failHandshake(wamp.quote(str(reason))[1:-1], code, responseHeaders)
+        super().failHandshake(wamp.printable(str(reason)), code, responseHeaders)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
