@@ -171,6 +171,14 @@ def settled_rss() -> int:
     return rss()
 
 
+def stall(peer, conn, exact: bool = False) -> tuple[Watch, int]:
+    """Start watching the router's queue for `peer` (`conn`), note the RSS, then stop reading."""
+    watch = Watch(conn, exact)
+    before = settled_rss()
+    stop_reading(peer)
+    return watch, before
+
+
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "rawsocket"])
 
 
@@ -189,9 +197,7 @@ async def test_results_to_a_caller_that_stops_reading(make_node, transport):
     await callee.register(big, "com.example.big")
     caller, conn, session = await peer_on(node, transport)
     dealer = node.realm_router("realm1").dealer
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(caller)
+    watch, before = stall(caller, conn)
     calls = 60  # 30 MB of RESULTs, 120 times the budget
     await flood(node, lambda i: caller.send([48, i, {}, "com.example.big", []]), calls, session, watch, _bound(),
                 done=lambda n: len(invoked) == n and dealer.pending() == 0)
@@ -223,9 +229,7 @@ async def test_meta_answers_to_a_caller_that_stops_reading(make_node, transport)
         assert (await subscriber.recv())[0] == 33
     caller, conn, session = await peer_on(node, transport)
     answer = len(msgpack.packb(node.realm_router("realm1").meta.subscription_list(session, [], {})))
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(caller)
+    watch, before = stall(caller, conn)
     sent = await flood(node, lambda i: caller.send([48, i, {}, "wamp.subscription.list", []]), 3000, session,
                        watch, _bound(answer), batch=50)
     # RESULTs past the budget became short ERRORs, and their flood past the reserve ended the session
@@ -256,9 +260,7 @@ async def test_invocations_to_a_callee_that_stops_reading_fail_the_calls(make_no
     callee, conn, _ = await _stalled_callee(node, transport)
     caller, _, session = await peer_on(node, "rawsocket")
     dealer = node.realm_router("realm1").dealer
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(callee)
+    watch, before = stall(callee, conn)
     arg = b"a" * BIG
     calls = 60  # 30 MB of INVOCATIONs
     await flood(node, lambda i: caller.send([48, i, {}, "com.example.slow", [arg]]), calls, session, watch, _bound())
@@ -285,9 +287,7 @@ async def test_call_timeouts_free_the_slots_and_queue_no_bytes(make_node, transp
     callee, conn, _ = await _stalled_callee(node, transport)
     caller, _, session = await peer_on(node, "rawsocket")
     dealer = node.realm_router("realm1").dealer
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(callee)
+    watch, before = stall(callee, conn)
     arg = b"a" * BIG
     answers = []
 
@@ -321,9 +321,7 @@ async def test_progressive_results_to_a_caller_that_stops_reading(make_node, tra
                                                       roles={"callee": {"features": features}})
     caller, conn, session = await peer_on(node, transport)
     dealer = node.realm_router("realm1").dealer
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(caller)
+    watch, before = stall(caller, conn)
     caller.send([48, 1, {"receive_progress": True}, "com.example.stream", []])
     inv = await callee.recv()
     assert inv[0] == 68 and inv[3].get("receive_progress") is True, inv
@@ -359,9 +357,7 @@ async def test_callee_errors_with_payload_to_a_caller_that_stops_reading(make_no
     callee, _, _ = await _stalled_callee(node, "rawsocket", "com.example.fails")  # a callee that reads
     blob = b"x" * BIG
     caller, conn, session = await peer_on(node, transport)
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(caller)
+    watch, before = stall(caller, conn)
     calls = 60
 
     for i in range(1, calls + 1):
@@ -395,9 +391,7 @@ async def test_events_to_a_subscriber_that_stops_reading(make_node, transport, p
     subscriber.send([32, 1, {}, "com.example.firehose"])
     assert (await subscriber.recv())[0] == 33
     publisher, _, pub_session = await peer_on(node, "rawsocket")
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(subscriber)
+    watch, before = stall(subscriber, conn)
     blob = b"e" * BIG
     sent = await flood(node, lambda i: publisher.send([16, i, {}, "com.example.firehose", [blob]]), 60,
                        pub_session, watch, _bound(), stop=lambda: gone(node, session))
@@ -424,9 +418,7 @@ async def pongs_to_a_peer_that_stops_reading(make_node, policy: str, transport: 
     (each ending in a PUBLISH, counted in msgs_in: the router has read the PINGs) and its largest PONG."""
     node = make_node(listeners=listeners(slow_consumer=policy))
     peer, conn, session = await peer_on(node, transport)
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(peer)
+    watch, before = stall(peer, conn)
     send, largest = pinger(peer, conn)
     sent = await flood(node, send, count, session, watch, _bound(largest), batch=batch)
     grown = rss() - before
@@ -499,9 +491,7 @@ async def test_welcome_and_goodbye_to_a_peer_that_stops_reading(make_node, trans
     node = make_node(listeners=listeners())
     marks = await _marks(node)
     peer, conn, session = await peer_on(node, transport)
-    watch = Watch(conn)
-    before = settled_rss()
-    stop_reading(peer)
+    watch, before = stall(peer, conn)
     hello = [1, "realm1", {"roles": {"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}}}]
     cycles = 20000  # 15 MB of WELCOMEs
     for i in range(1, cycles + 1):
@@ -528,9 +518,7 @@ async def test_subscribe_and_unsubscribe_answers_to_a_peer_that_stops_reading(ma
     peer, conn, session = await peer_on(node, transport)
     peer.send([32, 1, {}, "com.example.t"])
     sub_id = (await peer.recv())[2]
-    watch = Watch(conn, exact=True)
-    before = settled_rss()
-    stop_reading(peer)
+    watch, before = stall(peer, conn, exact=True)
 
     bad = "com.example." + "x" * 200 + "..bad"  # its ERROR quotes a short prefix: 150 bytes
 
