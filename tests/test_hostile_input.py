@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, protocol, reactor
 
 from tests.wampclient import RawSocketPeer, connect, raw_connect, still_serving, with_timeout
 
