@@ -9,6 +9,7 @@ Each flood is 10-30 MB, 40-120 times the budget; the router before the budget (b
 from __future__ import annotations
 
 import gc
+import socket
 import time
 
 import msgpack
@@ -25,6 +26,7 @@ BUDGET = 256 * 1024
 RESERVE = max(64 * 1024, BUDGET // 4)  # router.transport.flow.reserve
 HIGH_WATER = 64 * 1024  # Twisted pauses the producer past this many buffered bytes
 BIG = 512 * 1024  # one bulk message
+KERNEL_BUFFER = 32 * 1024  # per socket and direction (Linux doubles it)
 RSS_SLACK = 12 * 1024 * 1024  # allocator noise and the test clients' own buffers (same process); floods are 10-30 MB
 
 
@@ -85,7 +87,13 @@ async def peer_on(node, transport: str, roles: dict | None = None):
     welcome = await peer.hello(roles=roles)
     assert welcome[0] == 2, welcome
     session = node.table.fetch(welcome[1])
-    return peer, session.transport.wire, session
+    conn = session.transport.wire
+    # Small kernel buffers on both ends, so that what a stalled peer does not read stays in the router's
+    # own buffer: with the kernel's autotuned megabytes, Twisted's buffer could drain into them after a
+    # flood and end the episode the test is looking at (seen under CI load).
+    conn.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_BUFFER)
+    peer.proto.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER)
+    return peer, conn, session
 
 
 def send_many(peer, msgs: list) -> None:
