@@ -7,7 +7,8 @@ Every error names the key path. `router.config` reads the rest of a node's confi
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from realms.authorization import ACTIONS, Permission, Role
 from realms.realm import AuthConfig, CraSecret, Limits, Realm, Throttle, User, Window
@@ -19,6 +20,35 @@ class ConfigError(ValueError):
         self.path = path
         self.reason = reason
 
+
+class ConfigErrors(ConfigError):
+    """Every error found in one pass, so a config is fixed in one round: each still names its key path."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        ValueError.__init__(self, "\n".join(str(e) for e in errors))
+        self.errors = errors
+        self.path, self.reason = errors[0].path, errors[0].reason
+
+
+T = TypeVar("T")
+
+
+def collect(errors: list[ConfigError], fn: Callable[..., T], *args: Any, default: Any = None) -> T:
+    """fn(*args), or `default` after adding what was wrong to `errors`: a bad part does not hide the next."""
+    try:
+        return fn(*args)
+    except ConfigErrors as e:
+        errors.extend(e.errors)
+    except ConfigError as e:
+        errors.append(e)
+    return default
+
+
+def raise_any(errors: list[ConfigError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 # -- small typed readers: each takes the mapping, the key, its path, and a default ------------------
@@ -204,19 +234,26 @@ def parse_user(authid: str, raw: Any, path: str) -> User:
 
 
 def parse_realm(raw: Any, path: str) -> Realm:
+    """Every bad user, role and section is reported (ConfigErrors), not only the first."""
     d = mapping(raw, path)
-    known_keys(d, path, {"uri", "auth", "users", "roles", "limits"})
-    users = mapping(d.get("users"), f"{path}.users")
-    roles = d.get("roles")
-    return Realm(
-        uri=str_value(d, "uri", path, ""),
-        auth=parse_auth(d.get("auth"), f"{path}.auth"),
-        users={str(k): parse_user(str(k), v, f"{path}.users.{k}") for k, v in users.items()},
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, {"uri", "auth", "users", "roles", "limits"})
+    users = collect(errors, mapping, d.get("users"), f"{path}.users", default={})
+    roles_raw = d.get("roles")
+    roles = None if roles_raw is None else collect(errors, mapping, roles_raw, f"{path}.roles", default={})
+    realm = Realm(
+        uri=collect(errors, str_value, d, "uri", path, "", default=""),
+        auth=collect(errors, parse_auth, d.get("auth"), f"{path}.auth", default=AuthConfig()),
+        users={str(k): u for k, v in users.items()
+               if (u := collect(errors, parse_user, str(k), v, f"{path}.users.{k}")) is not None},
         roles=None if roles is None else {
-            str(k): parse_role(str(k), v, f"{path}.roles.{k}") for k, v in mapping(roles, f"{path}.roles").items()},
-        limits=parse_limits(d.get("limits"), f"{path}.limits"),
+            str(k): r for k, v in roles.items()
+            if (r := collect(errors, parse_role, str(k), v, f"{path}.roles.{k}")) is not None},
+        limits=collect(errors, parse_limits, d.get("limits"), f"{path}.limits", default=Limits()),
         definition=dict(d),
     )
+    raise_any(errors)
+    return realm
 
 
 def apply_changes(base: Realm, changes: Any, path: str) -> Realm:

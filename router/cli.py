@@ -8,7 +8,7 @@ import sys
 from twisted.logger import Logger
 
 from router import __version__
-from router.config import ConfigError, load
+from router.config import ConfigError, load, warnings
 
 log = Logger()
 
@@ -28,12 +28,19 @@ def _setup_logging(level: str) -> None:
 
 
 def _config(args: argparse.Namespace):
-    """The validated config, or None after saying on stderr what is wrong."""
+    """The validated config, or None after saying on stderr everything that is wrong, one error a
+    line; warnings (the config works, but likely not as meant) go to stderr too."""
     try:
-        return load(args.config)
+        cfg = load(args.config)
     except ConfigError as e:
-        print(f"courtyard: invalid config: {e}", file=sys.stderr)
+        errors = getattr(e, "errors", [e])
+        print(f"courtyard: invalid config ({len(errors)} error{'s' if len(errors) > 1 else ''}):", file=sys.stderr)
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
         return None
+    for warning in warnings(cfg):
+        print(f"courtyard: warning: {warning}", file=sys.stderr)
+    return cfg
 
 
 def _stored_changes(cfg) -> bool:

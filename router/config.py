@@ -13,16 +13,19 @@ from typing import Any
 import yaml
 
 from realms.authorization import ACTIONS, Permission, Role
+from realms.checks import check_realm
 from realms.realm import AuthConfig, Realm
 from realms.schema import (
     ConfigError,
     bool_value,
+    collect,
     int_value,
     known_keys,
     mapping,
     num_value,
     parse_realm,
     parse_user,
+    raise_any,
     str_value,
 )
 from router.serializers import SERIALIZERS
@@ -148,53 +151,13 @@ def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:
     return list(raw)
 
 
-def parse(raw: Any) -> NodeConfig:
-    """Validate a decoded YAML document into a NodeConfig; raises ConfigError naming the key path."""
-    d = mapping(raw, "(top level)")
-    known_keys(d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin"})
-    default = NodeConfig()
-    node = mapping(d.get("node"), "node")
-    known_keys(node, "node", {"name", "sweep_interval"})
-    listeners_raw = d.get("listeners", [{}])
-    if not isinstance(listeners_raw, list) or not listeners_raw:
-        raise ConfigError("listeners", "must be a non-empty list")
-    listeners = [_listener(x, f"listeners[{i}]") for i, x in enumerate(listeners_raw)]
-    storage = mapping(d.get("storage", default.storage), "storage")
-    known_keys(storage, "storage", {"backend"})
-    str_value(storage, "backend", "storage", "memory", ("memory",))
-    limits = mapping(d.get("limits"), "limits")
+def _limits(limits: dict, default: NodeConfig) -> dict:
+    """The `limits` section, as NodeConfig keyword arguments."""
     known_keys(limits, "limits", {"max_sessions", "admin_reserve", "max_pending_connections",
-                                       "max_pending_calls", "max_retained_bytes", "sequential_request_ids",
-                                       "max_uri_length", "max_subscriptions_per_session",
-                                       "max_registrations_per_session"})
-    shutdown = mapping(d.get("shutdown"), "shutdown")
-    known_keys(shutdown, "shutdown", {"grace_period"})
-    realms_raw = d.get("realms")
-    if realms_raw is None:
-        realms = [_open_realm("realm1")]
-    elif isinstance(realms_raw, list):
-        realms = [parse_realm(x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
-    else:
-        raise ConfigError("realms", "must be a list")
-    admin = mapping(d.get("admin"), "admin")
-    known_keys(admin, "admin", {"realm", "data_dir", "users"})
-    admin_uri = str_value(admin, "realm", "admin", "courtyard.admin")
-    admin_users = {}
-    for authid, user in mapping(admin.get("users"), "admin.users").items():
-        upath = f"admin.users.{authid}"
-        admin_users[str(authid)] = parse_user(str(authid), {"role": "admin", **mapping(user, upath)}, upath)
-    data_dir = admin.get("data_dir", ".data")
-    if data_dir is not None and not (isinstance(data_dir, str) and data_dir):
-        raise ConfigError("admin.data_dir", f"must be a directory path or null, got {data_dir!r}")
-    seen: set[str] = {admin_uri}
-    for i, r in enumerate(realms):
-        if r.uri in seen:
-            raise ConfigError(f"realms[{i}].uri", f"realm {r.uri!r} is defined twice")
-        seen.add(r.uri)
-    return NodeConfig(
-        name=str_value(node, "name", "node", default.name),
-        listeners=listeners,
-        storage={"backend": storage.get("backend", "memory")},
+                                  "max_pending_calls", "max_retained_bytes", "sequential_request_ids",
+                                  "max_uri_length", "max_subscriptions_per_session",
+                                  "max_registrations_per_session"})
+    return dict(
         max_sessions=int_value(limits, "max_sessions", "limits", default.max_sessions, 1),
         admin_reserve=_required(int_value(limits, "admin_reserve", "limits", default.admin_reserve),
                                 "limits.admin_reserve"),
@@ -213,12 +176,106 @@ def parse(raw: Any) -> NodeConfig:
                                                           default.max_registrations_per_session, 1),
                                                 "limits.max_registrations_per_session"),
         sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
-        shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),
-        sweep_interval=num_value(node, "sweep_interval", "node", default.sweep_interval, 0.01),
+    )
+
+
+def _listeners(raw: Any, errors: list[ConfigError]) -> list[ListenerConfig]:
+    """Each listener checked on its own; two on one host and port cannot both listen."""
+    if not isinstance(raw, list) or not raw:
+        errors.append(ConfigError("listeners", "must be a non-empty list"))
+        return []
+    listeners = [collect(errors, _listener, x, f"listeners[{i}]") for i, x in enumerate(raw)]
+    seen: dict[tuple[str, int], int] = {}
+    for i, lc in enumerate(listeners):
+        if lc is None or lc.port == 0:  # port 0: the system picks a free one each time
+            continue
+        if (lc.host, lc.port) in seen:
+            errors.append(ConfigError(f"listeners[{i}].port", f"{lc.host}:{lc.port} is also "
+                                                              f"listeners[{seen[lc.host, lc.port]}]'s"))
+        seen.setdefault((lc.host, lc.port), i)
+    return [lc for lc in listeners if lc is not None]
+
+
+def _admin_users(admin: dict, errors: list[ConfigError]) -> dict:
+    users = {}
+    for authid, user in collect(errors, mapping, admin.get("users"), "admin.users", default={}).items():
+        upath = f"admin.users.{authid}"
+        raw = collect(errors, mapping, user, upath)
+        if raw is not None:
+            parsed = collect(errors, parse_user, str(authid), {"role": "admin", **raw}, upath)
+            if parsed is not None:
+                users[str(authid)] = parsed
+    return users
+
+
+def _sections(d: dict, errors: list[ConfigError]) -> dict:
+    """Each top-level section as a mapping ({} and an error if it is not one)."""
+    return {k: collect(errors, mapping, d.get(k), k, default={}) for k in ("node", "limits", "shutdown", "admin")}
+
+
+def parse(raw: Any) -> NodeConfig:
+    """Validate a decoded YAML document into a NodeConfig. Every error found is raised at once
+    (ConfigErrors; a ConfigError if only one), each naming its key path."""
+    d = mapping(raw, "(top level)")
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin"})
+    default = NodeConfig()
+    sections = _sections(d, errors)
+    node, shutdown, admin = sections["node"], sections["shutdown"], sections["admin"]
+    collect(errors, known_keys, node, "node", {"name", "sweep_interval"})
+    listeners = _listeners(d.get("listeners", [{}]), errors)
+    storage = collect(errors, mapping, d.get("storage", default.storage), "storage", default={})
+    collect(errors, known_keys, storage, "storage", {"backend"})
+    collect(errors, str_value, storage, "backend", "storage", "memory", ("memory",))
+    limits = collect(errors, _limits, sections["limits"], default, default={})
+    collect(errors, known_keys, shutdown, "shutdown", {"grace_period"})
+    realms_raw = d.get("realms")
+    realms: list[Realm] = []
+    if realms_raw is None:
+        realms = [_open_realm("realm1")]
+    elif isinstance(realms_raw, list):
+        realms = [collect(errors, parse_realm, x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
+    else:
+        errors.append(ConfigError("realms", "must be a list"))
+    collect(errors, known_keys, admin, "admin", {"realm", "data_dir", "users"})
+    admin_uri = collect(errors, str_value, admin, "realm", "admin", "courtyard.admin", default="courtyard.admin")
+    admin_realm = _admin_realm(admin_uri, _admin_users(admin, errors))
+    data_dir = admin.get("data_dir", ".data")
+    if data_dir is not None and not (isinstance(data_dir, str) and data_dir):
+        errors.append(ConfigError("admin.data_dir", f"must be a directory path or null, got {data_dir!r}"))
+    max_uri = limits.get("max_uri_length", default.max_uri_length)
+    errors.extend(check_realm(admin_realm, "admin", max_uri, users_path="admin.users")[0])
+    seen: set[str] = {admin_uri}
+    for i, r in enumerate(realms):
+        if r is None:
+            continue
+        if r.uri in seen:
+            errors.append(ConfigError(f"realms[{i}].uri", f"realm {r.uri!r} is defined twice"))
+        seen.add(r.uri)
+        errors.extend(check_realm(r, f"realms[{i}]", max_uri)[0])
+    name = collect(errors, str_value, node, "name", "node", default.name)
+    shutdown_grace = collect(errors, num_value, shutdown, "grace_period", "shutdown", default.shutdown_grace)
+    sweep_interval = collect(errors, num_value, node, "sweep_interval", "node", default.sweep_interval, 0.01)
+    raise_any(errors)
+    return NodeConfig(
+        name=name,
+        listeners=listeners,
+        storage={"backend": storage.get("backend", "memory")},
+        **limits,
+        shutdown_grace=shutdown_grace,
+        sweep_interval=sweep_interval,
         realms=realms,
-        admin_realm=_admin_realm(admin_uri, admin_users),
+        admin_realm=admin_realm,
         data_dir=data_dir,
     )
+
+
+def warnings(cfg: NodeConfig) -> list[str]:
+    """What works but is likely not what was meant (printed by check-config and start, never fatal)."""
+    found = []
+    for i, r in enumerate(cfg.realms):
+        found.extend(check_realm(r, f"realms[{i}]", cfg.max_uri_length)[1])
+    return found
 
 
 def load(path: str | Path | None) -> NodeConfig:

@@ -263,8 +263,11 @@ async def test_the_cli_updates_realms_and_users_and_gives_wampcra_secrets(tmp_pa
         "roles": {"customer": {"permissions": EVERYTHING}}}]}
     router = RouterProcess(tmp_path, config).start()
     try:
-        for argv in (("users", "add", "shop", "eve", "--role", "staff", "--wampcra", "eve-cra-secret"),
-                     ("users", "update", "shop", "eve", "--role", "customer"),
+        r = await threads.deferToThread(_admin_cli, router, "users", "add", "shop", "eve", "--role", "staff",
+                                        "--wampcra", "eve-cra-secret")  # no such role in shop
+        assert r.returncode == 1 and "invalid_argument: user.role: role 'staff' is not defined" in r.stderr
+        for argv in (("users", "add", "shop", "eve", "--role", "customer", "--wampcra", "x"),
+                     ("users", "update", "shop", "eve", "--wampcra", "eve-cra-secret"),
                      ("realms", "update", "shop", "--definition", '{"limits": {"idle_timeout": 300}}')):
             r = await threads.deferToThread(_admin_cli, router, *argv)
             assert r.returncode == 0, r.stderr
