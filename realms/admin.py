@@ -105,8 +105,8 @@ class AdminAPI:
         fn = self.procedures[procedure]
         try:
             result = fn(*args, **kwargs)
-        except TypeError as e:
-            raise AdminError(INVALID_ARGUMENT, f"{procedure}: {e}")
+        except TypeError as e:  # wrong arguments: say which, not Python's name for the method
+            raise AdminError(INVALID_ARGUMENT, f"{procedure}: {str(e).split('() ', 1)[-1]}")
         except ConfigError as e:  # every error found, each naming its field
             raise AdminError(INVALID_ARGUMENT, "; ".join(map(str, getattr(e, "errors", [e]))))
         except StoreWriteError as e:  # logged by the store, by file name; nothing was changed

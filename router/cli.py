@@ -123,8 +123,15 @@ def cmd_auth_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line on stderr and exit 2 (sub-commands inherit this class)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="courtyard", description="Courtyard, a WAMP v2 router")
+    parser = _Parser(prog="courtyard", description="Courtyard, a WAMP v2 router")
     parser.add_argument("--version", action="version", version=f"courtyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("start", help="run a router node in the foreground")
