@@ -223,10 +223,14 @@ def _call(args: argparse.Namespace, secure: bool, host: str, port: int, signer: 
 
     outcome: dict[str, Any] = {}
 
+    stopping: list[bool] = []
+
     def done(key: str, value: Any) -> None:
+        """The first outcome counts; the reactor is stopped once (connection lost, left, timed out)."""
         if "error" not in outcome and "result" not in outcome:
             outcome[key] = value
-        if reactor.running:
+        if not stopping:
+            stopping.append(True)
             reactor.stop()
 
     class AdminCall(ApplicationSession):
