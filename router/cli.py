@@ -7,24 +7,10 @@ import sys
 
 from twisted.logger import Logger
 
-from router import __version__
+from router import __version__, logs
 from router.config import ConfigError, load, warnings
 
 log = Logger()
-
-
-def _setup_logging(level: str) -> None:
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])],
-                                     redirectStandardIO=False)
 
 
 def _config(args: argparse.Namespace):
@@ -78,7 +64,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     from realms.store import StoreError
     from router.node import Node
 
-    _setup_logging(args.log_level)
+    try:
+        logs.begin(args.log_level, args.log_format, args.log_file)
+    except OSError as e:
+        print(f"courtyard: cannot write the log file {args.log_file}: {e.strerror}", file=sys.stderr)
+        return 2
     try:
         node = Node(cfg)
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
@@ -137,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("start", help="run a router node in the foreground")
     p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    p.add_argument("--log-format", default="text", choices=logs.FORMATS,
+                   help="text for people, or json: one JSON object a line with the event's fields")
+    p.add_argument("--log-file", metavar="PATH", help="append the log to this file (default: stdout)")
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
