@@ -6,6 +6,7 @@ listener on 127.0.0.1:8080/ws and realm `realm1` open to anonymous clients, sess
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,32 +110,41 @@ def _required(value: Any, path: str) -> Any:
 
 
 def _listener(raw: Any, path: str) -> ListenerConfig:
+    """Every bad key of the listener is reported, not only the first."""
     d = mapping(raw, path)
     default = ListenerConfig()
-    known_keys(d, path, set(default.__dataclass_fields__))
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, set(default.__dataclass_fields__))
     sers = d.get("serializers", default.serializers)
     if not isinstance(sers, list) or not sers or any(type(s) is not str or s not in SERIALIZERS for s in sers):
-        raise ConfigError(f"{path}.serializers", f"must be a non-empty list from {sorted(SERIALIZERS)}, got {sers!r}")
-    url_path = str_value(d, "path", path, default.path)
+        errors.append(ConfigError(f"{path}.serializers",
+                                  f"must be a non-empty list from {sorted(SERIALIZERS)}, got {sers!r}"))
+    url_path = collect(errors, str_value, d, "path", path, default.path, default=default.path)
     if not url_path.startswith("/"):
-        raise ConfigError(f"{path}.path", f"must start with '/', got {url_path!r}")
-    kind = str_value(d, "type", path, default.type, ("websocket", "rawsocket"))
-    return ListenerConfig(
+        errors.append(ConfigError(f"{path}.path", f"must start with '/', got {url_path!r}"))
+    kind = collect(errors, str_value, d, "type", path, default.type, ("websocket", "rawsocket"), default=default.type)
+
+    def value(fn: Callable, *args: Any) -> Any:
+        return collect(errors, fn, *args)
+
+    listener = ListenerConfig(
         type=kind,
-        host=str_value(d, "host", path, default.host),
-        port=int_value(d, "port", path, default.port, 0, 65535),
+        host=value(str_value, d, "host", path, default.host),
+        port=value(int_value, d, "port", path, default.port, 0, 65535),
         path=url_path,
-        serializers=list(sers),
-        max_message_size=int_value(d, "max_message_size", path, default.max_message_size, 64),
-        max_depth=int_value(d, "max_depth", path, default.max_depth, 2, 1000),
-        max_outgoing_buffer=int_value(d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
-        slow_consumer=str_value(d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
-        slow_consumer_timeout=num_value(d, "slow_consumer_timeout", path, default.slow_consumer_timeout, 0.1),
-        hello_timeout=_hello_timeout(d, path, default.hello_timeout),
-        auto_ping_interval=_timer(d, "auto_ping_interval", path, default.auto_ping_interval),
-        auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),
-        trusted_proxies=_trusted_proxies(d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
+        serializers=list(sers) if isinstance(sers, list) else [],
+        max_message_size=value(int_value, d, "max_message_size", path, default.max_message_size, 64),
+        max_depth=value(int_value, d, "max_depth", path, default.max_depth, 2, 1000),
+        max_outgoing_buffer=value(int_value, d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
+        slow_consumer=value(str_value, d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
+        slow_consumer_timeout=value(num_value, d, "slow_consumer_timeout", path, default.slow_consumer_timeout, 0.1),
+        hello_timeout=value(_hello_timeout, d, path, default.hello_timeout),
+        auto_ping_interval=value(_timer, d, "auto_ping_interval", path, default.auto_ping_interval),
+        auto_ping_timeout=value(_timer, d, "auto_ping_timeout", path, default.auto_ping_timeout),
+        trusted_proxies=value(_trusted_proxies, d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
     )
+    raise_any(errors)
+    return listener
 
 
 def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:

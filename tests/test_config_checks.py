@@ -137,3 +137,18 @@ async def test_the_admin_api_refuses_what_cannot_work(make_node):
         await call("courtyard.realm.create", "my realm!")
     assert e.value.error == "wamp.error.invalid_uri"
     await call("courtyard.user.add", "shop", "eve", "customer", ticket="eve-pw")  # a good one is taken
+
+
+def test_every_bad_value_inside_one_part_is_reported_too():
+    raw = {"listeners": [{"port": "x", "path": "ws", "serializers": ["xml"], "colour": 1}],
+           "realms": [{"uri": "a", "auth": {"ticket": "yes", "wampcra": 1},
+                       "users": {"u": {"role": 5, "ticket": "plain", "cryptosign": ["zz"]}},
+                       "roles": {"r": {"permissions": [{"uri": 1, "match": "regex", "allow": ["eat"]}]}}}]}
+    with pytest.raises(ConfigError) as e:
+        parse(raw)
+    assert sorted(x.path for x in e.value.errors) == sorted([
+        "listeners[0].colour", "listeners[0].serializers", "listeners[0].path", "listeners[0].port",
+        "realms[0].auth.ticket", "realms[0].auth.wampcra",
+        "realms[0].users.u.role", "realms[0].users.u.ticket", "realms[0].users.u.cryptosign",
+        "realms[0].roles.r.permissions[0].uri", "realms[0].roles.r.permissions[0].match",
+        "realms[0].roles.r.permissions[0].allow"])
