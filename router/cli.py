@@ -32,18 +32,29 @@ def _config(args: argparse.Namespace):
 def _stored_changes(cfg) -> bool:
     """Read `admin.data_dir`'s database (read-only) and lay it over the config's realms, as start
     does; False after saying on stderr what is wrong with it."""
+    from realms.checks import check_realm
     from realms.registry import RealmRegistry
     from realms.store import RealmStore, StoreError, store_path
 
+    path = store_path(cfg.data_dir)
+    registry = RealmRegistry([*cfg.realms, cfg.admin_realm])
     try:
-        store = RealmStore(store_path(cfg.data_dir), readonly=True)
+        store = RealmStore(path, readonly=True)
         try:
-            store.apply(RealmRegistry([*cfg.realms, cfg.admin_realm]))
+            store.apply(registry)
+            overrides = store.overrides()
         finally:
             store.close()
     except StoreError as e:
         print(f"courtyard: {e}", file=sys.stderr)
         return False
+    if overrides:  # the admin change wins over the file: say where the running node will differ
+        print(f"admin database {path} overrides the config file:")
+        for line in overrides:
+            print(f"  {line}")
+        for realm in registry.list():  # what the admin realm let through before it checked, or by hand
+            for error in check_realm(realm, f"realm {realm.uri} (with the admin changes)")[0]:
+                print(f"courtyard: warning: {error}", file=sys.stderr)
     return True
 
 

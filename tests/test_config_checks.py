@@ -152,3 +152,23 @@ def test_every_bad_value_inside_one_part_is_reported_too():
         "realms[0].users.u.role", "realms[0].users.u.ticket", "realms[0].users.u.cryptosign",
         "realms[0].roles.r.permissions[0].uri", "realms[0].roles.r.permissions[0].match",
         "realms[0].roles.r.permissions[0].allow"])
+
+
+def test_check_config_says_what_the_admin_database_overrides(tmp_path):
+    from realms.store import RealmStore
+
+    store = RealmStore(tmp_path / "data" / "courtyard.db")
+    store.save_realm("shop", {"uri": "shop", "auth": {"ticket": True}, "roles": {"customer": {}}})
+    store.update_realm("realm1", {"limits": {"idle_timeout": 60}})
+    store.save_user("shop", "bob", {"role": "staff", "ticket": TICKET})  # a role shop does not have
+    store.save_realm("gone", None)
+    store.close()
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump({"admin": {"data_dir": str(tmp_path / "data")}}))
+    r = _cli("check-config", "-c", str(path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:5] == [
+        f"admin database {tmp_path / 'data' / 'courtyard.db'} overrides the config file:",
+        "  realm shop: defined here", "  realm realm1: limits changed", "  realm gone: deleted",
+        "  user bob of realm shop: defined here"]
+    assert "warning: realm shop (with the admin changes).users.bob.role: role 'staff' is not defined" in r.stderr
