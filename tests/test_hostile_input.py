@@ -4,7 +4,6 @@ Every case ends by showing that the router still serves a fresh client."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -16,7 +15,7 @@ from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, endpoints, protocol, reactor
 
-from tests.wampclient import connect, raw_connect, still_serving, with_timeout
+from tests.wampclient import RawSocketPeer, connect, raw_connect, still_serving, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 ROLES = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
@@ -262,41 +261,17 @@ async def test_kill_all_reaches_every_session_when_one_goodbye_cannot_carry_its_
 
 
 # -- RawSocket peers that take small messages -----------------------------------------------------
-class _RawSocketPeer(protocol.Protocol):
-    """A RawSocket client announcing the smallest maximum (512 bytes), speaking JSON."""
-
-    def connectionMade(self):
-        self.buf = b""
-        self.frames: defer.DeferredQueue = defer.DeferredQueue()
-        self.transport.write(bytes((0x7F, 0x01, 0, 0)))  # exponent 0 → 2^9 = 512 bytes, serializer 1: JSON
-        self.handshaken = False
-
-    def dataReceived(self, data):
-        self.buf += data
-        if not self.handshaken and len(self.buf) >= 4:
-            self.handshaken, self.buf = True, self.buf[4:]
-        while len(self.buf) >= 4:
-            n = int.from_bytes(self.buf[1:4], "big")
-            if len(self.buf) < 4 + n:
-                return
-            self.frames.put(json.loads(self.buf[4:4 + n]))
-            self.buf = self.buf[4 + n:]
-
-    def send(self, msg):
-        payload = json.dumps(msg).encode()
-        self.transport.write(bytes((0,)) + len(payload).to_bytes(3, "big") + payload)
-
-
 @ensure
 async def test_a_rawsocket_client_taking_512_bytes_gets_its_welcome(make_node):
     node = make_node(listeners=[{"type": "rawsocket"}])
+    # exponent 0: 2^9 = 512 bytes; HELLO goes out at once, before the router's handshake answer
     peer = await with_timeout(endpoints.connectProtocol(
-        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port), _RawSocketPeer()))
+        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port), RawSocketPeer("json", exponent=0)))
     peer.send([1, "realm1", {"roles": {"caller": {}}, "agent": "tiny"}])
-    welcome = await with_timeout(peer.frames.get())
+    welcome = await peer.recv()
     assert welcome[0] == 2 and welcome[2]["realm"] == "realm1", welcome
     peer.send([48, 1, {}, "wamp.session.count", []])
-    assert (await with_timeout(peer.frames.get()))[:2] == [50, 1]
+    assert (await peer.recv())[:2] == [50, 1]
     peer.transport.loseConnection()
 
 

@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from twisted.logger import globalLogPublisher
 
+from fuzz.frames import shared_bomb
 from router import wamp
 from router.serializers import SerializationError, create
 from tests.conftest import start_node, stop_node
@@ -287,6 +288,14 @@ async def _drain_until_control(peer: Peer, marker: list, name: str, problems: li
     return got
 
 
+def _check_answer(where: str, outcome: str, detail: Any, problems: list[str]) -> None:
+    """The sender got an answer in time, and an ERROR or ABORT carries a spec URI."""
+    if outcome == "fail":
+        problems.append(f"{where}: {detail}")
+    elif outcome in ("error", "abort") and not (type(detail) is str and SPEC_URI.match(detail)):
+        problems.append(f"{where}: {outcome} with a non-spec URI {detail!r}")
+
+
 async def publish_everywhere(m: Mesh, args: list | None, kwargs: dict | None, tr: str,
                              frame_for: Any = None) -> None:
     """Publish the payload from each serializer (over `tr`) to the 6 subscribers; check the property."""
@@ -306,10 +315,7 @@ async def publish_everywhere(m: Mesh, args: list | None, kwargs: dict | None, tr
         pub.send_bytes(frame)
         outcome, detail = await answer(pub, rid)
         where = f"PUBLISH from {ser}/{tr}"
-        if outcome == "fail":
-            problems.append(f"{where}: {detail}")
-        elif outcome in ("error", "abort") and not (type(detail) is str and SPEC_URI.match(detail)):
-            problems.append(f"{where}: {outcome} with a non-spec URI {detail!r}")
+        _check_answer(where, outcome, detail, problems)
         if outcome == "abort":
             pub.drop()
         m.seq += 1
@@ -347,11 +353,8 @@ async def call_everywhere(m: Mesh, args: list | None, kwargs: dict | None, tr: s
             caller.send(_with_payload([48, rid, {}, procedure(callee_ser, callee_tr)], args, kwargs))
             outcome, detail = await answer(caller, rid)
             where = f"CALL from {ser}/{tr} to callee {callee_ser}/{callee_tr}"
-            if outcome == "fail":
-                problems.append(f"{where}: {detail}")
-            elif outcome in ("error", "abort") and not (type(detail) is str and SPEC_URI.match(detail)):
-                problems.append(f"{where}: {outcome} with a non-spec URI {detail!r}")
-            elif outcome == "ok":
+            _check_answer(where, outcome, detail, problems)
+            if outcome == "ok":
                 fit = "maybe" if "maybe" in (fits(expected, ser), fits(expected, callee_ser)) else "yes"
                 _check_received(f"{where}: RESULT", [tuple(_payload_of(detail, 3))], tuple(expected), fit,
                                 False, problems)
@@ -442,16 +445,8 @@ messages = st.builds(lambda code, fields: [code, *fields],
 
 
 def _shared_bomb(depth: int) -> bytes:
-    """CBOR shared references (tags 28/29): a_0 = [1], a_i = [a_(i-1), a_(i-1)]: 2^depth leaves in a
-    few bytes. Returned as a message whose first element is the bomb."""
-    def uint(i: int) -> bytes:
-        return bytes((i,)) if i < 24 else bytes((0x18, i))
-
-    parts = [b"\xd8\x1c\x81\x01"]
-    for i in range(1, depth + 1):
-        parts.append(b"\xd8\x1c\x82\xd8\x1d" + uint(i - 1) + b"\xd8\x1d" + uint(i - 1))
-    n = depth + 1
-    return b"\x82" + (bytes((0x80 | n,)) if n < 24 else bytes((0x98, n))) + b"".join(parts) + b"\x01"
+    """fuzz.frames' CBOR shared-reference bomb (2^depth leaves in a few bytes) as a message's first element."""
+    return b"\x82" + shared_bomb(depth) + b"\x01"
 
 
 @st.composite
@@ -522,11 +517,9 @@ async def test_result_past_the_callers_rawsocket_limit_is_an_error_not_silence(m
     caller.send([48, rid, {}, procedure(callee_ser, "ws"), ["x" * size]])
     outcome, detail = await answer(caller, rid)
     problems: list[str] = []
-    if outcome == "fail":
-        problems.append(f"CALL of {size} characters to {callee_ser} from a 1 KiB RawSocket caller: {detail}")
-    elif outcome == "ok" and detail[3:4] != [["x" * size]]:
+    _check_answer(f"CALL of {size} characters to {callee_ser} from a 1 KiB RawSocket caller", outcome, detail,
+                  problems)
+    if outcome == "ok" and detail[3:4] != [["x" * size]]:
         problems.append(f"wrong RESULT {detail!r:.200}")
-    elif outcome in ("error", "abort") and not (type(detail) is str and SPEC_URI.match(detail)):
-        problems.append(f"{outcome} with a non-spec URI {detail!r}")
     _check_logs(mesh, problems)
     assert not problems, "\n".join(problems)
