@@ -162,31 +162,33 @@ def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:
 
 
 def _limits(limits: dict, default: NodeConfig) -> dict:
-    """The `limits` section, as NodeConfig keyword arguments."""
-    known_keys(limits, "limits", {"max_sessions", "admin_reserve", "max_pending_connections",
-                                  "max_pending_calls", "max_retained_bytes", "sequential_request_ids",
-                                  "max_uri_length", "max_subscriptions_per_session",
-                                  "max_registrations_per_session"})
-    return dict(
-        max_sessions=int_value(limits, "max_sessions", "limits", default.max_sessions, 1),
-        admin_reserve=_required(int_value(limits, "admin_reserve", "limits", default.admin_reserve),
-                                "limits.admin_reserve"),
-        max_pending_connections=_required(int_value(limits, "max_pending_connections", "limits",
-                                                    default.max_pending_connections, 1),
-                                          "limits.max_pending_connections"),
-        max_pending_calls=int_value(limits, "max_pending_calls", "limits", default.max_pending_calls, 1),
-        max_retained_bytes=_required(int_value(limits, "max_retained_bytes", "limits", default.max_retained_bytes),
-                                     "limits.max_retained_bytes"),
-        max_uri_length=_required(int_value(limits, "max_uri_length", "limits", default.max_uri_length, 64,
-                                           1024 * 1024), "limits.max_uri_length"),
-        max_subscriptions_per_session=_required(int_value(limits, "max_subscriptions_per_session", "limits",
-                                                          default.max_subscriptions_per_session, 1),
-                                                "limits.max_subscriptions_per_session"),
-        max_registrations_per_session=_required(int_value(limits, "max_registrations_per_session", "limits",
-                                                          default.max_registrations_per_session, 1),
-                                                "limits.max_registrations_per_session"),
-        sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
+    """The `limits` section, as NodeConfig keyword arguments (every bad value reported)."""
+    errors: list[ConfigError] = []
+
+    def number(key: str, lo: int = 0, hi: int | None = None, required: bool = False) -> int | None:
+        """An integer limit; `required`: one with no 'unlimited' (null) setting."""
+        def read() -> int | None:
+            v = int_value(limits, key, "limits", getattr(default, key), lo, hi)
+            return _required(v, f"limits.{key}") if required else v
+        return collect(errors, read)
+
+    collect(errors, known_keys, limits, "limits", {
+        "max_sessions", "admin_reserve", "max_pending_connections", "max_pending_calls", "max_retained_bytes",
+        "sequential_request_ids", "max_uri_length", "max_subscriptions_per_session", "max_registrations_per_session"})
+    found = dict(
+        max_sessions=number("max_sessions", 1),
+        admin_reserve=number("admin_reserve", required=True),
+        max_pending_connections=number("max_pending_connections", 1, required=True),
+        max_pending_calls=number("max_pending_calls", 1),
+        max_retained_bytes=number("max_retained_bytes", required=True),
+        max_uri_length=number("max_uri_length", 64, 1024 * 1024, required=True),
+        max_subscriptions_per_session=number("max_subscriptions_per_session", 1, required=True),
+        max_registrations_per_session=number("max_registrations_per_session", 1, required=True),
+        sequential_request_ids=collect(errors, bool_value, limits, "sequential_request_ids", "limits",
+                                       default.sequential_request_ids),
     )
+    raise_any(errors)
+    return found
 
 
 def _listeners(raw: Any, errors: list[ConfigError]) -> list[ListenerConfig]:

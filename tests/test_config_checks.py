@@ -141,6 +141,7 @@ async def test_the_admin_api_refuses_what_cannot_work(make_node):
 
 def test_every_bad_value_inside_one_part_is_reported_too():
     raw = {"listeners": [{"port": "x", "path": "ws", "serializers": ["xml"], "colour": 1}],
+           "limits": {"max_sessions": 0, "admin_reserve": None},
            "realms": [{"uri": "a", "auth": {"ticket": "yes", "wampcra": 1},
                        "users": {"u": {"role": 5, "ticket": "plain", "cryptosign": ["zz"]}},
                        "roles": {"r": {"permissions": [{"uri": 1, "match": "regex", "allow": ["eat"]}]}}}]}
@@ -148,6 +149,7 @@ def test_every_bad_value_inside_one_part_is_reported_too():
         parse(raw)
     assert sorted(x.path for x in e.value.errors) == sorted([
         "listeners[0].colour", "listeners[0].serializers", "listeners[0].path", "listeners[0].port",
+        "limits.max_sessions", "limits.admin_reserve",
         "realms[0].auth.ticket", "realms[0].auth.wampcra",
         "realms[0].users.u.role", "realms[0].users.u.ticket", "realms[0].users.u.cryptosign",
         "realms[0].roles.r.permissions[0].uri", "realms[0].roles.r.permissions[0].match",
