@@ -12,10 +12,12 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from realms.checks import check_realm, check_user
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import MASK, hash_secret, is_secret_name, redact, salted_cra
 from realms.store import RealmStore, StoreWriteError
+from realms.uris import is_loose_uri
 
 INVALID_ARGUMENT = "wamp.error.invalid_argument"
 NO_SUCH_SESSION = "wamp.error.no_such_session"
@@ -51,6 +53,10 @@ def _cra(value: Any) -> dict:
     if not isinstance(value, dict) or "salt" not in value:
         raise AdminError(INVALID_ARGUMENT, "wampcra must be a secret, {secret}, or {key, salt, iterations, keylen}")
     return value
+
+
+def _errors(errors: list[ConfigError]) -> AdminError:
+    return AdminError(INVALID_ARGUMENT, "; ".join(map(str, errors)))
 
 
 def _need(value: Any, kind: type | tuple, what: str) -> Any:
@@ -99,10 +105,10 @@ class AdminAPI:
         fn = self.procedures[procedure]
         try:
             result = fn(*args, **kwargs)
-        except TypeError as e:
-            raise AdminError(INVALID_ARGUMENT, f"{procedure}: {e}")
-        except ConfigError as e:
-            raise AdminError(INVALID_ARGUMENT, str(e))
+        except TypeError as e:  # wrong arguments: say which, not Python's name for the method
+            raise AdminError(INVALID_ARGUMENT, f"{procedure}: {str(e).split('() ', 1)[-1]}")
+        except ConfigError as e:  # every error found, each naming its field
+            raise AdminError(INVALID_ARGUMENT, "; ".join(map(str, getattr(e, "errors", [e]))))
         except StoreWriteError as e:  # logged by the store, by file name; nothing was changed
             raise AdminError(STORAGE_FAILED, str(e))
         if not procedure.endswith((".list", ".get", ".count", ".activity")):
@@ -135,10 +141,17 @@ class AdminAPI:
         raw = dict(_need(definition or {}, dict, "definition"), uri=uri)
         if "users" in raw:
             raise AdminError(INVALID_ARGUMENT, "users are added through courtyard.user.add, not in a definition")
-        realm = parse_realm(raw, "definition")
+        realm = self._checked(parse_realm(raw, "definition"), "definition")
         self.store.save_realm(uri, raw)  # recorded first: a change the file cannot take is not made
         self.registry.add(realm)
         return self.realm_get(uri)
+
+    def _checked(self, realm, path: str):
+        """The realm, if it can work (realms/checks.py, as check-config does); else invalid_argument."""
+        errors = check_realm(realm, path, self.max_uri_length)[0]
+        if errors:
+            raise _errors(errors)
+        return realm
 
     def realm_update(self, uri: str, changes: dict) -> dict:
         """Replace the given top-level keys (auth, roles, limits) of a realm's definition."""
@@ -146,7 +159,7 @@ class AdminAPI:
         _need(changes, dict, "changes")
         if "uri" in changes or "users" in changes:
             raise AdminError(INVALID_ARGUMENT, "a realm's uri cannot change; users change through courtyard.user.*")
-        updated = apply_changes(realm, changes, "changes")
+        updated = self._checked(apply_changes(realm, changes, "changes"), "changes")
         self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
         self.registry.remove(uri)
         self.registry.add(updated)
@@ -192,8 +205,7 @@ class AdminAPI:
     def _uri(self, uri: Any, what: str) -> str:
         """A URI (loose rules: no spaces, no '#', no empty component) of at most limits.max_uri_length characters."""
         _need(uri, str, what)
-        if not uri or len(uri) > self.max_uri_length or any(c.isspace() or c == "#" for c in uri) \
-                or ".." in uri or uri[0] == "." or uri[-1] == ".":
+        if len(uri) > self.max_uri_length or not is_loose_uri(uri):
             raise AdminError(INVALID_URI, f"{what} must be a URI of at most {self.max_uri_length} characters, "
                                           f"not {_short(uri)}")
         return uri
@@ -270,7 +282,7 @@ class AdminAPI:
         if _need(authid, str, "authid") in r.users:
             raise AdminError(USER_EXISTS, f"user {_short(authid)} exists in realm {_short(realm)}")
         raw = self._definition(role, ticket, wampcra, cryptosign, {})
-        user = parse_user(authid, raw, "user")
+        user = self._checked_user(r, parse_user(authid, raw, "user"))
         self.store.save_user(realm, authid, raw)
         r.users[authid] = user
         return user.public()
@@ -286,10 +298,18 @@ class AdminAPI:
             base["wampcra"] = salted_cra(c.key) if c.salt is None else {
                 "key": c.key, "salt": c.salt, "iterations": c.iterations, "keylen": c.keylen}
         raw = self._definition(role, ticket, wampcra, cryptosign, base)
-        updated = parse_user(authid, raw, "user")
+        updated = self._checked_user(r, parse_user(authid, raw, "user"))
         self.store.save_user(realm, authid, raw)
         r.users[authid] = updated
         return updated.public()
+
+    @staticmethod
+    def _checked_user(realm, user):
+        """The user, if it can log in to this realm and has a role there; else invalid_argument."""
+        errors = check_user(realm, user, "user")
+        if errors:
+            raise _errors(errors)
+        return user
 
     def user_remove(self, realm: str, authid: str) -> int:
         """Forget the user and close its sessions (GOODBYE courtyard.close.user_removed)."""

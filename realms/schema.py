@@ -7,7 +7,8 @@ Every error names the key path. `router.config` reads the rest of a node's confi
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from realms.authorization import ACTIONS, Permission, Role
 from realms.realm import AuthConfig, CraSecret, Limits, Realm, Throttle, User, Window
@@ -19,6 +20,35 @@ class ConfigError(ValueError):
         self.path = path
         self.reason = reason
 
+
+class ConfigErrors(ConfigError):
+    """Every error found in one pass, so a config is fixed in one round: each still names its key path."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        ValueError.__init__(self, "\n".join(str(e) for e in errors))
+        self.errors = errors
+        self.path, self.reason = errors[0].path, errors[0].reason
+
+
+T = TypeVar("T")
+
+
+def collect(errors: list[ConfigError], fn: Callable[..., T], *args: Any, default: Any = None) -> T:
+    """fn(*args), or `default` after adding what was wrong to `errors`: a bad part does not hide the next."""
+    try:
+        return fn(*args)
+    except ConfigErrors as e:
+        errors.extend(e.errors)
+    except ConfigError as e:
+        errors.append(e)
+    return default
+
+
+def raise_any(errors: list[ConfigError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 # -- small typed readers: each takes the mapping, the key, its path, and a default ------------------
@@ -109,47 +139,63 @@ def parse_names(raw: Any, path: str, choices: tuple[str, ...]) -> frozenset[str]
 
 def parse_permission(raw: Any, path: str) -> Permission:
     d = mapping(raw, path)
-    known_keys(d, path, {"uri", "match", "allow", "disclose"})
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, {"uri", "match", "allow", "disclose"})
     uri = d.get("uri")
     if not isinstance(uri, str):
-        raise ConfigError(f"{path}.uri", f"must be a string (\"\" with match prefix for every URI), got {uri!r}")
-    return Permission(uri=uri, match=str_value(d, "match", path, "exact", ("exact", "prefix", "wildcard")),
-                      allow=parse_names(d.get("allow"), f"{path}.allow", ACTIONS),
-                      disclose=parse_names(d.get("disclose"), f"{path}.disclose", ("caller", "publisher")))
+        errors.append(ConfigError(f"{path}.uri",
+                                  f"must be a string (\"\" with match prefix for every URI), got {uri!r}"))
+    perm = Permission(uri=uri if isinstance(uri, str) else "",
+                      match=collect(errors, str_value, d, "match", path, "exact", ("exact", "prefix", "wildcard"),
+                                    default="exact"),
+                      allow=collect(errors, parse_names, d.get("allow"), f"{path}.allow", ACTIONS, default=frozenset()),
+                      disclose=collect(errors, parse_names, d.get("disclose"), f"{path}.disclose",
+                                       ("caller", "publisher"), default=frozenset()))
+    raise_any(errors)
+    return perm
 
 
 def parse_role(name: str, raw: Any, path: str) -> Role:
     d = mapping(raw, path)
-    known_keys(d, path, {"permissions", "limits"})
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, {"permissions", "limits"})
     perms = d.get("permissions", [])
     if not isinstance(perms, list):
-        raise ConfigError(f"{path}.permissions", "must be a list")
-    return Role(name, tuple(parse_permission(p, f"{path}.permissions[{i}]") for i, p in enumerate(perms)),
-                parse_limits(d["limits"], f"{path}.limits") if "limits" in d else None)
+        errors.append(ConfigError(f"{path}.permissions", "must be a list"))
+        perms = []
+    role = Role(name, tuple(collect(errors, parse_permission, p, f"{path}.permissions[{i}]")
+                            for i, p in enumerate(perms)),
+                collect(errors, parse_limits, d["limits"], f"{path}.limits") if "limits" in d else None)
+    raise_any(errors)
+    return role
 
 
 def parse_auth(raw: Any, path: str) -> AuthConfig:
     d = mapping(raw, path)
-    known_keys(d, path, {"anonymous", "ticket", "wampcra", "cryptosign", "cookie", "throttle"})
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, {"anonymous", "ticket", "wampcra", "cryptosign", "cookie", "throttle"})
     default = AuthConfig()
     anon = d.get("anonymous", {})
     if anon is False:
         anon = {"enabled": False}
-    anon = mapping({} if anon is True else anon, f"{path}.anonymous")
-    known_keys(anon, f"{path}.anonymous", {"enabled", "authrole"})
+    anon = collect(errors, mapping, {} if anon is True else anon, f"{path}.anonymous", default={})
+    collect(errors, known_keys, anon, f"{path}.anonymous", {"enabled", "authrole"})
     cookie = d.get("cookie", False)
-    cookie_d = mapping({} if isinstance(cookie, bool) else cookie, f"{path}.cookie")
-    known_keys(cookie_d, f"{path}.cookie", {"max_age"})
-    return AuthConfig(
-        anonymous=bool_value(anon, "enabled", f"{path}.anonymous", True),
-        anonymous_authrole=str_value(anon, "authrole", f"{path}.anonymous", default.anonymous_authrole),
-        ticket=bool_value(d, "ticket", path, False),
-        wampcra=bool_value(d, "wampcra", path, False),
-        cryptosign=bool_value(d, "cryptosign", path, False),
+    cookie_d = collect(errors, mapping, {} if isinstance(cookie, bool) else cookie, f"{path}.cookie", default={})
+    collect(errors, known_keys, cookie_d, f"{path}.cookie", {"max_age"})
+    auth = AuthConfig(
+        anonymous=collect(errors, bool_value, anon, "enabled", f"{path}.anonymous", True),
+        anonymous_authrole=collect(errors, str_value, anon, "authrole", f"{path}.anonymous",
+                                   default.anonymous_authrole),
+        ticket=collect(errors, bool_value, d, "ticket", path, False),
+        wampcra=collect(errors, bool_value, d, "wampcra", path, False),
+        cryptosign=collect(errors, bool_value, d, "cryptosign", path, False),
         cookie=cookie is not False,
-        cookie_max_age=num_value(cookie_d, "max_age", f"{path}.cookie", default.cookie_max_age, 1),
-        throttle=parse_throttle(d.get("throttle"), f"{path}.throttle"),
+        cookie_max_age=collect(errors, num_value, cookie_d, "max_age", f"{path}.cookie", default.cookie_max_age, 1),
+        throttle=collect(errors, parse_throttle, d.get("throttle"), f"{path}.throttle"),
     )
+    raise_any(errors)
+    return auth
 
 
 def parse_throttle(raw: Any, path: str) -> Throttle:
@@ -172,51 +218,71 @@ def parse_throttle(raw: Any, path: str) -> Throttle:
     )
 
 
-def parse_user(authid: str, raw: Any, path: str) -> User:
-    d = mapping(raw, path)
-    known_keys(d, path, {"role", "ticket", "wampcra", "cryptosign"})
+def _ticket(d: dict, path: str) -> str | None:
     ticket = d.get("ticket")
     if ticket is not None and not (isinstance(ticket, str) and ticket.startswith("pbkdf2-sha256$")):
         raise ConfigError(f"{path}.ticket", "must be a salted hash from `courtyard auth hash-secret` "
                                             "(pbkdf2-sha256$...), never the plain ticket")
-    cra = None
-    if d.get("wampcra") is not None:
-        c = mapping(d["wampcra"], f"{path}.wampcra")
-        known_keys(c, f"{path}.wampcra", {"secret", "key", "salt", "iterations", "keylen"})
-        if "salt" in c:
-            cra = CraSecret(key=str_value(c, "key", f"{path}.wampcra", ""),
-                            salt=str_value(c, "salt", f"{path}.wampcra", ""),
-                            iterations=int_value(c, "iterations", f"{path}.wampcra", 1000, 1),
-                            keylen=int_value(c, "keylen", f"{path}.wampcra", 32, 1))
-        else:
-            cra = CraSecret(key=str_value(c, "secret", f"{path}.wampcra", ""))
-    keys = d.get("cryptosign", [])
+    return ticket
+
+
+def _wampcra(raw: Any, path: str) -> CraSecret | None:
+    if raw is None:
+        return None
+    c = mapping(raw, path)
+    known_keys(c, path, {"secret", "key", "salt", "iterations", "keylen"})
+    if "salt" in c:
+        return CraSecret(key=str_value(c, "key", path, ""), salt=str_value(c, "salt", path, ""),
+                         iterations=int_value(c, "iterations", path, 1000, 1),
+                         keylen=int_value(c, "keylen", path, 32, 1))
+    return CraSecret(key=str_value(c, "secret", path, ""))
+
+
+def _cryptosign(keys: Any, path: str) -> tuple[str, ...]:
     if isinstance(keys, str):
         keys = [keys]
     if not isinstance(keys, list) or any(not isinstance(k, str) or len(k) != 64 for k in keys):
-        raise ConfigError(f"{path}.cryptosign", "must be a list of Ed25519 public keys, 64 hex characters each")
+        raise ConfigError(path, "must be a list of Ed25519 public keys, 64 hex characters each")
     for k in keys:
         try:
             bytes.fromhex(k)
         except ValueError:
-            raise ConfigError(f"{path}.cryptosign", f"not hex: {k!r}")
-    return User(authid, str_value(d, "role", path, ""), ticket, cra, tuple(k.lower() for k in keys))
+            raise ConfigError(path, f"not hex: {k!r}")
+    return tuple(k.lower() for k in keys)
+
+
+def parse_user(authid: str, raw: Any, path: str) -> User:
+    d = mapping(raw, path)
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, {"role", "ticket", "wampcra", "cryptosign"})
+    user = User(authid, collect(errors, str_value, d, "role", path, "", default=""),
+                collect(errors, _ticket, d, path), collect(errors, _wampcra, d.get("wampcra"), f"{path}.wampcra"),
+                collect(errors, _cryptosign, d.get("cryptosign", []), f"{path}.cryptosign", default=()))
+    raise_any(errors)
+    return user
 
 
 def parse_realm(raw: Any, path: str) -> Realm:
+    """Every bad user, role and section is reported (ConfigErrors), not only the first."""
     d = mapping(raw, path)
-    known_keys(d, path, {"uri", "auth", "users", "roles", "limits"})
-    users = mapping(d.get("users"), f"{path}.users")
-    roles = d.get("roles")
-    return Realm(
-        uri=str_value(d, "uri", path, ""),
-        auth=parse_auth(d.get("auth"), f"{path}.auth"),
-        users={str(k): parse_user(str(k), v, f"{path}.users.{k}") for k, v in users.items()},
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, {"uri", "auth", "users", "roles", "limits"})
+    users = collect(errors, mapping, d.get("users"), f"{path}.users", default={})
+    roles_raw = d.get("roles")
+    roles = None if roles_raw is None else collect(errors, mapping, roles_raw, f"{path}.roles", default={})
+    realm = Realm(
+        uri=collect(errors, str_value, d, "uri", path, "", default=""),
+        auth=collect(errors, parse_auth, d.get("auth"), f"{path}.auth", default=AuthConfig()),
+        users={str(k): u for k, v in users.items()
+               if (u := collect(errors, parse_user, str(k), v, f"{path}.users.{k}")) is not None},
         roles=None if roles is None else {
-            str(k): parse_role(str(k), v, f"{path}.roles.{k}") for k, v in mapping(roles, f"{path}.roles").items()},
-        limits=parse_limits(d.get("limits"), f"{path}.limits"),
+            str(k): r for k, v in roles.items()
+            if (r := collect(errors, parse_role, str(k), v, f"{path}.roles.{k}")) is not None},
+        limits=collect(errors, parse_limits, d.get("limits"), f"{path}.limits", default=Limits()),
         definition=dict(d),
     )
+    raise_any(errors)
+    return realm
 
 
 def apply_changes(base: Realm, changes: Any, path: str) -> Realm:

@@ -236,5 +236,21 @@ class RealmStore:
             else:
                 realm.users[authid] = parse_user(authid, json.loads(definition), f"stored user {realm_uri}/{authid}")
 
+    def overrides(self) -> list[str]:
+        """What the recorded changes do to the config file's realms and users, one line each
+        (`check-config` says so: the admin change wins)."""
+        said = []
+        rows = self._db.execute(f"SELECT uri, definition, {self._kind} FROM realms ORDER BY rowid").fetchall()
+        for uri, definition, kind in rows:
+            if definition is None:
+                said.append(f"realm {uri}: deleted")
+            elif kind == CHANGED:
+                said.append(f"realm {uri}: {', '.join(sorted(json.loads(definition))) or 'nothing'} changed")
+            else:
+                said.append(f"realm {uri}: defined here")
+        for realm, authid, definition in self._db.execute("SELECT realm, authid, definition FROM users ORDER BY rowid"):
+            said.append(f"user {authid} of realm {realm}: {'removed' if definition is None else 'defined here'}")
+        return said
+
     def close(self) -> None:
         self._db.close()

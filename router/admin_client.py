@@ -1,5 +1,10 @@
-"""`courtyard admin ...`: call the admin realm's procedures over WAMP and print the answer, as a
-table for people or JSON for scripts. Exit 0 on success, 1 with the WAMP error on failure."""
+"""`courtyard admin GROUP ACTION ...`: call the admin realm's procedures over WAMP and say what
+happened, in words for people or JSON (`--json`) for scripts. One sub-command per procedure, each with
+its own `--help` and required arguments, so a mistake is caught here: bad arguments or JSON → one line
+on stderr and exit 2; a WAMP error or no connection → one line and exit 1; never a traceback.
+
+Login: ticket (`--ticket` / COURTYARD_ADMIN_TICKET) or cryptosign (`--key`, the Ed25519 private key in
+hex / COURTYARD_ADMIN_KEY), as authid `--authid` (COURTYARD_ADMIN_AUTHID, default `admin`)."""
 
 from __future__ import annotations
 
@@ -7,62 +12,158 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-# (group, action) → procedure, and how the command line maps to its arguments.
-COMMANDS: dict[tuple[str, str], str] = {
-    ("realms", "list"): "courtyard.realm.list", ("realms", "get"): "courtyard.realm.get",
-    ("realms", "create"): "courtyard.realm.create", ("realms", "update"): "courtyard.realm.update",
-    ("realms", "delete"): "courtyard.realm.delete",
-    ("sessions", "count"): "courtyard.session.count", ("sessions", "list"): "courtyard.session.list",
-    ("sessions", "get"): "courtyard.session.get", ("sessions", "kill"): "courtyard.session.kill",
-    ("sessions", "kill-by-authid"): "courtyard.session.kill_by_authid",
-    ("sessions", "activity"): "courtyard.session.activity",
-    ("users", "list"): "courtyard.user.list", ("users", "get"): "courtyard.user.get",
-    ("users", "add"): "courtyard.user.add", ("users", "update"): "courtyard.user.update",
-    ("users", "remove"): "courtyard.user.remove",
+DEFAULT_URL = "ws://127.0.0.1:8080/ws"
+DEFAULT_AUTHID = "admin"
+
+
+@dataclass(frozen=True)
+class Action:
+    procedure: str
+    help: str
+    positional: tuple[tuple[str, Callable, str], ...] = ()  # (name, type, help), passed in order
+    say: Callable[[Any, argparse.Namespace], str] | None = None  # the human answer; None: a table
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _json_object(text: str) -> dict:
+    """A JSON object from the command line; argparse turns the ValueError into a one-line error."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got {type(value).__name__}")
+    return value
+
+
+_json_object.__name__ = "JSON object"  # what argparse names in its errors
+REALM = ("realm", str, "the realm URI")
+AUTHID = ("authid", str, "the user's authid")
+SESSION = ("session", int, "the session id")
+KILLED = "killed"
+
+ACTIONS: dict[str, dict[str, Action]] = {
+    "realms": {
+        "list": Action("courtyard.realm.list", "list the realms"),
+        "get": Action("courtyard.realm.get", "show a realm's definition, users and session count", (REALM,)),
+        "create": Action("courtyard.realm.create", "create a realm (--definition: auth, roles, limits)", (REALM,),
+                         lambda r, a: f"realm {a.realm} created"),
+        "update": Action("courtyard.realm.update", "replace top-level keys (auth, roles, limits) of a realm",
+                         (REALM,), lambda r, a: f"realm {a.realm} updated"),
+        "delete": Action("courtyard.realm.delete", "delete a realm, closing its sessions", (REALM,),
+                         lambda r, a: f"realm {a.realm} deleted ({KILLED} {_plural(r, 'session')})"),
+    },
+    "sessions": {
+        "count": Action("courtyard.session.count", "count sessions (--realm: in one realm)"),
+        "list": Action("courtyard.session.list", "list session ids (filters: --realm, --authid, --authrole, --dt)"),
+        "get": Action("courtyard.session.get", "show one session's details", (SESSION,)),
+        "kill": Action("courtyard.session.kill", "close one session with GOODBYE", (SESSION,),
+                       lambda r, a: f"{KILLED} 1 session"),
+        "kill-by-authid": Action("courtyard.session.kill_by_authid", "close every session of one authid in a realm",
+                                 (REALM, AUTHID), lambda r, a: f"{KILLED} {_plural(r, 'session')}"),
+        "kill-all": Action("courtyard.session.kill_all", "close every session of a realm", (REALM,),
+                           lambda r, a: f"{KILLED} {_plural(r, 'session')}"),
+        "activity": Action("courtyard.session.activity", "count sessions of a realm active in the last DT seconds",
+                           (REALM, ("dt", float, "seconds")),
+                           lambda r, a: f"{_plural(r, 'session')} active in the last {a.dt:g} s"),
+        "wipe": Action("courtyard.session.wipe", "close sessions past their expiry or idle timeout now",
+                       say=lambda r, a: f"wiped {_plural(r, 'expired session')}"),
+        "set-data": Action("courtyard.session.set_data", "merge attributes into a session's data (null deletes)",
+                           (SESSION, ("data", _json_object, 'a JSON object, e.g. \'{"tier": "gold"}\'')),
+                           lambda r, a: f"session {a.session} data: {json.dumps(r)}"),
+    },
+    "users": {
+        "list": Action("courtyard.user.list", "list a realm's users", (REALM,)),
+        "get": Action("courtyard.user.get", "show a user (never its secrets)", (REALM, AUTHID)),
+        "add": Action("courtyard.user.add", "add a user to a realm", (REALM, AUTHID),
+                      lambda r, a: f"user {a.authid} added to realm {a.realm} (role {r['role']}, "
+                                   f"{', '.join(r['authmethods']) or 'no methods'})"),
+        "update": Action("courtyard.user.update", "change a user's role or credentials", (REALM, AUTHID),
+                         lambda r, a: f"user {a.authid} of realm {a.realm} updated (role {r['role']}, "
+                                      f"{', '.join(r['authmethods']) or 'no methods'})"),
+        "remove": Action("courtyard.user.remove", "remove a user, closing its sessions", (REALM, AUTHID),
+                         lambda r, a: f"user {a.authid} removed from realm {a.realm} "
+                                      f"({KILLED} {_plural(r, 'session')})"),
+    },
 }
 
 
+def _options(p: argparse.ArgumentParser, group: str, action: str) -> None:
+    """The keyword arguments each procedure takes, as options (dest = the procedure's keyword)."""
+    if (group, action) in (("realms", "create"), ("realms", "update")):
+        key = "changes" if action == "update" else "definition"
+        p.add_argument("--definition", dest=key, type=_json_object, required=action == "update",
+                       help="the realm definition as a JSON object" if action == "create"
+                       else "the keys to replace, as a JSON object")
+    if group == "sessions" and action in ("count", "list"):
+        p.add_argument("--realm", dest="kw_realm", help="only this realm")
+    if (group, action) == ("sessions", "list"):
+        p.add_argument("--authid-filter", dest="kw_authid", metavar="AUTHID", help="only this authid")
+        p.add_argument("--authrole", dest="kw_authrole", help="only this authrole")
+        p.add_argument("--dt", dest="kw_dt", type=float, help="only sessions active in the last DT seconds")
+    if group == "sessions" and action.startswith("kill"):
+        p.add_argument("--reason", help="the GOODBYE reason URI (default wamp.close.killed)")
+        p.add_argument("--message", help="the GOODBYE message")
+    if group == "users" and action in ("add", "update"):
+        p.add_argument("--role", required=action == "add", help="the user's role")
+        p.add_argument("--secret", dest="ticket", help="a ticket (the router keeps a salted hash of it)")
+        p.add_argument("--wampcra", help="a WAMP-CRA secret (the router keeps a salted key)")
+        p.add_argument("--cryptosign", action="append", metavar="PUBKEY",
+                       help="an Ed25519 public key, 64 hex characters (repeat for more)")
+
+
+_KEYWORDS = ("definition", "changes", "reason", "message", "role", "ticket", "wampcra", "cryptosign")
+
+
+def _connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """How to reach and log in to the admin realm: accepted before the group or after the action."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--url", default=default(os.environ.get("COURTYARD_URL", DEFAULT_URL)),
+                   help=f"the router's WebSocket URL (or COURTYARD_URL; default {DEFAULT_URL})")
+    p.add_argument("--admin-realm", default=default("courtyard.admin"), help="the admin realm (admin.realm)")
+    p.add_argument("--authid", dest="login_authid", metavar="AUTHID",
+                   default=default(os.environ.get("COURTYARD_ADMIN_AUTHID", DEFAULT_AUTHID)),
+                   help=f"who logs in: an admin.users authid (or COURTYARD_ADMIN_AUTHID; default {DEFAULT_AUTHID})")
+    p.add_argument("--ticket", dest="login_ticket", metavar="TICKET",
+                   default=default(os.environ.get("COURTYARD_ADMIN_TICKET")),
+                   help="log in by ticket (or COURTYARD_ADMIN_TICKET)")
+    p.add_argument("--key", default=default(os.environ.get("COURTYARD_ADMIN_KEY")),
+                   help="log in by cryptosign: the Ed25519 private key, 64 hex characters (or COURTYARD_ADMIN_KEY)")
+    p.add_argument("--json", action="store_true", default=default(False), help="print the result as JSON")
+    p.add_argument("--timeout", type=float, default=default(30.0), help="seconds to wait for the answer")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("admin", help="manage a running router through its admin realm")
-    p.add_argument("--url", default=os.environ.get("COURTYARD_URL", "ws://127.0.0.1:8080/ws"))
-    p.add_argument("--admin-realm", default="courtyard.admin", help="the admin realm to join")
-    p.add_argument("--authid", default=os.environ.get("COURTYARD_ADMIN_AUTHID", "admin"))
-    p.add_argument("--ticket", default=os.environ.get("COURTYARD_ADMIN_TICKET"),
-                   help="ticket secret (or COURTYARD_ADMIN_TICKET)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("group", choices=sorted({g for g, _ in COMMANDS}))
-    p.add_argument("action")
-    p.add_argument("args", nargs="*", help="positional arguments (ids, names)")
-    p.add_argument("--realm", help="sessions list/count: only this realm")
-    p.add_argument("--authid-filter", dest="authid_filter", help="sessions list: only this authid")
-    p.add_argument("--reason", help="sessions kill: GOODBYE reason URI")
-    p.add_argument("--message", help="sessions kill: GOODBYE message")
-    p.add_argument("--role", help="users add: the user's role")
-    p.add_argument("--secret", help="users add/update: the user's ticket (hashed by the router)")
-    p.add_argument("--wampcra", help="users add/update: the user's WAMP-CRA secret (kept as a salted key)")
-    p.add_argument("--definition", help="realms create: the realm definition as JSON; realms update: the changes")
-    p.set_defaults(func=run)
+    admin = sub.add_parser("admin", help="manage a running router through its admin realm",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _connection_options(admin, defaults=True)
+    groups = admin.add_subparsers(dest="group", required=True, metavar="GROUP")
+    for group, actions in ACTIONS.items():
+        g = groups.add_parser(group, help=f"{group}: {', '.join(actions)}")
+        verbs = g.add_subparsers(dest="action", required=True, metavar="ACTION")
+        for name, action in actions.items():
+            p = verbs.add_parser(name, help=action.help, description=f"{action.help} ({action.procedure})")
+            for arg, kind, text in action.positional:
+                p.add_argument(arg, type=kind, help=text)
+            _options(p, group, name)
+            _connection_options(p, defaults=False)
+            p.set_defaults(func=run, spec=action)
 
 
-def _call_args(args: argparse.Namespace) -> tuple[list, dict]:
-    """Positional arguments convert numbers (session ids, dt); options become kwargs."""
-    pos: list[Any] = [int(a) if a.lstrip("-").isdigit() else a for a in args.args]
-    kw: dict[str, Any] = {}
-    if args.realm:
-        kw["realm"] = args.realm
-    if args.authid_filter:
-        kw["authid"] = args.authid_filter
-    for key in ("reason", "message", "role"):
-        if getattr(args, key):
-            kw[key] = getattr(args, key)
-    if args.secret:
-        kw["ticket"] = args.secret
-    if args.wampcra:
-        kw["wampcra"] = args.wampcra
-    if args.definition:
-        kw["changes" if args.action == "update" else "definition"] = json.loads(args.definition)
+def call_arguments(args: argparse.Namespace) -> tuple[list, dict]:
+    """The procedure's positional and keyword arguments from the parsed command line."""
+    pos = [getattr(args, name) for name, _, _ in args.spec.positional]
+    kw = {k: getattr(args, k) for k in _KEYWORDS if getattr(args, k, None) is not None}
+    kw.update({k[3:]: v for k, v in vars(args).items() if k.startswith("kw_") and v is not None})
     return pos, kw
 
 
@@ -77,60 +178,104 @@ def render(result: Any) -> str:
     return "" if result is None else str(result)
 
 
-def run(args: argparse.Namespace) -> int:
-    procedure = COMMANDS.get((args.group, args.action))
-    if procedure is None:
-        actions = sorted(a for g, a in COMMANDS if g == args.group)
-        print(f"courtyard admin {args.group}: no action {args.action!r} (one of {', '.join(actions)})", file=sys.stderr)
-        return 2
-    try:
-        pos, kw = _call_args(args)
-    except ValueError as e:
-        print(f"courtyard admin: --definition is not JSON: {e}", file=sys.stderr)
-        return 2
-    outcome: dict[str, Any] = {}
+def _fail(text: str, code: int) -> int:
+    print(f"courtyard admin: {text}", file=sys.stderr)
+    return code
 
+
+def run(args: argparse.Namespace) -> int:
+    from autobahn.websocket.util import parse_url
+
+    try:
+        secure, host, port, _, _, _ = parse_url(args.url)
+    except Exception as e:  # Autobahn raises ValueError, and Exception for some shapes
+        return _fail(f"bad --url {args.url!r}: {e}", 2)
+    signer = None
+    if args.key is not None:
+        try:
+            from nacl.signing import SigningKey
+
+            signer = SigningKey(bytes.fromhex(args.key))
+        except Exception:
+            return _fail("--key must be an Ed25519 private key, 64 hex characters "
+                         "(`courtyard auth keygen` prints one)", 2)
+    elif args.login_ticket is None:
+        return _fail("no credential: give --ticket (or COURTYARD_ADMIN_TICKET) or --key (or COURTYARD_ADMIN_KEY)", 2)
+    pos, kw = call_arguments(args)
+    outcome = _call(args, secure, host, port, signer, args.spec.procedure, pos, kw)
+    if "error" in outcome:
+        return _fail(outcome["error"], 1)
+    result = outcome.get("result")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(args.spec.say(result, args) if args.spec.say else render(result))
+    return 0
+
+
+def _call(args: argparse.Namespace, secure: bool, host: str, port: int, signer: Any, procedure: str,
+          pos: list, kw: dict) -> dict:
+    """Join the admin realm, make one call, leave: {"result": ...} or {"error": one line}."""
     from autobahn.twisted.wamp import ApplicationSession
     from autobahn.twisted.websocket import WampWebSocketClientFactory
     from autobahn.wamp.types import ComponentConfig
     from twisted.internet import reactor
 
+    outcome: dict[str, Any] = {}
+
+    stopping: list[bool] = []
+
+    def done(key: str, value: Any) -> None:
+        """The first outcome counts; the reactor is stopped once (connection lost, left, timed out)."""
+        if "error" not in outcome and "result" not in outcome:
+            outcome[key] = value
+        if not stopping:
+            stopping.append(True)
+            reactor.stop()
+
     class AdminCall(ApplicationSession):
         def onConnect(self) -> None:
-            self.join(self.config.realm, authmethods=["ticket"], authid=args.authid)
+            if signer is not None:
+                self.join(self.config.realm, authmethods=["cryptosign"], authid=args.login_authid,
+                          authextra={"pubkey": signer.verify_key.encode().hex()})
+            else:
+                self.join(self.config.realm, authmethods=["ticket"], authid=args.login_authid)
 
         def onChallenge(self, challenge) -> str:
-            return args.ticket or ""
+            if challenge.method == "cryptosign":
+                return signer.sign(bytes.fromhex(challenge.extra["challenge"])).hex()
+            return args.login_ticket or ""
 
         async def onJoin(self, details) -> None:
             try:
                 outcome["result"] = await self.call(procedure, *pos, **kw)
             except Exception as e:
-                outcome["error"] = f"{getattr(e, 'error', type(e).__name__)}: {' '.join(map(str, e.args))}"
+                text = " ".join(map(str, getattr(e, "args", ()))) or type(e).__name__
+                outcome["error"] = f"{getattr(e, 'error', type(e).__name__)}: {text}"
             self.leave()
 
         def onLeave(self, details) -> None:
             if "result" not in outcome and "error" not in outcome:
-                outcome["error"] = f"{details.reason}: {details.message or ''}"
+                outcome["error"] = f"{details.reason}: {details.message or ''}".rstrip(": ")
             self.disconnect()
 
         def onDisconnect(self) -> None:
-            if reactor.running:
-                reactor.stop()
+            done("error", "the router closed the connection")
 
     class Factory(WampWebSocketClientFactory):
         def clientConnectionFailed(self, connector, reason) -> None:
-            outcome["error"] = f"cannot connect to {args.url}: {reason.getErrorMessage()}"
-            reactor.stop()
+            done("error", f"cannot connect to {args.url}: {reason.getErrorMessage()}")
+
+        def clientConnectionLost(self, connector, reason) -> None:
+            done("error", f"connection to {args.url} lost: {reason.getErrorMessage()}")
 
     factory = Factory(lambda: AdminCall(ComponentConfig(args.admin_realm)), url=args.url)
-    host_port = args.url.split("//", 1)[1].split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
-    reactor.connectTCP(host, int(port), factory, timeout=10)
-    reactor.callLater(30, lambda: (outcome.setdefault("error", "timed out"), reactor.stop()))
+    if secure:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        reactor.connectSSL(host, port, factory, optionsForClientTLS(host), timeout=10)
+    else:
+        reactor.connectTCP(host, port, factory, timeout=10)
+    reactor.callLater(args.timeout, done, "error", f"no answer from {args.url} in {args.timeout:g} s")
     reactor.run()
-    if "error" in outcome:
-        print(f"courtyard admin: {outcome['error']}", file=sys.stderr)
-        return 1
-    print(json.dumps(outcome.get("result"), indent=2) if args.json else render(outcome.get("result")))
-    return 0
+    return outcome

@@ -7,50 +7,54 @@ import sys
 
 from twisted.logger import Logger
 
-from router import __version__
-from router.config import ConfigError, load
+from router import __version__, logs
+from router.config import ConfigError, load, warnings
 
 log = Logger()
 
 
-def _setup_logging(level: str) -> None:
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])],
-                                     redirectStandardIO=False)
-
-
 def _config(args: argparse.Namespace):
-    """The validated config, or None after saying on stderr what is wrong."""
+    """The validated config, or None after saying on stderr everything that is wrong, one error a
+    line; warnings (the config works, but likely not as meant) go to stderr too."""
     try:
-        return load(args.config)
+        cfg = load(args.config)
     except ConfigError as e:
-        print(f"courtyard: invalid config: {e}", file=sys.stderr)
+        errors = getattr(e, "errors", [e])
+        print(f"courtyard: invalid config ({len(errors)} error{'s' if len(errors) > 1 else ''}):", file=sys.stderr)
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
         return None
+    for warning in warnings(cfg):
+        print(f"courtyard: warning: {warning}", file=sys.stderr)
+    return cfg
 
 
 def _stored_changes(cfg) -> bool:
     """Read `admin.data_dir`'s database (read-only) and lay it over the config's realms, as start
     does; False after saying on stderr what is wrong with it."""
+    from realms.checks import check_realm
     from realms.registry import RealmRegistry
     from realms.store import RealmStore, StoreError, store_path
 
+    path = store_path(cfg.data_dir)
+    registry = RealmRegistry([*cfg.realms, cfg.admin_realm])
     try:
-        store = RealmStore(store_path(cfg.data_dir), readonly=True)
+        store = RealmStore(path, readonly=True)
         try:
-            store.apply(RealmRegistry([*cfg.realms, cfg.admin_realm]))
+            store.apply(registry)
+            overrides = store.overrides()
         finally:
             store.close()
     except StoreError as e:
         print(f"courtyard: {e}", file=sys.stderr)
         return False
+    if overrides:  # the admin change wins over the file: say where the running node will differ
+        print(f"admin database {path} overrides the config file:")
+        for line in overrides:
+            print(f"  {line}")
+        for realm in registry.list():  # what the admin realm let through before it checked, or by hand
+            for error in check_realm(realm, f"realm {realm.uri} (with the admin changes)")[0]:
+                print(f"courtyard: warning: {error}", file=sys.stderr)
     return True
 
 
@@ -71,7 +75,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     from realms.store import StoreError
     from router.node import Node
 
-    _setup_logging(args.log_level)
+    try:
+        logs.begin(args.log_level, args.log_format, args.log_file)
+    except OSError as e:
+        print(f"courtyard: cannot write the log file {args.log_file}: {e.strerror}", file=sys.stderr)
+        return 2
     try:
         node = Node(cfg)
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
@@ -116,13 +124,23 @@ def cmd_auth_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line on stderr and exit 2 (sub-commands inherit this class)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="courtyard", description="Courtyard, a WAMP v2 router")
+    parser = _Parser(prog="courtyard", description="Courtyard, a WAMP v2 router")
     parser.add_argument("--version", action="version", version=f"courtyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("start", help="run a router node in the foreground")
     p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    p.add_argument("--log-format", default="text", choices=logs.FORMATS,
+                   help="text for people, or json: one JSON object a line with the event's fields")
+    p.add_argument("--log-file", metavar="PATH", help="append the log to this file (default: stdout)")
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")

@@ -6,6 +6,7 @@ listener on 127.0.0.1:8080/ws and realm `realm1` open to anonymous clients, sess
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,19 @@ from typing import Any
 import yaml
 
 from realms.authorization import ACTIONS, Permission, Role
+from realms.checks import check_realm
 from realms.realm import AuthConfig, Realm
 from realms.schema import (
     ConfigError,
     bool_value,
+    collect,
     int_value,
     known_keys,
     mapping,
     num_value,
     parse_realm,
     parse_user,
+    raise_any,
     str_value,
 )
 from router.serializers import SERIALIZERS
@@ -106,32 +110,41 @@ def _required(value: Any, path: str) -> Any:
 
 
 def _listener(raw: Any, path: str) -> ListenerConfig:
+    """Every bad key of the listener is reported, not only the first."""
     d = mapping(raw, path)
     default = ListenerConfig()
-    known_keys(d, path, set(default.__dataclass_fields__))
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, set(default.__dataclass_fields__))
     sers = d.get("serializers", default.serializers)
     if not isinstance(sers, list) or not sers or any(type(s) is not str or s not in SERIALIZERS for s in sers):
-        raise ConfigError(f"{path}.serializers", f"must be a non-empty list from {sorted(SERIALIZERS)}, got {sers!r}")
-    url_path = str_value(d, "path", path, default.path)
+        errors.append(ConfigError(f"{path}.serializers",
+                                  f"must be a non-empty list from {sorted(SERIALIZERS)}, got {sers!r}"))
+    url_path = collect(errors, str_value, d, "path", path, default.path, default=default.path)
     if not url_path.startswith("/"):
-        raise ConfigError(f"{path}.path", f"must start with '/', got {url_path!r}")
-    kind = str_value(d, "type", path, default.type, ("websocket", "rawsocket"))
-    return ListenerConfig(
+        errors.append(ConfigError(f"{path}.path", f"must start with '/', got {url_path!r}"))
+    kind = collect(errors, str_value, d, "type", path, default.type, ("websocket", "rawsocket"), default=default.type)
+
+    def value(fn: Callable, *args: Any) -> Any:
+        return collect(errors, fn, *args)
+
+    listener = ListenerConfig(
         type=kind,
-        host=str_value(d, "host", path, default.host),
-        port=int_value(d, "port", path, default.port, 0, 65535),
+        host=value(str_value, d, "host", path, default.host),
+        port=value(int_value, d, "port", path, default.port, 0, 65535),
         path=url_path,
-        serializers=list(sers),
-        max_message_size=int_value(d, "max_message_size", path, default.max_message_size, 64),
-        max_depth=int_value(d, "max_depth", path, default.max_depth, 2, 1000),
-        max_outgoing_buffer=int_value(d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
-        slow_consumer=str_value(d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
-        slow_consumer_timeout=num_value(d, "slow_consumer_timeout", path, default.slow_consumer_timeout, 0.1),
-        hello_timeout=_hello_timeout(d, path, default.hello_timeout),
-        auto_ping_interval=_timer(d, "auto_ping_interval", path, default.auto_ping_interval),
-        auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),
-        trusted_proxies=_trusted_proxies(d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
+        serializers=list(sers) if isinstance(sers, list) else [],
+        max_message_size=value(int_value, d, "max_message_size", path, default.max_message_size, 64),
+        max_depth=value(int_value, d, "max_depth", path, default.max_depth, 2, 1000),
+        max_outgoing_buffer=value(int_value, d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
+        slow_consumer=value(str_value, d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
+        slow_consumer_timeout=value(num_value, d, "slow_consumer_timeout", path, default.slow_consumer_timeout, 0.1),
+        hello_timeout=value(_hello_timeout, d, path, default.hello_timeout),
+        auto_ping_interval=value(_timer, d, "auto_ping_interval", path, default.auto_ping_interval),
+        auto_ping_timeout=value(_timer, d, "auto_ping_timeout", path, default.auto_ping_timeout),
+        trusted_proxies=value(_trusted_proxies, d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
     )
+    raise_any(errors)
+    return listener
 
 
 def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:
@@ -148,77 +161,133 @@ def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:
     return list(raw)
 
 
+def _limits(limits: dict, default: NodeConfig) -> dict:
+    """The `limits` section, as NodeConfig keyword arguments (every bad value reported)."""
+    errors: list[ConfigError] = []
+
+    def number(key: str, lo: int = 0, hi: int | None = None, required: bool = False) -> int | None:
+        """An integer limit; `required`: one with no 'unlimited' (null) setting."""
+        def read() -> int | None:
+            v = int_value(limits, key, "limits", getattr(default, key), lo, hi)
+            return _required(v, f"limits.{key}") if required else v
+        return collect(errors, read)
+
+    collect(errors, known_keys, limits, "limits", {
+        "max_sessions", "admin_reserve", "max_pending_connections", "max_pending_calls", "max_retained_bytes",
+        "sequential_request_ids", "max_uri_length", "max_subscriptions_per_session", "max_registrations_per_session"})
+    found = dict(
+        max_sessions=number("max_sessions", 1),
+        admin_reserve=number("admin_reserve", required=True),
+        max_pending_connections=number("max_pending_connections", 1, required=True),
+        max_pending_calls=number("max_pending_calls", 1),
+        max_retained_bytes=number("max_retained_bytes", required=True),
+        max_uri_length=number("max_uri_length", 64, 1024 * 1024, required=True),
+        max_subscriptions_per_session=number("max_subscriptions_per_session", 1, required=True),
+        max_registrations_per_session=number("max_registrations_per_session", 1, required=True),
+        sequential_request_ids=collect(errors, bool_value, limits, "sequential_request_ids", "limits",
+                                       default.sequential_request_ids),
+    )
+    raise_any(errors)
+    return found
+
+
+def _listeners(raw: Any, errors: list[ConfigError]) -> list[ListenerConfig]:
+    """Each listener checked on its own; two on one host and port cannot both listen."""
+    if not isinstance(raw, list) or not raw:
+        errors.append(ConfigError("listeners", "must be a non-empty list"))
+        return []
+    listeners = [collect(errors, _listener, x, f"listeners[{i}]") for i, x in enumerate(raw)]
+    seen: dict[tuple[str, int], int] = {}
+    for i, lc in enumerate(listeners):
+        if lc is None or lc.port == 0:  # port 0: the system picks a free one each time
+            continue
+        if (lc.host, lc.port) in seen:
+            errors.append(ConfigError(f"listeners[{i}].port", f"{lc.host}:{lc.port} is also "
+                                                              f"listeners[{seen[lc.host, lc.port]}]'s"))
+        seen.setdefault((lc.host, lc.port), i)
+    return [lc for lc in listeners if lc is not None]
+
+
+def _admin_users(admin: dict, errors: list[ConfigError]) -> dict:
+    users = {}
+    for authid, user in collect(errors, mapping, admin.get("users"), "admin.users", default={}).items():
+        upath = f"admin.users.{authid}"
+        raw = collect(errors, mapping, user, upath)
+        if raw is not None:
+            parsed = collect(errors, parse_user, str(authid), {"role": "admin", **raw}, upath)
+            if parsed is not None:
+                users[str(authid)] = parsed
+    return users
+
+
+def _sections(d: dict, errors: list[ConfigError]) -> dict:
+    """Each top-level section as a mapping ({} and an error if it is not one)."""
+    return {k: collect(errors, mapping, d.get(k), k, default={}) for k in ("node", "limits", "shutdown", "admin")}
+
+
 def parse(raw: Any) -> NodeConfig:
-    """Validate a decoded YAML document into a NodeConfig; raises ConfigError naming the key path."""
+    """Validate a decoded YAML document into a NodeConfig. Every error found is raised at once
+    (ConfigErrors; a ConfigError if only one), each naming its key path."""
     d = mapping(raw, "(top level)")
-    known_keys(d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin"})
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin"})
     default = NodeConfig()
-    node = mapping(d.get("node"), "node")
-    known_keys(node, "node", {"name", "sweep_interval"})
-    listeners_raw = d.get("listeners", [{}])
-    if not isinstance(listeners_raw, list) or not listeners_raw:
-        raise ConfigError("listeners", "must be a non-empty list")
-    listeners = [_listener(x, f"listeners[{i}]") for i, x in enumerate(listeners_raw)]
-    storage = mapping(d.get("storage", default.storage), "storage")
-    known_keys(storage, "storage", {"backend"})
-    str_value(storage, "backend", "storage", "memory", ("memory",))
-    limits = mapping(d.get("limits"), "limits")
-    known_keys(limits, "limits", {"max_sessions", "admin_reserve", "max_pending_connections",
-                                       "max_pending_calls", "max_retained_bytes", "sequential_request_ids",
-                                       "max_uri_length", "max_subscriptions_per_session",
-                                       "max_registrations_per_session"})
-    shutdown = mapping(d.get("shutdown"), "shutdown")
-    known_keys(shutdown, "shutdown", {"grace_period"})
+    sections = _sections(d, errors)
+    node, shutdown, admin = sections["node"], sections["shutdown"], sections["admin"]
+    collect(errors, known_keys, node, "node", {"name", "sweep_interval"})
+    listeners = _listeners(d.get("listeners", [{}]), errors)
+    storage = collect(errors, mapping, d.get("storage", default.storage), "storage", default={})
+    collect(errors, known_keys, storage, "storage", {"backend"})
+    collect(errors, str_value, storage, "backend", "storage", "memory", ("memory",))
+    limits = collect(errors, _limits, sections["limits"], default, default={})
+    collect(errors, known_keys, shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
+    realms: list[Realm] = []
     if realms_raw is None:
         realms = [_open_realm("realm1")]
     elif isinstance(realms_raw, list):
-        realms = [parse_realm(x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
+        realms = [collect(errors, parse_realm, x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
     else:
-        raise ConfigError("realms", "must be a list")
-    admin = mapping(d.get("admin"), "admin")
-    known_keys(admin, "admin", {"realm", "data_dir", "users"})
-    admin_uri = str_value(admin, "realm", "admin", "courtyard.admin")
-    admin_users = {}
-    for authid, user in mapping(admin.get("users"), "admin.users").items():
-        upath = f"admin.users.{authid}"
-        admin_users[str(authid)] = parse_user(str(authid), {"role": "admin", **mapping(user, upath)}, upath)
+        errors.append(ConfigError("realms", "must be a list"))
+    collect(errors, known_keys, admin, "admin", {"realm", "data_dir", "users"})
+    admin_uri = collect(errors, str_value, admin, "realm", "admin", "courtyard.admin", default="courtyard.admin")
+    admin_realm = _admin_realm(admin_uri, _admin_users(admin, errors))
     data_dir = admin.get("data_dir", ".data")
     if data_dir is not None and not (isinstance(data_dir, str) and data_dir):
-        raise ConfigError("admin.data_dir", f"must be a directory path or null, got {data_dir!r}")
+        errors.append(ConfigError("admin.data_dir", f"must be a directory path or null, got {data_dir!r}"))
+    max_uri = limits.get("max_uri_length", default.max_uri_length)
+    errors.extend(check_realm(admin_realm, "admin", max_uri, users_path="admin.users")[0])
     seen: set[str] = {admin_uri}
     for i, r in enumerate(realms):
+        if r is None:
+            continue
         if r.uri in seen:
-            raise ConfigError(f"realms[{i}].uri", f"realm {r.uri!r} is defined twice")
+            errors.append(ConfigError(f"realms[{i}].uri", f"realm {r.uri!r} is defined twice"))
         seen.add(r.uri)
+        errors.extend(check_realm(r, f"realms[{i}]", max_uri)[0])
+    name = collect(errors, str_value, node, "name", "node", default.name)
+    shutdown_grace = collect(errors, num_value, shutdown, "grace_period", "shutdown", default.shutdown_grace)
+    sweep_interval = collect(errors, num_value, node, "sweep_interval", "node", default.sweep_interval, 0.01)
+    raise_any(errors)
     return NodeConfig(
-        name=str_value(node, "name", "node", default.name),
+        name=name,
         listeners=listeners,
         storage={"backend": storage.get("backend", "memory")},
-        max_sessions=int_value(limits, "max_sessions", "limits", default.max_sessions, 1),
-        admin_reserve=_required(int_value(limits, "admin_reserve", "limits", default.admin_reserve),
-                                "limits.admin_reserve"),
-        max_pending_connections=_required(int_value(limits, "max_pending_connections", "limits",
-                                                    default.max_pending_connections, 1),
-                                          "limits.max_pending_connections"),
-        max_pending_calls=int_value(limits, "max_pending_calls", "limits", default.max_pending_calls, 1),
-        max_retained_bytes=_required(int_value(limits, "max_retained_bytes", "limits", default.max_retained_bytes),
-                                     "limits.max_retained_bytes"),
-        max_uri_length=_required(int_value(limits, "max_uri_length", "limits", default.max_uri_length, 64,
-                                           1024 * 1024), "limits.max_uri_length"),
-        max_subscriptions_per_session=_required(int_value(limits, "max_subscriptions_per_session", "limits",
-                                                          default.max_subscriptions_per_session, 1),
-                                                "limits.max_subscriptions_per_session"),
-        max_registrations_per_session=_required(int_value(limits, "max_registrations_per_session", "limits",
-                                                          default.max_registrations_per_session, 1),
-                                                "limits.max_registrations_per_session"),
-        sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
-        shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),
-        sweep_interval=num_value(node, "sweep_interval", "node", default.sweep_interval, 0.01),
+        **limits,
+        shutdown_grace=shutdown_grace,
+        sweep_interval=sweep_interval,
         realms=realms,
-        admin_realm=_admin_realm(admin_uri, admin_users),
+        admin_realm=admin_realm,
         data_dir=data_dir,
     )
+
+
+def warnings(cfg: NodeConfig) -> list[str]:
+    """What works but is likely not what was meant (printed by check-config and start, never fatal)."""
+    found = []
+    for i, r in enumerate(cfg.realms):
+        found.extend(check_realm(r, f"realms[{i}]", cfg.max_uri_length)[1])
+    return found
 
 
 def load(path: str | Path | None) -> NodeConfig:

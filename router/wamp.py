@@ -7,8 +7,9 @@ path reads fields by index. This module is the only place that knows what a well
 from __future__ import annotations
 
 import random
-import re
 import reprlib
+
+from realms.uris import is_loose_uri, no_forbidden
 
 # -- message codes (WAMP spec, "Message Codes and Direction") -------------------------------------
 HELLO = 1
@@ -85,13 +86,7 @@ TOO_MANY_REGISTRATIONS = "courtyard.error.too_many_registrations"
 
 MAX_ID = 2**53
 
-# -- URIs (WAMP spec, "URIs"): loose rules, so that existing applications keep working ------------
-# A loose URI: components separated by ".", none empty, no whitespace or "#" anywhere. A pattern URI
-# (prefix / wildcard registrations and subscriptions) may have empty components. Checked without a
-# regex walking the components: that costs ~150 ns per character, and a URI may be a megabyte.
-_FORBIDDEN = re.compile(r"[\s#]")
-_FORBIDDEN_ASCII = tuple(c for c in map(chr, range(128)) if c.isspace()) + ("#",)
-
+# -- URIs (WAMP spec, "URIs"): the loose rule lives in realms/uris.py, shared with the config checks --
 _uri_cache: dict[str, bool] = {}
 _URI_CACHE_MAX = 10_000
 # Only URIs up to this many characters are cached, so the cache holds at most ~2.5 MB of keys: a
@@ -126,18 +121,11 @@ def uri_refusal(what: str, uri: object) -> str:
     return f"invalid {what} URI {quote(uri)}"
 
 
-def _no_forbidden(uri: str) -> bool:
-    if len(uri) > URI_CACHE_KEY_MAX and uri.isascii():
-        return not any(c in uri for c in _FORBIDDEN_ASCII)  # a few memchr-speed scans
-    return _FORBIDDEN.search(uri) is None
-
-
 def is_valid_uri(uri: object) -> bool:
     """True for a loose-rule URI. Cached and bounded in count and bytes, because clients repeat the same few URIs."""
     ok = _uri_cache.get(uri) if type(uri) is str else False
     if ok is None:
-        ok = (uri != "" and len(uri) <= max_uri_length and uri[0] != "." and uri[-1] != "." and ".." not in uri
-              and _no_forbidden(uri))
+        ok = len(uri) <= max_uri_length and is_loose_uri(uri)
         if len(uri) <= URI_CACHE_KEY_MAX:
             if len(_uri_cache) >= _URI_CACHE_MAX:
                 _uri_cache.clear()
@@ -149,7 +137,7 @@ def is_valid_pattern(uri: object, match: str) -> bool:
     """A subscription/registration URI under the given match policy."""
     if match == "exact":
         return is_valid_uri(uri)
-    return type(uri) is str and len(uri) <= max_uri_length and _no_forbidden(uri)
+    return type(uri) is str and len(uri) <= max_uri_length and no_forbidden(uri)
 
 
 def is_reserved(uri: str) -> bool:

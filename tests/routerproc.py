@@ -20,27 +20,32 @@ def free_port() -> int:
 
 
 class RouterProcess:
-    def __init__(self, tmp_path: Path, config: dict | None = None) -> None:
+    def __init__(self, tmp_path: Path, config: dict | None = None, args: tuple[str, ...] = (),
+                 log_file: Path | None = None) -> None:
+        """`args` go to `courtyard start`; with `log_file` the router logs there (--log-file), and
+        `log()` reads it."""
         self.port = free_port()
         config = dict(config or {})
         config.setdefault("listeners", [{}])
         config["listeners"][0] = {**config["listeners"][0], "port": self.port}
         self.config_path = tmp_path / "router.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = tmp_path / "router.log"
+        self.args = [*args, *(("--log-file", str(log_file)) if log_file else ())]
+        self.stdout_path = tmp_path / "router.stdout"
+        self.log_path = log_file or self.stdout_path
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15.0) -> RouterProcess:
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(self.config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self._log = open(self.stdout_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(self.config_path),
+                                      *self.args], stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "started in" in self.log_path.read_text():
+            if self.log_path.exists() and "started in" in self.log_path.read_text():
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.stdout_path.read_text()}")
             time.sleep(0.05)
         raise RuntimeError(f"router did not start in {timeout}s:\n{self.log()}")
 

@@ -53,8 +53,11 @@ def test_realm_lifecycle_survives_a_restart(tmp_path):
     assert shop.users["bob"].ticket.startswith("pbkdf2-sha256$")  # hashed, never kept plain
 
 
+LOGINS = ({"uri": "realm1", "auth": {"ticket": True, "wampcra": True}},)  # users need a method to log in with
+
+
 def test_user_procedures_never_show_secrets(tmp_path):
-    api, table, registry = _api(tmp_path)
+    api, table, registry = _api(tmp_path, LOGINS)
     user = api.call("courtyard.user.add", "root", ["realm1", "carol"], {"role": "admin", "wampcra": "cra-secret"})
     assert user == {"authid": "carol", "role": "admin", "authmethods": ["wampcra"], "cryptosign": []}
     assert "cra-secret" not in repr(api.call("courtyard.user.get", "root", ["realm1", "carol"], {}))
@@ -64,7 +67,7 @@ def test_user_procedures_never_show_secrets(tmp_path):
     assert api.call("courtyard.user.remove", "root", ["realm1", "carol"], {}) == 1
     assert s.transport.closed[0] == "courtyard.close.user_removed"
     assert api.call("courtyard.user.list", "root", ["realm1"], {}) == []
-    api2, _, _ = _api(tmp_path)
+    api2, _, _ = _api(tmp_path, LOGINS)
     assert api2.call("courtyard.user.list", "root", ["realm1"], {}) == []
 
 
@@ -115,10 +118,10 @@ def test_bad_input_gets_the_right_error(tmp_path, procedure, args, kwargs, uri):
 
 
 def test_user_add_twice(tmp_path):
-    api, _, _ = _api(tmp_path)
-    api.call("courtyard.user.add", "root", ["realm1", "x"], {"role": "r"})
+    api, _, _ = _api(tmp_path, LOGINS)
+    api.call("courtyard.user.add", "root", ["realm1", "x"], {"role": "r", "ticket": "t"})
     with pytest.raises(AdminError) as e:
-        api.call("courtyard.user.add", "root", ["realm1", "x"], {"role": "r"})
+        api.call("courtyard.user.add", "root", ["realm1", "x"], {"role": "r", "ticket": "t"})
     assert e.value.uri == "courtyard.error.user_exists"
 
 

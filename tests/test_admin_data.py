@@ -263,8 +263,11 @@ async def test_the_cli_updates_realms_and_users_and_gives_wampcra_secrets(tmp_pa
         "roles": {"customer": {"permissions": EVERYTHING}}}]}
     router = RouterProcess(tmp_path, config).start()
     try:
-        for argv in (("users", "add", "shop", "eve", "--role", "staff", "--wampcra", "eve-cra-secret"),
-                     ("users", "update", "shop", "eve", "--role", "customer"),
+        r = await threads.deferToThread(_admin_cli, router, "users", "add", "shop", "eve", "--role", "staff",
+                                        "--wampcra", "eve-cra-secret")  # no such role in shop
+        assert r.returncode == 1 and "invalid_argument: user.role: role 'staff' is not defined" in r.stderr
+        for argv in (("users", "add", "shop", "eve", "--role", "customer", "--wampcra", "x"),
+                     ("users", "update", "shop", "eve", "--wampcra", "eve-cra-secret"),
                      ("realms", "update", "shop", "--definition", '{"limits": {"idle_timeout": 300}}')):
             r = await threads.deferToThread(_admin_cli, router, *argv)
             assert r.returncode == 0, r.stderr
@@ -293,7 +296,9 @@ async def _storage_failed(call) -> str:
 @ensure
 async def test_a_change_the_database_cannot_take_is_refused_and_not_made(tmp_path, log_lines):
     data = tmp_path / "data"
-    config = {"admin": {"data_dir": str(data), **ADMIN}}
+    roles = {r: {"permissions": EVERYTHING} for r in ("anonymous", "user", "boss")}
+    config = {"admin": {"data_dir": str(data), **ADMIN},
+              "realms": [{"uri": "realm1", "auth": {"ticket": True}, "roles": roles}]}
     db = data / "courtyard.db"
     node = start_node(**config)
     try:
@@ -302,7 +307,7 @@ async def test_a_change_the_database_cannot_take_is_refused_and_not_made(tmp_pat
         lock = sqlite3.connect(db, isolation_level=None)  # another process's writer holds the file
         lock.execute("BEGIN EXCLUSIVE")
         try:
-            text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "bob", role="user"))
+            text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "bob", role="user", ticket="b"))
             assert str(db) in text and "locked" in text
             await _storage_failed(admin.call("courtyard.realm.create", "shop"))
             await _storage_failed(admin.call("courtyard.realm.update", "realm1", {"limits": {"expires_in": 60}}))
@@ -320,9 +325,9 @@ async def test_a_change_the_database_cannot_take_is_refused_and_not_made(tmp_pat
         failed = [line for line in log_lines if "could not be stored" in line]
         assert len(failed) == 6 and all(str(db) in line for line in failed), failed
         # the file takes changes again: the node carries on
-        await admin.call("courtyard.user.add", "realm1", "bob", role="user")
+        await admin.call("courtyard.user.add", "realm1", "bob", role="user", ticket="b")
         db.unlink()  # removed under the running node: writes would be lost at the next start
-        text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "cid", role="user"))
+        text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "cid", role="user", ticket="c"))
         assert str(db) in text
         assert await admin.call("courtyard.user.list", "realm1") == ["ann", "bob"]
     finally:

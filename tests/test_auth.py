@@ -14,6 +14,7 @@ from autobahn.wamp.types import PublishOptions
 from nacl.signing import SigningKey
 
 from realms.secrets import hash_secret
+from router.config import ConfigError, parse
 from tests.wampclient import Aborted, answer_ticket, answer_wampcra, connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -254,9 +255,17 @@ async def test_authorization_allows_and_denies_each_action(make_node, serializer
 
 @ensure
 async def test_unknown_role_may_do_nothing(make_node):
+    """The config refuses a role that is not defined; should one reach a session anyway, it may do nothing."""
+    import dataclasses
+
     cfg = _authz_realm()
     cfg["realms"][0]["auth"]["anonymous"]["authrole"] = "nobody"
-    node = make_node(**cfg)
+    with pytest.raises(ConfigError) as e:
+        parse(cfg)
+    assert e.value.path == "realms[0].auth.anonymous.authrole"
+    node = make_node(**_authz_realm())
+    realm = node.realms.get("realm1")
+    realm.auth = dataclasses.replace(realm.auth, anonymous_authrole="nobody")
     c = await connect(node.url)
     with pytest.raises(ApplicationError) as e:
         await c.subscribe(lambda: None, "com.shop.x")

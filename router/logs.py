@@ -1,0 +1,68 @@
+"""Where `courtyard start` logs to and how: text for people (Twisted's format), or JSON lines for a
+log shipper — one object a line with `time`, `level`, `namespace`, `message` (the formatted line) and
+the event's own fields (session, realm, authid, peer, reason…), each a JSON value; an event field
+named like one of those four is written as `event_<name>`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Any
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from zope.interface import provider
+
+FORMATS = ("text", "json")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _value(v: Any, depth: int = 0) -> Any:
+    """A JSON value for an event field: scalars as they are, lists and mappings shallowly, else text."""
+    if isinstance(v, _SCALARS):
+        return v
+    if depth < 3 and isinstance(v, (list, tuple, set, frozenset)):
+        return [_value(x, depth + 1) for x in list(v)[:100]]
+    if depth < 3 and isinstance(v, dict):
+        return {str(k): _value(x, depth + 1) for k, x in list(v.items())[:100]}
+    return str(v)
+
+
+def json_record(event: dict) -> dict:
+    """One event as the JSON object written for it."""
+    record = {
+        "time": event.get("log_time"),
+        "level": event["log_level"].name if "log_level" in event else None,
+        "namespace": event.get("log_namespace"),
+        "message": formatEvent(event),
+    }
+    for key, value in event.items():
+        if not key.startswith("log_"):  # a field named like ours (a GOODBYE `message`) keeps a prefix
+            record[f"event_{key}" if key in record else key] = _value(value)
+    if "log_failure" in event:
+        record["traceback"] = event["log_failure"].getTraceback()
+    return record
+
+
+def json_lines_observer(out: IO[str]) -> ILogObserver:
+    @provider(ILogObserver)
+    def observe(event: dict) -> None:
+        out.write(json.dumps(json_record(event), ensure_ascii=False) + "\n")
+        out.flush()
+
+    return observe
+
+
+def begin(level: str, fmt: str = "text", path: str | None = None) -> None:
+    """Start logging at `level` and above, as `fmt`, to `path` (appended to) or stdout."""
+    out = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stdout
+    observer = json_lines_observer(out) if fmt == "json" else textFileLogObserver(out)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])], redirectStandardIO=False)

@@ -1,0 +1,73 @@
+"""`courtyard start --log-format json --log-file PATH` (issue 15 item 4): a real router process writes
+one JSON object a line, every line parses, and each carries its event's fields (session, realm,
+authid, peer, reason…) beside the formatted message."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest_twisted
+from autobahn.twisted.util import sleep
+
+from tests.routerproc import RouterProcess
+from tests.wampclient import Aborted, connect, raw_connect
+
+ensure = pytest_twisted.ensureDeferred
+
+
+async def _exited(router: RouterProcess) -> int:
+    for _ in range(200):
+        if router.proc.poll() is not None:
+            return router.proc.returncode
+        await sleep(0.05)
+    raise AssertionError("the router did not exit")
+
+
+@ensure
+async def test_json_lines_to_a_file_carry_the_event_fields(tmp_path):
+    log = tmp_path / "courtyard.jsonl"
+    router = RouterProcess(tmp_path, {"admin": {"data_dir": None}, "shutdown": {"grace_period": 0.5}},
+                           args=("--log-format", "json"), log_file=log).start()
+    try:
+        client = await connect(router.url)
+        sid = client.welcome.session
+        try:
+            await connect(router.url, realm="no.such.realm")
+        except Aborted:
+            pass
+        bad = await raw_connect(router.url)
+        bad.send([1, "x y\u0007", {"roles": {"caller": {}}}])  # a realm no one can join, a control character
+        await bad.recv()
+        await client.leave()
+        await sleep(0.2)
+        router.signal(signal.SIGTERM)
+        assert await _exited(router) == 0
+    finally:
+        router.stop()
+    assert router.stdout_path.read_text() == ""  # everything went to the file
+    records = [json.loads(line) for line in log.read_text().splitlines()]  # every line parses
+    assert all({"time", "level", "namespace", "message"} <= set(r) for r in records)
+    assert any("started in" in r["message"] for r in records)
+    joined = next(r for r in records if "joined realm" in r["message"])
+    assert (joined["sid"], joined["realm"], joined["level"]) == (sid, "realm1", "info")
+    assert joined["peer"].startswith("127.0.0.1:") and isinstance(joined["authid"], str)
+    left = next(r for r in records if "left realm" in r["message"])
+    assert left["sid"] == sid and left["realm"] == "realm1"
+    assert any(r["message"].startswith("stopped") for r in records)
+    refused = next(r for r in records if r.get("reason") == "wamp.error.invalid_uri")
+    assert refused["level"] == "warn" and refused["peer"].startswith("127.0.0.1:")
+    assert "x y\\x07" in refused["event_message"]  # the event's own `message` field, escaped
+
+
+def test_text_is_the_default_and_a_log_file_that_cannot_be_written_is_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "router.cli", "start", "--log-file", str(tmp_path / "no" / "dir.log")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"courtyard: cannot write the log file {tmp_path / 'no' / 'dir.log'}: "
+                                             "No such file or directory"]
+    r = subprocess.run([sys.executable, "-m", "router.cli", "start", "--log-format", "xml"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "invalid choice: 'xml'" in r.stderr
