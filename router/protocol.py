@@ -363,7 +363,8 @@ class WampProtocol:
                 return
         self.log.info("session {sid} joined realm {realm} from {peer} as {authid}/{authrole} by {method} ({agent})",
                       sid=session.id, realm=realm_uri, peer=_peer(self.peer), authid=who.authid,
-                      authrole=who.authrole, method=who.authmethod, agent=wamp.quote(session.agent))
+                      authrole=who.authrole, method=who.authmethod,
+                      agent=wamp.quote(session.agent) if session.agent else "no agent")
         realm.attach(session)
 
     # -- outbound --------------------------------------------------------------------------------

@@ -368,3 +368,11 @@ async def test_a_bad_opening_handshake_is_logged_short_and_escaped(node, log_lin
     for line in log_lines:
         assert len(line) < 600 and not any(ord(c) < 32 or ord(c) == 127 for c in line), repr(line[:300])
     await still_serving(node)
+
+
+@ensure
+async def test_a_hello_without_agent_logs_no_python_none(node, log_lines):
+    peer = await raw_connect(node.url, "json")
+    welcome = await peer.hello()  # no agent in HELLO.Details
+    joined = [line for line in log_lines if f"session {welcome[1]} joined" in line]
+    assert joined and "None" not in joined[0] and "(no agent)" in joined[0], joined
