@@ -44,6 +44,7 @@ class Node:
         self.connections = 0  # open client connections on all listeners, with a session or not
         self._refused = 0  # connections refused since the last one admitted
         self.started = None
+        self.stopping = False  # set by stop(): /health answers 503
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -144,6 +145,7 @@ class Node:
     def stop(self):
         """Graceful shutdown: stop accepting, GOODBYE every session, wait the grace period for the
         answers, then close what is left."""
+        self.stopping = True
         if self._sweeper.running:
             self._sweeper.stop()
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
