@@ -27,6 +27,8 @@ from realms.schema import (
 )
 from router.serializers import SERIALIZERS
 from router.transport.forwarded import networks
+from router.transport.tls import TlsConfig
+from router.transport.tls import parse as parse_tls
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ListenerConfig:
     auto_ping_interval: float = 0.0
     auto_ping_timeout: float = 0.0
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For counts (WebSocket)
+    tls: TlsConfig | None = None  # wss:// and RawSocket over TLS
 
 
 def _open_realm(uri: str) -> Realm:
@@ -131,6 +134,7 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
         auto_ping_interval=_timer(d, "auto_ping_interval", path, default.auto_ping_interval),
         auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),
         trusted_proxies=_trusted_proxies(d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
+        tls=None if d.get("tls") is None else parse_tls(d["tls"], f"{path}.tls"),
     )
 
 

@@ -19,6 +19,7 @@ from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.service import ServiceSession
+from router.transport.listen import listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
@@ -88,10 +89,12 @@ class Node:
         t0 = time.perf_counter()
         for lc in self.config.listeners:
             if lc.type == "rawsocket":
-                factory, where = WampRawSocketFactory(self, lc), "RawSocket on tcp://{host}:{port}"
+                factory = WampRawSocketFactory(self, lc)
+                where = "RawSocket on " + ("tls" if lc.tls else "tcp") + "://{host}:{port}"
             else:
-                factory, where = WampWebSocketFactory(self, lc), "WebSocket on ws://{host}:{port}" + lc.path
-            port = reactor.listenTCP(lc.port, factory, interface=lc.host)
+                factory = WampWebSocketFactory(self, lc)
+                where = "WebSocket on " + ("wss" if lc.tls else "ws") + "://{host}:{port}" + lc.path
+            port = listen(lc, factory)
             self.ports.append(port)
             addr = port.getHost()
             self.log.info("listening for WAMP over " + where + " ({sers})", host=addr.host, port=addr.port,

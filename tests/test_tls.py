@@ -1,0 +1,143 @@
+"""TLS listeners (issue 14): wss:// and RawSocket over TLS with a throwaway CA; bad files fail the config."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, endpoints, protocol, reactor, threads
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+from realms.schema import ConfigError
+from router.config import parse
+from tests.pki import make_pki
+from tests.wampclient import connect, with_timeout
+
+ensure = pytest_twisted.ensureDeferred
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("other"), "other")
+
+
+def _tls(pki) -> dict:
+    return {"certificate": str(pki.certificate), "key": str(pki.key)}
+
+
+def _trusting(pki):
+    return optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pki.ca_pem))
+
+
+async def _call_through(client) -> None:
+    await client.register(lambda a, b: a + b, "com.example.add")
+    assert await client.call("com.example.add", 2, 3) == 5
+    await client.leave()
+
+
+@ensure
+async def test_a_wss_client_trusting_the_ca_joins_and_calls(make_node, pki):
+    node = make_node(listeners=[{"tls": _tls(pki)}])
+    client = await connect(f"wss://localhost:{node.port}/ws", tls=_trusting(pki))
+    assert client.welcome.realm == "realm1"
+    await _call_through(client)
+
+
+class _Watcher(protocol.Protocol):
+    def __init__(self) -> None:
+        self.lost: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(reason.value)  # the exception, as a result (not an errback)
+
+
+@ensure
+async def test_a_client_not_trusting_the_ca_fails_the_handshake(make_node, pki, other_pki):
+    node = make_node(listeners=[{"tls": _tls(pki)}])
+    watcher = _Watcher()
+    ep = endpoints.wrapClientTLS(_trusting(other_pki), endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port))
+    await with_timeout(endpoints.connectProtocol(ep, watcher))
+    reason = await with_timeout(watcher.lost)
+    assert "certificate verify failed" in str(reason), reason
+    # and the listener still serves a client that trusts it
+    await _call_through(await connect(f"wss://localhost:{node.port}/ws", tls=_trusting(pki)))
+
+
+def _plain_request(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        reply = b""
+        try:
+            while chunk := s.recv(4096):
+                reply += chunk
+        except OSError:
+            pass
+    return reply
+
+
+@ensure
+async def test_plain_http_to_a_tls_listener_gets_no_answer_and_the_listener_lives(make_node, pki):
+    node = make_node(listeners=[{"tls": _tls(pki)}])
+    reply = await threads.deferToThread(_plain_request, node.port)
+    assert not reply.startswith(b"HTTP"), reply
+    await _call_through(await connect(f"wss://localhost:{node.port}/ws", tls=_trusting(pki)))
+
+
+@ensure
+async def test_rawsocket_over_tls(make_node, pki, serializer):
+    node = make_node(listeners=[{"type": "rawsocket", "tls": _tls(pki)}])
+    client = await connect(f"rss://localhost:{node.port}", serializer, tls=_trusting(pki))
+    await _call_through(client)
+
+
+def test_missing_or_bad_files_fail_the_config_with_the_key_path(pki, other_pki, tmp_path):
+    def check(tls: dict, key_path: str, words: str) -> None:
+        with pytest.raises(ConfigError) as e:
+            parse({"listeners": [{}, {"port": 0, "tls": tls}]})
+        assert str(e.value).startswith(f"listeners[1].tls{key_path}:"), str(e.value)
+        assert words in str(e.value), str(e.value)
+
+    check({"certificate": str(tmp_path / "nope.pem"), "key": str(pki.key)}, ".certificate",
+          "nope.pem: No such file or directory")
+    check({"certificate": str(pki.certificate)}, ".key", "required")
+    unreadable = tmp_path / "secret.pem"
+    unreadable.write_bytes(pki.key.read_bytes())
+    unreadable.chmod(0)
+    try:
+        open(unreadable).close()  # root reads anything: then this case cannot be shown
+    except PermissionError:
+        check({"certificate": str(pki.certificate), "key": str(unreadable)}, ".key", "Permission denied")
+    check({"certificate": str(pki.key), "key": str(pki.key)}, ".certificate", "no PEM certificate")
+    check({"certificate": str(pki.certificate), "key": str(pki.certificate)}, ".key", "no PEM private key")
+    check({"certificate": str(pki.certificate), "key": str(other_pki.key)}, ".key", "does not match")
+    check({**_tls(pki), "ca_certificates": [str(tmp_path / "ca.pem")]}, ".ca_certificates[0]", "cannot read")
+    check({**_tls(pki), "ciphers": "NOSUCHCIPHER"}, ".ciphers", "NOSUCHCIPHER")
+    check({**_tls(pki), "colour": "red"}, ".colour", "unknown key")
+    assert parse({"listeners": [{"tls": {**_tls(pki), "ciphers": "ECDHE+AESGCM"}}]}).listeners[0].tls.options
+
+
+@ensure
+async def test_client_certificates_are_required_when_ca_certificates_are_given(make_node, pki, other_pki):
+    node = make_node(listeners=[{"tls": {**_tls(pki), "ca_certificates": [str(other_pki.ca)]}}])
+    # without a client certificate: refused in the TLS handshake
+    watcher = _Watcher()
+    ep = endpoints.wrapClientTLS(_trusting(pki), endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port))
+    await with_timeout(endpoints.connectProtocol(ep, watcher))
+    reason = await with_timeout(watcher.lost)
+    assert "certificate" in str(reason), reason  # 'tlsv13 alert certificate required'
+    assert node.table.size() == 0
+    # with one the CA signs: joins
+    from twisted.internet.ssl import PrivateCertificate
+
+    mine = PrivateCertificate.loadPEM(other_pki.certificate.read_bytes() + other_pki.key.read_bytes())
+    opts = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pki.ca_pem), clientCertificate=mine)
+    await _call_through(await connect(f"wss://localhost:{node.port}/ws", tls=opts))
