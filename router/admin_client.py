@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("admin", help="manage a running router through its admin realm")
     p.add_argument("--url", default=os.environ.get("COURTYARD_URL", "ws://127.0.0.1:8080/ws"))
     p.add_argument("--admin-realm", default="courtyard.admin", help="the admin realm to join")
+    p.add_argument("--cafile", help="wss:// URLs: PEM file of the CA that signed the router's certificate "
+                                    "(default: the system's trusted CAs)")
     p.add_argument("--authid", default=os.environ.get("COURTYARD_ADMIN_AUTHID", "admin"))
     p.add_argument("--ticket", default=os.environ.get("COURTYARD_ADMIN_TICKET"),
                    help="ticket secret (or COURTYARD_ADMIN_TICKET)")
@@ -77,6 +79,50 @@ def render(result: Any) -> str:
     return "" if result is None else str(result)
 
 
+def _endpoint(url: str, cafile: str | None) -> tuple[Any, str, int]:
+    """(TLS client options or None, host, port) for a ws:// or wss:// URL, parsed by Autobahn. A wss://
+    certificate is verified against `cafile`, or the system's trusted CAs, and the URL's host name."""
+    from autobahn.websocket.util import parse_url
+
+    secure, host, port = parse_url(url)[:3]
+    if not secure:
+        return None, host, port
+    from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+
+    if cafile is None:
+        return optionsForClientTLS(host, trustRoot=platformTrust()), host, port
+    try:
+        with open(cafile, "rb") as f:
+            trust = Certificate.loadPEM(f.read())
+    except OSError as e:
+        raise OSError(f"--cafile {cafile}: {e.strerror}") from None
+    except Exception:
+        raise ValueError(f"--cafile {cafile}: not a PEM certificate") from None
+    return optionsForClientTLS(host, trustRoot=trust), host, port
+
+
+def _stop(reactor: Any) -> None:
+    """Stop the reactor unless something else already did."""
+    from twisted.internet.error import ReactorNotRunning
+
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
+
+
+def _why(error: BaseException) -> str:
+    """One line for a lost connection; a TLS failure says which check failed."""
+    from router.transport.tls import tls_error
+
+    what = tls_error(error)
+    if what is None:
+        return str(error) or type(error).__name__
+    hint = " (is --cafile the CA that signed the router's certificate, and the URL's host in it?)" \
+        if "verify" in what else ""
+    return f"TLS: {what}{hint}"
+
+
 def run(args: argparse.Namespace) -> int:
     procedure = COMMANDS.get((args.group, args.action))
     if procedure is None:
@@ -91,9 +137,10 @@ def run(args: argparse.Namespace) -> int:
     outcome: dict[str, Any] = {}
 
     from autobahn.twisted.wamp import ApplicationSession
-    from autobahn.twisted.websocket import WampWebSocketClientFactory
+    from autobahn.twisted.websocket import WampWebSocketClientFactory, WampWebSocketClientProtocol
     from autobahn.wamp.types import ComponentConfig
     from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 
     class AdminCall(ApplicationSession):
         def onConnect(self) -> None:
@@ -118,15 +165,28 @@ def run(args: argparse.Namespace) -> int:
             if reactor.running:
                 reactor.stop()
 
-    class Factory(WampWebSocketClientFactory):
-        def clientConnectionFailed(self, connector, reason) -> None:
-            outcome["error"] = f"cannot connect to {args.url}: {reason.getErrorMessage()}"
-            reactor.stop()
+    class Protocol(WampWebSocketClientProtocol):
+        def connectionLost(self, reason) -> None:
+            if "result" not in outcome and "error" not in outcome:  # before any answer: TLS refused, most often
+                outcome["error"] = f"lost the connection to {args.url}: {_why(reason.value)}"
+            super().connectionLost(reason)
+            _stop(reactor)
 
-    factory = Factory(lambda: AdminCall(ComponentConfig(args.admin_realm)), url=args.url)
-    host_port = args.url.split("//", 1)[1].split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
-    reactor.connectTCP(host, int(port), factory, timeout=10)
+    def failed(reason) -> None:
+        outcome["error"] = f"cannot connect to {args.url}: {reason.getErrorMessage()}"
+        _stop(reactor)
+
+    try:
+        tls, host, port = _endpoint(args.url, args.cafile)
+    except (ValueError, OSError) as e:
+        print(f"courtyard admin: {e}", file=sys.stderr)
+        return 2
+    factory = WampWebSocketClientFactory(lambda: AdminCall(ComponentConfig(args.admin_realm)), url=args.url)
+    factory.protocol = Protocol
+    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=10)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
+    endpoint.connect(factory).addErrback(failed)
     reactor.callLater(30, lambda: (outcome.setdefault("error", "timed out"), reactor.stop()))
     reactor.run()
     if "error" in outcome:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 
 import pytest
 import pytest_twisted
+from autobahn.twisted.util import sleep
 from twisted.internet import defer, endpoints, protocol, reactor, threads
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from realms.schema import ConfigError
+from realms.secrets import hash_secret
 from router.config import parse
 from tests.pki import make_pki
+from tests.routerproc import RouterProcess
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -60,16 +67,28 @@ class _Watcher(protocol.Protocol):
         self.lost.callback(reason.value)  # the exception, as a result (not an errback)
 
 
+@pytest.mark.parametrize("kind", ["websocket", "rawsocket"])
 @ensure
-async def test_a_client_not_trusting_the_ca_fails_the_handshake(make_node, pki, other_pki):
-    node = make_node(listeners=[{"tls": _tls(pki)}])
-    watcher = _Watcher()
-    ep = endpoints.wrapClientTLS(_trusting(other_pki), endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port))
-    await with_timeout(endpoints.connectProtocol(ep, watcher))
-    reason = await with_timeout(watcher.lost)
-    assert "certificate verify failed" in str(reason), reason
+async def test_a_client_not_trusting_the_ca_fails_the_handshake(make_node, pki, other_pki, kind):
+    node = make_node(listeners=[{"type": kind, "tls": _tls(pki)}])
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        watcher = _Watcher()
+        ep = endpoints.wrapClientTLS(_trusting(other_pki),
+                                     endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port))
+        await with_timeout(endpoints.connectProtocol(ep, watcher))
+        reason = await with_timeout(watcher.lost)
+        assert "certificate verify failed" in str(reason), reason
+        await sleep(0.1)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    # the client's mistake is one info line in the router's log, not an error
+    assert [formatEvent(e) for e in events if e.get("log_level", LogLevel.info) > LogLevel.info] == []
+    assert [formatEvent(e) for e in events if "TLS with" in formatEvent(e)] != []
     # and the listener still serves a client that trusts it
-    await _call_through(await connect(f"wss://localhost:{node.port}/ws", tls=_trusting(pki)))
+    url = f"rss://localhost:{node.port}" if kind == "rawsocket" else f"wss://localhost:{node.port}/ws"
+    await _call_through(await connect(url, tls=_trusting(pki)))
 
 
 def _plain_request(port: int) -> bytes:
@@ -141,3 +160,28 @@ async def test_client_certificates_are_required_when_ca_certificates_are_given(m
     mine = PrivateCertificate.loadPEM(other_pki.certificate.read_bytes() + other_pki.key.read_bytes())
     opts = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pki.ca_pem), clientCertificate=mine)
     await _call_through(await connect(f"wss://localhost:{node.port}/ws", tls=opts))
+
+
+def _admin_cli(url: str, *argv: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "router.cli", "admin", "--url", url, "--authid", "root", "--ticket", "root-pw", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_the_admin_cli_over_wss_verifies_the_certificate(tmp_path, pki, other_pki):
+    admin = {"users": {"root": {"ticket": hash_secret("root-pw", iterations=1000)}}, "data_dir": None}
+    router = RouterProcess(tmp_path, {"listeners": [{"tls": _tls(pki)}], "admin": admin}).start()
+    url = f"wss://localhost:{router.port}/ws"
+    try:
+        r = _admin_cli(url, "--cafile", str(pki.ca), "--json", "realms", "list")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == ["courtyard.admin", "realm1"]
+        for argv in (["--cafile", str(other_pki.ca)], []):  # another CA; the system's CAs
+            r = _admin_cli(url, *argv, "realms", "list")
+            assert r.returncode == 1, (argv, r.stdout, r.stderr)
+            assert r.stderr.count("\n") == 1 and "TLS: certificate verify failed" in r.stderr, (argv, r.stderr)
+        r = _admin_cli(url, "--cafile", str(tmp_path / "nope.pem"), "realms", "list")
+        assert r.returncode == 2 and "nope.pem: No such file or directory" in r.stderr, r.stderr
+        r = _admin_cli(f"ws://127.0.0.1:{router.port}/ws", "realms", "list")  # plain to a TLS listener
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    finally:
+        router.stop()

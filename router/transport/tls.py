@@ -95,6 +95,15 @@ def server_options(tls: TlsConfig, path: str = "tls") -> Any:
     return options
 
 
+def tls_error(error: BaseException) -> str | None:
+    """A short text when a connection ended in a TLS error (a client that does not trust the
+    certificate, plain HTTP to a TLS port), else None."""
+    if type(error).__module__ != "OpenSSL.SSL":
+        return None
+    reasons = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    return ", ".join(str(r[-1]) for r in reasons if isinstance(r, tuple) and r[-1])[:200] or type(error).__name__
+
+
 def _first(e: Exception) -> str:
     args = e.args[0] if e.args else None
     if isinstance(args, list) and args and isinstance(args[0], tuple):

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from router import http, wamp
 from router.auth.cookie import COOKIE_NAME
@@ -23,6 +25,7 @@ from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import Serializer, create
 from router.transport.flow import FlowControlled
 from router.transport.forwarded import client_address, networks
+from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
     from router.node import Node
@@ -227,6 +230,10 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = connectionDone) -> None:
+        why = tls_error(reason.value)
+        if why is not None:  # Autobahn would log it as an error: it is the client's, one info line
+            self._log.info("TLS with {peer} failed: {why}", peer=self.peer, why=why)
+            reason = Failure(ConnectionLost(f"TLS: {why}"))
         try:
             super().connectionLost(reason)
         finally:
