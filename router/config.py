@@ -48,6 +48,7 @@ class ListenerConfig:
     auto_ping_timeout: float = 0.0
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For counts (WebSocket)
     tls: TlsConfig | None = None  # wss:// and RawSocket over TLS
+    endpoint: str | None = None  # a Twisted server endpoint string (unix:, systemd:) instead of host and port
 
 
 def _open_realm(uri: str) -> Realm:
@@ -135,7 +136,24 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
         auto_ping_timeout=_timer(d, "auto_ping_timeout", path, default.auto_ping_timeout),
         trusted_proxies=_trusted_proxies(d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
         tls=None if d.get("tls") is None else parse_tls(d["tls"], f"{path}.tls"),
+        endpoint=_endpoint(d, path),
     )
+
+
+def _endpoint(d: dict, path: str) -> str | None:
+    """A Twisted server endpoint description, parsed now so that a typo fails the config check."""
+    if d.get("endpoint") is None:
+        return None
+    desc = str_value(d, "endpoint", path, "")
+    if "host" in d or "port" in d:
+        raise ConfigError(f"{path}.endpoint", "replaces host and port: give one or the other")
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, desc)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"{path}.endpoint", f"not a Twisted server endpoint ({e}): {desc!r}") from None
+    return desc
 
 
 def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:

@@ -19,7 +19,7 @@ from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.service import ServiceSession
-from router.transport.listen import listen
+from router.transport.listen import describe, listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
@@ -89,16 +89,15 @@ class Node:
         t0 = time.perf_counter()
         for lc in self.config.listeners:
             if lc.type == "rawsocket":
-                factory = WampRawSocketFactory(self, lc)
-                where = "RawSocket on " + ("tls" if lc.tls else "tcp") + "://{host}:{port}"
+                factory, scheme, path = WampRawSocketFactory(self, lc), ("tls" if lc.tls else "tcp"), ""
+                kind = "RawSocket"
             else:
-                factory = WampWebSocketFactory(self, lc)
-                where = "WebSocket on " + ("wss" if lc.tls else "ws") + "://{host}:{port}" + lc.path
+                factory, scheme, path = WampWebSocketFactory(self, lc), ("wss" if lc.tls else "ws"), lc.path
+                kind = "WebSocket"
             port = listen(lc, factory)
             self.ports.append(port)
-            addr = port.getHost()
-            self.log.info("listening for WAMP over " + where + " ({sers})", host=addr.host, port=addr.port,
-                          sers=", ".join(lc.serializers))
+            self.log.info("listening for WAMP over {kind} on {scheme}://{where}{path} ({sers})", kind=kind,
+                          scheme=scheme, where=describe(port), path=path, sers=", ".join(lc.serializers))
         self._start_admin_realm()
         self._sweeper.start(self.config.sweep_interval, now=False)
         self.started = time.perf_counter() - t0

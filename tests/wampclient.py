@@ -97,10 +97,11 @@ def _serializer(name: str):
     return {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}[name]()
 
 
-async def connect(url: str, serializer: str = "json", realm: str = "realm1", tls=None, **kw) -> Client:
+async def connect(url: str, serializer: str = "json", realm: str = "realm1", tls=None, unix: str | None = None,
+                  **kw) -> Client:
     """Join a realm and return the session; raises Aborted if the router says no.
     A `rs://host:port` (or `rss://`) url connects over RawSocket, anything else over WebSocket;
-    `tls`: Twisted client TLS options (for wss:// and rss://)."""
+    `tls`: Twisted client TLS options (for wss:// and rss://); `unix`: connect to this socket path."""
     holder: list[Client] = []
 
     def make() -> Client:
@@ -113,7 +114,8 @@ async def connect(url: str, serializer: str = "json", realm: str = "realm1", tls
     else:
         factory = WampWebSocketClientFactory(make, url=url, serializers=[_serializer(serializer)])
     host, port = _hostport(url)
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port)
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port) if unix is None else \
+        endpoints.UNIXClientEndpoint(reactor, unix)
     if tls is not None:
         endpoint = endpoints.wrapClientTLS(tls, endpoint)
     await with_timeout(endpoint.connect(factory))

@@ -1,5 +1,6 @@
-"""Open a listener through a Twisted server endpoint (`tcp:` here), TLS wrapped around its factory
-when the listener has `tls`, exactly as `SSL4ServerEndpoint` does it."""
+"""Open a listener through a Twisted server endpoint (`tcp:` from host and port, or the listener's
+`endpoint`: `unix:`, `systemd:`), TLS wrapped around its factory when the listener has `tls`, exactly
+as `SSL4ServerEndpoint` does it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from router.config import ListenerConfig
 
 def endpoint_string(lc: ListenerConfig) -> str:
     """The listener's endpoint description; the host is quoted (an IPv6 address has colons)."""
+    if lc.endpoint is not None:
+        return lc.endpoint
     return f"tcp:port={lc.port}:interface={endpoints.quoteStringArgument(lc.host)}"
 
 
 def listen(lc: ListenerConfig, factory: Factory) -> IListeningPort:
-    """Listen now (TCP endpoints answer at once); an address in use raises as listenTCP would."""
+    """Listen now (tcp, unix and systemd endpoints answer at once); an address in use raises as
+    listenTCP would."""
     if lc.tls is not None:
         factory = TLSMemoryBIOFactory(lc.tls.options, False, factory)
         factory.noisy = False
@@ -29,3 +33,11 @@ def listen(lc: ListenerConfig, factory: Factory) -> IListeningPort:
     if isinstance(result[0], Failure):
         result[0].raiseException()
     return result[0]
+
+
+def describe(port: IListeningPort) -> str:
+    """host:port, or the unix socket's path, for the log."""
+    addr = port.getHost()
+    if hasattr(addr, "port"):
+        return f"{addr.host}:{addr.port}"
+    return f"unix:{getattr(addr, 'name', '?')!s}"

@@ -123,7 +123,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
             self._handshake_timer.cancel()
         addr = self.transport.getPeer()
         self.codec = codec
-        self.wamp = WampProtocol(self.factory.node, self, codec, (addr.host, addr.port),
+        peer = (getattr(addr, "host", "unix"), getattr(addr, "port", 0))  # a unix socket has neither
+        self.wamp = WampProtocol(self.factory.node, self, codec, peer,
                                  self.factory.config.hello_timeout)
         return True
 
