@@ -6,10 +6,12 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
+from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, endpoints, protocol, reactor, threads
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -185,3 +187,45 @@ def test_the_admin_cli_over_wss_verifies_the_certificate(tmp_path, pki, other_pk
         assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     finally:
         router.stop()
+
+
+@ensure
+async def test_a_wss_subscriber_that_stops_reading_gets_the_slow_consumer_policy(make_node, pki):
+    """TLS adds a layer between the router and the socket: the outgoing budget must still see the
+    socket back up (Twisted's TLS protocol passes the pause through to the router's producer)."""
+    budget = 256 * 1024
+    node = make_node(listeners=[{"tls": _tls(pki), "max_outgoing_buffer": budget}])
+    url = f"wss://localhost:{node.port}/ws"
+    subscriber = await connect(url, tls=_trusting(pki))
+    await subscriber.subscribe(lambda *a: None, "com.example.firehose")
+    conn = node.table.fetch(subscriber.welcome.session).transport.wire
+    subscriber._transport.transport.pauseProducing()  # the client stops reading its TLS socket
+    publisher = await connect(url, tls=_trusting(pki))
+    blob = "e" * (512 * 1024)
+    for _ in range(60):  # 30 MB, 120 times the budget
+        await publisher.publish("com.example.firehose", blob, options=PublishOptions(acknowledge=True))
+        tcp = conn.transport.transport  # under the TLS layer
+        assert len(tcp.dataBuffer) + tcp._tempDataLen < 2 * 1024 * 1024
+    assert conn.dropped_events > 0
+    await publisher.leave()
+
+
+def _silent(port: int) -> float:
+    """Connect, send nothing; seconds until the router closes."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=8) as s:
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("kind", ["websocket", "rawsocket"])
+@ensure
+async def test_a_connection_that_never_starts_tls_is_closed_by_hello_timeout(make_node, pki, kind):
+    node = make_node(listeners=[{"type": kind, "tls": _tls(pki), "hello_timeout": 1}])
+    took = await threads.deferToThread(_silent, node.port)
+    assert took < 4, took
+    assert node.connections == 0
