@@ -151,7 +151,10 @@ def _endpoint(d: dict, path: str) -> str | None:
 
     try:
         endpoints.serverFromString(reactor, desc)
-    except (ValueError, TypeError, KeyError) as e:
+    except IndexError:  # systemd:…:index=N parses against the sockets this process inherited
+        raise ConfigError(f"{path}.endpoint", f"no inherited socket at that index (systemd's LISTEN_FDS): {desc!r}") \
+            from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ConfigError(f"{path}.endpoint", f"not a Twisted server endpoint ({e}): {desc!r}") from None
     return desc
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 import pytest_twisted
@@ -65,3 +69,35 @@ def test_a_bad_endpoint_fails_the_config_with_the_key_path(listener, words):
         parse({"listeners": [listener]})
     assert str(e.value).startswith("listeners[0].endpoint"), str(e.value)
     assert words in str(e.value), str(e.value)
+
+
+def test_systemd_socket_activation(tmp_path):
+    """The router adopts a listening socket passed as systemd does (fd 3, LISTEN_FDS, LISTEN_PID)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    config = tmp_path / "router.yaml"
+    config.write_text("listeners: [{endpoint: 'systemd:domain=INET:index=0'}]\nadmin: {data_dir: null}\n")
+    log = tmp_path / "router.log"
+    env = {**os.environ, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "courtyard"}  # systemd 227+ sets both
+    argv = ["sh", "-c", 'LISTEN_PID=$$ exec "$0" -m router.cli start -c "$1"', sys.executable, str(config)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(3,),
+                                preexec_fn=lambda: os.dup2(sock.fileno(), 3))
+    sock.close()
+    try:
+        deadline = time.monotonic() + 15
+        while "started in" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert "started in" in log.read_text(), log.read_text()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    # without systemd's sockets, the config check says so
+    r = subprocess.run([sys.executable, "-m", "router.cli", "check-config", "-c", str(config)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "listeners[0].endpoint: no inherited socket" in r.stderr, r.stderr
