@@ -54,10 +54,10 @@ def health(node: Node) -> tuple[int, dict]:
 
 def answer(node: Node, method: str, path: str) -> tuple[int, bytes]:
     """The status and full response for a plain HTTP request to a WebSocket listener."""
+    head_only = method == "HEAD"  # a HEAD answer has the headers of the GET one, and no body
     if path != "/health":
-        return 404, response(404, b"not found\n")
+        return 404, response(404, b"not found\n", head_only=head_only)
     if method not in ("GET", "HEAD"):
         return 405, response(405, b"method not allowed\n", extra="Allow: GET, HEAD\r\n")
     status, body = health(node)
-    return status, response(status, json.dumps(body).encode() + b"\n", "application/json",
-                            head_only=method == "HEAD")
+    return status, response(status, json.dumps(body).encode() + b"\n", "application/json", head_only=head_only)

@@ -50,6 +50,8 @@ async def test_health_says_ok_with_the_session_count(node):
     assert status == 200 and json.loads(body)["sessions"] == before["sessions"] + 1
     status, headers, body = await _get(node.port, "/health", "HEAD")
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+    status, _, body = await _get(node.port, "/nothing", "HEAD")
+    assert status == 404 and body == b""
     status, headers, _ = await _get(node.port, "/health", "POST")
     assert status == 405 and headers["allow"] == "GET, HEAD"
     await client.leave()
