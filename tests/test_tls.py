@@ -21,7 +21,7 @@ from realms.secrets import hash_secret
 from router.config import parse
 from tests.pki import make_pki
 from tests.routerproc import RouterProcess
-from tests.wampclient import connect, with_timeout
+from tests.wampclient import Aborted, connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -229,3 +229,41 @@ async def test_a_connection_that_never_starts_tls_is_closed_by_hello_timeout(mak
     took = await threads.deferToThread(_silent, node.port)
     assert took < 4, took
     assert node.connections == 0
+
+
+def _bound_signer(key, channel: str | None = "tls-unique", tamper: bool = False):
+    """An Autobahn cryptosign answer bound to the session's own TLS channel (autobahn's tls-unique)."""
+    from autobahn.twisted.util import transport_channel_id
+
+    def sign(challenge, session):
+        cid = transport_channel_id(session._transport.transport, False, "tls-unique")
+        if tamper:  # a signature made for another TLS connection, relayed by a man in the middle
+            cid = bytes(32)
+        return key.sign_challenge(challenge, channel_id=cid, channel_id_type=channel)
+
+    sign.wants_session = True
+    return sign
+
+
+@ensure
+async def test_cryptosign_with_tls_unique_channel_binding(make_node, pki):
+    from autobahn.wamp.cryptosign import CryptosignKey
+
+    from tests.test_auth import _auth_realm
+
+    key = CryptosignKey.from_bytes(bytes(range(32)))
+    node = make_node(**_auth_realm(), listeners=[{"tls": _tls(pki)}, {"port": 0}])
+    url = f"wss://localhost:{node.port}/ws"
+    bound = {"pubkey": key.public_key(), "channel_binding": "tls-unique"}
+    c = await connect(url, tls=_trusting(pki), authmethods=["cryptosign"], authextra=bound,
+                      on_challenge=_bound_signer(key))
+    assert c.welcome.authid == "dave"
+    await c.leave()
+    with pytest.raises(Aborted) as e:  # signed for another channel: refused
+        await connect(url, tls=_trusting(pki), authmethods=["cryptosign"], authextra=bound,
+                      on_challenge=_bound_signer(key, tamper=True))
+    assert e.value.reason == "wamp.error.authentication_failed"
+    plain = f"ws://127.0.0.1:{node.ports[1].getHost().port}/ws"
+    with pytest.raises(Aborted) as e:  # binding asked for where there is no TLS
+        await connect(plain, authmethods=["cryptosign"], authextra=bound, on_challenge=lambda ch: "")
+    assert e.value.reason == "wamp.error.not_authorized" and "TLS" in str(e.value)

@@ -49,6 +49,8 @@ class Client(ApplicationSession):
         self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid, authextra=self._authextra)
 
     def onChallenge(self, challenge):
+        if getattr(self._on_challenge, "wants_session", False):  # e.g. to read the session's TLS channel
+            return self._on_challenge(challenge, self)
         return self._on_challenge(challenge)
 
     def onJoin(self, details) -> None:

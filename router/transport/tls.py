@@ -7,6 +7,7 @@ key that does not match its certificate stop the config check with the key path.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,17 @@ def tls_error(error: BaseException) -> str | None:
         return None
     reasons = error.args[0] if error.args and isinstance(error.args[0], list) else []
     return ", ".join(str(r[-1]) for r in reasons if isinstance(r, tuple) and r[-1])[:200] or type(error).__name__
+
+
+def channel_id(transport: Any) -> bytes | None:
+    """RFC 5929 tls-unique as Autobahn computes it (autobahn.twisted.util.transport_channel_id): the
+    SHA-256 of the client's Finished message; None on a connection without TLS or before the handshake."""
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+    if not isinstance(transport, TLSMemoryBIOProtocol):
+        return None
+    finished = transport.getHandle().get_peer_finished()  # the router is the server: the client's Finished
+    return None if finished is None else hashlib.sha256(finished).digest()
 
 
 def _first(e: Exception) -> str:
