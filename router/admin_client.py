@@ -140,6 +140,9 @@ def _connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="log in by cryptosign: the Ed25519 private key, 64 hex characters (or COURTYARD_ADMIN_KEY)")
     p.add_argument("--json", action="store_true", default=default(False), help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=default(30.0), help="seconds to wait for the answer")
+    p.add_argument("--cafile", default=default(None),
+                   help="wss:// URLs: PEM file of the CA that signed the router's certificate "
+                        "(default: the system's trusted CAs)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -201,8 +204,12 @@ def run(args: argparse.Namespace) -> int:
                          "(`courtyard auth keygen` prints one)", 2)
     elif args.login_ticket is None:
         return _fail("no credential: give --ticket (or COURTYARD_ADMIN_TICKET) or --key (or COURTYARD_ADMIN_KEY)", 2)
+    try:
+        tls = _tls_options(host, args.cafile) if secure else None
+    except (ValueError, OSError) as e:
+        return _fail(str(e), 2)
     pos, kw = call_arguments(args)
-    outcome = _call(args, secure, host, port, signer, args.spec.procedure, pos, kw)
+    outcome = _call(args, tls, host, port, signer, args.spec.procedure, pos, kw)
     if "error" in outcome:
         return _fail(outcome["error"], 1)
     result = outcome.get("result")
@@ -213,13 +220,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _call(args: argparse.Namespace, secure: bool, host: str, port: int, signer: Any, procedure: str,
+def _tls_options(host: str, cafile: str | None) -> Any:
+    """TLS client options for a wss:// URL: the certificate is verified against `cafile`, or the
+    system's trusted CAs, and the URL's host name."""
+    from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+
+    if cafile is None:
+        return optionsForClientTLS(host, trustRoot=platformTrust())
+    try:
+        with open(cafile, "rb") as f:
+            trust = Certificate.loadPEM(f.read())
+    except OSError as e:
+        raise OSError(f"--cafile {cafile}: {e.strerror}") from None
+    except Exception:
+        raise ValueError(f"--cafile {cafile}: not a PEM certificate") from None
+    return optionsForClientTLS(host, trustRoot=trust)
+
+
+def _why(error: BaseException) -> str:
+    """One line for a lost connection; a TLS failure says which check failed."""
+    from router.transport.tls import tls_error
+
+    what = tls_error(error)
+    if what is None:
+        return str(error) or type(error).__name__
+    hint = " (is --cafile the CA that signed the router's certificate, and the URL's host in it?)" \
+        if "verify" in what else ""
+    return f"TLS: {what}{hint}"
+
+
+def _call(args: argparse.Namespace, tls: Any, host: str, port: int, signer: Any, procedure: str,
           pos: list, kw: dict) -> dict:
     """Join the admin realm, make one call, leave: {"result": ...} or {"error": one line}."""
     from autobahn.twisted.wamp import ApplicationSession
-    from autobahn.twisted.websocket import WampWebSocketClientFactory
+    from autobahn.twisted.websocket import WampWebSocketClientFactory, WampWebSocketClientProtocol
     from autobahn.wamp.types import ComponentConfig
     from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 
     outcome: dict[str, Any] = {}
 
@@ -262,20 +299,18 @@ def _call(args: argparse.Namespace, secure: bool, host: str, port: int, signer: 
         def onDisconnect(self) -> None:
             done("error", "the router closed the connection")
 
-    class Factory(WampWebSocketClientFactory):
-        def clientConnectionFailed(self, connector, reason) -> None:
-            done("error", f"cannot connect to {args.url}: {reason.getErrorMessage()}")
+    class Protocol(WampWebSocketClientProtocol):
+        def connectionLost(self, reason) -> None:  # before any answer: a refused TLS handshake, most often
+            done("error", f"connection to {args.url} lost: {_why(reason.value)}")
+            super().connectionLost(reason)
 
-        def clientConnectionLost(self, connector, reason) -> None:
-            done("error", f"connection to {args.url} lost: {reason.getErrorMessage()}")
-
-    factory = Factory(lambda: AdminCall(ComponentConfig(args.admin_realm)), url=args.url)
-    if secure:
-        from twisted.internet.ssl import optionsForClientTLS
-
-        reactor.connectSSL(host, port, factory, optionsForClientTLS(host), timeout=10)
-    else:
-        reactor.connectTCP(host, port, factory, timeout=10)
+    factory = WampWebSocketClientFactory(lambda: AdminCall(ComponentConfig(args.admin_realm)), url=args.url)
+    factory.protocol = Protocol
+    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=10)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
+    endpoint.connect(factory).addErrback(
+        lambda reason: done("error", f"cannot connect to {args.url}: {reason.getErrorMessage()}"))
     reactor.callLater(args.timeout, done, "error", f"no answer from {args.url} in {args.timeout:g} s")
     reactor.run()
     return outcome

@@ -31,6 +31,8 @@ from realms.schema import (
 )
 from router.serializers import SERIALIZERS
 from router.transport.forwarded import networks
+from router.transport.tls import TlsConfig
+from router.transport.tls import parse as parse_tls
 
 
 @dataclass
@@ -49,6 +51,8 @@ class ListenerConfig:
     auto_ping_interval: float = 0.0
     auto_ping_timeout: float = 0.0
     trusted_proxies: list[str] = field(default_factory=list)  # whose X-Forwarded-For counts (WebSocket)
+    tls: TlsConfig | None = None  # wss:// and RawSocket over TLS
+    endpoint: str | None = None  # a Twisted server endpoint string (unix:, systemd:) instead of host and port
 
 
 def _open_realm(uri: str) -> Realm:
@@ -142,9 +146,30 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
         auto_ping_interval=value(_timer, d, "auto_ping_interval", path, default.auto_ping_interval),
         auto_ping_timeout=value(_timer, d, "auto_ping_timeout", path, default.auto_ping_timeout),
         trusted_proxies=value(_trusted_proxies, d.get("trusted_proxies", []), f"{path}.trusted_proxies", kind),
+        tls=None if d.get("tls") is None else value(parse_tls, d["tls"], f"{path}.tls"),
+        endpoint=value(_endpoint, d, path),
     )
     raise_any(errors)
     return listener
+
+
+def _endpoint(d: dict, path: str) -> str | None:
+    """A Twisted server endpoint description, parsed now so that a typo fails the config check."""
+    if d.get("endpoint") is None:
+        return None
+    desc = str_value(d, "endpoint", path, "")
+    if "host" in d or "port" in d:
+        raise ConfigError(f"{path}.endpoint", "replaces host and port: give one or the other")
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, desc)
+    except IndexError:  # systemd:…:index=N parses against the sockets this process inherited
+        raise ConfigError(f"{path}.endpoint", f"no inherited socket at that index (systemd's LISTEN_FDS): {desc!r}") \
+            from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ConfigError(f"{path}.endpoint", f"not a Twisted server endpoint ({e}): {desc!r}") from None
+    return desc
 
 
 def _trusted_proxies(raw: Any, path: str, kind: str) -> list[str]:
@@ -199,8 +224,8 @@ def _listeners(raw: Any, errors: list[ConfigError]) -> list[ListenerConfig]:
     listeners = [collect(errors, _listener, x, f"listeners[{i}]") for i, x in enumerate(raw)]
     seen: dict[tuple[str, int], int] = {}
     for i, lc in enumerate(listeners):
-        if lc is None or lc.port == 0:  # port 0: the system picks a free one each time
-            continue
+        if lc is None or lc.port == 0 or lc.endpoint is not None:  # port 0: a free one each time; an
+            continue  # endpoint string replaces host and port (two equal ones fail when listening)
         if (lc.host, lc.port) in seen:
             errors.append(ConfigError(f"listeners[{i}].port", f"{lc.host}:{lc.port} is also "
                                                               f"listeners[{seen[lc.host, lc.port]}]'s"))

@@ -19,6 +19,7 @@ from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.service import ServiceSession
+from router.transport.listen import describe, listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
@@ -44,6 +45,7 @@ class Node:
         self.connections = 0  # open client connections on all listeners, with a session or not
         self._refused = 0  # connections refused since the last one admitted
         self.started = None
+        self.stopping = False  # set by stop(): /health answers 503
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -87,14 +89,15 @@ class Node:
         t0 = time.perf_counter()
         for lc in self.config.listeners:
             if lc.type == "rawsocket":
-                factory, where = WampRawSocketFactory(self, lc), "RawSocket on tcp://{host}:{port}"
+                factory, scheme, path = WampRawSocketFactory(self, lc), ("tls" if lc.tls else "tcp"), ""
+                kind = "RawSocket"
             else:
-                factory, where = WampWebSocketFactory(self, lc), "WebSocket on ws://{host}:{port}" + lc.path
-            port = reactor.listenTCP(lc.port, factory, interface=lc.host)
+                factory, scheme, path = WampWebSocketFactory(self, lc), ("wss" if lc.tls else "ws"), lc.path
+                kind = "WebSocket"
+            port = listen(lc, factory)
             self.ports.append(port)
-            addr = port.getHost()
-            self.log.info("listening for WAMP over " + where + " ({sers})", host=addr.host, port=addr.port,
-                          sers=", ".join(lc.serializers))
+            self.log.info("listening for WAMP over {kind} on {scheme}://{where}{path} ({sers})", kind=kind,
+                          scheme=scheme, where=describe(port), path=path, sers=", ".join(lc.serializers))
         self._start_admin_realm()
         self._sweeper.start(self.config.sweep_interval, now=False)
         self.started = time.perf_counter() - t0
@@ -144,6 +147,7 @@ class Node:
     def stop(self):
         """Graceful shutdown: stop accepting, GOODBYE every session, wait the grace period for the
         answers, then close what is left."""
+        self.stopping = True
         if self._sweeper.running:
             self._sweeper.stop()
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])

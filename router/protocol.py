@@ -20,6 +20,7 @@ from router.auth.methods import METHODS
 from router.auth.throttle import throttle_key
 from router.serializers import SerializationError, Serializer
 from router.session import QuotaWindow, RateWindow, Session
+from router.transport.tls import channel_id
 from router.tuplespace import TableFull
 
 if TYPE_CHECKING:
@@ -274,6 +275,8 @@ class WampProtocol:
                 self.abort(wamp.NOT_AUTHORIZED, why)
                 return
         method = cls(spec)
+        if chosen == "cryptosign":  # channel binding reads the TLS connection under the transport
+            method.channel_id = lambda: channel_id(getattr(self.wire, "transport", None))
         self._auth = (spec, details, roles, method)
         self._answer(method.hello(details))
 

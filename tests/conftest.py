@@ -16,7 +16,8 @@ def start_node(**config) -> Node:
     config.setdefault("admin", {})
     config["admin"].setdefault("data_dir", None)  # admin changes in memory, unless a test gives a directory
     for lc in config["listeners"]:
-        lc.setdefault("port", 0)
+        if "endpoint" not in lc:
+            lc.setdefault("port", 0)
     node = Node(parse(config))
     node.start()
     node.url = f"ws://127.0.0.1:{node.ports[0].getHost().port}/ws"

@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import utils
 
+from tests.pki import make_pki
 from tests.test_auth import _auth_realm
 
 ensure = pytest_twisted.ensureDeferred
@@ -17,11 +18,11 @@ JS = Path(__file__).resolve().parent / "js"
 NODE = shutil.which("node")
 
 
-async def run_js(scenario: str, url: str, serializer: str = "json") -> list[dict]:
+async def run_js(scenario: str, url: str, serializer: str = "json", env: dict | None = None) -> list[dict]:
     assert NODE, "node is required for the interop tests (scripts/test installs the npm packages)"
     assert (JS / "node_modules" / "autobahn").is_dir(), "run `npm install` in tests/js (scripts/test does)"
     out, err, code = await utils.getProcessOutputAndValue(NODE, [str(JS / "client.js"), scenario, url, serializer],
-                                                          path=str(JS))
+                                                          env=env or {}, path=str(JS))
     lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     assert code == 0, (out.decode(), err.decode())
     return lines
@@ -79,3 +80,14 @@ async def test_js_failed_ticket_is_refused(make_node):
     lines = await run_js("badticket", node.url)
     assert not any("joined" in line for line in lines)
     assert lines[-1]["reason"] == "wamp.error.authentication_failed"
+
+
+@ensure
+async def test_js_over_wss_with_the_test_ca(make_node, tmp_path):
+    pki = make_pki(tmp_path)
+    node = make_node(listeners=[{"tls": {"certificate": str(pki.certificate), "key": str(pki.key)}}])
+    lines = await run_js("basic", f"wss://localhost:{node.port}/ws", env={"NODE_EXTRA_CA_CERTS": str(pki.ca)})
+    assert {"add": 5} in lines
+    with pytest.raises(AssertionError) as e:  # without the CA, Node refuses the certificate: no session
+        await run_js("basic", f"wss://localhost:{node.port}/ws")
+    assert '"add"' not in str(e.value) and node.table.size() == 0, e.value

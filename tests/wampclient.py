@@ -49,6 +49,8 @@ class Client(ApplicationSession):
         self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid, authextra=self._authextra)
 
     def onChallenge(self, challenge):
+        if getattr(self._on_challenge, "wants_session", False):  # e.g. to read the session's TLS channel
+            return self._on_challenge(challenge, self)
         return self._on_challenge(challenge)
 
     def onJoin(self, details) -> None:
@@ -97,9 +99,11 @@ def _serializer(name: str):
     return {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}[name]()
 
 
-async def connect(url: str, serializer: str = "json", realm: str = "realm1", **kw) -> Client:
+async def connect(url: str, serializer: str = "json", realm: str = "realm1", tls=None, unix: str | None = None,
+                  **kw) -> Client:
     """Join a realm and return the session; raises Aborted if the router says no.
-    A `rs://host:port` url connects over RawSocket, anything else over WebSocket."""
+    A `rs://host:port` (or `rss://`) url connects over RawSocket, anything else over WebSocket;
+    `tls`: Twisted client TLS options (for wss:// and rss://); `unix`: connect to this socket path."""
     holder: list[Client] = []
 
     def make() -> Client:
@@ -107,12 +111,16 @@ async def connect(url: str, serializer: str = "json", realm: str = "realm1", **k
         holder.append(c)
         return c
 
-    if url.startswith("rs://"):
+    if url.startswith(("rs://", "rss://")):
         factory = WampRawSocketClientFactory(make, serializer=_serializer(serializer))
     else:
         factory = WampWebSocketClientFactory(make, url=url, serializers=[_serializer(serializer)])
     host, port = _hostport(url)
-    await with_timeout(endpoints.TCP4ClientEndpoint(reactor, host, port).connect(factory))
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port) if unix is None else \
+        endpoints.UNIXClientEndpoint(reactor, unix)
+    if tls is not None:
+        endpoint = endpoints.wrapClientTLS(tls, endpoint)
+    await with_timeout(endpoint.connect(factory))
     for _ in range(int(TIMEOUT / 0.01)):
         if holder:
             break

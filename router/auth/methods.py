@@ -106,9 +106,13 @@ class WampCra(_ByAuthid):
 
 class CryptoSign(Method):
     """Ed25519: the client names its public key in HELLO.Details.authextra.pubkey and signs a random
-    32-byte challenge. No channel binding: the WebSocket transport here has no TLS to bind to."""
+    32-byte challenge. With `authextra.channel_binding: "tls-unique"` it signs the challenge XOR the
+    TLS channel's id (SHA-256 of the client's Finished message, as Autobahn computes it), so that a
+    signature made for one TLS connection is worthless on another (a man in the middle cannot relay it)."""
 
     name = "cryptosign"
+    # () -> the connection's tls-unique id (32 bytes), or None without TLS; set by the session layer
+    channel_id = staticmethod(lambda: None)
 
     @staticmethod
     def principal(details: dict) -> str:
@@ -131,7 +135,16 @@ class CryptoSign(Method):
                 self.user = user
                 break
         self.challenge = os.urandom(32)
-        return Challenge("cryptosign", {"challenge": self.challenge.hex(), "channel_binding": None})
+        self.signed = self.challenge  # what the client must sign
+        binding = extra.get("channel_binding")
+        if binding is not None:
+            if binding != "tls-unique":
+                return Deny("wamp.error.not_authorized", "cryptosign channel_binding must be \"tls-unique\" or absent")
+            channel = self.channel_id()
+            if channel is None:
+                return Deny("wamp.error.not_authorized", "cryptosign channel binding needs a TLS connection")
+            self.signed = bytes(a ^ b for a, b in zip(self.challenge, channel, strict=True))
+        return Challenge("cryptosign", {"challenge": self.challenge.hex(), "channel_binding": binding})
 
     def authenticate(self, signature: str, extra: dict) -> Welcome | Deny:
         if self.user is None:
@@ -140,10 +153,10 @@ class CryptoSign(Method):
         from nacl.signing import VerifyKey
 
         try:
-            signed = bytes.fromhex(signature)  # signature (64 bytes), optionally followed by the challenge
-            if len(signed) not in (64, 96) or (len(signed) == 96 and signed[64:] != self.challenge):
+            signed = bytes.fromhex(signature)  # signature (64 bytes), optionally followed by what was signed
+            if len(signed) not in (64, 96) or (len(signed) == 96 and signed[64:] != self.signed):
                 return deny()
-            VerifyKey(bytes.fromhex(self.pubkey)).verify(self.challenge, signed[:64])
+            VerifyKey(bytes.fromhex(self.pubkey)).verify(self.signed, signed[:64])
         except (ValueError, BadSignatureError, TypeError):
             return deny()
         return Welcome(self.user.authid, self.user.role, "cryptosign", authextra={"pubkey": self.pubkey})

@@ -19,6 +19,7 @@ from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import RAWSOCKET_IDS, Serializer, create
 from router.transport.flow import FlowControlled
+from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
     from router.node import Node
@@ -122,7 +123,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
             self._handshake_timer.cancel()
         addr = self.transport.getPeer()
         self.codec = codec
-        self.wamp = WampProtocol(self.factory.node, self, codec, (addr.host, addr.port),
+        peer = (getattr(addr, "host", "unix"), getattr(addr, "port", 0))  # a unix socket has neither
+        self.wamp = WampProtocol(self.factory.node, self, codec, peer,
                                  self.factory.config.hello_timeout)
         return True
 
@@ -137,6 +139,9 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
         self._buf.clear()
 
     def connectionLost(self, reason: object = None) -> None:
+        why = tls_error(getattr(reason, "value", None))
+        if why is not None:
+            self.log.info("TLS with {peer} failed: {why}", peer=self.peer_name(), why=why)
         if not self._refused:
             self.factory.node.connection_closed()
         if self._handshake_timer is not None and self._handshake_timer.active():

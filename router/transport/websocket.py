@@ -13,16 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from router import wamp
+from router import http, wamp
 from router.auth.cookie import COOKIE_NAME
 from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import Serializer, create
 from router.transport.flow import FlowControlled
 from router.transport.forwarded import client_address, networks
+from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
     from router.node import Node
@@ -144,7 +147,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         if request is None:
             end = data.find(_END_OF_HEADER, 0, MAX_HANDSHAKE_SIZE)
             if end >= 0:
-                self._dataReceived(data)  # the usual case: the whole request in one read
+                self._request_complete(data, end)  # the usual case: the whole request in one read
                 return
             if len(data) < MAX_HANDSHAKE_SIZE:
                 self._request = bytearray(data)
@@ -155,7 +158,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             end = request.find(_END_OF_HEADER, start, MAX_HANDSHAKE_SIZE)
             if end >= 0:
                 del self._request  # back to the class's None
-                self._dataReceived(bytes(request))
+                self._request_complete(bytes(request), end)
                 return
             if len(request) < MAX_HANDSHAKE_SIZE:
                 return
@@ -164,6 +167,26 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
                        max=MAX_HANDSHAKE_SIZE)
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
+        self.dropConnection(abort=False)
+
+    def _request_complete(self, data: bytes, end: int) -> None:
+        """A request for the WAMP path goes to Autobahn (one `startswith`); a plain HTTP request for
+        another path (/health, a probe) is answered by router.http and the connection closed."""
+        factory: WampWebSocketFactory = self.factory
+        prefix = factory.wamp_request_line
+        if data.startswith(prefix) and data[len(prefix):len(prefix) + 1] in (b" ", b"?"):
+            self._dataReceived(data)
+            return
+        plain = http.plain_request(data[:end])
+        if plain is None:
+            self._dataReceived(data)  # an upgrade elsewhere, or a bad request: Autobahn refuses it
+            return
+        method, path = plain
+        status, reply = http.answer(factory.node, method, path)
+        self._log.debug("HTTP {method} {path} from {peer}: {status}", method=method, path=wamp.quote(path),
+                        peer=self.peer, status=status)
+        self.wasClean = True  # answered on purpose: no line from Autobahn's drop
+        self.sendData(reply)
         self.dropConnection(abort=False)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
@@ -207,6 +230,10 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = connectionDone) -> None:
+        why = tls_error(reason.value)
+        if why is not None:  # Autobahn would log it as an error: it is the client's, one info line
+            self._log.info("TLS with {peer} failed: {why}", peer=self.peer, why=why)
+            reason = Failure(ConnectionLost(f"TLS: {why}"))
         try:
             super().connectionLost(reason)
         finally:
@@ -261,7 +288,9 @@ class WampWebSocketFactory(WebSocketServerFactory):
     noisy = False  # no 'Starting factory' lines in the log
 
     def __init__(self, node: Node, config: ListenerConfig) -> None:
-        super().__init__()  # no url: the port may be 0 (ephemeral); onConnect checks the path itself
+        # No url: the port may be 0 (ephemeral); onConnect checks the path itself. No Server header.
+        super().__init__(server=None)
+        self.wamp_request_line = b"GET " + config.path.encode()
         self.trusted_proxies = networks(config.trusted_proxies)
         self.node = node
         self.config = config
@@ -277,6 +306,7 @@ class WampWebSocketFactory(WebSocketServerFactory):
             perMessageCompressionAccept=lambda offers: None,
             # The JSON serializer decodes UTF-8 itself; a bad frame then gets a WAMP ABORT, not just a close.
             utf8validateIncoming=False,
+            webStatus=False,  # no Autobahn page (it names its version): a GET without upgrade gets 426
         )
         # Autobahn copies each protocol setting from the factory into every connection's __dict__ unless
         # the protocol class has it already (its documented per-protocol override). A subclass per
