@@ -70,19 +70,21 @@ class AdminAPI:
     log = Logger()
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
-                 wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None) -> None:
+                 wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None,
+                 nodes: Callable[[], Any] | None = None) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
         self.admin_realm = admin_realm
         self.wipe_expired = wipe
         self.drop_realm = drop  # forgets a deleted realm's running state (retained events, registrations)
+        self.nodes = nodes  # the cluster's nodes (a Deferred of announcements); None: not offered
         self.procedures: dict[str, Callable] = {
             f"courtyard.{name.replace('_', '.', 1)}": getattr(self, name) for name in (
                 "realm_list", "realm_get", "realm_create", "realm_update", "realm_delete",
                 "session_count", "session_list", "session_get", "session_kill", "session_kill_by_authid",
                 "session_kill_all", "session_activity", "session_wipe", "session_set_data",
-                "user_list", "user_get", "user_add", "user_update", "user_remove")}
+                "user_list", "user_get", "user_add", "user_update", "user_remove", "node_list")}
 
     def call(self, procedure: str, who: str, args: list, kwargs: dict) -> Any:
         """Run one procedure for the admin `who`; AdminError for anything the caller got wrong."""
@@ -97,6 +99,13 @@ class AdminAPI:
             self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
                           **_loggable(fn, args, kwargs))
         return result
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def node_list(self) -> Any:
+        """Every node of the cluster (one on a single node): id, address, sessions, started, heartbeat."""
+        if self.nodes is None:
+            return []
+        return self.nodes()
 
     # -- realms ----------------------------------------------------------------------------------
     def _realm(self, uri: Any):

@@ -21,6 +21,7 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("users", "list"): "courtyard.user.list", ("users", "get"): "courtyard.user.get",
     ("users", "add"): "courtyard.user.add", ("users", "update"): "courtyard.user.update",
     ("users", "remove"): "courtyard.user.remove",
+    ("nodes", "list"): "courtyard.node.list",
 }
 
 
@@ -67,7 +68,14 @@ def _call_args(args: argparse.Namespace) -> tuple[list, dict]:
 
 
 def render(result: Any) -> str:
-    """A readable table: a list of ids or names one a line, a mapping as key/value rows."""
+    """A readable table: a list of ids or names one a line, a list of mappings as columns, a mapping
+    as key/value rows."""
+    if isinstance(result, list) and result and all(isinstance(x, dict) for x in result):
+        cols = list(dict.fromkeys(k for row in result for k in row))
+        rows = [[str(row.get(c, "")) for c in cols] for row in result]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                         for line in [cols, *rows])
     if isinstance(result, list):
         return "\n".join(str(x) for x in result) if result else "(none)"
     if isinstance(result, dict):

@@ -23,6 +23,9 @@ def _setup_logging(level: str) -> None:
     )
 
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    # The Redis client's reconnecting service logs every retry; the node says once when Redis goes
+    # and once when it is back (router/cluster/membership.py).
+    predicate.setLogLevelForNamespace("twisted.application._client_service", LogLevel.warn)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])],
                                      redirectStandardIO=False)
 
@@ -77,16 +80,56 @@ def cmd_start(args: argparse.Namespace) -> int:
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
         print(f"courtyard: cannot start: {e}", file=sys.stderr)
         return 2
+    if cfg.cluster is not None:
+        return _run_cluster_node(node)
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: say so and exit non-zero
         log.critical("cannot start: {e}", e=e)
         return 1
-    log.info("Courtyard {v} started in {t:.3f}s; realms: {realms}", v=__version__, t=node.started,
-             realms=", ".join(r.uri for r in node.realms.list()))
+    _started(node)
     reactor.addSystemEventTrigger("before", "shutdown", node.stop)
     reactor.run()
     return 0
+
+
+def _started(node) -> None:
+    log.info("Courtyard {v} started in {t:.3f}s; realms: {realms}", v=__version__, t=node.started,
+             realms=", ".join(r.uri for r in node.realms.list()))
+
+
+def _run_cluster_node(node) -> int:
+    """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen."""
+    from twisted.internet import reactor
+
+    from router.cluster.connection import RedisUnavailable
+
+    outcome = {"code": 0}
+
+    def fail(code: int, line: str) -> None:
+        print(f"courtyard: cannot start: {line}", file=sys.stderr)
+        outcome["code"] = code
+        reactor.stop()
+
+    def joined(_) -> None:
+        try:
+            node.start()
+        except Exception as e:  # a port in use, an address not here
+            return fail(1, str(e))
+        reactor.addSystemEventTrigger("before", "shutdown", node.stop)
+        log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
+                 url=node.config.cluster.redis.display())
+        _started(node)
+
+    def not_joined(failure) -> None:
+        if failure.check(RedisUnavailable):
+            return fail(2, failure.getErrorMessage())
+        log.failure("joining the cluster failed", failure=failure)
+        return fail(1, f"joining the cluster failed: {failure.getErrorMessage()}")
+
+    reactor.callWhenRunning(lambda: node.join_cluster().addCallbacks(joined, not_joined))
+    reactor.run()
+    return outcome["code"]
 
 
 def cmd_auth_hash_secret(args: argparse.Namespace) -> int:

@@ -33,7 +33,8 @@ class Node:
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
         self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
-        self.table = SessionTable(storage.create(config.storage), config.max_sessions,
+        self.storage = storage.create(config.storage, config.cluster)
+        self.table = SessionTable(self.storage, config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
         self.throttle = AuthThrottle()
@@ -43,6 +44,8 @@ class Node:
         self.connections = 0  # open client connections on all listeners, with a session or not
         self._refused = 0  # connections refused since the last one admitted
         self.started = None
+        self.redis = None  # a cluster's Redis connection (join_cluster)
+        self.membership = None
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -80,6 +83,36 @@ class Node:
         self.connections -= 1
 
     # -- lifetime --------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def join_cluster(self):
+        """Before `start` in a cluster: connect to Redis (RedisUnavailable: it cannot be reached) and
+        mirror the session table there. Imports the Redis client only now."""
+        from router.cluster.connection import connect
+
+        cluster = self.config.cluster
+        self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
+        self.storage.attach(self.redis)
+
+    def _announce(self) -> None:
+        """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""
+        from router.cluster.membership import Membership
+
+        cluster = self.config.cluster
+        lc, port = self.config.listeners[0], self.ports[0].getHost()
+        address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
+                   else f"rawsocket://{port.host}:{port.port}")
+        self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
+                                     self.table.size, cluster.redis.display(), self.storage.resync)
+        self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
+                                                                   e=f.getErrorMessage()))
+
+    def nodes(self):
+        """Deferred[list[dict]]: the cluster's live nodes; on one node, this one."""
+        if self.membership is not None:
+            return self.membership.list_nodes()
+        return defer.succeed([{"id": self.config.name, "address": None, "sessions": self.table.size(),
+                               "started": None, "heartbeat": None}])
+
     def start(self) -> list[IListeningPort]:
         t0 = time.perf_counter()
         for lc in self.config.listeners:
@@ -93,6 +126,8 @@ class Node:
             self.log.info("listening for WAMP over " + where + " ({sers})", host=addr.host, port=addr.port,
                           sers=", ".join(lc.serializers))
         self._start_admin_realm()
+        if self.redis is not None:
+            self._announce()
         self._sweeper.start(self.config.sweep_interval, now=False)
         self.started = time.perf_counter() - t0
         return self.ports
@@ -100,7 +135,8 @@ class Node:
     def _start_admin_realm(self) -> None:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
-        self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm)
+        self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm,
+                              nodes=self.nodes)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
@@ -159,4 +195,23 @@ class Node:
             if t.state != CLOSED:
                 t.state = CLOSED
                 t.wire.close_transport("shutdown grace period over")
+        if self.redis is not None:
+            yield self._leave_cluster()
         self.log.info("stopped")
+
+    @defer.inlineCallbacks
+    def _leave_cluster(self):
+        """Write the closed sessions' deletions, remove the node's key, disconnect: a graceful stop
+        leaves nothing of this node in Redis. Bounded: a Redis that does not answer is not waited for."""
+        try:
+            for _ in range(20):
+                if not self.storage.backlog():
+                    break
+                yield self.storage.flush()
+            if self.membership is not None:
+                yield self.membership.stop()
+        except Exception as e:
+            self.log.warn("leaving the cluster cleanly failed: {e}", e=e)
+        self.storage.detach()
+        yield self.redis.disconnect()
+        self.redis = None

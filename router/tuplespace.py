@@ -1,7 +1,10 @@
 """The session table: the only way code touches session records (after Bondy's session tuplespace).
 
 Callers use open / fetch / lookup / to_details_map / size / list / incr_seq / update / close; the
-storage backend behind it is chosen in config and never seen by them.
+storage backend behind it is chosen in config and never seen by them. Those calls are synchronous
+and see this node's sessions (in a cluster too: the hot path never waits on Redis). The cluster-wide
+reads, `cluster_size`, `cluster_list` and `cluster_details`, return Deferreds: on one node they fire
+at once with the same answers, in a cluster they read Redis and see every node's sessions.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+
+from twisted.internet import defer
 
 from router.session import Session
 from router.storage import SessionStorage
@@ -85,6 +90,21 @@ class SessionTable:
         """Distinct authids with a session active in the last `dt` seconds: a scan of the realm."""
         since = time.time() - dt
         return len({s.authid for s in self._storage.select(realm_uri) if s.last_active >= since})
+
+    # -- cluster-wide, asynchronous ---------------------------------------------------------------
+    def cluster_size(self, realm_uri: str | None = None) -> defer.Deferred:
+        """Deferred[int]: sessions on every node (in the realm)."""
+        return self._storage.cluster_count(realm_uri)
+
+    def cluster_list(self, realm_uri: str | None = None, authid: str | None = None,
+                     authrole: str | None = None) -> defer.Deferred:
+        """Deferred[list[dict]]: details maps of the matching sessions on every node (in a cluster,
+        each with `node`; at most 10,000)."""
+        return self._storage.cluster_select(realm_uri, authid, authrole)
+
+    def cluster_details(self, session_id: int) -> defer.Deferred:
+        """Deferred[dict | None]: a session's details map, wherever it is."""
+        return self._storage.cluster_details(session_id)
 
     def incr_seq(self, session_id: int) -> int:
         return self.fetch(session_id).next_seq()
