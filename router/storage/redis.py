@@ -173,18 +173,18 @@ class RedisStorage(MemoryStorage):
             if before is not None:
                 pipe.delete(record_key(sid))
                 for key in _index_keys(self.node_id, *before):
-                    pipe.srem(key, sid)
+                    pipe.srem(key, [sid])
                 del self._written[sid]
             return
         now = (s.realm_uri, s.authid, s.authrole)
         if before is not None and before != now:
             for key in _index_keys(self.node_id, *before):
-                pipe.srem(key, sid)
+                pipe.srem(key, [sid])
         pipe.hmset(record_key(sid), {"node": self.node_id, "realm": s.realm_uri, "authid": s.authid,
                                      "authrole": s.authrole, "last_active": repr(s.last_active),
                                      "details": _json.encode(s.to_details_map()).decode("utf-8")})
         for key in _index_keys(self.node_id, *now):
-            pipe.sadd(key, sid)
+            pipe.sadd(key, [sid])
         self._written[sid] = now
         self._activity_written[sid] = s.last_active
 
