@@ -45,6 +45,7 @@ class Node:
         self._refused = 0  # connections refused since the last one admitted
         self.started = None
         self.redis = None  # a cluster's Redis connection (join_cluster)
+        self.bus = None
         self.membership = None
 
     def realm_router(self, uri: str) -> RealmRouter | None:
@@ -92,17 +93,34 @@ class Node:
         cluster = self.config.cluster
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
         self.storage.attach(self.redis)
+        from router.cluster.bus import Bus
+        from router.cluster.purge import LEFT
+
+        self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.bus.on(LEFT, self._sessions_left)
+        yield self.bus.start()
+
+    def _sessions_left(self, sender: str, leavers: list) -> None:
+        """A dead node's sessions were purged (by `sender`): wamp.session.on_leave to this node's
+        subscribers in each realm that runs here."""
+        for realm, sid, authid, authrole in leavers[:100_000]:
+            router = self._routers.get(realm)
+            if router is not None:
+                router.meta.publish("wamp.session.on_leave", [sid, authid, authrole])
 
     def _announce(self) -> None:
         """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""
         from router.cluster.membership import Membership
+        from router.cluster.purge import LEFT, Purger
 
         cluster = self.config.cluster
+        purger = Purger(self.redis, cluster.node_id, claim_ttl=max(10.0, 3 * cluster.node_timeout),
+                        announce=lambda leavers: self.bus.broadcast(LEFT, leavers))
         lc, port = self.config.listeners[0], self.ports[0].getHost()
         address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
                    else f"rawsocket://{port.host}:{port.port}")
         self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
-                                     self.table.size, cluster.redis.display(), self.storage.resync)
+                                     self.table.size, cluster.redis.display(), self.storage.resync, purger)
         self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
                                                                    e=f.getErrorMessage()))
 
@@ -213,5 +231,7 @@ class Node:
         except Exception as e:
             self.log.warn("leaving the cluster cleanly failed: {e}", e=e)
         self.storage.detach()
+        if self.bus is not None:
+            yield self.bus.stop()
         yield self.redis.disconnect()
         self.redis = None

@@ -25,12 +25,24 @@ def _open(target: RedisTarget, reconnect: bool, timeout: float) -> defer.Deferre
                   connectTimeout=timeout, replyTimeout=timeout, charset="utf-8")
     if target.path is not None:
         return txredisapi.UnixConnection(target.path, **common)
-    tls: Any = False
-    if target.tls:
-        from twisted.internet.ssl import optionsForClientTLS
+    return txredisapi.Connection(target.host, target.port, ssl_context_factory=_tls(target), **common)
 
-        tls = optionsForClientTLS(target.host)
-    return txredisapi.Connection(target.host, target.port, ssl_context_factory=tls, **common)
+
+def _tls(target: RedisTarget) -> Any:
+    if not target.tls:
+        return False
+    from twisted.internet.ssl import optionsForClientTLS
+
+    return optionsForClientTLS(target.host)
+
+
+def _endpoint(target: RedisTarget, timeout: float) -> Any:
+    """A client endpoint for `target`, for connections we build ourselves (the bus's subscriber)."""
+    if target.path is not None:
+        from twisted.internet.endpoints import UNIXClientEndpoint
+
+        return UNIXClientEndpoint(reactor, target.path, timeout=timeout)
+    return txredisapi._makeEndpoint(target.host, target.port, timeout, _tls(target))
 
 
 @defer.inlineCallbacks

@@ -38,7 +38,8 @@ class Membership:
     log = Logger()
 
     def __init__(self, redis: Any, node_id: str, address: str, heartbeat: float, node_timeout: float,
-                 sessions: Callable[[], int], redis_name: str, on_back: Callable[[], None]) -> None:
+                 sessions: Callable[[], int], redis_name: str, on_back: Callable[[], None],
+                 purger: Any = None) -> None:
         self.redis = redis
         self.node_id = node_id
         self.address = address
@@ -47,6 +48,9 @@ class Membership:
         self.sessions = sessions  # this node's session count, for the announcement
         self.redis_name = redis_name  # the URL, password masked, for the log lines
         self.on_back = on_back  # Redis is back after an outage: re-write local state
+        self.purger = purger  # looks for dead nodes after each heartbeat (purge.py)
+        self._announced = False
+        self._purging = False
         self.started = time.time()
         self.last_heartbeat: float | None = None
         self.up = True
@@ -75,10 +79,22 @@ class Membership:
 
     @defer.inlineCallbacks
     def _renew(self):
+        """SET the key; after the first time only if it still exists (XX): if it had expired, this
+        node was taken for dead (Redis slow or cut off for node_timeout) and its sessions may have been
+        purged, so it announces itself anew and re-writes them."""
+        ttl = int(self.node_timeout * 1000)
+        value = json.dumps(self.announcement())
+        if self._announced:
+            renewed = yield self.redis.set(node_key(self.node_id), value, pexpire=ttl, only_if_exists=True)
+            if renewed:
+                return
+            self.log.warn("this node's key had expired (taken for dead): re-announcing it and its sessions")
+            self.on_back()
         pipe = yield self.redis.pipeline()
-        pipe.set(node_key(self.node_id), json.dumps(self.announcement()), pexpire=int(self.node_timeout * 1000))
-        pipe.sadd(NODES, self.node_id)
+        pipe.set(node_key(self.node_id), value, pexpire=ttl)
+        pipe.sadd(NODES, [self.node_id])
         yield pipe.execute_pipeline()
+        self._announced = True
 
     def _beaten(self, result: Any) -> None:
         self._beating = None
@@ -90,7 +106,16 @@ class Membership:
             self.up = True
             self.log.info("Redis at {url} is back: re-announcing this node and its sessions", url=self.redis_name)
             self.on_back()
+        if self.purger is not None and not self._purging:
+            self._purging = True
+            self.purger.sweep().addErrback(self._purge_failed).addBoth(self._purged)
         return None
+
+    def _purge_failed(self, failure: Failure) -> None:
+        self.log.warn("looking for dead nodes failed: {e}", e=failure.getErrorMessage())
+
+    def _purged(self, _: Any) -> None:
+        self._purging = False
 
     def _lost(self, why: str) -> None:
         if self.up:
@@ -105,7 +130,7 @@ class Membership:
             self._loop.stop()
         if connected(self.redis):
             yield self.redis.delete(node_key(self.node_id))
-            yield self.redis.srem(NODES, self.node_id)
+            yield self.redis.srem(NODES, [self.node_id])
 
     @defer.inlineCallbacks
     def list_nodes(self):

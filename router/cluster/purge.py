@@ -1,0 +1,89 @@
+"""A dead node's sessions are removed by exactly one survivor. A node is dead when its id is still in
+`cy:nodes` but its key has expired (membership.py). Survivors look on every heartbeat; the first to
+`SET cy:purge:<id> NX` (atomic in Redis) purges: it reads the dead node's session records, deletes
+them and their index entries in one pipeline, forgets the node, and broadcasts who left so that
+every node fires `wamp.session.on_leave` to its own subscribers. The claim expires after
+`claim_ttl`, so if the purging node dies half way, another survivor finishes the job (every step is
+idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from router.cluster.membership import NODES, node_key
+from router.storage.redis import ALL, authid_key, authrole_key, node_sessions_key, realm_key, record_key
+
+MAX_PURGE = 100_000  # sessions of one dead node removed per claim; the rest at the next heartbeat
+LEFT = "sessions_left"  # the broadcast: [[realm, session id, authid, authrole], ...]
+
+
+def claim_key(node_id: str) -> str:
+    return f"cy:purge:{node_id}"
+
+
+class Purger:
+    log = Logger()
+
+    def __init__(self, redis: Any, node_id: str, claim_ttl: float, announce: Callable[[list], Any]) -> None:
+        self.redis = redis
+        self.node_id = node_id
+        self.claim_ttl = claim_ttl  # seconds a claim holds before another survivor may take over
+        self.announce = announce  # broadcast the leavers to every node
+
+    @defer.inlineCallbacks
+    def dead_nodes(self):
+        ids = sorted((yield self.redis.smembers(NODES)))[:1000]
+        others = [i for i in ids if i != self.node_id]
+        if not others:
+            return []
+        alive = yield self.redis.mget([node_key(i) for i in others])
+        return [i for i, v in zip(others, alive, strict=True) if v is None]
+
+    @defer.inlineCallbacks
+    def sweep(self):
+        """Purge every dead node this node can claim; returns the ids purged here."""
+        purged = []
+        for dead in (yield self.dead_nodes()):
+            if (yield self.purge(dead)) is not None:
+                purged.append(dead)
+        return purged
+
+    @defer.inlineCallbacks
+    def purge(self, dead: str):
+        """Remove `dead`'s records if this node wins the claim: the leavers, or None if another did."""
+        won = yield self.redis.set(claim_key(dead), self.node_id, pexpire=int(self.claim_ttl * 1000),
+                                   only_if_not_exists=True)
+        if not won:
+            return None
+        ids = sorted(int(i) for i in (yield self.redis.smembers(node_sessions_key(dead))))[:MAX_PURGE]
+        left = []
+        if ids:
+            pipe = yield self.redis.pipeline()
+            for sid in ids:
+                pipe.hmget(record_key(sid), ["realm", "authid", "authrole", "node"])
+            rows = yield pipe.execute_pipeline()
+            pipe = yield self.redis.pipeline()
+            for sid, (realm, authid, authrole, node) in zip(ids, rows, strict=True):
+                pipe.srem(node_sessions_key(dead), [sid])
+                if node != dead:  # gone already, or (a re-used id) someone else's now
+                    continue
+                pipe.delete(record_key(sid))
+                for key in (ALL, realm_key(realm), authid_key(realm, authid), authrole_key(realm, authrole)):
+                    pipe.srem(key, [sid])
+                left.append([realm, sid, authid, authrole])
+            yield pipe.execute_pipeline()
+        more = yield self.redis.scard(node_sessions_key(dead))
+        if not more:
+            yield self.redis.srem(NODES, dead)
+            yield self.redis.delete(node_sessions_key(dead))
+        if left:
+            yield self.announce(left)
+        # The claim is left to expire: a survivor that listed the dead node before it was forgotten
+        # cannot claim it again meanwhile.
+        self.log.info("node {dead} is dead (its key expired): purged its {n} sessions", dead=dead, n=len(left))
+        return left

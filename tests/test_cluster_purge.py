@@ -1,0 +1,99 @@
+"""A dead node's sessions are purged by exactly one survivor, and every node's subscribers see them
+leave (issue 12, point 4): real `courtyard start` processes, real redis-server, kill -9."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest_twisted
+from autobahn.twisted.util import sleep
+
+from tests.test_cluster_start import _node
+from tests.wampclient import connect
+
+ensure = pytest_twisted.ensureDeferred
+HEARTBEAT, NODE_TIMEOUT = 0.2, 1.0
+
+
+async def _until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@ensure
+async def test_kill_9_of_a_node_purges_its_sessions_once_and_every_node_sees_them_leave(tmp_path, redis_server):
+    a, b, c = (_node(tmp_path, n, redis_server.url).start() for n in "abc")
+    watchers, clients = [], []
+    try:
+        leaves: dict[str, list[int]] = {"a": [], "c": []}
+        for name, node in (("a", a), ("c", c)):
+            w = await connect(node.url)
+            await w.subscribe(lambda sid, authid, authrole, name=name: leaves[name].append(sid),
+                              "wamp.session.on_leave")
+            watchers.append(w)
+        clients = [await connect(b.url) for _ in range(3)]
+        ids = sorted(cl._session_id for cl in clients)
+        await _until(lambda: redis_server.command("SCARD", "cy:n:b:s") == 3, 5, "b's sessions in Redis")
+        b.proc.kill()
+        b.proc.wait(10)
+        t0 = time.monotonic()
+        await _until(lambda: sorted(leaves["a"]) == ids and sorted(leaves["c"]) == ids,
+                     NODE_TIMEOUT + HEARTBEAT + 2.0, f"on_leave for {ids} on a and c, got {leaves}")
+        took = time.monotonic() - t0
+        await sleep(3 * HEARTBEAT)
+        assert sorted(leaves["a"]) == ids and sorted(leaves["c"]) == ids  # once each, no second purge
+        assert took < NODE_TIMEOUT + HEARTBEAT + 0.5, took
+        purges = [line for node in (a, c) for line in node.log().splitlines() if "node b is dead" in line]
+        assert len(purges) == 1 and re.search(r"purged its 3 sessions", purges[0]), purges
+        assert redis_server.command("EXISTS", "cy:n:b:s") == 0
+        assert redis_server.command("SISMEMBER", "cy:nodes", "b") == 0
+        assert all(redis_server.command("EXISTS", f"cy:s:{sid}") == 0 for sid in ids)
+        assert {int(x) for x in redis_server.command("SMEMBERS", "cy:sessions")} == {w._session_id for w in watchers}
+    finally:
+        for cl in watchers + clients:
+            if cl.is_connected():
+                cl.leave()
+        for node in (a, b, c):
+            node.stop()
+
+
+@ensure
+async def test_two_survivors_racing_for_one_dead_node_purge_it_once(redis_server):
+    """The claim is atomic: two purgers started in the same instant, on their own connections."""
+    from twisted.internet import defer
+
+    from router.cluster.connection import connect
+    from router.cluster.purge import Purger
+    from router.cluster.url import parse_redis_url
+    from router.storage.redis import RedisStorage
+    from router.tuplespace import SessionTable
+    from tests.test_tuplespace import _open
+
+    target = parse_redis_url(redis_server.url)
+    conns = [await connect(target) for _ in range(3)]
+    try:
+        dead = RedisStorage("b")
+        dead.attach(conns[0])
+        table = SessionTable(dead)
+        ids = sorted(_open(table, authid=f"u{i}").id for i in range(20))
+        await dead.flush()
+        dead.detach()  # b dies: its records stay in Redis, its key (never set here) is gone
+        await conns[0].sadd("cy:nodes", ["b"])
+        announced = []
+        purgers = [Purger(conns[i], f"survivor-{i}", 10.0, lambda left, i=i: announced.append((i, left)))
+                   for i in (1, 2)]
+        assert await purgers[0].dead_nodes() == ["b"]
+        results = await defer.gatherResults([p.purge("b") for p in purgers])
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1 and sorted(x[1] for x in winners[0]) == ids
+        assert len(announced) == 1
+        assert redis_server.command("KEYS", "cy:s:*") == [] and redis_server.command("SCARD", "cy:sessions") == 0
+        assert await purgers[1].dead_nodes() == []
+    finally:
+        for c in conns:
+            await c.disconnect()
