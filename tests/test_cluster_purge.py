@@ -54,6 +54,7 @@ async def test_kill_9_of_a_node_purges_its_sessions_once_and_every_node_sees_the
         assert redis_server.command("SISMEMBER", "cy:nodes", "b") == 0
         assert all(redis_server.command("EXISTS", f"cy:s:{sid}") == 0 for sid in ids)
         assert {int(x) for x in redis_server.command("SMEMBERS", "cy:sessions")} == {w._session_id for w in watchers}
+        assert not [n for n in (a, c) if "Traceback" in n.log() or "Unhandled" in n.log()]
     finally:
         for cl in watchers + clients:
             if cl.is_connected():
@@ -97,3 +98,40 @@ async def test_two_survivors_racing_for_one_dead_node_purge_it_once(redis_server
     finally:
         for c in conns:
             await c.disconnect()
+
+
+@ensure
+async def test_redis_restarted_under_running_nodes_gets_their_state_back(tmp_path, redis_server):
+    """Redis lost and back (issue 12, point 7): one log line each way, then the node re-announces
+    itself and re-writes its sessions, so the counts are right again."""
+    from tests.redisproc import RedisServer
+
+    a = _node(tmp_path, "a", redis_server.url).start()
+    clients = []
+    restarted = None
+    try:
+        clients = [await connect(a.url) for _ in range(4)]
+        ids = {cl._session_id for cl in clients}
+        await _until(lambda: redis_server.command("SCARD", "cy:sessions") == 4, 5, "the sessions in Redis")
+        port, url, workdir = redis_server.port, redis_server.url, redis_server.workdir
+        redis_server.stop()
+        await _until(lambda: "lost Redis at" in a.log(), 5, "the node to notice")
+        clients.pop().leave()  # a session leaves while Redis is away
+        await sleep(0.3)
+        restarted = RedisServer(workdir)
+        restarted.port, restarted.url = port, url
+        restarted.start()
+        await _until(lambda: {int(x) for x in restarted.command("SMEMBERS", "cy:sessions") or []}
+                     == {cl._session_id for cl in clients}, 15, "the sessions written again")
+        assert restarted.command("EXISTS", "cy:node:a") == 1 and len(ids) == 4
+        await sleep(0.5)
+        log = a.log()
+        assert log.count("lost Redis at") == 1 and log.count("is back: re-announcing") == 1, log
+        assert "Traceback" not in log and "Scheduling retry" not in log
+    finally:
+        for cl in clients:
+            if cl.is_connected():
+                cl.leave()
+        a.stop()
+        if restarted is not None:
+            restarted.stop()
