@@ -88,17 +88,28 @@ class Node:
     def join_cluster(self):
         """Before `start` in a cluster: connect to Redis (RedisUnavailable: it cannot be reached) and
         mirror the session table there. Imports the Redis client only now."""
+        from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
+        from router.cluster.purge import LEFT
 
         cluster = self.config.cluster
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
         self.storage.attach(self.redis)
-        from router.cluster.bus import Bus
-        from router.cluster.purge import LEFT
-
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
         self.bus.on(LEFT, self._sessions_left)
+        self.bus.on(KILL, self._kill_here)
+        self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
+            node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
         yield self.bus.start()
+
+    def _kill_here(self, sender: str, body: dict) -> None:
+        """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
+        for sid in body["sessions"][:100_000]:
+            session = self.table.lookup(sid)
+            if session is not None and session.realm_uri == body["realm"]:
+                self.log.info("session {sid} killed from node {node} ({reason})", sid=sid, node=sender,
+                              reason=wamp.quote(body["reason"]))
+                session.transport.close(body["reason"], body.get("message"))
 
     def _sessions_left(self, sender: str, leavers: list) -> None:
         """A dead node's sessions were purged (by `sender`): wamp.session.on_leave to this node's

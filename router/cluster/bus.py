@@ -1,7 +1,8 @@
-"""Messages between nodes over Redis pub/sub. For now one broadcast channel (`cy:bus:all`) that every
-node listens on, for events every node must see (a dead node's sessions leaving); part 2 adds a
-channel per node. A pub/sub message is fire-and-forget: a node that is disconnected when it is sent
-does not get it (Redis keeps nothing), which is why what must outlive a node lives in keys instead.
+"""Messages between nodes over Redis pub/sub: a broadcast channel (`cy:bus:all`) every node listens
+on, for events every node must see (a dead node's sessions leaving), and a channel per node
+(`cy:bus:node:<id>`) for what only one node must act on (kill one of its sessions). A pub/sub
+message is fire-and-forget: a node that is disconnected when it is sent does not get it (Redis
+keeps nothing), which is why what must outlive a node lives in keys instead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from router.cluster.connection import _endpoint
 from router.cluster.url import RedisTarget
 
 BROADCAST = "cy:bus:all"
+KILL = "kill"  # to one node: {realm, sessions, reason, message}: say GOODBYE to these sessions of yours
+
+
+def node_channel(node_id: str) -> str:
+    return f"cy:bus:node:{node_id}"
+
 MAX_MESSAGE = 8 * 1024 * 1024  # bytes; a larger broadcast is refused by the sender
 
 
@@ -52,7 +59,7 @@ class Bus:
 
         def build_and_subscribe(addr):
             p = build(addr)
-            p.whenConnected().addCallback(lambda proto: proto.subscribe(BROADCAST))
+            p.whenConnected().addCallback(lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)]))
             return p
 
         factory.buildProtocol = build_and_subscribe
@@ -64,10 +71,18 @@ class Bus:
         return self._factory.disconnect() if self._factory is not None else defer.succeed(None)
 
     def broadcast(self, kind: str, body: Any) -> defer.Deferred:
+        """To every node, this one included."""
+        return self._publish(BROADCAST, kind, body)
+
+    def send(self, node_id: str, kind: str, body: Any) -> defer.Deferred:
+        """To one node: Deferred[int], how many listeners got it (0: that node is not listening)."""
+        return self._publish(node_channel(node_id), kind, body)
+
+    def _publish(self, channel: str, kind: str, body: Any) -> defer.Deferred:
         data = json.dumps({"from": self.node_id, "kind": kind, "body": body}, separators=(",", ":"))
         if len(data) > MAX_MESSAGE:
-            return defer.fail(ValueError(f"broadcast {kind} of {len(data)} bytes is over {MAX_MESSAGE}"))
-        return self.redis.publish(BROADCAST, data)
+            return defer.fail(ValueError(f"bus message {kind} of {len(data)} bytes is over {MAX_MESSAGE}"))
+        return self.redis.publish(channel, data)
 
     def received(self, channel: str, message: Any) -> None:
         try:

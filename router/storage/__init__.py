@@ -28,7 +28,9 @@ class SessionStorage(Protocol):
         """After `update` changed a record (`old` holds the previous values), so indexes can follow."""
 
     # Cluster-wide reads, answered later (Deferreds): on one node at once, in a cluster from Redis.
-    def cluster_count(self, realm_uri: str | None = None) -> Any: ...
+    clustered: bool  # True: the cluster_* reads see every node's sessions (Redis)
+
+    def cluster_count(self, realm_uri: str | None = None, authrole: str | None = None) -> Any: ...
 
     def cluster_select(self, realm_uri: str | None = None, authid: str | None = None,
                        authrole: str | None = None) -> Any: ...

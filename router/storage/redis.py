@@ -53,9 +53,30 @@ def node_sessions_key(node_id: str) -> str:
     return f"{PREFIX}n:{node_id}:s"
 
 
+_INDEXES = ("all", "realm", "authid", "authrole", "node")
+
+
 def _index_keys(node_id: str, realm: str, authid: str, authrole: str) -> tuple[str, ...]:
     return (ALL, realm_key(realm), authid_key(realm, authid), authrole_key(realm, authrole),
             node_sessions_key(node_id))
+
+
+# KEYS: the record, the index sets to add to (ARGV[2] of them), then stale index sets to leave.
+# ARGV: session id, how many index sets, node, realm, authid, authrole, last_active, details (JSON).
+_PUT = """
+redis.call('HSET', KEYS[1], 'node', ARGV[3], 'realm', ARGV[4], 'authid', ARGV[5], 'authrole', ARGV[6],
+           'last_active', ARGV[7], 'details', ARGV[8])
+local n = tonumber(ARGV[2])
+for i = 2, n + 1 do redis.call('SADD', KEYS[i], ARGV[1]) end
+for i = n + 2, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
+return 1
+"""
+# KEYS: the record, then its index sets. ARGV: session id.
+_DROP = """
+redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
+return 1
+"""
 
 
 def decode_record(fields: Any) -> dict | None:
@@ -73,6 +94,7 @@ def decode_record(fields: Any) -> dict | None:
 
 class RedisStorage(MemoryStorage):
     log = Logger()
+    clustered = True
 
     def __init__(self, node_id: str, activity_interval: float = 5.0, flush_delay: float = 0.02) -> None:
         super().__init__()
@@ -167,24 +189,22 @@ class RedisStorage(MemoryStorage):
             self._flush_call = reactor.callLater(self.flush_delay, self.flush)
 
     def _write(self, pipe: Any, sid: int) -> None:
+        """One command per session (a Lua script: the record and its index entries together), so a
+        session's open and close cost the node two commands, not a dozen."""
         s = self._by_id.get(sid)
         before = self._written.get(sid)
         if s is None:
             if before is not None:
-                pipe.delete(record_key(sid))
-                for key in _index_keys(self.node_id, *before):
-                    pipe.srem(key, [sid])
+                pipe.execute_command("EVAL", _DROP, 1 + len(_INDEXES), record_key(sid),
+                                     *_index_keys(self.node_id, *before), sid)
                 del self._written[sid]
             return
         now = (s.realm_uri, s.authid, s.authrole)
-        if before is not None and before != now:
-            for key in _index_keys(self.node_id, *before):
-                pipe.srem(key, [sid])
-        pipe.hmset(record_key(sid), {"node": self.node_id, "realm": s.realm_uri, "authid": s.authid,
-                                     "authrole": s.authrole, "last_active": repr(s.last_active),
-                                     "details": _json.encode(s.to_details_map()).decode("utf-8")})
-        for key in _index_keys(self.node_id, *now):
-            pipe.sadd(key, [sid])
+        keys = _index_keys(self.node_id, *now)
+        stale = [k for k in _index_keys(self.node_id, *before) if k not in keys] if before not in (None, now) else []
+        pipe.execute_command("EVAL", _PUT, 1 + len(keys) + len(stale), record_key(sid), *keys, *stale,
+                             sid, len(keys), self.node_id, s.realm_uri, s.authid, s.authrole, repr(s.last_active),
+                             _json.encode(s.to_details_map()).decode("utf-8"))
         self._written[sid] = now
         self._activity_written[sid] = s.last_active
 
@@ -211,8 +231,12 @@ class RedisStorage(MemoryStorage):
 
     # -- cluster-wide queries: asynchronous, they read Redis -------------------------------------------
     @defer.inlineCallbacks
-    def cluster_count(self, realm_uri: str | None = None):
-        n = yield self.redis.scard(ALL if realm_uri is None else realm_key(realm_uri))
+    def cluster_count(self, realm_uri: str | None = None, authrole: str | None = None):
+        if realm_uri is not None and authrole is not None:
+            key = authrole_key(realm_uri, authrole)
+        else:
+            key = ALL if realm_uri is None else realm_key(realm_uri)
+        n = yield self.redis.scard(key)
         return int(n)
 
     @defer.inlineCallbacks
