@@ -158,15 +158,25 @@ def start_redis(workdir: Path) -> Server:
                    "--dir", str(workdir)], port, workdir / "redis.log")
 
 
-def redis_info(url: str, field: str) -> int:
-    """One integer field of Redis INFO (e.g. used_memory), over a plain socket."""
+def redis_command(url: str, *args: str) -> bytes | int:
+    """One Redis command over a plain socket: a bulk reply as bytes, an integer reply as int."""
     host_port = url.split("//", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
+    request = f"*{len(args)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
     with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(b"*1\r\n$4\r\nINFO\r\n")
+        s.sendall(request)
         f = s.makefile("rb")
-        size = int(f.readline()[1:])
-        text = f.read(size).decode()
+        line = f.readline()
+        if line[:1] == b":":
+            return int(line[1:])
+        if line[:1] != b"$":
+            raise RuntimeError(f"Redis answered {line!r}")
+        return f.read(int(line[1:]))
+
+
+def redis_info(url: str, field: str) -> int:
+    """One integer field of Redis INFO (e.g. used_memory)."""
+    text = redis_command(url, "INFO").decode()
     for line in text.splitlines():
         if line.startswith(field + ":"):
             return int(line.split(":", 1)[1])

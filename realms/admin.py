@@ -160,15 +160,27 @@ class AdminAPI:
         return killed
 
     # -- sessions --------------------------------------------------------------------------------
-    def session_count(self, realm: str | None = None) -> int:
+    # In a cluster (`sessions.clustered`) count, list, get, activity and the kills see every node's
+    # sessions and answer later (Deferreds from Redis); `idle` of another node's session is as of its
+    # last activity write (cluster.activity_interval). set_data changes this node's sessions only.
+    @property
+    def _clustered(self) -> bool:
+        return bool(getattr(self.sessions, "clustered", False))
+
+    def session_count(self, realm: str | None = None) -> Any:
         if realm is not None:
             self._realm(realm)
+        if self._clustered:
+            return self.sessions.cluster_size(realm)
         return self.sessions.size(realm)
 
     def session_list(self, realm: str | None = None, authid: str | None = None, authrole: str | None = None,
-                     dt: float | None = None) -> list[int]:
+                     dt: float | None = None) -> Any:
         if dt is not None:
             _need(dt, (int, float), "dt")
+        if self._clustered:
+            return self.sessions.cluster_list(realm, authid=authid, authrole=authrole).addCallback(
+                lambda found: [d["session"] for d in found if dt is None or d["idle"] <= dt])
         return [s.id for s in self.sessions.list(realm, authid=authid, authrole=authrole, active_within=dt)]
 
     def _session(self, session_id: Any):
@@ -177,7 +189,18 @@ class AdminAPI:
             raise AdminError(NO_SUCH_SESSION, f"no session {session_id}")
         return session
 
-    def session_get(self, session_id: int) -> dict:
+    def _anywhere(self, session_id: Any) -> Any:
+        """Deferred[dict]: the details of a session on any node of the cluster, or AdminError."""
+        def found(details: dict | None) -> dict:
+            if details is None:
+                raise AdminError(NO_SUCH_SESSION, f"no session {session_id}")
+            return details
+
+        return self.sessions.cluster_details(_need(session_id, int, "session id")).addCallback(found)
+
+    def session_get(self, session_id: int) -> Any:
+        if self._clustered and self.sessions.lookup(_need(session_id, int, "session id")) is None:
+            return self._anywhere(session_id)
         return self._session(session_id).to_details_map()
 
     def _kill(self, sessions: list, reason: str, message: str | None) -> int:
@@ -185,20 +208,34 @@ class AdminAPI:
             self.sessions.kill(s.id, reason, message)
         return len(sessions)
 
-    def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> None:
-        self._kill([self._session(session_id)], _need(reason, str, "reason"), message)
+    def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> Any:
+        _need(reason, str, "reason")
+        if self._clustered and self.sessions.lookup(_need(session_id, int, "session id")) is None:
+            return self._anywhere(session_id).addCallback(
+                lambda d: self.sessions.cluster_kill([d], reason, message)).addCallback(lambda _: None)
+        self._kill([self._session(session_id)], reason, message)
 
-    def session_kill_by_authid(self, realm: str, authid: str, reason: str = KILLED, message: str | None = None) -> int:
+    def session_kill_by_authid(self, realm: str, authid: str, reason: str = KILLED, message: str | None = None) -> Any:
         self._realm(realm)
-        return self._kill(self.sessions.list(realm, authid=_need(authid, str, "authid")), reason, message)
+        _need(authid, str, "authid")
+        if self._clustered:
+            return self.sessions.cluster_list(realm, authid=authid).addCallback(
+                self.sessions.cluster_kill, reason, message)
+        return self._kill(self.sessions.list(realm, authid=authid), reason, message)
 
-    def session_kill_all(self, realm: str, reason: str = KILLED, message: str | None = None) -> int:
+    def session_kill_all(self, realm: str, reason: str = KILLED, message: str | None = None) -> Any:
         self._realm(realm)
+        if self._clustered:
+            return self.sessions.cluster_list(realm).addCallback(self.sessions.cluster_kill, reason, message)
         return self._kill(self.sessions.list(realm), reason, message)
 
-    def session_activity(self, realm: str, dt: float) -> int:
+    def session_activity(self, realm: str, dt: float) -> Any:
         self._realm(realm)
-        return self.sessions.activity(realm, _need(dt, (int, float), "dt"))
+        _need(dt, (int, float), "dt")
+        if self._clustered:
+            return self.sessions.cluster_list(realm).addCallback(
+                lambda found: len({d["authid"] for d in found if d["idle"] < dt}))
+        return self.sessions.activity(realm, dt)
 
     def session_wipe(self) -> int:
         return self.wipe_expired()

@@ -176,7 +176,7 @@ class Meta:
     def _failed(self, session: Session, request: int, procedure: str, e: BaseException, later: bool = False) -> None:
         if later and self.table.lookup(session.id) is not session:
             return
-        if isinstance(e, MetaError):
+        if isinstance(e, MetaError) or getattr(e, "uri", None):  # (a cluster's ClusterUnavailable too)
             session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
             return
         self.log.failure("meta procedure {procedure} failed", failure=Failure(e), procedure=procedure)

@@ -77,3 +77,38 @@ async def test_a_kill_on_one_node_says_goodbye_on_another(two_nodes, redis_serve
         for c in on_a + [caller]:
             if c.is_connected():
                 c.leave()
+
+
+@ensure
+async def test_admin_session_procedures_act_on_every_node(two_nodes, redis_server):
+    """courtyard.session.* through `courtyard admin` on node b, for sessions on node a."""
+    import json
+
+    from tests.test_cluster_start import _admin
+
+    a, b = two_nodes
+    on_a = [await connect(a.url) for _ in range(2)]
+    try:
+        ids = sorted(c._session_id for c in on_a)
+        await _until(lambda: redis_server.command("SCARD", "cy:r:realm1") == 2, 5, "2 sessions in Redis")
+        assert _admin(b, "sessions", "count", "--realm", "realm1").stdout.strip() == "2"
+        listed = _admin(b, "--json", "sessions", "list", "--realm", "realm1")
+        assert sorted(json.loads(listed.stdout)) == ids, listed.stderr
+        got = json.loads(_admin(b, "--json", "sessions", "get", str(ids[0])).stdout)
+        assert got["session"] == ids[0] and got["node"] == "a"
+        assert _admin(b, "sessions", "activity", "realm1", "60").stdout.strip() == "2"
+        missing = _admin(b, "sessions", "get", "12345")
+        assert missing.returncode == 1 and "wamp.error.no_such_session" in missing.stderr
+        victim = next(c for c in on_a if c._session_id == ids[0])
+        killed = _admin(b, "sessions", "kill", str(ids[0]), "--reason", "com.example.admin", "--message", "bye")
+        assert killed.returncode == 0, killed.stderr
+        left = await with_timeout(victim.left)
+        assert left.reason == "com.example.admin" and left.message == "bye"
+        other = next(c for c in on_a if c is not victim)
+        authid = json.loads(_admin(b, "--json", "sessions", "get", str(other._session_id)).stdout)["authid"]
+        assert _admin(b, "sessions", "kill-by-authid", "realm1", authid).stdout.strip() == "1"
+        assert (await with_timeout(other.left)).reason == "wamp.close.killed"
+    finally:
+        for c in on_a:
+            if c.is_connected():
+                c.leave()

@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
+from autobahn.wamp.exception import ApplicationError
 
 from tests.test_cluster_start import _node
-from tests.wampclient import connect
+from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 HEARTBEAT, NODE_TIMEOUT = 0.2, 1.0
@@ -81,7 +83,7 @@ async def test_two_survivors_racing_for_one_dead_node_purge_it_once(redis_server
         dead = RedisStorage("b")
         dead.attach(conns[0])
         table = SessionTable(dead)
-        ids = sorted(_open(table, authid=f"u{i}").id for i in range(20))
+        ids = sorted(_open(table, realm="réalm" if i % 2 else "realm1", authid=f"u{i}").id for i in range(20))
         await dead.flush()
         dead.detach()  # b dies: its records stay in Redis, its key (never set here) is gone
         await conns[0].sadd("cy:nodes", ["b"])
@@ -94,6 +96,7 @@ async def test_two_survivors_racing_for_one_dead_node_purge_it_once(redis_server
         assert len(winners) == 1 and sorted(x[1] for x in winners[0]) == ids
         assert len(announced) == 1
         assert redis_server.command("KEYS", "cy:s:*") == [] and redis_server.command("SCARD", "cy:sessions") == 0
+        assert [k for k in redis_server.command("KEYS", "cy:*") if not k.startswith(("cy:purge:", "cy:nodes"))] == []
         assert await purgers[1].dead_nodes() == []
     finally:
         for c in conns:
@@ -116,6 +119,9 @@ async def test_redis_restarted_under_running_nodes_gets_their_state_back(tmp_pat
         port, url, workdir = redis_server.port, redis_server.url, redis_server.workdir
         redis_server.stop()
         await _until(lambda: "lost Redis at" in a.log(), 5, "the node to notice")
+        with pytest.raises(ApplicationError) as e:  # answered at once, not queued until Redis is back
+            await with_timeout(clients[0].call("wamp.session.count"), 2)
+        assert e.value.error == "courtyard.error.cluster_unavailable"
         clients.pop().leave()  # a session leaves while Redis is away
         await sleep(0.3)
         restarted = RedisServer(workdir)

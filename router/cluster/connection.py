@@ -20,6 +20,23 @@ class RedisUnavailable(Exception):
     """Redis could not be reached (or refused us) at start."""
 
 
+class ClusterUnavailable(Exception):
+    """A cluster-wide read or action while Redis is away: answered at once as an error with this URI,
+    not queued (txredisapi would hold it, and every one after it, until Redis is back)."""
+
+    uri = "courtyard.error.cluster_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the cluster's Redis is unreachable; this node serves its own sessions meanwhile")
+        self.message = str(self)
+
+
+def require(conn: Any) -> None:
+    """Raise ClusterUnavailable unless `conn` is connected."""
+    if not connected(conn):
+        raise ClusterUnavailable()
+
+
 def _open(target: RedisTarget, reconnect: bool, timeout: float) -> defer.Deferred:
     common = dict(dbid=target.db, reconnect=reconnect, password=target.password, username=target.username,
                   connectTimeout=timeout, replyTimeout=timeout, charset="utf-8")

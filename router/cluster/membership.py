@@ -20,7 +20,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router.cluster.connection import connected
+from router.cluster.connection import connected, require
 
 NODES = "cy:nodes"
 MAX_NODES = 1000  # node ids listed at most
@@ -135,6 +135,7 @@ class Membership:
     @defer.inlineCallbacks
     def list_nodes(self):
         """Every live node's announcement, by id (at most MAX_NODES)."""
+        require(self.redis)
         ids = sorted((yield self.redis.smembers(NODES)))[:MAX_NODES]
         if not ids:
             return []

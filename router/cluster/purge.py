@@ -1,10 +1,10 @@
 """A dead node's sessions are removed by exactly one survivor. A node is dead when its id is still in
 `cy:nodes` but its key has expired (membership.py). Survivors look on every heartbeat; the first to
-`SET cy:purge:<id> NX` (atomic in Redis) purges: it reads the dead node's session records, deletes
-them and their index entries in one pipeline, forgets the node, and broadcasts who left so that
-every node fires `wamp.session.on_leave` to its own subscribers. The claim expires after
-`claim_ttl`, so if the purging node dies half way, another survivor finishes the job (every step is
-idempotent).
+`SET cy:purge:<id> NX` (atomic in Redis) purges: a Lua script deletes the dead node's session
+records and their index entries inside Redis, batch by batch, and returns who they were; then the
+node is forgotten and the leavers are broadcast, so that every node fires `wamp.session.on_leave`
+to its own subscribers. The claim expires after `claim_ttl`, so if the purging node dies half way,
+another survivor finishes the job (every step is idempotent).
 """
 
 from __future__ import annotations
@@ -16,9 +16,33 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from router.cluster.membership import NODES, node_key
-from router.storage.redis import ALL, authid_key, authrole_key, node_sessions_key, realm_key, record_key
+from router.storage.redis import node_sessions_key
 
 MAX_PURGE = 100_000  # sessions of one dead node removed per claim; the rest at the next heartbeat
+PURGE_BATCH = 1000  # session ids per script call
+
+# KEYS[1]: the dead node's set of session ids. ARGV: the dead node's id, then session ids. Removes each
+# session's record and index entries if the record is still the dead node's; returns what it removed,
+# as [id, realm, authid, authrole]. Key names as in router/storage/redis.py.
+_PURGE = """
+local dead, out = ARGV[1], {}
+for i = 2, #ARGV do
+  local sid = ARGV[i]
+  local rec = redis.call('HMGET', 'cy:s:' .. sid, 'realm', 'authid', 'authrole', 'node')
+  redis.call('SREM', KEYS[1], sid)
+  if rec[4] == dead then
+    local realm, authid, authrole = rec[1], rec[2], rec[3]
+    local r = string.len(realm) .. ':' .. realm .. ':'
+    redis.call('DEL', 'cy:s:' .. sid)
+    redis.call('SREM', 'cy:sessions', sid)
+    redis.call('SREM', 'cy:r:' .. realm, sid)
+    redis.call('SREM', 'cy:a:' .. r .. authid, sid)
+    redis.call('SREM', 'cy:ro:' .. r .. authrole, sid)
+    out[#out + 1] = {sid, realm, authid, authrole}
+  end
+end
+return out
+"""
 LEFT = "sessions_left"  # the broadcast: [[realm, session id, authid, authrole], ...]
 
 
@@ -62,21 +86,10 @@ class Purger:
             return None
         ids = sorted(int(i) for i in (yield self.redis.smembers(node_sessions_key(dead))))[:MAX_PURGE]
         left = []
-        if ids:
-            pipe = yield self.redis.pipeline()
-            for sid in ids:
-                pipe.hmget(record_key(sid), ["realm", "authid", "authrole", "node"])
-            rows = yield pipe.execute_pipeline()
-            pipe = yield self.redis.pipeline()
-            for sid, (realm, authid, authrole, node) in zip(ids, rows, strict=True):
-                pipe.srem(node_sessions_key(dead), [sid])
-                if node != dead:  # gone already, or (a re-used id) someone else's now
-                    continue
-                pipe.delete(record_key(sid))
-                for key in (ALL, realm_key(realm), authid_key(realm, authid), authrole_key(realm, authrole)):
-                    pipe.srem(key, [sid])
-                left.append([realm, sid, authid, authrole])
-            yield pipe.execute_pipeline()
+        for i in range(0, len(ids), PURGE_BATCH):  # one script call per batch: the work is Redis's
+            rows = yield self.redis.execute_command("EVAL", _PURGE, 1, node_sessions_key(dead), dead,
+                                                    *ids[i:i + PURGE_BATCH])
+            left.extend([realm, int(sid), authid, authrole] for sid, realm, authid, authrole in rows)
         more = yield self.redis.scard(node_sessions_key(dead))
         if not more:
             yield self.redis.srem(NODES, dead)

@@ -3,7 +3,8 @@ waits on Redis), mirrored to Redis so that every node can count, list and read t
 
 Redis keys (prefix `cy:`): `cy:s:<id>` a hash per session (node, realm, authid, authrole, details as
 JSON, last_active); sets of session ids `cy:sessions` (all), `cy:r:<realm>`, `cy:a:<realm>:<authid>`,
-`cy:ro:<realm>:<authrole>` (realm and key length-prefixed, so no separator can be forged) and
+`cy:ro:<realm>:<authrole>` (the realm prefixed by its length in bytes, so no separator can be
+forged) and
 `cy:n:<node>:s` (the node's, for the purge of a dead node).
 
 Writes are batched: a change marks the session id dirty and one pipeline a moment later writes what
@@ -20,7 +21,7 @@ from typing import Any
 from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 
-from router.cluster.connection import connected
+from router.cluster.connection import connected, require
 from router.serializers import JsonSerializer
 from router.session import Session
 from router.storage.memory import MemoryStorage
@@ -42,11 +43,11 @@ def realm_key(realm: str) -> str:
 
 
 def authid_key(realm: str, authid: str) -> str:
-    return f"{PREFIX}a:{len(realm)}:{realm}:{authid}"
+    return f"{PREFIX}a:{len(realm.encode())}:{realm}:{authid}"  # the length in bytes, as Lua counts it
 
 
 def authrole_key(realm: str, authrole: str) -> str:
-    return f"{PREFIX}ro:{len(realm)}:{realm}:{authrole}"
+    return f"{PREFIX}ro:{len(realm.encode())}:{realm}:{authrole}"
 
 
 def node_sessions_key(node_id: str) -> str:
@@ -232,6 +233,7 @@ class RedisStorage(MemoryStorage):
     # -- cluster-wide queries: asynchronous, they read Redis -------------------------------------------
     @defer.inlineCallbacks
     def cluster_count(self, realm_uri: str | None = None, authrole: str | None = None):
+        require(self.redis)
         if realm_uri is not None and authrole is not None:
             key = authrole_key(realm_uri, authrole)
         else:
@@ -243,6 +245,7 @@ class RedisStorage(MemoryStorage):
     def cluster_select(self, realm_uri: str | None = None, authid: str | None = None,
                        authrole: str | None = None):
         """Details maps of matching sessions on every node (at most MAX_LIST, oldest order not kept)."""
+        require(self.redis)
         keys = [ALL if realm_uri is None else realm_key(realm_uri)]
         if realm_uri is not None and authid is not None:
             keys = [authid_key(realm_uri, authid)]
@@ -260,6 +263,7 @@ class RedisStorage(MemoryStorage):
         s = self._by_id.get(session_id)
         if s is not None:
             return {**s.to_details_map(), "node": self.node_id}
+        require(self.redis)
         found = yield self._records([session_id])
         return found[0]
 
