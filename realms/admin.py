@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import MASK, hash_secret, is_secret_name, redact, salted_cra
-from realms.store import RealmStore
+from realms.store import RealmStore, StoreWriteError
 
 INVALID_ARGUMENT = "wamp.error.invalid_argument"
 NO_SUCH_SESSION = "wamp.error.no_such_session"
@@ -26,6 +26,8 @@ USER_EXISTS = "courtyard.error.user_exists"
 REALM_DELETED = "courtyard.close.realm_deleted"  # GOODBYE reason for sessions of a deleted realm
 USER_REMOVED = "courtyard.close.user_removed"
 KILLED = "wamp.close.killed"
+INVALID_URI = "wamp.error.invalid_uri"
+STORAGE_FAILED = "courtyard.error.storage_failed"  # the change could not be recorded, so it was not made
 
 
 class AdminError(Exception):
@@ -58,6 +60,12 @@ def _need(value: Any, kind: type | tuple, what: str) -> Any:
     return value
 
 
+def _short(value: Any) -> str:
+    """An argument in an error text: a short repr, never all of a long string."""
+    text = repr(value[:60]) if isinstance(value, str) else type(value).__name__
+    return text + "…" if isinstance(value, str) and len(value) > 60 else text
+
+
 def _loggable(fn: Callable, args: list, kwargs: dict) -> dict:
     """The call's arguments for the log: a secret is masked whether it came by keyword, by position
     (named by the procedure's parameters) or nested in a mapping."""
@@ -71,7 +79,7 @@ class AdminAPI:
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
                  wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None,
-                 nodes: Callable[[], Any] | None = None) -> None:
+                 nodes: Callable[[], Any] | None = None, max_uri_length: int = 4096) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
@@ -79,6 +87,7 @@ class AdminAPI:
         self.wipe_expired = wipe
         self.drop_realm = drop  # forgets a deleted realm's running state (retained events, registrations)
         self.nodes = nodes  # the cluster's nodes (a Deferred of announcements); None: not offered
+        self.max_uri_length = max_uri_length  # of a kill reason (limits.max_uri_length)
         self.procedures: dict[str, Callable] = {
             f"courtyard.{name.replace('_', '.', 1)}": getattr(self, name) for name in (
                 "realm_list", "realm_get", "realm_create", "realm_update", "realm_delete",
@@ -95,6 +104,8 @@ class AdminAPI:
             raise AdminError(INVALID_ARGUMENT, f"{procedure}: {e}")
         except ConfigError as e:
             raise AdminError(INVALID_ARGUMENT, str(e))
+        except StoreWriteError as e:  # logged by the store, by file name; nothing was changed
+            raise AdminError(STORAGE_FAILED, str(e))
         if not procedure.endswith((".list", ".get", ".count", ".activity")):
             self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
                           **_loggable(fn, args, kwargs))
@@ -111,7 +122,7 @@ class AdminAPI:
     def _realm(self, uri: Any):
         realm = self.registry.get(_need(uri, str, "realm"))
         if realm is None:
-            raise AdminError(NO_SUCH_REALM, f"no realm {uri!r}")
+            raise AdminError(NO_SUCH_REALM, f"no realm {_short(uri)}")
         return realm
 
     def realm_list(self) -> list[str]:
@@ -126,14 +137,15 @@ class AdminAPI:
         return definition
 
     def realm_create(self, uri: str, definition: dict | None = None) -> dict:
-        _need(uri, str, "realm")
+        self._uri(uri, "realm")  # one a client could name in HELLO
         if uri in self.registry:
-            raise AdminError(REALM_EXISTS, f"realm {uri!r} exists")
+            raise AdminError(REALM_EXISTS, f"realm {_short(uri)} exists")
         raw = dict(_need(definition or {}, dict, "definition"), uri=uri)
         if "users" in raw:
             raise AdminError(INVALID_ARGUMENT, "users are added through courtyard.user.add, not in a definition")
-        self.registry.add(parse_realm(raw, "definition"))
-        self.store.save_realm(uri, raw)
+        realm = parse_realm(raw, "definition")
+        self.store.save_realm(uri, raw)  # recorded first: a change the file cannot take is not made
+        self.registry.add(realm)
         return self.realm_get(uri)
 
     def realm_update(self, uri: str, changes: dict) -> dict:
@@ -143,9 +155,9 @@ class AdminAPI:
         if "uri" in changes or "users" in changes:
             raise AdminError(INVALID_ARGUMENT, "a realm's uri cannot change; users change through courtyard.user.*")
         updated = apply_changes(realm, changes, "changes")
+        self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
         self.registry.remove(uri)
         self.registry.add(updated)
-        self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
         return self.realm_get(uri)
 
     def realm_delete(self, uri: str) -> int:
@@ -153,10 +165,10 @@ class AdminAPI:
         realm = self._realm(uri)
         if realm.uri == self.admin_realm:
             raise AdminError(INVALID_ARGUMENT, "the admin realm cannot be deleted")
+        self.store.save_realm(realm.uri, None)
         killed = self._kill(self.sessions.list(realm.uri), REALM_DELETED, "the realm was deleted")
         self.registry.remove(realm.uri)
         self.drop_realm(realm.uri)
-        self.store.save_realm(realm.uri, None)
         return killed
 
     # -- sessions --------------------------------------------------------------------------------
@@ -208,8 +220,21 @@ class AdminAPI:
             self.sessions.kill(s.id, reason, message)
         return len(sessions)
 
+    def _uri(self, uri: Any, what: str) -> str:
+        """A URI (loose rules: no spaces, no '#', no empty component) of at most limits.max_uri_length characters."""
+        _need(uri, str, what)
+        if not uri or len(uri) > self.max_uri_length or any(c.isspace() or c == "#" for c in uri) \
+                or ".." in uri or uri[0] == "." or uri[-1] == ".":
+            raise AdminError(INVALID_URI, f"{what} must be a URI of at most {self.max_uri_length} characters, "
+                                          f"not {_short(uri)}")
+        return uri
+
+    def _reason(self, reason: Any) -> str:
+        """A GOODBYE reason: a URI, at most limits.max_uri_length characters."""
+        return self._uri(reason, "reason")
+
     def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> Any:
-        _need(reason, str, "reason")
+        reason = self._reason(reason)
         if self._clustered and self.sessions.lookup(_need(session_id, int, "session id")) is None:
             return self._anywhere(session_id).addCallback(
                 lambda d: self.sessions.cluster_kill([d], reason, message)).addCallback(lambda _: None)
@@ -218,6 +243,7 @@ class AdminAPI:
     def session_kill_by_authid(self, realm: str, authid: str, reason: str = KILLED, message: str | None = None) -> Any:
         self._realm(realm)
         _need(authid, str, "authid")
+        reason = self._reason(reason)
         if self._clustered:
             return self.sessions.cluster_list(realm, authid=authid).addCallback(
                 self.sessions.cluster_kill, reason, message)
@@ -225,6 +251,7 @@ class AdminAPI:
 
     def session_kill_all(self, realm: str, reason: str = KILLED, message: str | None = None) -> Any:
         self._realm(realm)
+        reason = self._reason(reason)
         if self._clustered:
             return self.sessions.cluster_list(realm).addCallback(self.sessions.cluster_kill, reason, message)
         return self._kill(self.sessions.list(realm), reason, message)
@@ -251,7 +278,7 @@ class AdminAPI:
             elif isinstance(value, (str, int, float, bool)):
                 merged[key] = value
             else:
-                raise AdminError(INVALID_ARGUMENT, f"data[{key!r}] must be a string, number, bool or null")
+                raise AdminError(INVALID_ARGUMENT, f"data[{_short(key)}] must be a string, number, bool or null")
         self.sessions.update(session.id, data=merged)
         return merged
 
@@ -260,7 +287,7 @@ class AdminAPI:
         r = self._realm(realm)
         user = r.users.get(_need(authid, str, "authid"))
         if user is None:
-            raise AdminError(NO_SUCH_USER, f"no user {authid!r} in realm {realm!r}")
+            raise AdminError(NO_SUCH_USER, f"no user {_short(authid)} in realm {_short(realm)}")
         return r, user
 
     def user_list(self, realm: str) -> list[str]:
@@ -287,11 +314,12 @@ class AdminAPI:
                  cryptosign: Any = None) -> dict:
         r = self._realm(realm)
         if _need(authid, str, "authid") in r.users:
-            raise AdminError(USER_EXISTS, f"user {authid!r} exists in realm {realm!r}")
+            raise AdminError(USER_EXISTS, f"user {_short(authid)} exists in realm {_short(realm)}")
         raw = self._definition(role, ticket, wampcra, cryptosign, {})
-        r.users[authid] = parse_user(authid, raw, "user")
+        user = parse_user(authid, raw, "user")
         self.store.save_user(realm, authid, raw)
-        return r.users[authid].public()
+        r.users[authid] = user
+        return user.public()
 
     def user_update(self, realm: str, authid: str, role: str | None = None, ticket: str | None = None,
                     wampcra: Any = None, cryptosign: Any = None) -> dict:
@@ -304,13 +332,14 @@ class AdminAPI:
             base["wampcra"] = salted_cra(c.key) if c.salt is None else {
                 "key": c.key, "salt": c.salt, "iterations": c.iterations, "keylen": c.keylen}
         raw = self._definition(role, ticket, wampcra, cryptosign, base)
-        r.users[authid] = parse_user(authid, raw, "user")
+        updated = parse_user(authid, raw, "user")
         self.store.save_user(realm, authid, raw)
-        return r.users[authid].public()
+        r.users[authid] = updated
+        return updated.public()
 
     def user_remove(self, realm: str, authid: str) -> int:
         """Forget the user and close its sessions (GOODBYE courtyard.close.user_removed)."""
         r, user = self._user(realm, authid)
-        del r.users[authid]
         self.store.save_user(realm, authid, None)
+        del r.users[authid]
         return self._kill(self.sessions.list(realm, authid=authid), USER_REMOVED, "the user was removed")

@@ -55,12 +55,16 @@ class User:
 class Throttle:
     """Guards the verification of answers to CHALLENGEs (router/auth/throttle.py). Failures count per
     (address, authid): others behind the same address (a NAT, a proxy) and anonymous sessions are not
-    affected. The in-flight caps bound the work queued for the hashing threads; they hold even when
+    affected, unless the address fails across many authids (max_failures_per_address).
+    The in-flight caps bound the work queued for the hashing threads; they hold even when
     failures are not counted (max_failures 0, `throttle: false`)."""
 
     max_failures: int = 5  # failed authentications of one (address, authid) within window ... (0: not counted)
     window: float = 60.0
     block_for: float = 30.0  # ... refuse that (address, authid) this long
+    max_failures_per_address: int = 50  # failures from one address across all authids within window
+    # (a spray of names) → that address may not authenticate (anonymous aside) for block_for; 0: no such cap.
+    # The config's default is 10 × max_failures.
     max_in_flight_per_address: int = 4  # answers being verified at once, per client address ...
     max_in_flight: int = 32  # ... and in the whole node
 

@@ -159,8 +159,11 @@ def parse_throttle(raw: Any, path: str) -> Throttle:
     d = mapping({} if raw is True else raw, path)
     known_keys(d, path, set(Throttle.__dataclass_fields__))
     default = Throttle()
+    max_failures = int_value(d, "max_failures", path, default.max_failures, 0, 10_000)
     return Throttle(
-        max_failures=int_value(d, "max_failures", path, default.max_failures, 0, 10_000),
+        max_failures=max_failures,
+        max_failures_per_address=int_value(d, "max_failures_per_address", path, 10 * (max_failures or 0), 0,
+                                           1_000_000),
         window=num_value(d, "window", path, default.window, 0.001),
         block_for=num_value(d, "block_for", path, default.block_for),
         max_in_flight_per_address=int_value(d, "max_in_flight_per_address", path,

@@ -41,6 +41,16 @@ class StoreError(Exception):
     """The database cannot be used; the message names the file and what to do."""
 
 
+class StoreWriteError(StoreError):
+    """A change could not be recorded (disk full, file locked, read-only, removed): the caller must
+    not apply it in memory either, so the running node and the file never disagree."""
+
+
+# Seconds a write waits for a lock held by another process (an operator's sqlite3 shell). Writes run
+# on the reactor thread, so a long wait would stall every session: better a clear error, retried.
+BUSY_TIMEOUT = 0.5
+
+
 def store_path(data_dir: str | None) -> Path | None:
     """Where a node with this `admin.data_dir` keeps its database (None: in memory only)."""
     return None if data_dir is None else Path(data_dir) / DB_NAME
@@ -80,6 +90,7 @@ class RealmStore:
         `readonly` (check-config) reads an existing database and never creates or changes one."""
         self.path = None if path is None else Path(path)
         self._kind = "kind"  # the column, or NULL in a read-only database from before it
+        self._inode: int | None = None  # the file's, when writable: a removed or replaced file is noticed
         try:
             self._db = self._open(readonly)
         except sqlite3.Error as e:
@@ -108,7 +119,8 @@ class RealmStore:
                 _tighten(p, 0o600)
             else:
                 os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            db = sqlite3.connect(str(p), isolation_level=None)
+            db = sqlite3.connect(str(p), isolation_level=None, timeout=BUSY_TIMEOUT)
+            self._inode = os.stat(p).st_ino
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise StoreError(f"admin database {p}: damaged ({check[0] if check else 'no answer'}); {_ADVICE}")
@@ -128,33 +140,62 @@ class RealmStore:
         return db
 
     # -- changes ---------------------------------------------------------------------------------
+    # Each raises StoreWriteError (after one log line naming the file) when the change is not on disk.
     def save_realm(self, uri: str, definition: dict | None) -> None:
         """Record a realm created with this whole definition; None records its deletion (and forgets
         its users' changes)."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO realms VALUES (?, ?, ?)",
-                             (uri, None if definition is None else json.dumps(definition), CREATED))
-            if definition is None:
-                self._db.execute("DELETE FROM users WHERE realm = ?", (uri,))
+        self._write(self._save_realm, uri, definition)
+
+    def _save_realm(self, uri: str, definition: dict | None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO realms VALUES (?, ?, ?)",
+                         (uri, None if definition is None else json.dumps(definition), CREATED))
+        if definition is None:
+            self._db.execute("DELETE FROM users WHERE realm = ?", (uri,))
 
     def update_realm(self, uri: str, changes: dict) -> None:
         """Record replaced top-level keys: into the whole definition of a realm created here, else as
         changes over the YAML's definition (earlier changes to other keys stay)."""
-        with self._db:
-            self._db.execute("BEGIN")
-            row = self._db.execute("SELECT definition, kind FROM realms WHERE uri = ?", (uri,)).fetchone()
-            if row is None or row[0] is None:
-                kind, merged = CHANGED, dict(changes)
-            else:  # an old row without kind stays without: apply() tells it by the YAML
-                kind, merged = row[1], {**json.loads(row[0]), **changes}
-            self._db.execute("INSERT OR REPLACE INTO realms VALUES (?, ?, ?)", (uri, json.dumps(merged), kind))
+        self._write(self._update_realm, uri, changes)
+
+    def _update_realm(self, uri: str, changes: dict) -> None:
+        row = self._db.execute("SELECT definition, kind FROM realms WHERE uri = ?", (uri,)).fetchone()
+        if row is None or row[0] is None:
+            kind, merged = CHANGED, dict(changes)
+        else:  # an old row without kind stays without: apply() tells it by the YAML
+            kind, merged = row[1], {**json.loads(row[0]), **changes}
+        self._db.execute("INSERT OR REPLACE INTO realms VALUES (?, ?, ?)", (uri, json.dumps(merged), kind))
 
     def save_user(self, realm: str, authid: str, definition: dict | None) -> None:
         """Record a user's definition; None records its removal."""
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?)",
-                             (realm, authid, None if definition is None else json.dumps(definition)))
+        self._write(self._save_user, realm, authid, definition)
+
+    def _save_user(self, realm: str, authid: str, definition: dict | None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?)",
+                         (realm, authid, None if definition is None else json.dumps(definition)))
+
+    def _write(self, change: Any, *args: Any) -> None:
+        """Run one change as one transaction; on any failure roll it back, log one line, raise."""
+        db = self._db
+        try:
+            self._still_there()
+            db.execute("BEGIN IMMEDIATE")  # the write lock now, or a clear 'locked' after BUSY_TIMEOUT
+            try:
+                change(*args)
+                db.execute("COMMIT")
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+        except (sqlite3.Error, OSError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            log.error("admin database {path}: a change could not be stored ({why}); it was refused, the "
+                      "running node is unchanged", path=str(self.path), why=why)
+            raise StoreWriteError(f"admin database {self.path}: the change could not be stored ({why}); "
+                                  f"nothing was changed") from None
+
+    def _still_there(self) -> None:
+        """Writes to a file removed (or replaced) under the node would be lost at the next start."""
+        if self._inode is not None and os.stat(self.path).st_ino != self._inode:
+            raise OSError(f"{self.path} was replaced by another file; restart the node to use it")
 
     # -- start -----------------------------------------------------------------------------------
     def apply(self, registry: RealmRegistry) -> None:

@@ -22,6 +22,7 @@ from router.session import Session
 # not storage.
 MAX_RETAINED = 10_000
 MAX_RETAINED_BYTES = 16 * 1024 * 1024
+MAX_SUBSCRIPTIONS = 10_000  # per session (limits.max_subscriptions_per_session)
 # PUBLISH options the Basic Profile path reads itself; any other key sends the PUBLISH through _advanced().
 _BASIC_OPTIONS = frozenset({"acknowledge", "exclude_me", "disclose_me"})
 
@@ -100,9 +101,11 @@ class Broker:
 
     log = Logger()
 
-    def __init__(self, realm_uri: str, max_retained_bytes: int = MAX_RETAINED_BYTES) -> None:
+    def __init__(self, realm_uri: str, max_retained_bytes: int = MAX_RETAINED_BYTES,
+                 max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
         self.realm_uri = realm_uri
         self.max_retained_bytes = max_retained_bytes
+        self.max_subscriptions = max_subscriptions  # per session: each holds its topic URI
         # Told of subscription changes (the meta API's on_create/on_subscribe/...); None: nobody asks.
         # Only SUBSCRIBE/UNSUBSCRIBE and session close look at it, never PUBLISH.
         self.listener: SubscriptionListener | None = None
@@ -128,10 +131,16 @@ class Broker:
             send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_ARGUMENT, ["get_retained must be a boolean"]))
             return
         if not valid_pattern(topic, match):
-            send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_URI,
-                            [f"invalid {match} topic URI {wamp.quote(topic)}"]))
+            send(wamp.error(wamp.SUBSCRIBE, request, wamp.INVALID_URI, [wamp.uri_refusal(f"{match} topic", topic)]))
             return
         sub = self._subs.get(topic, match)
+        mine = self._by_session.get(session.id)
+        if mine is not None and len(mine) >= self.max_subscriptions and (sub is None or sub.id not in mine):
+            self.log.info("session {sid} refused a subscription: it has {n} (limits.max_subscriptions_per_session)",
+                          sid=session.id, n=len(mine))
+            send(wamp.error(wamp.SUBSCRIBE, request, wamp.TOO_MANY_SUBSCRIPTIONS,
+                            [f"this session has {len(mine)} subscriptions, the most it may have"]))
+            return
         created = sub is None
         if created:
             sub = Subscription(self._new_id(), topic, match)
@@ -166,8 +175,8 @@ class Broker:
         acknowledge = options.get("acknowledge", False)
         sub = self._exact.get(topic)
         if (sub is None and not wamp.is_valid_uri(topic)) or wamp.is_reserved(topic):
-            self._refuse(session, request, acknowledge, wamp.INVALID_URI,
-                         f"invalid or reserved topic URI {wamp.quote(topic)}")
+            self._refuse(session, request, acknowledge, wamp.INVALID_URI, wamp.uri_refusal("topic", topic)
+                         if wamp.too_long(topic) else f"invalid or reserved topic URI {wamp.quote(topic)}")
             return
         # Cheap tests first: {} and {"acknowledge": true} are most PUBLISHes.
         if options and (acknowledge is not True or len(options) > 1) and not _BASIC_OPTIONS.issuperset(options):

@@ -83,6 +83,9 @@ class NodeConfig:
     max_pending_connections: int = 5_000  # connections without a session, on all listeners
     max_retained_bytes: int = 16 * 1024 * 1024  # retained events per realm (event_retention)
     max_pending_calls: int | None = 1_000
+    max_uri_length: int = 4096  # characters of any URI a client sends (wamp.DEFAULT_MAX_URI_LENGTH)
+    max_subscriptions_per_session: int = 10_000
+    max_registrations_per_session: int = 10_000
     sequential_request_ids: bool = False  # enforce the spec's 1, 2, 3, … request ids from clients
     shutdown_grace: float = 5.0
     sweep_interval: float = 1.0
@@ -215,7 +218,9 @@ def parse(raw: Any) -> NodeConfig:
                           f"table in Redis (backend redis), got {backend!r}")
     limits = mapping(d.get("limits"), "limits")
     known_keys(limits, "limits", {"max_sessions", "admin_reserve", "max_pending_connections",
-                                       "max_pending_calls", "max_retained_bytes", "sequential_request_ids"})
+                                       "max_pending_calls", "max_retained_bytes", "sequential_request_ids",
+                                       "max_uri_length", "max_subscriptions_per_session",
+                                       "max_registrations_per_session"})
     shutdown = mapping(d.get("shutdown"), "shutdown")
     known_keys(shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
@@ -253,6 +258,14 @@ def parse(raw: Any) -> NodeConfig:
         max_pending_calls=int_value(limits, "max_pending_calls", "limits", default.max_pending_calls, 1),
         max_retained_bytes=_required(int_value(limits, "max_retained_bytes", "limits", default.max_retained_bytes),
                                      "limits.max_retained_bytes"),
+        max_uri_length=_required(int_value(limits, "max_uri_length", "limits", default.max_uri_length, 64,
+                                           1024 * 1024), "limits.max_uri_length"),
+        max_subscriptions_per_session=_required(int_value(limits, "max_subscriptions_per_session", "limits",
+                                                          default.max_subscriptions_per_session, 1),
+                                                "limits.max_subscriptions_per_session"),
+        max_registrations_per_session=_required(int_value(limits, "max_registrations_per_session", "limits",
+                                                          default.max_registrations_per_session, 1),
+                                                "limits.max_registrations_per_session"),
         sequential_request_ids=bool_value(limits, "sequential_request_ids", "limits", default.sequential_request_ids),
         shutdown_grace=num_value(shutdown, "grace_period", "shutdown", default.shutdown_grace),
         sweep_interval=num_value(node, "sweep_interval", "node", default.sweep_interval, 0.01),

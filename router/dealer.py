@@ -23,6 +23,7 @@ from router.session import Session
 INVOKE_POLICIES = frozenset({"single", "roundrobin", "random", "first", "last"})
 CANCEL_MODES = frozenset({"skip", "kill", "killnowait"})
 DEFAULT_CANCEL_MODE = "killnowait"  # the caller hears at once, the callee is told to stop
+MAX_REGISTRATIONS = 10_000  # per session (limits.max_registrations_per_session)
 
 
 class Callee:
@@ -116,11 +117,13 @@ class Dealer:
 
     log = Logger()
 
-    def __init__(self, realm_uri: str, max_pending_calls: int | None = None, clock=None) -> None:
+    def __init__(self, realm_uri: str, max_pending_calls: int | None = None, clock=None,
+                 max_registrations: int = MAX_REGISTRATIONS) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.realm_uri = realm_uri
         self.max_pending_calls = max_pending_calls  # per callee
+        self.max_registrations = max_registrations  # per session: each holds its procedure URI
         self.clock = clock
         self._index: PatternIndex[Registration] = PatternIndex()
         self._exact = self._index.exact  # the hot path's dict
@@ -135,7 +138,8 @@ class Dealer:
         self.builtins: dict[str, BuiltIn] = {}
 
     # -- callee side -----------------------------------------------------------------------------
-    def register(self, session: Session, msg: list) -> None:
+    def register(self, session: Session, msg: list, capped: bool = True) -> None:
+        """REGISTER; `capped` False for the router's own callees (the admin realm's procedures)."""
         request, options, procedure = msg[1], msg[2], msg[3]
         send = session.transport.send
         match = options.get("match", "exact")
@@ -146,8 +150,16 @@ class Dealer:
                             [f"unknown match {wamp.quote(match)} or invoke {wamp.quote(invoke)} policy"]))
             return
         if not wamp.is_valid_pattern(procedure, match) or wamp.is_reserved(procedure):
-            send(wamp.error(wamp.REGISTER, request, wamp.INVALID_URI,
-                            [f"invalid or reserved procedure URI {wamp.quote(procedure)} (match {match})"]))
+            send(wamp.error(wamp.REGISTER, request, wamp.INVALID_URI, [wamp.uri_refusal("procedure", procedure)
+                            if wamp.too_long(procedure) else
+                            f"invalid or reserved procedure URI {wamp.quote(procedure)} (match {match})"]))
+            return
+        mine = self._by_callee.get(session.id)
+        if capped and mine is not None and len(mine) >= self.max_registrations:  # each success adds one
+            self.log.info("session {sid} refused a registration: it has {n} (limits.max_registrations_per_session)",
+                          sid=session.id, n=len(mine))
+            send(wamp.error(wamp.REGISTER, request, wamp.TOO_MANY_REGISTRATIONS,
+                            [f"this session has {len(mine)} registrations, the most it may have"]))
             return
         reg = self._index.get(procedure, match)
         created = reg is None

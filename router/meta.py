@@ -79,11 +79,20 @@ def _arg(args: list, i: int, kind: type, what: str, default: Any = ...) -> Any:
     return value
 
 
+def _uri_arg(args: list, i: int, what: str) -> str:
+    """A URI argument (looked up, never kept): a string within limits.max_uri_length."""
+    uri = _arg(args, i, str, what)
+    if wamp.too_long(uri):
+        raise MetaError(wamp.INVALID_URI, wamp.uri_refusal(what, uri))
+    return uri
+
+
 def _reason(kwargs: dict) -> tuple[str, str | None]:
     """The `reason` and `message` keyword arguments of the kill procedures."""
     reason = kwargs.get("reason", KILL_REASON)
     if not wamp.is_valid_uri(reason):
-        raise MetaError(wamp.INVALID_URI, f"reason must be a valid URI, not {wamp.quote(reason)}")
+        raise MetaError(wamp.INVALID_URI, wamp.uri_refusal("reason", reason) if wamp.too_long(reason)
+                        else f"reason must be a valid URI, not {wamp.quote(reason)}")
     message = kwargs.get("message")
     if message is not None and type(message) is not str:
         raise MetaError(wamp.INVALID_ARGUMENT, "message must be a string")
@@ -352,7 +361,8 @@ class Meta:
     def add_testament(self, caller: Session, args: list, kwargs: dict) -> None:
         topic = _arg(args, 0, str, "topic")
         if not wamp.is_valid_uri(topic) or wamp.is_reserved(topic):
-            raise MetaError(wamp.INVALID_URI, f"invalid or reserved topic URI {wamp.quote(topic)}")
+            raise MetaError(wamp.INVALID_URI, wamp.uri_refusal("topic", topic) if wamp.too_long(topic)
+                            else f"invalid or reserved topic URI {wamp.quote(topic)}")
         event_args = _arg(args, 1, list, "args", [])
         event_kwargs = _arg(args, 2, dict, "kwargs", {})
         options = kwargs.get("publish_options") or {}
@@ -404,12 +414,12 @@ class Meta:
         return [lists]
 
     def registration_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
-        procedure = _arg(args, 0, str, "procedure")
+        procedure = _uri_arg(args, 0, "procedure")
         reg = self.dealer.lookup(procedure, _match_policy(args, 1))
         return [reg.id if reg is not None else None]
 
     def registration_match(self, caller: Session, args: list, kwargs: dict) -> list:
-        reg = self.dealer.match(_arg(args, 0, str, "procedure"))
+        reg = self.dealer.match(_uri_arg(args, 0, "procedure"))
         return [reg.id if reg is not None else None]
 
     def registration_get(self, caller: Session, args: list, kwargs: dict) -> list:
@@ -437,13 +447,13 @@ class Meta:
         return [lists]
 
     def subscription_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
-        topic = _arg(args, 0, str, "topic")
+        topic = _uri_arg(args, 0, "topic")
         sub = self.broker.lookup(topic, _match_policy(args, 1))
         return [sub.id if sub is not None and not wamp.is_reserved(sub.topic) else None]
 
     def subscription_match(self, caller: Session, args: list, kwargs: dict) -> list:
         """Every subscription an event to the topic would go to (exact, prefix, wildcard), or None."""
-        ids = [s.id for s in self.broker.matching(_arg(args, 0, str, "topic")) if not wamp.is_reserved(s.topic)]
+        ids = [s.id for s in self.broker.matching(_uri_arg(args, 0, "topic")) if not wamp.is_reserved(s.topic)]
         return [ids or None]
 
     def subscription_get(self, caller: Session, args: list, kwargs: dict) -> list:

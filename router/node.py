@@ -30,6 +30,7 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        wamp.set_max_uri_length(config.max_uri_length)
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
         self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
@@ -55,8 +56,10 @@ class Node:
             spec = self.realms.get(uri)
             if spec is None:
                 return None
-            router = self._routers[uri] = RealmRouter(spec, self.config.max_pending_calls, self.table,
-                                                      self.config.max_retained_bytes)
+            c = self.config
+            router = self._routers[uri] = RealmRouter(spec, c.max_pending_calls, self.table, c.max_retained_bytes,
+                                                      c.max_subscriptions_per_session,
+                                                      c.max_registrations_per_session)
         return router
 
     def drop_realm(self, uri: str) -> None:
@@ -165,7 +168,7 @@ class Node:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
         self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm,
-                              nodes=self.nodes)
+                              nodes=self.nodes, max_uri_length=self.config.max_uri_length)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(

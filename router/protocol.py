@@ -122,10 +122,14 @@ class WampProtocol:
                 return
             if (session.rate is not None or session.quota is not None) and not self._within_limits(session, msg, now):
                 return
-            role = session.authorizer
-            if role is not None and code in ACTIONS and not self._authorized(role, code, msg):
-                self._not_authorized(session, msg)
-                return
+            if code in ACTIONS:
+                if len(msg[3]) > wamp.max_uri_length:  # before any lookup or cache sees it
+                    self._uri_too_long(session, msg)
+                    return
+                role = session.authorizer
+                if role is not None and not self._authorized(role, code, msg):
+                    self._not_authorized(session, msg)
+                    return
         try:
             handler(session, msg)
         except wamp.ProtocolViolation as e:
@@ -181,6 +185,13 @@ class WampProtocol:
             self.send(wamp.error(code, msg[1], wamp.NOT_AUTHORIZED,
                                  [f"role {session.authrole!r} may not {action} {wamp.quote(uri)}"]))
 
+    def _uri_too_long(self, session: Session, msg: list) -> None:
+        code = msg[0]
+        text = wamp.uri_refusal(ACTIONS[code], msg[3])
+        self.log.info("session {sid}: {msg} refused: {why}", sid=session.id, msg=wamp.MESSAGE_NAMES[code], why=text)
+        if code != wamp.PUBLISH or msg[2].get("acknowledge"):
+            self.send(wamp.error(code, msg[1], wamp.INVALID_URI, [text]))
+
     def _establishing(self, msg: list) -> None:
         code = msg[0]
         if self.state == CLOSING:
@@ -207,10 +218,13 @@ class WampProtocol:
         if code == wamp.GOODBYE:
             # The client leaves; reply and keep the transport (the spec lets a new HELLO follow), but
             # only for hello_timeout: a connection without a session holds no slot in max_sessions.
+            if wamp.too_long(msg[2]):
+                self.abort(wamp.INVALID_URI, wamp.uri_refusal("GOODBYE reason", msg[2]))
+                return
             if msg[2] == LOGOUT:
                 self.node.cookies.revoke(self.cookie)
             self.send([wamp.GOODBYE, {}, wamp.GOODBYE_AND_OUT])
-            self._end_session(f"client said goodbye ({msg[2]})")
+            self._end_session(f"client said goodbye ({wamp.quote(msg[2])})")
             if self._hello_timeout > 0:
                 self._hello_timer = reactor.callLater(self._hello_timeout, self._no_hello)
         elif code == wamp.ABORT:
@@ -229,7 +243,7 @@ class WampProtocol:
             return
         roles = _shared_roles(roles)
         if not wamp.is_valid_uri(realm_uri):
-            self.abort(wamp.INVALID_URI, f"invalid realm URI {wamp.quote(realm_uri)}")
+            self.abort(wamp.INVALID_URI, wamp.uri_refusal("realm", realm_uri))
             return
         spec = self.node.realms.get(realm_uri)
         if spec is None:
@@ -255,10 +269,9 @@ class WampProtocol:
         throttle = spec.auth.throttle
         if throttle.max_failures and chosen != "anonymous":  # refused now, rather than after a CHALLENGE
             key = throttle_key(realm_uri, _address(self.peer), cls.principal(details))
-            wait = self.node.throttle.blocked_for(key)
-            if wait:
-                self.abort(wamp.NOT_AUTHORIZED, f"too many failed authentications for this authid from this "
-                                                f"address; retry in {max(wait, 1):.0f}s")
+            why = self.node.throttle.blocked(key)
+            if why is not None:
+                self.abort(wamp.NOT_AUTHORIZED, why)
                 return
         method = cls(spec)
         self._auth = (spec, details, roles, method)

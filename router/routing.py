@@ -8,8 +8,8 @@ from twisted.logger import Logger
 
 from realms.realm import Realm
 from router import wamp
-from router.broker import MAX_RETAINED_BYTES, Broker
-from router.dealer import Dealer
+from router.broker import MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, Broker
+from router.dealer import MAX_REGISTRATIONS, Dealer
 from router.meta import BROKER_FEATURES, DEALER_FEATURES, Meta
 from router.session import Session
 
@@ -21,11 +21,12 @@ class RealmRouter:
     log = Logger()
 
     def __init__(self, spec: Realm, max_pending_calls: int | None = None, table: SessionTable | None = None,
-                 max_retained_bytes: int = MAX_RETAINED_BYTES) -> None:
+                 max_retained_bytes: int = MAX_RETAINED_BYTES, max_subscriptions: int = MAX_SUBSCRIPTIONS,
+                 max_registrations: int = MAX_REGISTRATIONS) -> None:
         self.uri = spec.uri
         self.spec = spec
-        self.broker = Broker(spec.uri, max_retained_bytes)
-        self.dealer = Dealer(spec.uri, max_pending_calls)
+        self.broker = Broker(spec.uri, max_retained_bytes, max_subscriptions)
+        self.dealer = Dealer(spec.uri, max_pending_calls, max_registrations=max_registrations)
         self.meta = Meta(spec.uri, self.broker, self.dealer, table)
         self._roles = {"broker": {"features": {**self.broker.FEATURES, **BROKER_FEATURES}},
                        "dealer": {"features": {**self.dealer.FEATURES, **DEALER_FEATURES}}}

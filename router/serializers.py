@@ -28,6 +28,9 @@ class _Bad(Exception):
     pass
 
 
+_EXPANDS = "expands beyond its size (shared references?)"
+
+
 # Cheap tests that prove a decoded message needs no walk (see `check`). JSON text decodes to a tree of
 # portable values: only depth and lone surrogates need a look.
 # msgpack decodes to a tree too; a byte that could be a container, ext or bin header is a reason to look.
@@ -52,38 +55,26 @@ def check(msg: object, size: int, max_depth: int, strict_text: bool = False) -> 
 def _walk(value: object, depth: int, budget: int, strict_text: bool) -> int:
     """Visit a decoded value; returns the budget left. Recursion is bounded by `depth`."""
     t = type(value)
-    if t is list:
+    if t is list or t is dict:
         if depth <= 0:
             raise _Bad("nested too deep")
         budget -= 1 + len(value)
+        if t is dict:
+            for k in value:
+                if type(k) is not str:
+                    raise _Bad("dictionary keys must be strings")
+                budget -= len(k)
+                if strict_text:
+                    _text(k)
+            value = value.values()
         if budget < 0:
-            raise _Bad("expands beyond its size (shared references?)")
+            raise _Bad(_EXPANDS)
         for v in value:
             tv = type(v)
             if tv is list or tv is dict or tv is str or tv is bytes:
                 budget = _walk(v, depth - 1, budget, strict_text)
             elif tv not in _SCALARS:
                 raise _Bad(f"a value of type {tv.__name__} is not WAMP data")
-        return budget
-    if t is dict:
-        if depth <= 0:
-            raise _Bad("nested too deep")
-        budget -= 1 + len(value)
-        if budget < 0:
-            raise _Bad("expands beyond its size (shared references?)")
-        for k, v in value.items():
-            if type(k) is not str:
-                raise _Bad("dictionary keys must be strings")
-            budget -= len(k)
-            if strict_text:
-                _text(k)
-            tv = type(v)
-            if tv is list or tv is dict or tv is str or tv is bytes:
-                budget = _walk(v, depth - 1, budget, strict_text)
-            elif tv not in _SCALARS:
-                raise _Bad(f"a value of type {tv.__name__} is not WAMP data")
-        if budget < 0:
-            raise _Bad("expands beyond its size (shared references?)")
         return budget
     if t is str:
         if strict_text:
@@ -94,7 +85,7 @@ def _walk(value: object, depth: int, budget: int, strict_text: bool) -> int:
     elif t not in _SCALARS:
         raise _Bad(f"a value of type {t.__name__} is not WAMP data")
     if budget < 0:
-        raise _Bad("expands beyond its size (shared references?)")
+        raise _Bad(_EXPANDS)
     return budget
 
 
@@ -137,7 +128,7 @@ def _unbinary(value: object) -> object:
     t = type(value)
     if t is str:
         if value[:1] == "\x00":
-            return base64.b64decode(value[1:])
+            return base64.b64decode(value[1:], validate=True)  # not base64: refused, not guessed
         return value
     if t is list:
         return [_unbinary(v) for v in value]

@@ -41,7 +41,8 @@ class ServiceSession:
         """Register with the caller disclosed, so handlers can say who asked."""
         request = self.session.next_seq()
         self._registering[request] = (procedure, handler)
-        self.realm.dealer.register(self.session, [wamp.REGISTER, request, {"disclose_caller": True}, procedure])
+        self.realm.dealer.register(self.session, [wamp.REGISTER, request, {"disclose_caller": True}, procedure],
+                                   capped=False)
 
     # -- what the dealer sends us ----------------------------------------------------------------
     def send(self, msg: list) -> None:

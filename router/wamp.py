@@ -80,6 +80,8 @@ QUOTA_EXCEEDED = "courtyard.error.quota_exceeded"
 TOO_MANY_SESSIONS = "courtyard.error.too_many_sessions"
 SESSION_EXPIRED = "courtyard.close.session_expired"
 SESSION_IDLE = "courtyard.close.idle_timeout"
+TOO_MANY_SUBSCRIPTIONS = "courtyard.error.too_many_subscriptions"
+TOO_MANY_REGISTRATIONS = "courtyard.error.too_many_registrations"
 
 MAX_ID = 2**53
 
@@ -97,6 +99,33 @@ _URI_CACHE_MAX = 10_000
 URI_CACHE_KEY_MAX = 256
 
 
+# The longest URI the router takes from a client (`limits.max_uri_length`). The spec sets no maximum; a
+# URI is kept for as long as the subscription, registration or retained event that names it, so it is
+# bounded. Process-wide: set once when a node starts (one node per process in production).
+DEFAULT_MAX_URI_LENGTH = 4096
+max_uri_length = DEFAULT_MAX_URI_LENGTH
+
+
+def set_max_uri_length(n: int) -> None:
+    """Configure the limit (at node start); cached verdicts made under another limit are forgotten."""
+    global max_uri_length
+    max_uri_length = n
+    _uri_cache.clear()
+
+
+def too_long(uri: object) -> bool:
+    """A string URI longer than `max_uri_length` characters."""
+    return type(uri) is str and len(uri) > max_uri_length
+
+
+def uri_refusal(what: str, uri: object) -> str:
+    """The text of an invalid_uri answer: says so when the URI is only too long."""
+    if too_long(uri):
+        return (f"{what} URI of {len(uri)} characters is longer than this router takes "
+                f"({max_uri_length}, limits.max_uri_length): {quote(uri)}")
+    return f"invalid {what} URI {quote(uri)}"
+
+
 def _no_forbidden(uri: str) -> bool:
     if len(uri) > URI_CACHE_KEY_MAX and uri.isascii():
         return not any(c in uri for c in _FORBIDDEN_ASCII)  # a few memchr-speed scans
@@ -107,7 +136,8 @@ def is_valid_uri(uri: object) -> bool:
     """True for a loose-rule URI. Cached and bounded in count and bytes, because clients repeat the same few URIs."""
     ok = _uri_cache.get(uri) if type(uri) is str else False
     if ok is None:
-        ok = uri != "" and uri[0] != "." and uri[-1] != "." and ".." not in uri and _no_forbidden(uri)
+        ok = (uri != "" and len(uri) <= max_uri_length and uri[0] != "." and uri[-1] != "." and ".." not in uri
+              and _no_forbidden(uri))
         if len(uri) <= URI_CACHE_KEY_MAX:
             if len(_uri_cache) >= _URI_CACHE_MAX:
                 _uri_cache.clear()
@@ -119,7 +149,7 @@ def is_valid_pattern(uri: object, match: str) -> bool:
     """A subscription/registration URI under the given match policy."""
     if match == "exact":
         return is_valid_uri(uri)
-    return type(uri) is str and _no_forbidden(uri)
+    return type(uri) is str and len(uri) <= max_uri_length and _no_forbidden(uri)
 
 
 def is_reserved(uri: str) -> bool:
@@ -177,6 +207,15 @@ def quote(value: object) -> str:
         return _quoter.repr(value)
     except Exception:  # a repr that fails is still no reason to fail the message
         return f"<{type(value).__name__}>"
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """Text that may hold client bytes, for a log line or an HTTP reason: control characters escaped,
+    at most `limit` characters (the router's own words around client data are not cut as short as
+    `quote` cuts the data itself)."""
+    if not text.isprintable():
+        text = text[:limit].encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def validate(msg: object) -> str | None:

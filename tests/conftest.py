@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from router.config import parse
 from router.node import Node
@@ -54,6 +54,19 @@ def make_node():
     yield make
     for n in nodes:
         stop_node(n)
+
+
+@pytest.fixture
+def log_lines():
+    """Every log line the router writes during the test, formatted as an operator reads it."""
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
 
 
 @pytest.fixture(autouse=True)

@@ -14,14 +14,13 @@ import pytest
 import pytest_twisted
 import yaml
 from autobahn.twisted.util import sleep
-from autobahn.wamp.auth import compute_wcs, derive_key
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
-from twisted.logger import formatEvent, globalLogPublisher
 
 from realms.secrets import hash_secret, redact
 from realms.store import RealmStore
 from tests.conftest import start_node
-from tests.wampclient import Aborted, connect, raw_connect, with_timeout
+from tests.wampclient import Aborted, answer_ticket, answer_wampcra, connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 ADMIN = {"users": {"root": {"ticket": hash_secret("root-pw", iterations=1000)}}}
@@ -33,17 +32,6 @@ def _admin(url: str):
                    on_challenge=lambda c: "root-pw")
 
 
-def _ticket(value):
-    return lambda challenge: value
-
-
-def _cra(secret):
-    def sign(challenge):
-        key = secret
-        if "salt" in challenge.extra:
-            key = derive_key(secret, challenge.extra["salt"], challenge.extra["iterations"], challenge.extra["keylen"])
-        return compute_wcs(key, challenge.extra["challenge"]).decode()
-    return sign
 
 
 async def _stop(node) -> None:
@@ -109,10 +97,10 @@ async def test_updating_a_yaml_realm_keeps_its_yaml_users_across_a_restart(tmp_p
     again = start_node(**_yaml_config(tmp_path / "data"))
     try:
         bob = await connect(again.url, realm="shop", authmethods=["ticket"], authid="bob",
-                            on_challenge=_ticket("bob-pw"))
+                            on_challenge=answer_ticket("bob-pw"))
         assert bob.welcome.authrole == "customer"
         carol = await connect(again.url, realm="shop", authmethods=["ticket"], authid="carol",
-                              on_challenge=_ticket("carol-pw"))
+                              on_challenge=answer_ticket("carol-pw"))
         assert carol.welcome.authrole == "customer"
         assert again.realms.get("shop").limits.rate.limit == 50
         admin = await _admin(again.url)  # the YAML admin is not locked out
@@ -192,18 +180,6 @@ def test_check_config_reads_a_good_database(tmp_path):
 
 
 # -- secrets given to the admin realm are neither stored nor logged in plain text -------------------
-@pytest.fixture
-def log_lines():
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
-
-
 @ensure
 async def test_wampcra_secrets_from_the_admin_realm_are_kept_salted_and_never_logged(tmp_path, log_lines):
     data = tmp_path / "data"
@@ -221,10 +197,11 @@ async def test_wampcra_secrets_from_the_admin_realm_are_kept_salted_and_never_lo
         await admin.call("courtyard.user.update", "shop", "yan", role="customer")  # the YAML's plain secret
         await admin.call("courtyard.user.update", "shop", "carol", wampcra={"secret": "carol-new-secret"})
         for authid, secret in (("carol", "carol-new-secret"), ("dan", "dan-cra-secret"), ("yan", "yaml-cra-secret")):
-            c = await connect(node.url, realm="shop", authmethods=["wampcra"], authid=authid, on_challenge=_cra(secret))
+            c = await connect(node.url, realm="shop", authmethods=["wampcra"], authid=authid,
+                              on_challenge=answer_wampcra(secret))
             assert (c.welcome.authid, c.welcome.authmethod) == (authid, "wampcra")
         dan = await connect(node.url, realm="shop", authmethods=["ticket"], authid="dan",
-                            on_challenge=_ticket("dan-ticket-secret"))
+                            on_challenge=answer_ticket("dan-ticket-secret"))
         assert dan.welcome.authid == "dan"
     finally:
         await _stop(node)
@@ -241,7 +218,7 @@ async def test_wampcra_secrets_from_the_admin_realm_are_kept_salted_and_never_lo
     try:
         for authid, secret in (("carol", "carol-new-secret"), ("yan", "yaml-cra-secret")):
             c = await connect(again.url, realm="shop", authmethods=["wampcra"], authid=authid,
-                              on_challenge=_cra(secret))
+                              on_challenge=answer_wampcra(secret))
             assert c.welcome.authid == authid
     finally:
         await _stop(again)
@@ -294,10 +271,59 @@ async def test_the_cli_updates_realms_and_users_and_gives_wampcra_secrets(tmp_pa
         r = await threads.deferToThread(_admin_cli, router, "realms", "update", "shop", "--definition", "{oops")
         assert r.returncode == 2 and "not JSON" in r.stderr and "Traceback" not in r.stderr
         eve = await connect(router.url, realm="shop", authmethods=["wampcra"], authid="eve",
-                            on_challenge=_cra("eve-cra-secret"))
+                            on_challenge=answer_wampcra("eve-cra-secret"))
         assert eve.welcome.authrole == "customer"
         assert "eve-cra-secret" not in router.log()
         r = await threads.deferToThread(_admin_cli, router, "--json", "realms", "get", "shop")
         assert '"idle_timeout": 300' in r.stdout
     finally:
         router.stop()
+
+
+# -- the admin database failing while the node runs --------------------------------------------------
+async def _storage_failed(call) -> str:
+    try:
+        await call
+    except ApplicationError as e:
+        assert e.error == "courtyard.error.storage_failed", e
+        return e.args[0]
+    raise AssertionError("the change was answered as stored")
+
+
+@ensure
+async def test_a_change_the_database_cannot_take_is_refused_and_not_made(tmp_path, log_lines):
+    data = tmp_path / "data"
+    config = {"admin": {"data_dir": str(data), **ADMIN}}
+    db = data / "courtyard.db"
+    node = start_node(**config)
+    try:
+        admin = await _admin(node.url)
+        await admin.call("courtyard.user.add", "realm1", "ann", role="user", ticket="ann-pw")
+        lock = sqlite3.connect(db, isolation_level=None)  # another process's writer holds the file
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "bob", role="user"))
+            assert str(db) in text and "locked" in text
+            await _storage_failed(admin.call("courtyard.realm.create", "shop"))
+            await _storage_failed(admin.call("courtyard.realm.update", "realm1", {"limits": {"expires_in": 60}}))
+            await _storage_failed(admin.call("courtyard.realm.delete", "realm1"))
+            await _storage_failed(admin.call("courtyard.user.update", "realm1", "ann", role="boss"))
+            await _storage_failed(admin.call("courtyard.user.remove", "realm1", "ann"))
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        # nothing of it was made in the running node either
+        assert await admin.call("courtyard.user.list", "realm1") == ["ann"]
+        assert (await admin.call("courtyard.user.get", "realm1", "ann"))["role"] == "user"
+        assert "shop" not in await admin.call("courtyard.realm.list")
+        assert "limits" not in await admin.call("courtyard.realm.get", "realm1")
+        failed = [line for line in log_lines if "could not be stored" in line]
+        assert len(failed) == 6 and all(str(db) in line for line in failed), failed
+        # the file takes changes again: the node carries on
+        await admin.call("courtyard.user.add", "realm1", "bob", role="user")
+        db.unlink()  # removed under the running node: writes would be lost at the next start
+        text = await _storage_failed(admin.call("courtyard.user.add", "realm1", "cid", role="user"))
+        assert str(db) in text
+        assert await admin.call("courtyard.user.list", "realm1") == ["ann", "bob"]
+    finally:
+        await _stop(node)

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 import pytest_twisted
-from autobahn.wamp.auth import compute_wcs, derive_key
+from autobahn.wamp.auth import derive_key
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 from nacl.signing import SigningKey
 
 from realms.secrets import hash_secret
-from tests.wampclient import Aborted, connect, raw_connect, with_timeout
+from tests.wampclient import Aborted, answer_ticket, answer_wampcra, connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -38,24 +38,13 @@ def _auth_realm(**auth) -> dict:
     }]}
 
 
-def _ticket(value):
-    return lambda challenge: value
-
-
-def _cra(secret):
-    def sign(challenge):
-        key = secret
-        if "salt" in challenge.extra:
-            key = derive_key(secret, challenge.extra["salt"], challenge.extra["iterations"], challenge.extra["keylen"])
-        return compute_wcs(key, challenge.extra["challenge"]).decode()
-    return sign
 
 
 @ensure
 async def test_ticket_success_fills_the_session(make_node, serializer):
     node = make_node(**_auth_realm())
     c = await connect(node.url, serializer, authmethods=["ticket"], authid="alice",
-                      on_challenge=_ticket("alice-ticket"))
+                      on_challenge=answer_ticket("alice-ticket"))
     w = c.welcome
     assert (w.authid, w.authrole, w.authmethod, w.authprovider) == ("alice", "user", "ticket", "static")
     d = node.table.to_details_map(w.session)
@@ -66,9 +55,9 @@ async def test_ticket_success_fills_the_session(make_node, serializer):
 async def test_wrong_ticket_and_unknown_user_look_the_same(make_node):
     node = make_node(**_auth_realm())
     with pytest.raises(Aborted) as wrong:
-        await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=_ticket("nope"))
+        await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=answer_ticket("nope"))
     with pytest.raises(Aborted) as unknown:
-        await connect(node.url, authmethods=["ticket"], authid="mallory", on_challenge=_ticket("nope"))
+        await connect(node.url, authmethods=["ticket"], authid="mallory", on_challenge=answer_ticket("nope"))
     assert wrong.value.reason == unknown.value.reason == "wamp.error.authentication_failed"
     assert wrong.value.details.message == unknown.value.details.message
     assert node.table.size() == 0
@@ -77,13 +66,15 @@ async def test_wrong_ticket_and_unknown_user_look_the_same(make_node):
 @ensure
 async def test_wampcra_unsalted_and_salted(make_node, serializer):
     node = make_node(**_auth_realm())
-    bob = await connect(node.url, serializer, authmethods=["wampcra"], authid="bob", on_challenge=_cra("bob-secret"))
+    bob = await connect(node.url, serializer, authmethods=["wampcra"], authid="bob",
+                        on_challenge=answer_wampcra("bob-secret"))
     assert (bob.welcome.authid, bob.welcome.authmethod) == ("bob", "wampcra")
     carol = await connect(node.url, serializer, authmethods=["wampcra"], authid="carol",
-                          on_challenge=_cra("carol-secret"))
+                          on_challenge=answer_wampcra("carol-secret"))
     assert (carol.welcome.authid, carol.welcome.authrole) == ("carol", "admin")
     with pytest.raises(Aborted) as e:
-        await connect(node.url, serializer, authmethods=["wampcra"], authid="carol", on_challenge=_cra("guess"))
+        await connect(node.url, serializer, authmethods=["wampcra"], authid="carol",
+                      on_challenge=answer_wampcra("guess"))
     assert e.value.reason == "wamp.error.authentication_failed"
 
 
@@ -149,10 +140,10 @@ async def test_repeated_failures_from_one_address_are_refused_for_a_while(make_n
     node = make_node(**_auth_realm(throttle={"max_failures": 3, "window": 60, "block_for": 60}))
     for _ in range(3):
         with pytest.raises(Aborted) as e:
-            await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=_ticket("guess"))
+            await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=answer_ticket("guess"))
         assert e.value.reason == "wamp.error.authentication_failed"
     with pytest.raises(Aborted) as e:  # even the right ticket is refused now
-        await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=_ticket("alice-ticket"))
+        await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=answer_ticket("alice-ticket"))
     assert e.value.reason == "wamp.error.not_authorized"
     assert "too many failed" in e.value.details.message
 

@@ -94,6 +94,21 @@ async def test_failures_for_one_authid_block_neither_other_authids_nor_anonymous
 
 
 @ensure
+async def test_an_address_spraying_many_authids_is_blocked_as_a_whole(make_node):
+    node = make_node(**_realm({"max_failures": 2, "max_failures_per_address": 6, "window": 60, "block_for": 60},
+                              anonymous=True))
+    early = await _challenged(node.url, "erin")  # challenged before the spray
+    for i in range(6):  # one guess per name: no authid reaches max_failures
+        assert _reason(await _login(node.url, f"user{i}", "guess")) == FAILED
+    refused = await _login(node.url, "alice", "alice-ticket")  # the right ticket: refused at HELLO
+    assert refused[0] == 3 and refused[2] == BLOCKED and "from this address" in refused[1]["message"], refused
+    assert _reason(await _answer(early, "erin-ticket")) == BLOCKED  # and at AUTHENTICATE
+    anon = await raw_connect(node.url)
+    assert (await anon.hello())[0] == 2  # anonymous from the same address is not affected
+    assert _reason(await _login(node.url, "alice", "alice-ticket", bind="127.0.0.2")) == "welcome"
+
+
+@ensure
 async def test_concurrent_guesses_get_no_more_tries_than_sequential_ones(make_node):
     node = make_node(**_realm({"max_failures": 3, "window": 60, "block_for": 60, "max_in_flight_per_address": 50}))
     peers = [await _challenged(node.url, "slow") for _ in range(10)]
@@ -197,6 +212,8 @@ def test_throttle_and_trusted_proxies_config():
     cfg = parse(_realm({"max_failures": 7, "max_in_flight": 9}))
     t = cfg.realms[0].auth.throttle
     assert (t.max_failures, t.window, t.block_for, t.max_in_flight_per_address, t.max_in_flight) == (7, 60, 30, 4, 9)
+    assert t.max_failures_per_address == 70  # 10 × max_failures unless given
+    assert parse(_realm({"max_failures_per_address": 0})).realms[0].auth.throttle.max_failures_per_address == 0
     assert parse(_realm(False)).realms[0].auth.throttle.max_failures == 0
     assert parse(_realm(True)).realms[0].auth.throttle == parse(_realm({})).realms[0].auth.throttle
     bad = [
@@ -225,3 +242,6 @@ def test_throttle_keys_are_bounded():
     for i in range(MAX_TRACKED + 10):
         t.failed(throttle_key("realm1", "127.0.0.1", f"u{i}"), config)
     assert len(t._blocked) == MAX_TRACKED and len(t._failures) == 0
+    for i in range(MAX_TRACKED + 10):  # failures from many addresses: the per-address tables are bounded too
+        t.failed(throttle_key("realm1", f"10.0.{i // 256}.{i % 256}", "u"), config)
+    assert len(t._address_failures) + len(t._address_blocked) <= 2 * MAX_TRACKED

@@ -7,17 +7,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from tests.wampclient import connect, raw_callee_and_caller, raw_connect, with_timeout
+from tests.wampclient import connect, raw_callee_and_caller, raw_connect, still_serving, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
-
-
-async def _still_serving(node, serializer="json"):
-    client = await connect(node.url, serializer)
-    await client.register(lambda: "ok", "com.example.alive")
-    assert await client.call("com.example.alive") == "ok"
-    client.leave()
-    await with_timeout(client.left)
 
 
 async def _expect_abort(peer, reason: str):
@@ -36,7 +28,7 @@ async def test_garbage_frame_aborts(node, serializer):
     peer.send_raw(b"\xc1\xff not json nor msgpack {[", binary=serializer == "msgpack")
     await _expect_abort(peer, "wamp.error.protocol_violation")
     assert bystander.is_attached()
-    await _still_serving(node, serializer)
+    await still_serving(node, serializer)
 
 
 @pytest.mark.parametrize("msg", [
@@ -49,7 +41,7 @@ async def test_message_before_hello_aborts(node, serializer, msg):
     peer = await raw_connect(node.url, serializer)
     peer.send(msg)
     await _expect_abort(peer, "wamp.error.protocol_violation")
-    await _still_serving(node, serializer)
+    await still_serving(node, serializer)
 
 
 @ensure
@@ -60,7 +52,7 @@ async def test_second_hello_aborts_and_frees_the_session(node, serializer):
     peer.send([1, "realm1", {"roles": {"caller": {}}}])
     await _expect_abort(peer, "wamp.error.protocol_violation")
     assert node.table.size() == 0
-    await _still_serving(node, serializer)
+    await still_serving(node, serializer)
 
 
 @pytest.mark.parametrize("msg", [
@@ -86,7 +78,7 @@ async def test_malformed_message_after_welcome_aborts(node, serializer, msg):
     peer.send(msg)
     await _expect_abort(peer, "wamp.error.protocol_violation")
     assert node.table.size() == 0
-    await _still_serving(node, serializer)
+    await still_serving(node, serializer)
 
 
 @ensure
@@ -159,7 +151,7 @@ async def test_handshake_without_a_supported_subprotocol_is_refused(node, protoc
     status = reply.split(b"\r\n", 1)[0]
     assert b" 400 " in status, status
     assert b"wamp.2.json" in reply  # the refusal says what the router speaks
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -173,4 +165,4 @@ async def test_connection_without_hello_is_closed(make_node):
     node = make_node(listeners=[{"hello_timeout": 1.0}])
     peer = await raw_connect(node.url)
     await with_timeout(peer.closed, 3)
-    await _still_serving(node)
+    await still_serving(node)

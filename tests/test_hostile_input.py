@@ -4,7 +4,6 @@ Every case ends by showing that the router still serves a fresh client."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -12,22 +11,14 @@ import cbor2
 import msgpack
 import pytest
 import pytest_twisted
+from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, endpoints, protocol, reactor
-from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.wampclient import connect, raw_connect, with_timeout
+from tests.wampclient import RawSocketPeer, connect, raw_connect, still_serving, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 ROLES = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
-
-
-async def _still_serving(node, serializer="json"):
-    client = await connect(node.url, serializer)
-    await client.register(lambda: "ok", "com.example.alive")
-    assert await client.call("com.example.alive") == "ok"
-    client.leave()
-    await with_timeout(client.left)
 
 
 async def _expect_abort(peer, reason: str = "wamp.error.protocol_violation") -> list:
@@ -36,19 +27,6 @@ async def _expect_abort(peer, reason: str = "wamp.error.protocol_violation") -> 
     assert 0 < len(msg[1]["message"]) < 400, len(msg[1]["message"])  # a short, quoted text
     await with_timeout(peer.closed)
     return msg
-
-
-@pytest.fixture
-def log_lines():
-    """Every log line the router writes during the test, formatted as an operator reads it."""
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 def _shared_bomb(levels: int) -> bytes:
@@ -75,7 +53,7 @@ async def test_cbor_shared_reference_bomb_before_hello_is_refused_at_once(node, 
     assert "expands" in msg[1]["message"], msg
     assert time.monotonic() - t0 < 2.0
     assert max(len(line) for line in log_lines) < 1000
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -95,7 +73,7 @@ async def test_cbor_shared_references_in_hello_roles_and_in_a_publish(node):
     publisher.send_raw(cbor2.dumps([16, 1, {"acknowledge": True}, "com.bomb", [x]], value_sharing=True))
     await _expect_abort(publisher)
     assert not got.pending
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @pytest.mark.parametrize("depth", [65, 1000, 100_000])
@@ -113,7 +91,7 @@ async def test_deep_json_gets_abort_not_a_traceback(node, depth):
     await peer.hello()
     peer.send_raw(b'[48, 1, {}, "com.x", [' + _nested_json(depth) + b"]]", binary=False)
     await _expect_abort(peer)
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -125,7 +103,7 @@ async def test_deep_msgpack_gets_abort(node):
     await peer.hello()
     peer.send([16, 1, {}, "com.x", [x]])
     await _expect_abort(peer)
-    await _still_serving(node, "msgpack")
+    await still_serving(node, "msgpack")
 
 
 @ensure
@@ -144,6 +122,7 @@ async def test_nesting_within_the_configured_depth_is_routed(make_node):
     ("json", b'[16, 1, {}, "com.x", [NaN]]'),
     ("json", b'[16, 1, {}, "com.x", [Infinity]]'),
     ("json", b'[16, 1, {}, "com.x", ["\\ud800"]]'),  # a lone surrogate: no serializer can write it
+    ("json", b'[16, 1, {}, "com.x", ["\\u0000\\u0000!"]]'),  # binary by the convention, but not base64
     ("msgpack", msgpack.packb([16, 1, {}, "com.x", [msgpack.ExtType(5, b"x")]])),
     ("msgpack", msgpack.packb([16, 1, {}, "com.x", [], {b"k": 1}], use_bin_type=True)),
     ("cbor", cbor2.dumps([16, 1, {}, "com.x", [cbor2.CBORTag(4242, "x")]])),
@@ -155,7 +134,7 @@ async def test_values_outside_wamps_data_model_get_abort(node, serializer, frame
     await peer.hello()
     peer.send_raw(frame, binary=serializer != "json")
     await _expect_abort(peer)
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -166,9 +145,9 @@ async def test_abort_text_and_log_quote_a_short_prefix_of_client_data(node, log_
     assert "xxx" in msg[1]["message"]
     peer = await raw_connect(node.url, "json")
     await peer.hello()
-    peer.send([48, 1, {}, "com." + "y" * 500_000])  # no such procedure, named at length
+    peer.send([48, 1, {}, "com." + "y" * 500_000])  # a URI far over limits.max_uri_length, named at length
     err = await peer.recv()
-    assert err[0] == 8 and err[4] == "wamp.error.no_such_procedure" and len(err[5][0]) < 400, len(str(err))
+    assert err[0] == 8 and err[4] == "wamp.error.invalid_uri" and len(err[5][0]) < 400, len(str(err))
     assert max(len(line) for line in log_lines) < 1000
 
 
@@ -200,7 +179,7 @@ async def test_an_event_one_serializer_cannot_carry_reaches_every_other_subscrib
     publisher.send([16, 8, {"acknowledge": True}, "com.big", ["next"]])
     assert (await publisher.recv())[:2] == [17, 8]
     assert await with_timeout(queues["msgpack"].get()) == ("next",)  # it missed only the one it cannot read
-    await _still_serving(node)
+    await still_serving(node)
 
 
 @ensure
@@ -282,39 +261,110 @@ async def test_kill_all_reaches_every_session_when_one_goodbye_cannot_carry_its_
 
 
 # -- RawSocket peers that take small messages -----------------------------------------------------
-class _RawSocketPeer(protocol.Protocol):
-    """A RawSocket client announcing the smallest maximum (512 bytes), speaking JSON."""
-
-    def connectionMade(self):
-        self.buf = b""
-        self.frames: defer.DeferredQueue = defer.DeferredQueue()
-        self.transport.write(bytes((0x7F, 0x01, 0, 0)))  # exponent 0 → 2^9 = 512 bytes, serializer 1: JSON
-        self.handshaken = False
-
-    def dataReceived(self, data):
-        self.buf += data
-        if not self.handshaken and len(self.buf) >= 4:
-            self.handshaken, self.buf = True, self.buf[4:]
-        while len(self.buf) >= 4:
-            n = int.from_bytes(self.buf[1:4], "big")
-            if len(self.buf) < 4 + n:
-                return
-            self.frames.put(json.loads(self.buf[4:4 + n]))
-            self.buf = self.buf[4 + n:]
-
-    def send(self, msg):
-        payload = json.dumps(msg).encode()
-        self.transport.write(bytes((0,)) + len(payload).to_bytes(3, "big") + payload)
-
-
 @ensure
 async def test_a_rawsocket_client_taking_512_bytes_gets_its_welcome(make_node):
     node = make_node(listeners=[{"type": "rawsocket"}])
+    # exponent 0: 2^9 = 512 bytes; HELLO goes out at once, before the router's handshake answer
     peer = await with_timeout(endpoints.connectProtocol(
-        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port), _RawSocketPeer()))
+        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port), RawSocketPeer("json", exponent=0)))
     peer.send([1, "realm1", {"roles": {"caller": {}}, "agent": "tiny"}])
-    welcome = await with_timeout(peer.frames.get())
+    welcome = await peer.recv()
     assert welcome[0] == 2 and welcome[2]["realm"] == "realm1", welcome
     peer.send([48, 1, {}, "wamp.session.count", []])
-    assert (await with_timeout(peer.frames.get()))[:2] == [50, 1]
+    assert (await peer.recv())[:2] == [50, 1]
     peer.transport.loseConnection()
+
+
+# -- loops that must survive one session's trouble ------------------------------------------------
+async def _mortal_with_testament(node, n: int):
+    """A raw JSON session whose testament holds an integer msgpack cannot carry."""
+    peer = await raw_connect(node.url, "json")
+    await peer.hello()
+    peer.send([48, 1, {}, "wamp.session.add_testament", ["com.will", [2**64 + n], {}]])
+    assert (await peer.recv())[:2] == [50, 1]
+    return peer
+
+
+async def _will_subscribers(node):
+    queues = {}
+    for ser in ("json", "msgpack"):
+        client = await connect(node.url, ser)
+        queues[ser] = defer.DeferredQueue()
+        await client.subscribe(lambda *a, q=queues[ser], **kw: q.put(a), "com.will")
+        node.table.update(client.welcome.session, expires_in=None)  # the witnesses outlive the mortals
+    return queues
+
+
+@ensure
+async def test_the_sweep_survives_a_testament_one_subscriber_cannot_take(make_node):
+    node = make_node(node={"sweep_interval": 0.05}, realms=[{"uri": "realm1", "limits": {"expires_in": 1.0}}])
+    queues = await _will_subscribers(node)
+    mortals = [await _mortal_with_testament(node, n) for n in range(2)]
+    for peer in mortals:  # both expire: the first one's testament must not stop the sweep for good
+        goodbye = await peer.recv(5)
+        assert goodbye[0] == 6 and goodbye[2] == "courtyard.close.session_expired", goodbye
+    wills = sorted([(await with_timeout(queues["json"].get()))[0] for _ in mortals])
+    assert wills == [2**64, 2**64 + 1]
+    assert not queues["msgpack"].pending
+    assert node.table.size() == 2
+
+
+@ensure
+async def test_shutdown_says_goodbye_to_everyone_past_one_sessions_trouble():
+    from tests.conftest import start_node
+
+    node = start_node()
+    await _will_subscribers(node)
+    mortals = [await _mortal_with_testament(node, n) for n in range(3)]
+    node.config.shutdown_grace = 0.2
+    await node.stop()
+    for peer in mortals:
+        goodbye = await peer.recv()
+        assert goodbye[0] == 6 and goodbye[2] == "wamp.close.system_shutdown", goodbye
+    assert node.table.size() == 0
+
+
+@ensure
+async def test_websocket_pings_from_a_peer_that_never_reads_cannot_queue_pongs(make_node):
+    budget = 64 * 1024
+    node = make_node(listeners=[{"max_outgoing_buffer": budget}])
+    peer = await raw_connect(node.url, "json")
+    welcome = await peer.hello()
+    conn = node.table.fetch(welcome[1]).transport.wire
+    peer.proto.transport.pauseProducing()  # it stops reading; its PONGs back up
+    for _ in range(60):  # 60 x 1,000 PINGs of 125 bytes: 7.5 MB of PONGs if all were queued
+        for _ in range(1000):
+            peer.proto.sendPing(b"p" * 125)
+        await sleep(0.005)
+    t = conn.transport
+    assert len(t.dataBuffer) + t._tempDataLen <= 64 * 1024 + budget + 64 * 1024
+    assert conn.dropped_events > 0
+    peer.proto.transport.resumeProducing()
+    await still_serving(node)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"\x16\x03\x01\x1b[31mEVIL\x08\x07 / HTTP/1.1\r\nHost: x\r\n\r\n",  # a TLS hello or a terminal escape
+    b"GET /" + b"a" * 3000 + b"\x1b[2J HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: " + b"x\x1b[1m" * 1000 + b"\r\n\r\n",
+])
+@ensure
+async def test_a_bad_opening_handshake_is_logged_short_and_escaped(node, log_lines, request_bytes):
+    class Probe(protocol.Protocol):
+        def connectionMade(self):
+            self.transport.write(request_bytes)
+
+        def connectionLost(self, reason):
+            done.callback(None)
+
+    done = defer.Deferred()
+    await with_timeout(endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", node.port),
+                                                 Probe()))
+    await with_timeout(done)
+    assert log_lines
+    for line in log_lines:
+        assert len(line) < 600 and not any(ord(c) < 32 or ord(c) == 127 for c in line), repr(line[:300])
+    await still_serving(node)

@@ -17,7 +17,8 @@ def _cached_chars(cache: dict) -> int:
 
 
 @ensure
-async def test_long_topics_are_not_kept_by_the_uri_cache(node):
+async def test_long_topics_are_not_kept_by_the_uri_cache(make_node):
+    node = make_node(limits={"max_uri_length": 2 * LONG})  # the caches' own bounds, under a lax URI limit
     wamp._uri_cache.clear()
     peer = await raw_connect(node.url, "msgpack")
     await peer.hello()
@@ -36,8 +37,8 @@ async def test_long_topics_are_not_kept_by_the_uri_cache(node):
 
 @ensure
 async def test_long_uris_are_not_kept_by_the_authorization_cache(make_node):
-    node = make_node(realms=[{"uri": "realm1", "roles": {"anonymous": {"permissions": [
-        {"uri": "com.", "match": "prefix", "allow": ["publish", "call"]}]}}}])
+    node = make_node(limits={"max_uri_length": 2 * LONG}, realms=[{"uri": "realm1", "roles": {"anonymous": {
+        "permissions": [{"uri": "com.", "match": "prefix", "allow": ["publish", "call"]}]}}}])
     peer = await raw_connect(node.url, "msgpack")
     await peer.hello()
     for i in range(20):

@@ -1,5 +1,5 @@
-"""Test clients over real sockets: autobahn-python sessions, and a raw WebSocket peer that sends
-arbitrary frames (for the bad-input paths a well-behaved client never takes)."""
+"""Test clients over real sockets: autobahn-python sessions, and raw WebSocket and RawSocket peers that
+send arbitrary frames (for the bad-input paths a well-behaved client never takes)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
 )
+from autobahn.wamp.auth import compute_wcs, derive_key
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, protocol, reactor
 
 TIMEOUT = 5.0
 
@@ -66,6 +67,30 @@ class Client(ApplicationSession):
             self.joined.errback(ConnectionError("disconnected before joining"))
         if not self.disconnected.called:
             self.disconnected.callback(None)
+
+
+def answer_ticket(value: str):
+    """An on_challenge for ticket authentication."""
+    return lambda challenge: value
+
+
+def answer_wampcra(secret: str):
+    """An on_challenge for WAMP-CRA, salted or not."""
+    def sign(challenge):
+        key = secret
+        if "salt" in challenge.extra:
+            key = derive_key(secret, challenge.extra["salt"], challenge.extra["iterations"], challenge.extra["keylen"])
+        return compute_wcs(key, challenge.extra["challenge"]).decode()
+    return sign
+
+
+async def still_serving(node, serializer: str = "json") -> None:
+    """A fresh client registers and calls: the router still serves after whatever a test threw at it."""
+    client = await connect(node.url, serializer)
+    await client.register(lambda: "ok", "com.example.alive")
+    assert await client.call("com.example.alive") == "ok"
+    client.leave()
+    await with_timeout(client.left)
 
 
 def _serializer(name: str):
@@ -124,14 +149,42 @@ class _RawProtocol(WebSocketClientProtocol):
         self.factory.peer._closed(code, reason)
 
 
-class RawPeer:
-    """Speaks WebSocket but not WAMP: sends whatever a test gives it, decodes what comes back."""
+class _Raw:
+    """What both raw peers share: a serializer, a queue of decoded messages, HELLO."""
 
     def __init__(self, serializer: str) -> None:
         self.serializer = serializer
         self.opened: defer.Deferred = defer.Deferred()
         self.closed: defer.Deferred = defer.Deferred()
         self.inbox: defer.DeferredQueue = defer.DeferredQueue()
+
+    def encode(self, msg) -> bytes:
+        if self.serializer == "cbor":
+            return cbor2.dumps(msg)
+        return json.dumps(msg).encode() if self.serializer == "json" else msgpack.packb(msg, use_bin_type=True)
+
+    def decode(self, payload: bytes):
+        if self.serializer == "cbor":
+            return cbor2.loads(payload)
+        if self.serializer == "json":
+            return json.loads(payload, parse_constant=_not_json)  # what reaches a JSON peer must be JSON
+        return msgpack.unpackb(payload, raw=False)
+
+    async def recv(self, seconds: float = TIMEOUT):
+        return await with_timeout(self.inbox.get(), seconds)
+
+    async def hello(self, realm: str = "realm1", roles: dict | None = None) -> list:
+        if roles is None:
+            roles = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
+        self.send([1, realm, {"roles": roles}])
+        return await self.recv()
+
+
+class RawPeer(_Raw):
+    """Speaks WebSocket but not WAMP: sends whatever a test gives it, decodes what comes back."""
+
+    def __init__(self, serializer: str) -> None:
+        super().__init__(serializer)
         self.proto: _RawProtocol | None = None
 
     def _opened(self, proto) -> None:
@@ -148,32 +201,11 @@ class RawPeer:
         if not self.closed.called:
             self.closed.callback((code, reason))
 
-    def encode(self, msg) -> bytes:
-        if self.serializer == "cbor":
-            return cbor2.dumps(msg)
-        return json.dumps(msg).encode() if self.serializer == "json" else msgpack.packb(msg, use_bin_type=True)
-
-    def decode(self, payload: bytes):
-        if self.serializer == "cbor":
-            return cbor2.loads(payload)
-        if self.serializer == "json":
-            return json.loads(payload, parse_constant=_not_json)  # what reaches a JSON peer must be JSON
-        return msgpack.unpackb(payload, raw=False)
-
     def send(self, msg) -> None:
         self.proto.sendMessage(self.encode(msg), self.serializer != "json")
 
     def send_raw(self, payload: bytes, binary: bool = True) -> None:
         self.proto.sendMessage(payload, binary)
-
-    async def recv(self, seconds: float = TIMEOUT):
-        return await with_timeout(self.inbox.get(), seconds)
-
-    async def hello(self, realm: str = "realm1", roles: dict | None = None) -> list:
-        if roles is None:
-            roles = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}
-        self.send([1, realm, {"roles": roles}])
-        return await self.recv()
 
     def drop(self) -> None:
         self.proto.dropConnection(abort=True)
@@ -189,6 +221,65 @@ async def raw_connect(url: str, serializer: str = "json", protocols: list[str] |
     factory.peer = peer
     host, port = _hostport(url)
     reactor.connectTCP(host, port, factory, bindAddress=(bind, 0) if bind else None)
+    await with_timeout(peer.opened)
+    return peer
+
+
+# -- a raw RawSocket peer -------------------------------------------------------------------------
+class RawSocketPeer(_Raw, protocol.Protocol):
+    """RawPeer's twin over RawSocket, driven frame by frame. It announces a maximum of 2^(9+exponent)
+    octets (0: 512 bytes, 15: 16 MiB) and counts the PONGs it gets."""
+
+    def __init__(self, serializer: str = "json", exponent: int = 15) -> None:
+        super().__init__(serializer)
+        self.exponent = exponent
+        self.buf = b""
+        self.pongs = 0
+        self.proto = self  # as RawPeer: peer.proto.transport is the client's TCP transport
+
+    def connectionMade(self) -> None:
+        ser_id = {"json": 1, "msgpack": 2, "cbor": 3}[self.serializer]
+        self.transport.write(bytes((0x7F, (self.exponent << 4) | ser_id, 0, 0)))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buf += data
+        if not self.opened.called:
+            if len(self.buf) < 4:
+                return
+            self.buf = self.buf[4:]
+            self.opened.callback(self)
+        while len(self.buf) >= 4:
+            n = int.from_bytes(self.buf[1:4], "big")
+            if len(self.buf) < 4 + n:
+                return
+            kind, payload, self.buf = self.buf[0], self.buf[4:4 + n], self.buf[4 + n:]
+            if kind == 0:
+                self.inbox.put(self.decode(payload))
+            elif kind == 2:
+                self.pongs += 1
+
+    def connectionLost(self, reason=None) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def send(self, msg) -> None:
+        self.send_frame(self.encode(msg))
+
+    def ping(self, payload: bytes) -> None:
+        self.send_frame(payload, kind=1)
+
+    def send_frame(self, payload: bytes, kind: int = 0) -> None:
+        self.transport.write(bytes((kind,)) + len(payload).to_bytes(3, "big") + payload)
+
+    def drop(self) -> None:
+        self.transport.abortConnection()
+
+
+async def rawsocket_connect(url: str, serializer: str = "json", exponent: int = 15) -> RawSocketPeer:
+    """A raw RawSocket peer at `rs://host:port`, past the handshake (no HELLO yet)."""
+    peer = RawSocketPeer(serializer, exponent)
+    host, port = _hostport(url)
+    await with_timeout(endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, host, port), peer))
     await with_timeout(peer.opened)
     return peer
 

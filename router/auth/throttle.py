@@ -2,10 +2,15 @@
 
 Checked when an AUTHENTICATE is about to be verified (not only at HELLO: a connection challenged before
 the first failure would otherwise get its guess verified anyway). Failures count per (realm, address,
-authid), so a guesser behind a NAT or a proxy locks out only that authid from that address, never the
-other users behind it nor anonymous sessions. Verifications in flight (a ticket's PBKDF2 runs in a
-thread) are capped per address and in total, so one address cannot fill the hashing pool; an answer
-over a cap is refused at once instead of queued.
+authid), so a guesser behind a NAT or a proxy locks out only that authid from that address, not the
+other users behind it (unless it sprays many authids, below) and never anonymous sessions.
+Verifications in flight (a ticket's PBKDF2 runs in a thread) are capped per address and in total, so
+one address cannot fill the hashing pool; an answer over a cap is refused at once instead of queued.
+
+An address that fails for many authids (a password spray: `max_failures` guesses for each of many
+names) is blocked as a whole once its failures across all authids reach `max_failures_per_address`
+(default 10 × max_failures) within the window: for `block_for`, non-anonymous authentication from it is
+refused. Anonymous sessions are never affected.
 
 Memory is bounded: at most MAX_TRACKED failure and block entries each (the oldest forgotten first),
 and a long authid is keyed by its digest, not its text.
@@ -20,10 +25,12 @@ from realms.realm import Throttle
 from router import wamp
 from router.auth import TOO_MANY_AUTHENTICATIONS
 
-MAX_TRACKED = 50_000  # (realm, address, authid) keys with recent failures, and blocked ones (~300 bytes each)
+MAX_TRACKED = 50_000  # (realm, address, authid) keys with recent failures, and blocked ones (~300 bytes each);
+# as many (realm, address) keys again for the per-address count
 MAX_KEY_AUTHID = 64  # characters of an authid kept in a key; a longer one is keyed by its digest
 
 Key = tuple[str, str, str]
+AddressKey = tuple[str, str]
 
 
 def throttle_key(realm: str, address: str, authid: str) -> Key:
@@ -39,32 +46,40 @@ class AuthThrottle:
     def __init__(self) -> None:
         self._failures: dict[Key, list] = {}  # key -> [first failure in the window, failures since]
         self._blocked: dict[Key, float] = {}  # key -> monotonic time the block ends
+        self._address_failures: dict[AddressKey, list] = {}  # (realm, address) -> the same, across authids
+        self._address_blocked: dict[AddressKey, float] = {}
         self._pending: dict[Key, int] = {}  # verifications in flight per key
         self._per_address: dict[str, int] = {}  # ... per address
         self.in_flight = 0  # ... in total
 
     def blocked_for(self, key: Key, now: float | None = None) -> float:
         """Seconds this key is still refused (0: not refused)."""
-        until = self._blocked.get(key)
-        if until is None:
-            return 0.0
-        left = until - (time.monotonic() if now is None else now)
-        if left <= 0:
-            del self._blocked[key]
-            return 0.0
-        return left
+        return _left(self._blocked, key, now)
+
+    def blocked(self, key: Key) -> str | None:
+        """The ABORT text (wamp.error.not_authorized) while `key` or its whole address is blocked, else None."""
+        wait = self.blocked_for(key)
+        if wait:
+            return f"too many failed authentications for this authid from this address; retry in {max(wait, 1):.0f}s"
+        wait = _left(self._address_blocked, key[:2], None)
+        if wait:
+            return f"too many failed authentications from this address; retry in {max(wait, 1):.0f}s"
+        return None
 
     def refusal(self, key: Key, config: Throttle) -> tuple[str, str] | None:
         """Why an answer for `key` may not be verified now: (ABORT reason, message), or None."""
         if config.max_failures:
-            wait = self.blocked_for(key)
-            if wait:
-                return wamp.NOT_AUTHORIZED, (f"too many failed authentications for this authid from this "
-                                             f"address; retry in {max(wait, 1):.0f}s")
+            why = self.blocked(key)
+            if why is not None:
+                return wamp.NOT_AUTHORIZED, why
             # Answers still being verified count as failures to come: concurrent guesses get no more
             # tries than sequential ones.
             if self._recent(key, config.window) + self._pending.get(key, 0) >= config.max_failures:
                 return TOO_MANY_AUTHENTICATIONS, "an earlier answer for this authid is still being verified"
+            per_address = config.max_failures_per_address
+            if per_address and _recent(self._address_failures, key[:2], config.window) \
+                    + self._per_address.get(key[1], 0) >= per_address:
+                return TOO_MANY_AUTHENTICATIONS, "earlier answers from this address are still being verified"
         if self._per_address.get(key[1], 0) >= config.max_in_flight_per_address:
             return TOO_MANY_AUTHENTICATIONS, "too many authentications in flight from this address; retry later"
         if self.in_flight >= config.max_in_flight:
@@ -89,27 +104,53 @@ class AuthThrottle:
             self.failed(key, config)
 
     def failed(self, key: Key, config: Throttle, now: float | None = None) -> None:
+        """A failure counts against the (address, authid) and against the address as a whole."""
         now = time.monotonic() if now is None else now
-        entry = self._failures.get(key)
-        if entry is None or now - entry[0] > config.window:
-            if entry is None and len(self._failures) >= MAX_TRACKED:
-                del self._failures[next(iter(self._failures))]
-            entry = self._failures[key] = [now, 0]
-        entry[1] += 1
-        if entry[1] >= config.max_failures:
-            del self._failures[key]
-            if key not in self._blocked and len(self._blocked) >= MAX_TRACKED:
-                del self._blocked[next(iter(self._blocked))]
-            self._blocked[key] = now + config.block_for
+        _count(self._failures, self._blocked, key, config.max_failures, config, now)
+        if config.max_failures_per_address:
+            _count(self._address_failures, self._address_blocked, key[:2], config.max_failures_per_address,
+                   config, now)
 
     def _recent(self, key: Key, window: float) -> int:
-        entry = self._failures.get(key)
-        if entry is None:
-            return 0
-        if time.monotonic() - entry[0] > window:
-            del self._failures[key]
-            return 0
-        return entry[1]
+        return _recent(self._failures, key, window)
+
+
+def _count(failures: dict, blocked: dict, key: tuple, limit: int, config: Throttle, now: float) -> None:
+    """One failure for `key`; at `limit` within the window, `key` is blocked for block_for. Both tables
+    keep at most MAX_TRACKED keys, the oldest forgotten first."""
+    entry = failures.get(key)
+    if entry is None or now - entry[0] > config.window:
+        if entry is None and len(failures) >= MAX_TRACKED:
+            del failures[next(iter(failures))]
+        entry = failures[key] = [now, 0]
+    entry[1] += 1
+    if entry[1] >= limit:
+        del failures[key]
+        if key not in blocked and len(blocked) >= MAX_TRACKED:
+            del blocked[next(iter(blocked))]
+        blocked[key] = now + config.block_for
+
+
+def _recent(failures: dict, key: tuple, window: float) -> int:
+    entry = failures.get(key)
+    if entry is None:
+        return 0
+    if time.monotonic() - entry[0] > window:
+        del failures[key]
+        return 0
+    return entry[1]
+
+
+def _left(blocked: dict, key: tuple, now: float | None) -> float:
+    """Seconds `key` is still blocked (0: not blocked; an expired block is forgotten)."""
+    until = blocked.get(key)
+    if until is None:
+        return 0.0
+    left = until - (time.monotonic() if now is None else now)
+    if left <= 0:
+        del blocked[key]
+        return 0.0
+    return left
 
 
 def _decrement(counts: dict, key) -> None:

@@ -3,7 +3,7 @@
 A connection registers a push producer with its TCP transport, so Twisted tells it when the socket's
 write buffer is full (pause) and drained (resume). While paused, bytes written are counted against the
 peer's budget, `max_outgoing_buffer`:
-- **bulk** messages (EVENT, INVOCATION, RESULT, ERROR with a payload, RawSocket PONG) past the budget
+- **bulk** messages (EVENT, INVOCATION, RESULT, ERROR with a payload, PONG on either transport) past the budget
   are refused: the caller of `admit` drops an EVENT (counted, logged once per episode) and fails a call
   (see WampProtocol.send);
 - **control** messages (the short answers: SUBSCRIBED, ERROR without payload, INTERRUPT, GOODBYE, …)
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+from twisted.internet import reactor
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -38,6 +39,7 @@ class _Flow:
         conn._paused = False
         conn._backlog = 0
         conn._over_since = 0.0
+        conn._cancel_overdue()
         if conn._dropped_episode:
             conn.flow_log.info("peer {peer} caught up; {n} messages were dropped while it lagged",
                                peer=conn.peer_name(), n=conn._dropped_episode)
@@ -61,6 +63,7 @@ class FlowControlled:
     _backlog = 0
     _over_since = 0.0  # monotonic time the backlog first went past the budget in this episode
     _dropped_episode = 0
+    _overdue = None  # DelayedCall: disconnects a peer still past its budget after slow_consumer_timeout
     dropped_events = 0  # bulk messages refused, for operators and tests
 
     def start_flow_control(self) -> None:
@@ -84,12 +87,12 @@ class FlowControlled:
         now = time.monotonic()
         if not self._over_since:
             self._over_since = now
+            # A peer that asks for nothing more is never written to again: a timer, not the next write,
+            # ends it if it is still behind when the timeout is up.
+            self._overdue = reactor.callLater(config.slow_consumer_timeout, self._still_behind)
         if config.slow_consumer == "disconnect" or (not bulk and backlog > budget + reserve(budget)) \
                 or now - self._over_since > config.slow_consumer_timeout:
-            self.flow_log.warn("disconnecting slow consumer {peer}: over {limit} bytes queued",
-                               peer=self.peer_name(), limit=budget)
-            self._paused, self._gone, self._backlog = False, True, 0
-            self.drop()
+            self._give_up(budget)
             return False
         if not bulk:
             self._backlog = backlog
@@ -101,9 +104,28 @@ class FlowControlled:
         self.dropped_events += 1
         return False
 
+    def _still_behind(self) -> None:
+        self._overdue = None
+        if self._paused and self._over_since and not self._gone:
+            self._give_up(self.listener_config().max_outgoing_buffer)
+
+    def _give_up(self, budget: int) -> None:
+        self.flow_log.warn("disconnecting slow consumer {peer}: over {limit} bytes queued",
+                           peer=self.peer_name(), limit=budget)
+        self._paused, self._gone, self._backlog = False, True, 0
+        self._cancel_overdue()
+        self.drop()
+
+    def _cancel_overdue(self) -> None:
+        if self._overdue is not None:
+            if self._overdue.active():
+                self._overdue.cancel()
+            self._overdue = None
+
     def free_write_buffer(self) -> None:
         """Forget what a departed peer never read, now rather than when a GC round breaks the cycles
-        between protocol, transport and session."""
+        between protocol, transport and session (and its slow-consumer timer)."""
+        self._cancel_overdue()
         transport = self.transport
         if transport is not None and hasattr(transport, "_tempDataBuffer"):
             transport.dataBuffer = b""

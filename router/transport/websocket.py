@@ -59,6 +59,12 @@ _HANDSHAKE_ONLY = ("http_headers", "http_request_data", "http_response_data", "h
                    "http_request_params", "websocket_protocols", "websocket_extensions", "_transport_details")
 
 
+def _framed(size: int) -> int:
+    """Bytes on the wire for a payload of `size` in one unmasked frame: the header counts against the
+    budget too (it is a tenth of a short answer such as SUBSCRIBED)."""
+    return size + (2 if size < 126 else 4 if size < 65536 else 10)
+
+
 class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     # Not `log`: Autobahn's protocol calls its txaio `self.log.debug(...)` several times per frame, and
     # txaio makes calls below the level no-ops; a twisted Logger there would build an event for each
@@ -73,7 +79,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def onConnect(self, request: Any) -> str | tuple[str, dict]:
         factory: WampWebSocketFactory = self.factory
         if request.path != factory.config.path:
-            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {request.path}")
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {wamp.quote(request.path)}")
         if factory.trusted_proxies:
             self.forwarded_for = client_address(self.transport.getPeer().host,
                                                 request.headers.get("x-forwarded-for"), factory.trusted_proxies)
@@ -81,7 +87,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             if proto in factory.codecs:
                 self._subprotocol = proto
                 return self._track_cookie(request, proto)
-        offered = ", ".join(request.protocols) or "none"
+        offered = wamp.quote(", ".join(request.protocols) or "none")
         self._log.warn("refusing WebSocket from {peer}: subprotocols offered: {offered}",
                       peer=self.peer, offered=offered)
         raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
@@ -160,9 +166,20 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
         self.dropConnection(abort=False)
 
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        # Autobahn quotes the client's bytes in its reasons ("Bad HTTP request status line ..."), and
+        # logs and answers them: a short, escaped text instead, never raw control characters.
+        super().failHandshake(wamp.printable(str(reason)), code, responseHeaders)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own
         self.wamp.on_message(payload)
+
+    def onPing(self, payload: bytes) -> None:
+        # Autobahn answers every PING with a PONG: bulk under the peer's budget, like a RawSocket PONG,
+        # so that a client that pings and never reads cannot grow the write buffer.
+        if self.state == WebSocketServerProtocol.STATE_OPEN and self.admit(_framed(len(payload or b"")), True):
+            self.sendPong(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.wamp is not None:
@@ -214,7 +231,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             return wamp.PAYLOAD_SIZE_EXCEEDED
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return None  # closing: nothing more reaches the peer, and nothing is owed
-        if not self.admit(len(payload), bulk):
+        if not self.admit(_framed(len(payload)), bulk):
             return SLOW_CONSUMER
         self.sendMessage(payload, self.factory.binary[self._subprotocol])
         return None

@@ -1,0 +1,1 @@
+"""`scripts/fuzz`: a bounded socket-level fuzzer for Courtyard (random and mutated frames, many connections)."""
