@@ -74,6 +74,13 @@ def cmd_start(args: argparse.Namespace) -> int:
     from realms.store import StoreError
     from router.node import Node
 
+    if cfg.cluster is not None:
+        try:
+            import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
+        except ImportError:
+            print("courtyard: cannot start: cluster: needs the Redis client: pip install 'courtyard[redis]'",
+                  file=sys.stderr)
+            return 2
     _setup_logging(args.log_level)
     try:
         node = Node(cfg)

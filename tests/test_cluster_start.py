@@ -86,6 +86,15 @@ def test_unreachable_redis_stops_the_node_with_one_line_naming_the_url(tmp_path)
     assert "listening" not in r.stdout and time.monotonic() - t0 < 10
 
 
+def test_a_cluster_without_the_redis_extra_says_what_to_install(tmp_path):
+    node = _node(tmp_path, "a", "redis://127.0.0.1:1/0")
+    code = ("import sys; sys.modules['txredisapi'] = None; from router.cli import main; "
+            f"sys.exit(main(['start', '-c', {str(node.config_path)!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "courtyard: cannot start: cluster: needs the Redis client: pip install 'courtyard[redis]'"), r.stderr
+
+
 def test_a_wrong_redis_password_stops_the_node(tmp_path, redis_server):
     redis_server.command("CONFIG", "SET", "requirepass", "right")
     node = _node(tmp_path, "a", redis_server.url.replace("redis://", "redis://:wrong@"))
