@@ -206,12 +206,23 @@ class Meta:
         """The session is gone, whatever the cause: its testaments (detached scope first), then on_leave."""
         testaments = self._testaments.pop(session.id, None)
         if testaments:
-            for scope in SCOPES:
-                for topic, args, kwargs, options, _ in testaments.get(scope, ()):
-                    # As if the session had sent this PUBLISH: its options (black/whitelists, retain,
-                    # disclose_me) and its role's disclosure rules apply.
-                    self.broker.publish(session, [wamp.PUBLISH, 0, options, topic, args, kwargs])
+            self.publish_testaments(session, testaments)
         self.publish("wamp.session.on_leave", [session.id, session.authid, session.authrole])
+
+    def publish_testaments(self, session: Session, testaments: dict) -> None:
+        """`testaments` ({scope: [(topic, args, kwargs, options, ...)]}), detached scope first. Also
+        for a session of a dead node (a stand-in Session), from its record in Redis."""
+        for scope in SCOPES:
+            for topic, args, kwargs, options, *_ in testaments.get(scope, ()):
+                # As if the session had sent this PUBLISH: its options (black/whitelists, retain,
+                # disclose_me) and its role's disclosure rules apply.
+                self.broker.publish(session, [wamp.PUBLISH, 0, options, topic, args, kwargs])
+
+    def _testaments_changed(self, session_id: int) -> None:
+        """In a cluster the node keeps a session's testaments in Redis too, so that they are published
+        even if the node dies with it (router/cluster/purge.py)."""
+        if self.table is not None:
+            self.table.testaments_changed(session_id, self._testaments.get(session_id))
 
     # -- broker and dealer listener --------------------------------------------------------------
     def subscribed(self, session_id: int, sub: Subscription, created: bool) -> None:
@@ -386,6 +397,7 @@ class Meta:
             raise MetaError(TOO_MANY_TESTAMENTS, f"a session's testaments may hold at most {MAX_TESTAMENT_BYTES} bytes")
         self._testaments.setdefault(caller.id, {}).setdefault(scope, []).append(
             (topic, event_args, event_kwargs, options, size))
+        self._testaments_changed(caller.id)
 
     def flush_testaments(self, caller: Session, args: list, kwargs: dict) -> None:
         scope = _scope(kwargs)
@@ -394,6 +406,7 @@ class Meta:
             mine.pop(scope, None)
             if not mine:
                 del self._testaments[caller.id]
+            self._testaments_changed(caller.id)
 
     def testaments(self, session_id: int) -> int:
         """How many testaments a session holds (tests, operators)."""

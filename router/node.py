@@ -18,10 +18,22 @@ from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
+from router.serializers import JsonSerializer
 from router.service import ServiceSession
+from router.session import Session
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
+
+
+class _Gone:
+    """The transport of a session whose node died: nothing can reach it any more."""
+
+    def send(self, msg: list, bulk: bool = False) -> None:
+        return None
+
+    def close(self, reason: str = "", message: str | None = None) -> None:
+        return None
 
 
 class Node:
@@ -117,10 +129,16 @@ class Node:
     def _sessions_left(self, sender: str, leavers: list) -> None:
         """A dead node's sessions were purged (by `sender`): wamp.session.on_leave to this node's
         subscribers in each realm that runs here."""
-        for realm, sid, authid, authrole in leavers[:100_000]:
+        for realm, sid, authid, authrole, testaments in leavers[:100_000]:
             router = self._routers.get(realm)
-            if router is not None:
-                router.meta.publish("wamp.session.on_leave", [sid, authid, authrole])
+            if router is None:
+                continue
+            if testaments:  # the dead session's last words, published here as if it had sent them
+                stand_in = Session(sid, realm, _Gone(), None, None, {}, authid, authrole, "", "", realm=router)
+                role = router.spec.role(authrole)  # its role's disclosure rules, as on its own node
+                stand_in.authorizer = None if role is None or role.allows_everything() else role
+                router.meta.publish_testaments(stand_in, JsonSerializer().decode(testaments.encode()))
+            router.meta.publish("wamp.session.on_leave", [sid, authid, authrole])
 
     def _announce(self) -> None:
         """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""

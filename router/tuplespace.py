@@ -130,6 +130,10 @@ class SessionTable:
         sent = sum(len(ids) for ids in remote.values())
         return defer.gatherResults(sends).addCallback(lambda _: killed + sent)
 
+    def testaments_changed(self, session_id: int, testaments: dict | None) -> None:
+        """The meta API changed a session's testaments: a cluster backend keeps them in Redis."""
+        self._storage.testaments_changed(session_id, testaments)
+
     def incr_seq(self, session_id: int) -> int:
         return self.fetch(session_id).next_seq()
 

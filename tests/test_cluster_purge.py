@@ -141,3 +141,40 @@ async def test_redis_restarted_under_running_nodes_gets_their_state_back(tmp_pat
         a.stop()
         if restarted is not None:
             restarted.stop()
+
+
+@ensure
+async def test_testaments_of_a_killed_node_reach_subscribers_on_the_survivor(tmp_path, redis_server):
+    """Testaments are kept in Redis when added, so they outlive their node (issue 12, point 4)."""
+    a, b = (_node(tmp_path, n, redis_server.url).start() for n in "ab")
+    clients = []
+    try:
+        got: list = []
+        watcher = await connect(a.url)
+        await watcher.subscribe(lambda *args, **kw: got.append(("will", args, kw)), "com.example.will")
+        await watcher.subscribe(lambda sid, *_: got.append(("left", sid)), "wamp.session.on_leave")
+        clients = [watcher]
+        dying = await connect(b.url)
+        flushed = await connect(b.url)
+        clients += [dying, flushed]
+        await dying.call("wamp.session.add_testament", "com.example.will", ["last", "words"], {"by": "dying"},
+                         scope="detached")
+        await flushed.call("wamp.session.add_testament", "com.example.will", ["never"], {})
+        await flushed.call("wamp.session.flush_testaments")  # flushed: not published
+        dying_id, flushed_id = dying._session_id, flushed._session_id
+        await _until(lambda: redis_server.command("HGET", f"cy:s:{dying_id}", "testaments") not in (None, ""),
+                     5, "the testament in Redis")
+        b.proc.kill()
+        b.proc.wait(10)
+        await _until(lambda: {e[1] for e in got if e[0] == "left"} == {dying_id, flushed_id},
+                     NODE_TIMEOUT + HEARTBEAT + 2.0, f"both sessions leaving, got {got}")
+        wills = [e for e in got if e[0] == "will"]
+        assert wills == [("will", ("last", "words"), {"by": "dying"})], got
+        assert got.index(wills[0]) < got.index(("left", dying_id))  # testament first, then on_leave
+        assert "Traceback" not in a.log()
+    finally:
+        for cl in clients:
+            if cl.is_connected():
+                cl.leave()
+        a.stop()
+        b.stop()

@@ -23,12 +23,12 @@ PURGE_BATCH = 1000  # session ids per script call
 
 # KEYS[1]: the dead node's set of session ids. ARGV: the dead node's id, then session ids. Removes each
 # session's record and index entries if the record is still the dead node's; returns what it removed,
-# as [id, realm, authid, authrole]. Key names as in router/storage/redis.py.
+# as [id, realm, authid, authrole, testaments (JSON, or "")]. Key names as in router/storage/redis.py.
 _PURGE = """
 local dead, out = ARGV[1], {}
 for i = 2, #ARGV do
   local sid = ARGV[i]
-  local rec = redis.call('HMGET', 'cy:s:' .. sid, 'realm', 'authid', 'authrole', 'node')
+  local rec = redis.call('HMGET', 'cy:s:' .. sid, 'realm', 'authid', 'authrole', 'node', 'testaments')
   redis.call('SREM', KEYS[1], sid)
   if rec[4] == dead then
     local realm, authid, authrole = rec[1], rec[2], rec[3]
@@ -38,12 +38,26 @@ for i = 2, #ARGV do
     redis.call('SREM', 'cy:r:' .. realm, sid)
     redis.call('SREM', 'cy:a:' .. r .. authid, sid)
     redis.call('SREM', 'cy:ro:' .. r .. authrole, sid)
-    out[#out + 1] = {sid, realm, authid, authrole}
+    out[#out + 1] = {sid, realm, authid, authrole, rec[5] or ''}
   end
 end
 return out
 """
-LEFT = "sessions_left"  # the broadcast: [[realm, session id, authid, authrole], ...]
+LEFT = "sessions_left"  # the broadcast: [[realm, session id, authid, authrole, testaments JSON], ...]
+MAX_ANNOUNCE = 4 * 1024 * 1024  # bytes of testaments per broadcast (one session's may be 1 MiB)
+
+
+def _chunks(left: list, limit: int):
+    """The leavers in broadcasts of at most `limit` bytes of testaments (at least one leaver each)."""
+    chunk, size = [], 0
+    for entry in left:
+        if chunk and size + len(entry[4]) > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += len(entry[4])
+    if chunk:
+        yield chunk
 
 
 def claim_key(node_id: str) -> str:
@@ -89,13 +103,14 @@ class Purger:
         for i in range(0, len(ids), PURGE_BATCH):  # one script call per batch: the work is Redis's
             rows = yield self.redis.execute_command("EVAL", _PURGE, 1, node_sessions_key(dead), dead,
                                                     *ids[i:i + PURGE_BATCH])
-            left.extend([realm, int(sid), authid, authrole] for sid, realm, authid, authrole in rows)
+            left.extend([realm, int(sid), authid, authrole, testaments or ""]
+                        for sid, realm, authid, authrole, testaments in rows)
         more = yield self.redis.scard(node_sessions_key(dead))
         if not more:
             yield self.redis.srem(NODES, dead)
             yield self.redis.delete(node_sessions_key(dead))
-        if left:
-            yield self.announce(left)
+        for chunk in _chunks(left, MAX_ANNOUNCE):
+            yield self.announce(chunk)
         # The claim is left to expire: a survivor that listed the dead node before it was forgotten
         # cannot claim it again meanwhile.
         self.log.info("node {dead} is dead (its key expired): purged its {n} sessions", dead=dead, n=len(left))

@@ -27,6 +27,9 @@ class SessionStorage(Protocol):
     def changed(self, session: Session, old: dict) -> None:
         """After `update` changed a record (`old` holds the previous values), so indexes can follow."""
 
+    def testaments_changed(self, session_id: int, testaments: dict | None) -> None:
+        """A session's testaments changed (None: it has none left)."""
+
     # Cluster-wide reads, answered later (Deferreds): on one node at once, in a cluster from Redis.
     clustered: bool  # True: the cluster_* reads see every node's sessions (Redis)
 

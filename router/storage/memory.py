@@ -109,6 +109,9 @@ class MemoryStorage:
             self._unindex(session, old_authid, old_authrole)
             self._index(session)
 
+    def testaments_changed(self, session_id: int, testaments: dict | None) -> None:
+        """One node: the meta API's own memory is the only copy needed."""
+
     # The cluster-wide queries of the table API: on one node, the node's own records, at once.
     def cluster_count(self, realm_uri: str | None = None, authrole: str | None = None) -> defer.Deferred:
         if authrole is not None:

@@ -63,10 +63,11 @@ def _index_keys(node_id: str, realm: str, authid: str, authrole: str) -> tuple[s
 
 
 # KEYS: the record, the index sets to add to (ARGV[2] of them), then stale index sets to leave.
-# ARGV: session id, how many index sets, node, realm, authid, authrole, last_active, details (JSON).
+# ARGV: session id, how many index sets, node, realm, authid, authrole, last_active, details (JSON),
+# testaments (JSON, or "" for none).
 _PUT = """
 redis.call('HSET', KEYS[1], 'node', ARGV[3], 'realm', ARGV[4], 'authid', ARGV[5], 'authrole', ARGV[6],
-           'last_active', ARGV[7], 'details', ARGV[8])
+           'last_active', ARGV[7], 'details', ARGV[8], 'testaments', ARGV[9])
 local n = tonumber(ARGV[2])
 for i = 2, n + 1 do redis.call('SADD', KEYS[i], ARGV[1]) end
 for i = n + 2, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
@@ -108,6 +109,7 @@ class RedisStorage(MemoryStorage):
         # re-index knows which index entries to remove without reading them back.
         self._written: dict[int, tuple[str, str, str]] = {}
         self._activity_written: dict[int, float] = {}
+        self._testaments: dict[int, dict] = {}  # a session's testaments, written with its record
         self._flush_call = None
         self._flushing: defer.Deferred | None = None
         self._activity_loop = task.LoopingCall(self.write_activity)
@@ -123,12 +125,22 @@ class RedisStorage(MemoryStorage):
         s = super().remove(session_id)
         if s is not None:
             self._activity_written.pop(session_id, None)
+            self._testaments.pop(session_id, None)
             self._mark(session_id)
         return s
 
     def changed(self, session: Session, old: dict) -> None:
         super().changed(session, old)
         self._mark(session.id)
+
+    def testaments_changed(self, session_id: int, testaments: dict | None) -> None:
+        if session_id not in self._by_id:
+            return
+        if testaments:
+            self._testaments[session_id] = {scope: [list(t[:4]) for t in ts] for scope, ts in testaments.items()}
+        else:
+            self._testaments.pop(session_id, None)
+        self._mark(session_id)
 
     def _mark(self, session_id: int) -> None:
         self._dirty.add(session_id)
@@ -205,9 +217,13 @@ class RedisStorage(MemoryStorage):
         stale = [k for k in _index_keys(self.node_id, *before) if k not in keys] if before not in (None, now) else []
         pipe.execute_command("EVAL", _PUT, 1 + len(keys) + len(stale), record_key(sid), *keys, *stale,
                              sid, len(keys), self.node_id, s.realm_uri, s.authid, s.authrole, repr(s.last_active),
-                             _json.encode(s.to_details_map()).decode("utf-8"))
+                             _json.encode(s.to_details_map()).decode("utf-8"), self._testaments_json(sid))
         self._written[sid] = now
         self._activity_written[sid] = s.last_active
+
+    def _testaments_json(self, sid: int) -> str:
+        t = self._testaments.get(sid)
+        return "" if not t else _json.encode(t).decode("utf-8")
 
     @defer.inlineCallbacks
     def write_activity(self):
