@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report
+from bench import procs, report
 from bench.load import raise_nofile
 from bench.procs import PROFILES
 from bench.scenarios import SCENARIOS, Options, run_all
@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--router-profile", choices=PROFILES, default=d.router_profile,
                    help="the router's realm: open (no per-message checks), authz (permission rules), "
                    "limits (rate and quota windows that never refuse)")
+    p.add_argument("--cluster", action="store_true",
+                   help="run the routers as cluster nodes on a redis-server of the bench's own (needs redis-server)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-file", help="also write the JSON to this file")
     args = p.parse_args(argv)
@@ -71,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in SCENARIOS if n in args.scenarios.split(",")]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="courtyard-bench-") as tmp:
-        rows = run_all(names, args.serializer.split(","), opts, Path(tmp), args.url, args.router_pid)
+        redis = None
+        if args.cluster:
+            redis = procs.start_redis(Path(tmp)).wait()
+            opts.cluster = f"redis://127.0.0.1:{redis.port}/0"
+        try:
+            rows = run_all(names, args.serializer.split(","), opts, Path(tmp), args.url, args.router_pid)
+        finally:
+            if redis is not None:
+                redis.stop()
     meta = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv),
             "seconds": round(time.monotonic() - started, 1), **report.machine(),

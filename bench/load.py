@@ -165,7 +165,10 @@ class Run:
         for c in self.clients:
             if c.transport is not None:
                 c.transport.abortConnection()
-        reactor.callLater(0.05, reactor.stop)
+        # The result line (up to ~400 KB of latencies) is larger than a pipe holds: stop only once
+        # stdio has written it all (Channel.connectionLost), or after a bound if the parent never reads.
+        self.chan.transport.loseConnection()
+        reactor.callLater(30, lambda: reactor.stop() if reactor.running else None)
 
     def start_load(self) -> None:
         pass
@@ -181,9 +184,12 @@ class Channel(LineReceiver):
         self.run.command(line.decode())
 
     def connectionLost(self, reason: Any = None) -> None:
-        # The parent went away (or closed stdin to say stop): never outlive it.
+        # The parent went away (or closed stdin to say stop), or finish() has written its result:
+        # never outlive it.
         if not self.run.done:
             self.run.finish()
+        if reactor.running:
+            reactor.callLater(0, lambda: reactor.stop() if reactor.running else None)
 
 
 # -- roles -----------------------------------------------------------------------------------------

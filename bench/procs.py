@@ -65,8 +65,9 @@ def wait_listening(port: int, proc: subprocess.Popen | None, timeout: float) -> 
 class Server:
     """A router or ceiling server subprocess on a free loopback port, with a raised fd limit."""
 
-    def __init__(self, argv: list[str], port: int, log_path: Path) -> None:
+    def __init__(self, argv: list[str], port: int, log_path: Path, graceful: bool = False) -> None:
         self.port = port
+        self.graceful = graceful  # stop with SIGTERM first (a cluster node then leaves Redis clean)
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.t_spawn = time.monotonic()
@@ -93,6 +94,12 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self) -> None:
+        if self.graceful and self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -114,10 +121,12 @@ NEVER_REACHED = {"rate": {"limit": 1_000_000_000, "duration": 1}, "quota": {"lim
 PROFILES = ("open", "authz", "limits")
 
 
-def start_router(workdir: Path, realm: str = "realm1", name: str = "router", profile: str = "open") -> Server:
+def start_router(workdir: Path, realm: str = "realm1", name: str = "router", profile: str = "open",
+                 cluster: str | None = None) -> Server:
     """`courtyard start` on a free port with log level warn; anonymous access to `realm`. `profile`:
     open (a role allowed everything: no per-message checks), authz (permission rules checked on every
-    request), limits (rate and quota windows checked on every request)."""
+    request), limits (rate and quota windows checked on every request). `cluster`: a Redis URL, to
+    run the router as a cluster node (node id `name`)."""
     port = free_port()
     realm_config: dict = {"uri": realm, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}},
                           "roles": {"anonymous": {"permissions": AUTHZ_RULES if profile == "authz" else EVERYTHING}}}
@@ -129,10 +138,49 @@ def start_router(workdir: Path, realm: str = "realm1", name: str = "router", pro
         "limits": {"max_sessions": 100_000, "max_pending_calls": 100_000},
         "realms": [realm_config],
     }
+    if cluster is not None:
+        config["cluster"] = {"redis": cluster, "node_id": name}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return Server([sys.executable, "-m", "router.cli", "start", "-c", str(path), "--log-level", "warn"], port,
-                  workdir / f"{name}.log")
+                  workdir / f"{name}.log", graceful=cluster is not None)
+
+
+def start_redis(workdir: Path) -> Server:
+    """A redis-server of the bench's own (`--cluster`): loopback, free port, no persistence."""
+    import shutil
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("--cluster needs redis-server (Debian: apt-get install -y redis-server)")
+    port = free_port()
+    return Server([exe, "--save", "", "--appendonly", "no", "--port", str(port), "--bind", "127.0.0.1",
+                   "--dir", str(workdir)], port, workdir / "redis.log")
+
+
+def redis_command(url: str, *args: str) -> bytes | int:
+    """One Redis command over a plain socket: a bulk reply as bytes, an integer reply as int."""
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    request = f"*{len(args)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(request)
+        f = s.makefile("rb")
+        line = f.readline()
+        if line[:1] == b":":
+            return int(line[1:])
+        if line[:1] != b"$":
+            raise RuntimeError(f"Redis answered {line!r}")
+        return f.read(int(line[1:]))
+
+
+def redis_info(url: str, field: str) -> int:
+    """One integer field of Redis INFO (e.g. used_memory)."""
+    text = redis_command(url, "INFO").decode()
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split(":", 1)[1])
+    raise KeyError(field)
 
 
 def start_ceiling(workdir: Path) -> Server:

@@ -48,6 +48,7 @@ class Options:
     scaling_fanout: int = 8
     startup_runs: int = 3
     router_profile: str = "open"  # procs.PROFILES
+    cluster: str | None = None  # a Redis URL: routers run as cluster nodes (--cluster)
     setup_timeout: float = 180.0
 
 
@@ -203,6 +204,7 @@ def run_memory(t: Target, ser: str, opts: Options, workdir: Path) -> dict:
     settle(t.pid)
     time.sleep(0.3)
     before = rss_bytes(t.pid)
+    redis_before = procs.redis_info(opts.cluster, "used_memory") if opts.cluster else None
     points = []
     with Group(workdir) as g:
         held = 0
@@ -213,6 +215,9 @@ def run_memory(t: Target, ser: str, opts: Options, workdir: Path) -> dict:
             time.sleep(0.3)
             rss = rss_bytes(t.pid)
             points.append({"sessions": n, "rss": rss, "kib_per_session": (rss - before) / n / 1024})
+            if redis_before is not None:  # the node's mirror of these sessions in Redis
+                points[-1]["redis_kib_per_session"] = round(
+                    (procs.redis_info(opts.cluster, "used_memory") - redis_before) / n / 1024, 2)
     return {"rss_before": before, "points": points}
 
 
@@ -233,7 +238,8 @@ class Bench:
             self.router = Target(f"ws://{base}", router_pid, False, "/" + path)
             self.owns_router = False
         else:
-            self._router = procs.start_router(workdir, opts.realm, f"router-{ser}", opts.router_profile).wait()
+            self._router = procs.start_router(workdir, opts.realm, f"router-{ser}", opts.router_profile,
+                                              opts.cluster).wait()
             self.router = Target(f"ws://127.0.0.1:{self._router.port}", self._router.pid, False)
             self.owns_router = True
 
@@ -335,7 +341,8 @@ class Bench:
             for i in range(max(1, self.opts.startup_runs)):
                 if fresh is not None:
                     fresh.stop()
-                fresh = procs.start_router(self.workdir, self.opts.realm, f"router-mem-{self.ser}-{i}").wait()
+                fresh = procs.start_router(self.workdir, self.opts.realm, f"router-mem-{self.ser}-{i}",
+                                           cluster=self.opts.cluster).wait()
                 times.append(fresh.startup)
             extra["startup_s"] = round(statistics.median(times), 3)
             extra["startup_runs_s"] = [round(x, 3) for x in times]
@@ -353,7 +360,9 @@ class Bench:
             rows.append(_row(f"memory@{p['sessions']}", self.ser, None, 0, "", p["kib_per_session"],
                              "KiB/session", ceiling_us=round(cp["kib_per_session"], 2),
                              ratio=round(p["kib_per_session"] / cp["kib_per_session"], 3),
-                             idle_rss_mb=round(idle_mb, 1), rss_mb=round(p["rss"] / 2**20, 1), **extra))
+                             idle_rss_mb=round(idle_mb, 1), rss_mb=round(p["rss"] / 2**20, 1), **extra,
+                             **({"redis_kib_per_session": p["redis_kib_per_session"]}
+                                if "redis_kib_per_session" in p else {})))
         return rows
 
     def scenario_scaling(self) -> list[dict]:

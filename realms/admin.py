@@ -85,20 +85,21 @@ class AdminAPI:
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
                  wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None,
-                 max_uri_length: int = 4096) -> None:
+                 nodes: Callable[[], Any] | None = None, max_uri_length: int = 4096) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
         self.admin_realm = admin_realm
         self.wipe_expired = wipe
         self.drop_realm = drop  # forgets a deleted realm's running state (retained events, registrations)
+        self.nodes = nodes  # the cluster's nodes (a Deferred of announcements); None: not offered
         self.max_uri_length = max_uri_length  # of a kill reason (limits.max_uri_length)
         self.procedures: dict[str, Callable] = {
             f"courtyard.{name.replace('_', '.', 1)}": getattr(self, name) for name in (
                 "realm_list", "realm_get", "realm_create", "realm_update", "realm_delete",
                 "session_count", "session_list", "session_get", "session_kill", "session_kill_by_authid",
                 "session_kill_all", "session_activity", "session_wipe", "session_set_data",
-                "user_list", "user_get", "user_add", "user_update", "user_remove")}
+                "user_list", "user_get", "user_add", "user_update", "user_remove", "node_list")}
 
     def call(self, procedure: str, who: str, args: list, kwargs: dict) -> Any:
         """Run one procedure for the admin `who`; AdminError for anything the caller got wrong."""
@@ -115,6 +116,13 @@ class AdminAPI:
             self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
                           **_loggable(fn, args, kwargs))
         return result
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def node_list(self) -> Any:
+        """Every node of the cluster (one on a single node): id, address, sessions, started, heartbeat."""
+        if self.nodes is None:
+            return []
+        return self.nodes()
 
     # -- realms ----------------------------------------------------------------------------------
     def _realm(self, uri: Any):
@@ -177,15 +185,27 @@ class AdminAPI:
         return killed
 
     # -- sessions --------------------------------------------------------------------------------
-    def session_count(self, realm: str | None = None) -> int:
+    # In a cluster (`sessions.clustered`) count, list, get, activity and the kills see every node's
+    # sessions and answer later (Deferreds from Redis); `idle` of another node's session is as of its
+    # last activity write (cluster.activity_interval). set_data changes this node's sessions only.
+    @property
+    def _clustered(self) -> bool:
+        return bool(getattr(self.sessions, "clustered", False))
+
+    def session_count(self, realm: str | None = None) -> Any:
         if realm is not None:
             self._realm(realm)
+        if self._clustered:
+            return self.sessions.cluster_size(realm)
         return self.sessions.size(realm)
 
     def session_list(self, realm: str | None = None, authid: str | None = None, authrole: str | None = None,
-                     dt: float | None = None) -> list[int]:
+                     dt: float | None = None) -> Any:
         if dt is not None:
             _need(dt, (int, float), "dt")
+        if self._clustered:
+            return self.sessions.cluster_list(realm, authid=authid, authrole=authrole).addCallback(
+                lambda found: [d["session"] for d in found if dt is None or d["idle"] <= dt])
         return [s.id for s in self.sessions.list(realm, authid=authid, authrole=authrole, active_within=dt)]
 
     def _session(self, session_id: Any):
@@ -194,7 +214,18 @@ class AdminAPI:
             raise AdminError(NO_SUCH_SESSION, f"no session {session_id}")
         return session
 
-    def session_get(self, session_id: int) -> dict:
+    def _anywhere(self, session_id: Any) -> Any:
+        """Deferred[dict]: the details of a session on any node of the cluster, or AdminError."""
+        def found(details: dict | None) -> dict:
+            if details is None:
+                raise AdminError(NO_SUCH_SESSION, f"no session {session_id}")
+            return details
+
+        return self.sessions.cluster_details(_need(session_id, int, "session id")).addCallback(found)
+
+    def session_get(self, session_id: int) -> Any:
+        if self._clustered and self.sessions.lookup(_need(session_id, int, "session id")) is None:
+            return self._anywhere(session_id)
         return self._session(session_id).to_details_map()
 
     def _kill(self, sessions: list, reason: str, message: str | None) -> int:
@@ -214,21 +245,36 @@ class AdminAPI:
         """A GOODBYE reason: a URI, at most limits.max_uri_length characters."""
         return self._uri(reason, "reason")
 
-    def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> None:
-        self._kill([self._session(session_id)], self._reason(reason), message)
+    def session_kill(self, session_id: int, reason: str = KILLED, message: str | None = None) -> Any:
+        reason = self._reason(reason)
+        if self._clustered and self.sessions.lookup(_need(session_id, int, "session id")) is None:
+            return self._anywhere(session_id).addCallback(
+                lambda d: self.sessions.cluster_kill([d], reason, message)).addCallback(lambda _: None)
+        self._kill([self._session(session_id)], reason, message)
 
-    def session_kill_by_authid(self, realm: str, authid: str, reason: str = KILLED, message: str | None = None) -> int:
+    def session_kill_by_authid(self, realm: str, authid: str, reason: str = KILLED, message: str | None = None) -> Any:
         self._realm(realm)
-        return self._kill(self.sessions.list(realm, authid=_need(authid, str, "authid")), self._reason(reason),
-                          message)
+        _need(authid, str, "authid")
+        reason = self._reason(reason)
+        if self._clustered:
+            return self.sessions.cluster_list(realm, authid=authid).addCallback(
+                self.sessions.cluster_kill, reason, message)
+        return self._kill(self.sessions.list(realm, authid=authid), reason, message)
 
-    def session_kill_all(self, realm: str, reason: str = KILLED, message: str | None = None) -> int:
+    def session_kill_all(self, realm: str, reason: str = KILLED, message: str | None = None) -> Any:
         self._realm(realm)
-        return self._kill(self.sessions.list(realm), self._reason(reason), message)
+        reason = self._reason(reason)
+        if self._clustered:
+            return self.sessions.cluster_list(realm).addCallback(self.sessions.cluster_kill, reason, message)
+        return self._kill(self.sessions.list(realm), reason, message)
 
-    def session_activity(self, realm: str, dt: float) -> int:
+    def session_activity(self, realm: str, dt: float) -> Any:
         self._realm(realm)
-        return self.sessions.activity(realm, _need(dt, (int, float), "dt"))
+        _need(dt, (int, float), "dt")
+        if self._clustered:
+            return self.sessions.cluster_list(realm).addCallback(
+                lambda found: len({d["authid"] for d in found if d["idle"] < dt}))
+        return self.sessions.activity(realm, dt)
 
     def session_wipe(self) -> int:
         return self.wipe_expired()

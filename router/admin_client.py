@@ -92,6 +92,10 @@ ACTIONS: dict[str, dict[str, Action]] = {
                          lambda r, a: f"user {a.authid} removed from realm {a.realm} "
                                       f"({KILLED} {_plural(r, 'session')})"),
     },
+    "nodes": {
+        "list": Action("courtyard.node.list", "list the cluster's nodes: id, address, sessions, started, "
+                                              "last heartbeat"),
+    },
 }
 
 
@@ -171,7 +175,14 @@ def call_arguments(args: argparse.Namespace) -> tuple[list, dict]:
 
 
 def render(result: Any) -> str:
-    """A readable table: a list of ids or names one a line, a mapping as key/value rows."""
+    """A readable table: a list of ids or names one a line, a list of mappings as columns, a mapping
+    as key/value rows."""
+    if isinstance(result, list) and result and all(isinstance(x, dict) for x in result):
+        cols = list(dict.fromkeys(k for row in result for k in row))
+        rows = [[str(row.get(c, "")) for c in cols] for row in result]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                         for line in [cols, *rows])
     if isinstance(result, list):
         return "\n".join(str(x) for x in result) if result else "(none)"
     if isinstance(result, dict):

@@ -75,6 +75,13 @@ def cmd_start(args: argparse.Namespace) -> int:
     from realms.store import StoreError
     from router.node import Node
 
+    if cfg.cluster is not None:
+        try:
+            import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
+        except ImportError:
+            print("courtyard: cannot start: cluster: needs the Redis client: pip install 'courtyard[redis]'",
+                  file=sys.stderr)
+            return 2
     try:
         logs.begin(args.log_level, args.log_format, args.log_file)
     except OSError as e:
@@ -85,16 +92,56 @@ def cmd_start(args: argparse.Namespace) -> int:
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
         print(f"courtyard: cannot start: {e}", file=sys.stderr)
         return 2
+    if cfg.cluster is not None:
+        return _run_cluster_node(node)
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: say so and exit non-zero
         log.critical("cannot start: {e}", e=e)
         return 1
-    log.info("Courtyard {v} started in {t:.3f}s; realms: {realms}", v=__version__, t=node.started,
-             realms=", ".join(r.uri for r in node.realms.list()))
+    _started(node)
     reactor.addSystemEventTrigger("before", "shutdown", node.stop)
     reactor.run()
     return 0
+
+
+def _started(node) -> None:
+    log.info("Courtyard {v} started in {t:.3f}s; realms: {realms}", v=__version__, t=node.started,
+             realms=", ".join(r.uri for r in node.realms.list()))
+
+
+def _run_cluster_node(node) -> int:
+    """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen."""
+    from twisted.internet import reactor
+
+    from router.cluster.connection import RedisUnavailable
+
+    outcome = {"code": 0}
+
+    def fail(code: int, line: str) -> None:
+        print(f"courtyard: cannot start: {line}", file=sys.stderr)
+        outcome["code"] = code
+        reactor.stop()
+
+    def joined(_) -> None:
+        try:
+            node.start()
+        except Exception as e:  # a port in use, an address not here
+            return fail(1, str(e))
+        reactor.addSystemEventTrigger("before", "shutdown", node.stop)
+        log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
+                 url=node.config.cluster.redis.display())
+        _started(node)
+
+    def not_joined(failure) -> None:
+        if failure.check(RedisUnavailable):
+            return fail(2, failure.getErrorMessage())
+        log.failure("joining the cluster failed", failure=failure)
+        return fail(1, f"joining the cluster failed: {failure.getErrorMessage()}")
+
+    reactor.callWhenRunning(lambda: node.join_cluster().addCallbacks(joined, not_joined))
+    reactor.run()
+    return outcome["code"]
 
 
 def cmd_auth_hash_secret(args: argparse.Namespace) -> int:

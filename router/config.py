@@ -29,6 +29,7 @@ from realms.schema import (
     raise_any,
     str_value,
 )
+from router.cluster.url import RedisTarget, parse_redis_url
 from router.serializers import SERIALIZERS
 from router.transport.forwarded import networks
 from router.transport.tls import TlsConfig
@@ -70,6 +71,17 @@ def _admin_realm(uri: str, users: dict) -> Realm:
 
 
 @dataclass
+class ClusterConfig:
+    """`cluster:`: several nodes on one Redis share their session table and membership (README, Cluster)."""
+
+    redis: RedisTarget
+    node_id: str
+    heartbeat: float = 1.0  # seconds between renewals of the node's key
+    node_timeout: float = 3.0  # the key expires this long after the last renewal: the node is dead
+    activity_interval: float = 5.0  # at most one last-activity write per session in this many seconds
+
+
+@dataclass
 class NodeConfig:
     name: str = "courtyard"
     listeners: list[ListenerConfig] = field(default_factory=lambda: [ListenerConfig()])
@@ -88,6 +100,7 @@ class NodeConfig:
     realms: list[Realm] = field(default_factory=lambda: [_open_realm("realm1")])
     admin_realm: Realm = field(default_factory=lambda: _admin_realm("courtyard.admin", {}))
     data_dir: str | None = ".data"  # where admin changes are kept; None: in memory only
+    cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
 
 
 def _timer(d: dict, key: str, path: str, default: float) -> float:
@@ -250,20 +263,68 @@ def _sections(d: dict, errors: list[ConfigError]) -> dict:
     return {k: collect(errors, mapping, d.get(k), k, default={}) for k in ("node", "limits", "shutdown", "admin")}
 
 
+def _node_id() -> str:
+    """A default node id: the host's name and a random suffix, so two nodes on one host differ."""
+    import secrets
+    import socket
+
+    return f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
+
+
+def _cluster(raw: Any) -> ClusterConfig | None:
+    if raw is None:
+        return None
+    d = mapping(raw, "cluster")
+    known_keys(d, "cluster", {"redis", "password", "node_id", "heartbeat", "node_timeout", "activity_interval"})
+    url = str_value(d, "redis", "cluster", "redis://127.0.0.1:6379/0")
+    password = d.get("password")
+    if password is not None and not isinstance(password, str):
+        raise ConfigError("cluster.password", "must be a string")
+    try:
+        target = parse_redis_url(url, password)
+    except ValueError as e:
+        shown = repr(url) if "@" not in url else "a URL with a password (not shown)"
+        raise ConfigError("cluster.redis", f"{e}, got {shown}") from None
+    node_id = d.get("node_id")
+    if node_id is None:
+        node_id = _node_id()
+    elif (not isinstance(node_id, str) or not 0 < len(node_id) <= 64
+          or not all(c.isalnum() or c in "-_." for c in node_id)):
+        raise ConfigError("cluster.node_id", f"must be 1-64 letters, digits, '-', '_' or '.', got {node_id!r}")
+    heartbeat = _required(num_value(d, "heartbeat", "cluster", 1.0, 0.05), "cluster.heartbeat")
+    node_timeout = _required(num_value(d, "node_timeout", "cluster", 3.0, 0.1), "cluster.node_timeout")
+    if node_timeout < 2 * heartbeat:
+        raise ConfigError("cluster.node_timeout", f"must be at least twice cluster.heartbeat ({heartbeat:g}), "
+                          f"got {node_timeout:g}: one late heartbeat must not declare a node dead")
+    activity = _required(num_value(d, "activity_interval", "cluster", 5.0, 0.01), "cluster.activity_interval")
+    return ClusterConfig(target, node_id, heartbeat, node_timeout, activity)
+
+
+def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
+    """The session table's backend: a cluster shares its table in Redis, one node keeps it in memory."""
+    backend = str_value(storage, "backend", "storage", "memory" if cluster is None else "redis", ("memory", "redis"))
+    if (backend == "redis") != (cluster is not None):
+        raise ConfigError("storage.backend", "redis needs a cluster: section, and a cluster shares its session "
+                          f"table in Redis (backend redis), got {backend!r}")
+    return backend
+
+
 def parse(raw: Any) -> NodeConfig:
     """Validate a decoded YAML document into a NodeConfig. Every error found is raised at once
     (ConfigErrors; a ConfigError if only one), each naming its key path."""
     d = mapping(raw, "(top level)")
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin"})
+    collect(errors, known_keys, d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin",
+                                        "cluster"})
     default = NodeConfig()
     sections = _sections(d, errors)
     node, shutdown, admin = sections["node"], sections["shutdown"], sections["admin"]
     collect(errors, known_keys, node, "node", {"name", "sweep_interval"})
     listeners = _listeners(d.get("listeners", [{}]), errors)
-    storage = collect(errors, mapping, d.get("storage", default.storage), "storage", default={})
+    storage = collect(errors, mapping, d.get("storage", {}), "storage", default={})
     collect(errors, known_keys, storage, "storage", {"backend"})
-    collect(errors, str_value, storage, "backend", "storage", "memory", ("memory",))
+    cluster = collect(errors, _cluster, d.get("cluster"))
+    backend = collect(errors, _backend, storage, cluster, default="memory")
     limits = collect(errors, _limits, sections["limits"], default, default={})
     collect(errors, known_keys, shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
@@ -297,13 +358,14 @@ def parse(raw: Any) -> NodeConfig:
     return NodeConfig(
         name=name,
         listeners=listeners,
-        storage={"backend": storage.get("backend", "memory")},
+        storage={"backend": backend},
         **limits,
         shutdown_grace=shutdown_grace,
         sweep_interval=sweep_interval,
         realms=realms,
         admin_realm=admin_realm,
         data_dir=data_dir,
+        cluster=cluster,
     )
 
 

@@ -65,4 +65,7 @@ def begin(level: str, fmt: str = "text", path: str | None = None) -> None:
     out = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stdout
     observer = json_lines_observer(out) if fmt == "json" else textFileLogObserver(out)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    # The Redis client's reconnecting service logs every retry; a cluster node says once when Redis goes
+    # and once when it is back (router/cluster/membership.py).
+    predicate.setLogLevelForNamespace("twisted.application._client_service", LogLevel.warn)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])], redirectStandardIO=False)

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from router import wamp
 from router.broker import Broker, Subscription, approx_size
@@ -164,18 +166,31 @@ class Meta:
             kwargs = msg[5] if len(msg) > 5 else {}
             try:
                 result = handler(session, args, kwargs)
-            except MetaError as e:
-                session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
+            except Exception as e:
+                self._failed(session, request, msg[3], e)
                 return
-            except Exception:
-                self.log.failure("meta procedure {procedure} failed", procedure=msg[3])
-                session.transport.send(wamp.error(wamp.CALL, request, RUNTIME_ERROR,
-                                                  ["the procedure failed; see the router log"]))
+            if isinstance(result, defer.Deferred):  # a cluster-wide answer, read from Redis
+                result.addCallbacks(lambda r: self._answer(session, request, r, later=True),
+                                    lambda f: self._failed(session, request, msg[3], f.value, later=True))
                 return
-            session.transport.send([wamp.RESULT, request, {}] if result is None
-                                   else [wamp.RESULT, request, {}, result])
+            self._answer(session, request, result)
 
         return answer
+
+    def _answer(self, session: Session, request: int, result: Any, later: bool = False) -> None:
+        if later and self.table.lookup(session.id) is not session:
+            return  # the caller left while Redis answered
+        session.transport.send([wamp.RESULT, request, {}] if result is None else [wamp.RESULT, request, {}, result])
+
+    def _failed(self, session: Session, request: int, procedure: str, e: BaseException, later: bool = False) -> None:
+        if later and self.table.lookup(session.id) is not session:
+            return
+        if isinstance(e, MetaError) or getattr(e, "uri", None):  # (a cluster's ClusterUnavailable too)
+            session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
+            return
+        self.log.failure("meta procedure {procedure} failed", failure=Failure(e), procedure=procedure)
+        session.transport.send(wamp.error(wamp.CALL, request, RUNTIME_ERROR,
+                                          ["the procedure failed; see the router log"]))
 
     # -- publishing ------------------------------------------------------------------------------
     def publish(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
@@ -191,12 +206,23 @@ class Meta:
         """The session is gone, whatever the cause: its testaments (detached scope first), then on_leave."""
         testaments = self._testaments.pop(session.id, None)
         if testaments:
-            for scope in SCOPES:
-                for topic, args, kwargs, options, _ in testaments.get(scope, ()):
-                    # As if the session had sent this PUBLISH: its options (black/whitelists, retain,
-                    # disclose_me) and its role's disclosure rules apply.
-                    self.broker.publish(session, [wamp.PUBLISH, 0, options, topic, args, kwargs])
+            self.publish_testaments(session, testaments)
         self.publish("wamp.session.on_leave", [session.id, session.authid, session.authrole])
+
+    def publish_testaments(self, session: Session, testaments: dict) -> None:
+        """`testaments` ({scope: [(topic, args, kwargs, options, ...)]}), detached scope first. Also
+        for a session of a dead node (a stand-in Session), from its record in Redis."""
+        for scope in SCOPES:
+            for topic, args, kwargs, options, *_ in testaments.get(scope, ()):
+                # As if the session had sent this PUBLISH: its options (black/whitelists, retain,
+                # disclose_me) and its role's disclosure rules apply.
+                self.broker.publish(session, [wamp.PUBLISH, 0, options, topic, args, kwargs])
+
+    def _testaments_changed(self, session_id: int) -> None:
+        """In a cluster the node keeps a session's testaments in Redis too, so that they are published
+        even if the node dies with it (router/cluster/purge.py)."""
+        if self.table is not None:
+            self.table.testaments_changed(session_id, self._testaments.get(session_id))
 
     # -- broker and dealer listener --------------------------------------------------------------
     def subscribed(self, session_id: int, sub: Subscription, created: bool) -> None:
@@ -224,14 +250,41 @@ class Meta:
             self.publish("wamp.registration.on_delete", [session_id, reg.id])
 
     # -- wamp.session.* --------------------------------------------------------------------------
+    # On one node the answers are immediate. In a cluster (table.clustered) count, list, get and the
+    # kills see every node's sessions and answer when Redis has (Deferreds); a kill for another
+    # node's session is sent to that node, which says GOODBYE.
+    @property
+    def _clustered(self) -> bool:
+        return self.table is not None and self.table.clustered
+
+    @staticmethod
+    def _roles(args: list) -> set[str] | None:
+        roles = _arg(args, 0, list, "filter_authroles", None)
+        if roles is not None and not all(type(r) is str for r in roles):
+            raise MetaError(wamp.INVALID_ARGUMENT, "filter_authroles must be a list of strings")
+        return None if roles is None else set(roles)
+
     def _sessions(self, args: list) -> list[Session]:
         """The realm's sessions, optionally only those whose authrole is in args[0] (index lookups)."""
-        roles = _arg(args, 0, list, "filter_authroles", None)
+        roles = self._roles(args)
         if roles is None:
             return self.table.list(self.realm_uri)
-        if not all(type(r) is str for r in roles):
-            raise MetaError(wamp.INVALID_ARGUMENT, "filter_authroles must be a list of strings")
-        return [s for r in set(roles) for s in self.table.list(self.realm_uri, authrole=r)]
+        return [s for r in roles for s in self.table.list(self.realm_uri, authrole=r)]
+
+    def _cluster_sessions(self, args: list) -> defer.Deferred:
+        """Deferred[list[dict]]: the realm's sessions on every node (authroles filtered as above)."""
+        roles = self._roles(args)
+        if roles is None:
+            return self.table.cluster_list(self.realm_uri)
+        return defer.gatherResults([self.table.cluster_list(self.realm_uri, authrole=r) for r in sorted(roles)]) \
+            .addCallback(lambda lists: [d for found in lists for d in found])
+
+    def _cluster_kill(self, found: list[dict], caller: Session, reason: str, message: str | None) -> defer.Deferred:
+        others = [d for d in found if d["session"] != caller.id]
+        for d in others:
+            self.log.info("session {sid} killed by session {caller} ({reason})", sid=d["session"],
+                          caller=caller.id, reason=wamp.quote(reason))
+        return self.table.cluster_kill(others, reason, message)
 
     def _session(self, args: list, caller: Session) -> Session:
         sid = _arg(args, 0, int, "session")
@@ -240,39 +293,68 @@ class Meta:
             raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
         return session
 
-    def session_count(self, caller: Session, args: list, kwargs: dict) -> list:
+    def session_count(self, caller: Session, args: list, kwargs: dict) -> Any:
+        if self._clustered:
+            roles = None if not args or args[0] is None else self._roles(args)
+            if roles is None:
+                return self.table.cluster_size(self.realm_uri).addCallback(lambda n: [n])
+            return defer.gatherResults([self.table.cluster_size(self.realm_uri, authrole=r) for r in sorted(roles)]) \
+                .addCallback(lambda ns: [sum(ns)])
         if not args or args[0] is None:
             return [self.table.size(self.realm_uri)]
         return [len(self._sessions(args))]
 
-    def session_list(self, caller: Session, args: list, kwargs: dict) -> list:
+    def session_list(self, caller: Session, args: list, kwargs: dict) -> Any:
+        if self._clustered:
+            return self._cluster_sessions(args).addCallback(lambda found: [[d["session"] for d in found]])
         return [[s.id for s in self._sessions(args)]]
 
-    def session_get(self, caller: Session, args: list, kwargs: dict) -> list:
+    def session_get(self, caller: Session, args: list, kwargs: dict) -> Any:
         sid = _arg(args, 0, int, "session")
         session = self.table.lookup(sid)
+        if session is None and self._clustered:
+            return self.table.cluster_details(sid).addCallback(self._in_realm, sid).addCallback(lambda d: [d])
         if session is None or session.realm_uri != self.realm_uri:
             raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
         return [session.to_details_map()]
 
-    def session_kill(self, caller: Session, args: list, kwargs: dict) -> None:
+    def _in_realm(self, details: dict | None, sid: int) -> dict:
+        if details is None or details.get("realm") != self.realm_uri:
+            raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
+        return details
+
+    def session_kill(self, caller: Session, args: list, kwargs: dict) -> Any:
         """The caller cannot kill itself: the spec answers no_such_session ("no *other* session")."""
+        sid = _arg(args, 0, int, "session")
+        if self._clustered and sid != caller.id and self.table.lookup(sid) is None:
+            reason, message = _reason(kwargs)
+            return self.table.cluster_details(sid).addCallback(self._in_realm, sid).addCallback(
+                lambda d: self._cluster_kill([d], caller, reason, message)).addCallback(lambda _: None)
         session = self._session(args, caller)
         reason, message = _reason(kwargs)
         self._kill([session], caller, reason, message)
 
-    def session_kill_by_authid(self, caller: Session, args: list, kwargs: dict) -> list:
+    def session_kill_by_authid(self, caller: Session, args: list, kwargs: dict) -> Any:
         authid = _arg(args, 0, str, "authid")
         reason, message = _reason(kwargs)
+        if self._clustered:
+            return self.table.cluster_list(self.realm_uri, authid=authid).addCallback(
+                self._cluster_kill, caller, reason, message).addCallback(lambda n: [n])
         return [self._kill(self.table.list(self.realm_uri, authid=authid), caller, reason, message)]
 
-    def session_kill_by_authrole(self, caller: Session, args: list, kwargs: dict) -> list:
+    def session_kill_by_authrole(self, caller: Session, args: list, kwargs: dict) -> Any:
         authrole = _arg(args, 0, str, "authrole")
         reason, message = _reason(kwargs)
+        if self._clustered:
+            return self.table.cluster_list(self.realm_uri, authrole=authrole).addCallback(
+                self._cluster_kill, caller, reason, message).addCallback(lambda n: [n])
         return [self._kill(self.table.list(self.realm_uri, authrole=authrole), caller, reason, message)]
 
-    def session_kill_all(self, caller: Session, args: list, kwargs: dict) -> list:
+    def session_kill_all(self, caller: Session, args: list, kwargs: dict) -> Any:
         reason, message = _reason(kwargs)
+        if self._clustered:
+            return self.table.cluster_list(self.realm_uri).addCallback(
+                self._cluster_kill, caller, reason, message).addCallback(lambda n: [n])
         return [self._kill(self.table.list(self.realm_uri), caller, reason, message)]
 
     def _kill(self, sessions: list[Session], caller: Session, reason: str, message: str | None) -> int:
@@ -315,6 +397,7 @@ class Meta:
             raise MetaError(TOO_MANY_TESTAMENTS, f"a session's testaments may hold at most {MAX_TESTAMENT_BYTES} bytes")
         self._testaments.setdefault(caller.id, {}).setdefault(scope, []).append(
             (topic, event_args, event_kwargs, options, size))
+        self._testaments_changed(caller.id)
 
     def flush_testaments(self, caller: Session, args: list, kwargs: dict) -> None:
         scope = _scope(kwargs)
@@ -323,6 +406,7 @@ class Meta:
             mine.pop(scope, None)
             if not mine:
                 del self._testaments[caller.id]
+            self._testaments_changed(caller.id)
 
     def testaments(self, session_id: int) -> int:
         """How many testaments a session holds (tests, operators)."""

@@ -18,11 +18,23 @@ from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
 from router.protocol import CLOSED
 from router.routing import RealmRouter
+from router.serializers import JsonSerializer
 from router.service import ServiceSession
+from router.session import Session
 from router.transport.listen import describe, listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
+
+
+class _Gone:
+    """The transport of a session whose node died: nothing can reach it any more."""
+
+    def send(self, msg: list, bulk: bool = False) -> None:
+        return None
+
+    def close(self, reason: str = "", message: str | None = None) -> None:
+        return None
 
 
 class Node:
@@ -35,7 +47,8 @@ class Node:
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
         self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
         self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
-        self.table = SessionTable(storage.create(config.storage), config.max_sessions,
+        self.storage = storage.create(config.storage, config.cluster)
+        self.table = SessionTable(self.storage, config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
         self.throttle = AuthThrottle()
@@ -46,6 +59,9 @@ class Node:
         self._refused = 0  # connections refused since the last one admitted
         self.started = None
         self.stopping = False  # set by stop(): /health answers 503
+        self.redis = None  # a cluster's Redis connection (join_cluster)
+        self.bus = None
+        self.membership = None
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -85,6 +101,70 @@ class Node:
         self.connections -= 1
 
     # -- lifetime --------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def join_cluster(self):
+        """Before `start` in a cluster: connect to Redis (RedisUnavailable: it cannot be reached) and
+        mirror the session table there. Imports the Redis client only now."""
+        from router.cluster.bus import KILL, Bus
+        from router.cluster.connection import connect
+        from router.cluster.purge import LEFT
+
+        cluster = self.config.cluster
+        self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
+        self.storage.attach(self.redis)
+        self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.bus.on(LEFT, self._sessions_left)
+        self.bus.on(KILL, self._kill_here)
+        self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
+            node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
+        yield self.bus.start()
+
+    def _kill_here(self, sender: str, body: dict) -> None:
+        """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
+        for sid in body["sessions"][:100_000]:
+            session = self.table.lookup(sid)
+            if session is not None and session.realm_uri == body["realm"]:
+                self.log.info("session {sid} killed from node {node} ({reason})", sid=sid, node=sender,
+                              reason=wamp.quote(body["reason"]))
+                session.transport.close(body["reason"], body.get("message"))
+
+    def _sessions_left(self, sender: str, leavers: list) -> None:
+        """A dead node's sessions were purged (by `sender`): wamp.session.on_leave to this node's
+        subscribers in each realm that runs here."""
+        for realm, sid, authid, authrole, testaments in leavers[:100_000]:
+            router = self._routers.get(realm)
+            if router is None:
+                continue
+            if testaments:  # the dead session's last words, published here as if it had sent them
+                stand_in = Session(sid, realm, _Gone(), None, None, {}, authid, authrole, "", "", realm=router)
+                role = router.spec.role(authrole)  # its role's disclosure rules, as on its own node
+                stand_in.authorizer = None if role is None or role.allows_everything() else role
+                router.meta.publish_testaments(stand_in, JsonSerializer().decode(testaments.encode()))
+            router.meta.publish("wamp.session.on_leave", [sid, authid, authrole])
+
+    def _announce(self) -> None:
+        """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""
+        from router.cluster.membership import Membership
+        from router.cluster.purge import LEFT, Purger
+
+        cluster = self.config.cluster
+        purger = Purger(self.redis, cluster.node_id, claim_ttl=max(10.0, 3 * cluster.node_timeout),
+                        announce=lambda leavers: self.bus.broadcast(LEFT, leavers))
+        lc, port = self.config.listeners[0], self.ports[0].getHost()
+        address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
+                   else f"rawsocket://{port.host}:{port.port}")
+        self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
+                                     self.table.size, cluster.redis.display(), self.storage.resync, purger)
+        self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
+                                                                   e=f.getErrorMessage()))
+
+    def nodes(self):
+        """Deferred[list[dict]]: the cluster's live nodes; on one node, this one."""
+        if self.membership is not None:
+            return self.membership.list_nodes()
+        return defer.succeed([{"id": self.config.name, "address": None, "sessions": self.table.size(),
+                               "started": None, "heartbeat": None}])
+
     def start(self) -> list[IListeningPort]:
         t0 = time.perf_counter()
         for lc in self.config.listeners:
@@ -99,6 +179,8 @@ class Node:
             self.log.info("listening for WAMP over {kind} on {scheme}://{where}{path} ({sers})", kind=kind,
                           scheme=scheme, where=describe(port), path=path, sers=", ".join(lc.serializers))
         self._start_admin_realm()
+        if self.redis is not None:
+            self._announce()
         self._sweeper.start(self.config.sweep_interval, now=False)
         self.started = time.perf_counter() - t0
         return self.ports
@@ -107,7 +189,7 @@ class Node:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
         self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm,
-                              max_uri_length=self.config.max_uri_length)
+                              nodes=self.nodes, max_uri_length=self.config.max_uri_length)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
@@ -167,4 +249,25 @@ class Node:
             if t.state != CLOSED:
                 t.state = CLOSED
                 t.wire.close_transport("shutdown grace period over")
+        if self.redis is not None:
+            yield self._leave_cluster()
         self.log.info("stopped")
+
+    @defer.inlineCallbacks
+    def _leave_cluster(self):
+        """Write the closed sessions' deletions, remove the node's key, disconnect: a graceful stop
+        leaves nothing of this node in Redis. Bounded: a Redis that does not answer is not waited for."""
+        try:
+            for _ in range(20):
+                if not self.storage.backlog():
+                    break
+                yield self.storage.flush()
+            if self.membership is not None:
+                yield self.membership.stop()
+        except Exception as e:
+            self.log.warn("leaving the cluster cleanly failed: {e}", e=e)
+        self.storage.detach()
+        if self.bus is not None:
+            yield self.bus.stop()
+        yield self.redis.disconnect()
+        self.redis = None

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from router import wamp
 from router.protocol import ESTABLISHED, ROUTER_AGENT
@@ -60,16 +62,25 @@ class ServiceSession:
         try:
             result = self._handlers[reg_id](details, args, kwargs)
         except Exception as e:
-            uri = getattr(e, "uri", None)
-            if uri is None:
-                self.log.failure("service procedure failed")
-                uri, message = RUNTIME_ERROR, "the procedure failed; see the router log"
-            else:
-                message = getattr(e, "message", str(e))
-            self.realm.dealer.error(self.session, [wamp.ERROR, wamp.INVOCATION, inv_id, {}, uri, [message]])
+            self._fail(inv_id, e)
+            return
+        if isinstance(result, defer.Deferred):  # answered later (a cluster-wide read from Redis)
+            result.addCallbacks(lambda r: self._answer(inv_id, r), lambda f: self._fail(inv_id, f.value))
         else:
-            answer = [wamp.YIELD, inv_id, {}] if result is None else [wamp.YIELD, inv_id, {}, [result]]
-            self.realm.dealer.yield_(self.session, answer)
+            self._answer(inv_id, result)
+
+    def _answer(self, inv_id: int, result: Any) -> None:
+        answer = [wamp.YIELD, inv_id, {}] if result is None else [wamp.YIELD, inv_id, {}, [result]]
+        self.realm.dealer.yield_(self.session, answer)
+
+    def _fail(self, inv_id: int, e: BaseException) -> None:
+        uri = getattr(e, "uri", None)
+        if uri is None:
+            self.log.failure("service procedure failed", failure=Failure(e))
+            uri, message = RUNTIME_ERROR, "the procedure failed; see the router log"
+        else:
+            message = getattr(e, "message", str(e))
+        self.realm.dealer.error(self.session, [wamp.ERROR, wamp.INVOCATION, inv_id, {}, uri, [message]])
 
     def send_prepared(self, frame: Any) -> None:
         """Service sessions subscribe to nothing."""

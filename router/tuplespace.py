@@ -1,7 +1,10 @@
 """The session table: the only way code touches session records (after Bondy's session tuplespace).
 
 Callers use open / fetch / lookup / to_details_map / size / list / incr_seq / update / close; the
-storage backend behind it is chosen in config and never seen by them.
+storage backend behind it is chosen in config and never seen by them. Those calls are synchronous
+and see this node's sessions (in a cluster too: the hot path never waits on Redis). The cluster-wide
+reads, `cluster_size`, `cluster_list` and `cluster_details`, return Deferreds: on one node they fire
+at once with the same answers, in a cluster they read Redis and see every node's sessions.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+
+from twisted.internet import defer
 
 from router.session import Session
 from router.storage import SessionStorage
@@ -40,6 +45,14 @@ class SessionTable:
         # still get in to fix a full router.
         self.reserves = reserves or {}
         self._on_close: list[Callable[[Session], None]] = []
+        # A cluster node sets this: remote_kill(node_id, session_ids, realm, reason, message) asks
+        # another node to end sessions of its own (router/cluster/bus.py).
+        self.remote_kill: Callable[[str, list[int], str, str, str | None], Any] | None = None
+
+    @property
+    def clustered(self) -> bool:
+        """True when the cluster_* calls see every node's sessions, not just this node's."""
+        return self._storage.clustered
 
     def on_close(self, callback: Callable[[Session], None]) -> None:
         """Run `callback(session)` whenever a session leaves the table (meta events, testaments)."""
@@ -85,6 +98,41 @@ class SessionTable:
         """Distinct authids with a session active in the last `dt` seconds: a scan of the realm."""
         since = time.time() - dt
         return len({s.authid for s in self._storage.select(realm_uri) if s.last_active >= since})
+
+    # -- cluster-wide, asynchronous ---------------------------------------------------------------
+    def cluster_size(self, realm_uri: str | None = None, authrole: str | None = None) -> defer.Deferred:
+        """Deferred[int]: sessions on every node (in the realm, of the authrole)."""
+        return self._storage.cluster_count(realm_uri, authrole)
+
+    def cluster_list(self, realm_uri: str | None = None, authid: str | None = None,
+                     authrole: str | None = None) -> defer.Deferred:
+        """Deferred[list[dict]]: details maps of the matching sessions on every node (in a cluster,
+        each with `node`; at most 10,000)."""
+        return self._storage.cluster_select(realm_uri, authid, authrole)
+
+    def cluster_details(self, session_id: int) -> defer.Deferred:
+        """Deferred[dict | None]: a session's details map, wherever it is."""
+        return self._storage.cluster_details(session_id)
+
+    def cluster_kill(self, found: list[dict], reason: str, message: str | None = None) -> defer.Deferred:
+        """End the sessions of `found` (details maps from cluster_list/cluster_details) wherever they
+        are: this node's at once, another node's by a message to it. Deferred[int]: how many."""
+        remote: dict[str, list[int]] = {}
+        killed = 0
+        for d in found:
+            node = d.get("node")
+            if node is None or self._storage.get(d["session"]) is not None:
+                killed += self.kill(d["session"], reason, message)
+            elif self.remote_kill is not None:
+                remote.setdefault(node, []).append(d["session"])
+        sends = [defer.maybeDeferred(self.remote_kill, node, ids, found[0]["realm"], reason, message)
+                 for node, ids in remote.items()]
+        sent = sum(len(ids) for ids in remote.values())
+        return defer.gatherResults(sends).addCallback(lambda _: killed + sent)
+
+    def testaments_changed(self, session_id: int, testaments: dict | None) -> None:
+        """The meta API changed a session's testaments: a cluster backend keeps them in Redis."""
+        self._storage.testaments_changed(session_id, testaments)
 
     def incr_seq(self, session_id: int) -> int:
         return self.fetch(session_id).next_seq()

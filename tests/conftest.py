@@ -83,3 +83,13 @@ def no_unhandled_errors():
     yield failures
     globalLogPublisher.removeObserver(observe)
     assert not failures, [f"{e.get('log_format')}: {e['log_failure'].getTraceback()[-1500:]}" for e in failures]
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server of the test's own on a free loopback port, without persistence."""
+    from tests.redisproc import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -1,8 +1,11 @@
-"""The session table API over the in-memory backend (issue 2, point 5)."""
+"""The session table API over both backends: memory, and redis (a cluster node's records in memory,
+mirrored to a real redis-server; after each test the mirror must equal the table). Issue 2, point 5;
+issue 12, point 2."""
 
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 
 from router.session import QuotaWindow, RateWindow
 from router.storage.memory import MemoryStorage
@@ -25,9 +28,43 @@ def _open(table, realm="realm1", authid="alice", authrole="user", realm_obj=None
                       realm=realm_obj)
 
 
-@pytest.fixture
-def table():
-    return SessionTable(MemoryStorage())
+@pytest.fixture(params=["memory", "redis"])
+def table(request):
+    if request.param == "memory":
+        yield SessionTable(MemoryStorage())
+        return
+    from router.cluster.connection import connect
+    from router.cluster.url import parse_redis_url
+    from router.storage.redis import RedisStorage
+
+    server = request.getfixturevalue("redis_server")
+    conn = pytest_twisted.blockon(connect(parse_redis_url(server.url)))
+    storage = RedisStorage("node-a", activity_interval=3600)
+    storage.attach(conn)
+    table = SessionTable(storage)
+    yield table
+    pytest_twisted.blockon(storage.flush())
+    try:
+        _assert_mirrored(table, server)
+    finally:
+        storage.detach()
+        pytest_twisted.blockon(conn.disconnect())
+
+
+def _assert_mirrored(table, server):
+    """Redis holds exactly the table's records, in exactly the indexes their fields put them in."""
+    from router.storage.redis import authid_key, authrole_key, node_sessions_key, realm_key
+
+    local = {s.id: s for s in table.list()}
+    assert {int(i) for i in server.command("SMEMBERS", "cy:sessions")} == set(local)
+    assert {int(i) for i in server.command("SMEMBERS", node_sessions_key("node-a"))} == set(local)
+    for sid, s in local.items():
+        assert server.command("HGET", f"cy:s:{sid}", "authid") == s.authid
+        for key in (realm_key(s.realm_uri), authid_key(s.realm_uri, s.authid), authrole_key(s.realm_uri, s.authrole)):
+            assert server.command("SISMEMBER", key, str(sid)) == 1
+    index_keys = [k for pattern in ("cy:r:*", "cy:a:*", "cy:ro:*") for k in server.command("KEYS", pattern)]
+    assert sum(server.command("SCARD", k) for k in index_keys) == 3 * len(local)
+    assert len(server.command("KEYS", "cy:s:*")) == len(local)
 
 
 def test_open_fetch_lookup(table):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from twisted.internet import defer
+
 from router.session import Session
 
 # An index maps realm → key → the one Session with that key, or a dict of them when there are several:
@@ -45,6 +47,8 @@ def _members(index: Index, realm: str, key: str) -> list[Session]:
 
 
 class MemoryStorage:
+    clustered = False  # the cluster_* reads see this node only
+
     def __init__(self) -> None:
         self._by_id: dict[int, Session] = {}
         self._by_realm: dict[str, dict[int, Session]] = {}
@@ -104,3 +108,20 @@ class MemoryStorage:
         if old_authid != session.authid or old_authrole != session.authrole:
             self._unindex(session, old_authid, old_authrole)
             self._index(session)
+
+    def testaments_changed(self, session_id: int, testaments: dict | None) -> None:
+        """One node: the meta API's own memory is the only copy needed."""
+
+    # The cluster-wide queries of the table API: on one node, the node's own records, at once.
+    def cluster_count(self, realm_uri: str | None = None, authrole: str | None = None) -> defer.Deferred:
+        if authrole is not None:
+            return defer.succeed(len(self.select(realm_uri, authrole=authrole)))
+        return defer.succeed(self.count(realm_uri))
+
+    def cluster_select(self, realm_uri: str | None = None, authid: str | None = None,
+                       authrole: str | None = None) -> defer.Deferred:
+        return defer.succeed([s.to_details_map() for s in self.select(realm_uri, authid, authrole)])
+
+    def cluster_details(self, session_id: int) -> defer.Deferred:
+        s = self._by_id.get(session_id)
+        return defer.succeed(None if s is None else s.to_details_map())
