@@ -106,7 +106,7 @@ async def test_admin_session_procedures_act_on_every_node(two_nodes, redis_serve
         assert left.reason == "com.example.admin" and left.message == "bye"
         other = next(c for c in on_a if c is not victim)
         authid = json.loads(_admin(b, "--json", "sessions", "get", str(other._session_id)).stdout)["authid"]
-        assert _admin(b, "sessions", "kill-by-authid", "realm1", authid).stdout.strip() == "1"
+        assert _admin(b, "sessions", "kill-by-authid", "realm1", authid).stdout.strip() == "killed 1 session"
         assert (await with_timeout(other.left)).reason == "wamp.close.killed"
     finally:
         for c in on_a:
