@@ -325,8 +325,10 @@ class Broker:
             frame = prepared.get(codec, _UNPREPARED)
             if frame is _UNPREPARED:
                 frame = prepared[codec] = _prepare(codec, event, sub.topic)
-            if frame is not None and transport.send_prepared(frame) == wamp.PAYLOAD_SIZE_EXCEEDED:
-                too_big += 1
+            if frame is not None:
+                refused = transport.send_prepared(frame)
+                if refused is not None and refused == wamp.PAYLOAD_SIZE_EXCEEDED:
+                    too_big += 1
         if too_big:
             Broker.log.info("EVENT on {topic} is larger than {n} subscribers take; they miss it",
                             topic=wamp.quote(sub.topic), n=too_big)

@@ -54,6 +54,7 @@ class WebSocketCodec:
         return frame
 
 
+_OPEN = WebSocketServerProtocol.STATE_OPEN
 _NO_QUEUE: tuple = ()  # stands for Autobahn's empty send queue until a queued write needs a real one
 
 # Autobahn server-protocol attributes no code reads after the opening handshake (checked against autobahn 26).
@@ -254,9 +255,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
 
     # -- the Wire interface used by WampProtocol -------------------------------------------------
     def send_payload(self, payload: bytes, bulk: bool) -> str | None:
-        if len(payload) > self.factory.config.max_message_size:
+        if len(payload) > self.maxMessagePayloadSize:  # the listener's max_message_size, on its protocol class
             return wamp.PAYLOAD_SIZE_EXCEEDED
-        if self.state != WebSocketServerProtocol.STATE_OPEN:
+        if self.state != _OPEN:
             return None  # closing: nothing more reaches the peer, and nothing is owed
         if not self.admit(_framed(len(payload)), bulk):
             return SLOW_CONSUMER
@@ -264,9 +265,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         return None
 
     def send_prepared(self, frame: Any) -> str | None:
-        if frame.size > self.factory.config.max_message_size:
+        if frame.size > self.maxMessagePayloadSize:
             return wamp.PAYLOAD_SIZE_EXCEEDED
-        if self.state != WebSocketServerProtocol.STATE_OPEN:
+        if self.state != _OPEN:
             return None
         if not self.admit(len(frame.payloadHybi), True):
             return SLOW_CONSUMER
