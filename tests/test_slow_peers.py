@@ -603,3 +603,29 @@ async def test_a_departed_slow_peers_buffer_is_freed_without_the_gc(make_node, t
     finally:
         gc.enable()
     await still_served(node)
+
+
+# -- 11. a connection the router closes while the peer's socket is backed up -------------------------
+@ensure
+async def test_a_rawsocket_the_router_closes_while_backed_up_does_close_once_drained(make_node):
+    """Twisted closes a connection with a registered producer only once that producer is gone: a
+    RawSocket ABORTed while its socket was backed up (the producer paused) stayed open for good after
+    the peer read everything (found by scripts/fuzz: a RawSocket HELLO with no answer and no close)."""
+    node = make_node(listeners=listeners())
+    subscriber, conn, session = await peer_on(node, "rawsocket")
+    subscriber.send([32, 1, {}, "com.example.firehose"])
+    assert (await subscriber.recv())[0] == 33
+    publisher, _, pub_session = await peer_on(node, "rawsocket")
+    stop_reading(subscriber)
+    blob = b"e" * BIG
+    for _ in range(20):
+        await flood(node, lambda i: publisher.send([16, i, {}, "com.example.firehose", [blob]]), 4, pub_session,
+                    Watch(conn), _bound())
+        if conn._paused:
+            break
+    assert conn._paused
+    subscriber.send_frame(b"\xc1")  # never valid msgpack: ABORT, then the router closes the connection
+    assert await until(lambda: gone(node, session), 3)
+    read_again(subscriber)
+    await with_timeout(subscriber.closed, 5)
+    await still_served(node)

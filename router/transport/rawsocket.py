@@ -64,7 +64,7 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
         if not self.factory.node.connection_opened(self.peer_name()):
             self._refused = True
             self.transport.write(bytes((MAGIC, ERR_MAX_CONNECTIONS << 4, 0, 0)))  # the spec's error 4
-            self.transport.loseConnection()
+            self._close()
             return
         self._peer_max = 0  # the largest message the client accepts
         self.start_flow_control()
@@ -109,7 +109,7 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     def _handshake(self, octets: bytes) -> bool:
         if octets[0] != MAGIC:
             self.log.warn("RawSocket from {peer}: not a RawSocket handshake", peer=self.peer_name())
-            self.transport.loseConnection()
+            self._close()
             return False
         if octets[2] or octets[3]:
             return self._refuse(ERR_RESERVED_BITS, "reserved handshake octets are not zero")
@@ -131,7 +131,7 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     def _refuse(self, code: int, why: str) -> bool:
         self.log.warn("RawSocket from {peer} refused: {why}", peer=self.peer_name(), why=why)
         self.transport.write(bytes((MAGIC, code << 4, 0, 0)))
-        self.transport.loseConnection()
+        self._close()
         return False
 
     def _fail(self, reason: str, message: str) -> None:
@@ -168,6 +168,13 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
         return None
 
     def close_transport(self, reason: str) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what is queued is written. Twisted closes a connection with a registered producer
+        only when the producer is gone: with it still registered (paused, the peer having lagged), the
+        connection would stay open for good after the peer had read everything."""
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def listener_config(self) -> ListenerConfig:
