@@ -16,7 +16,7 @@ from twisted.internet import threads
 
 from realms.secrets import hash_secret
 from router.transport.websocket import MAX_HANDSHAKE_SIZE
-from tests.wampclient import Aborted, connect, raw_connect, with_timeout
+from tests.wampclient import Aborted, connect, raw_connect, recv_until_closed, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 ADMIN = {"users": {"root": {"ticket": hash_secret("root-pw", iterations=1000)}}}
@@ -103,12 +103,7 @@ def _endless_headers(port: int, total: int) -> tuple[int, bytes]:
                 sent += s.send(line * 64)
         except OSError:  # reset by the router
             pass
-        reply = b""
-        try:
-            while chunk := s.recv(65536):
-                reply += chunk
-        except OSError:
-            pass
+        reply = recv_until_closed(s)
     return sent, reply
 
 

@@ -11,7 +11,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from router.transport.websocket import MAX_HANDSHAKE_SIZE
 from tests.conftest import start_node
-from tests.wampclient import connect, with_timeout
+from tests.wampclient import connect, recv_until_closed, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -20,13 +20,7 @@ def _exchange(port: int, request: bytes) -> bytes:
     """Send one request on a fresh connection; everything the router answers until it closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(request)
-        reply = b""
-        try:
-            while chunk := s.recv(65536):
-                reply += chunk
-        except OSError:
-            pass
-    return reply
+        return recv_until_closed(s)
 
 
 async def _get(port: int, path: str, method: str = "GET", headers: str = "") -> tuple[int, dict, bytes]:

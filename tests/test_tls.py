@@ -21,7 +21,7 @@ from realms.secrets import hash_secret
 from router.config import parse
 from tests.pki import make_pki
 from tests.routerproc import RouterProcess
-from tests.wampclient import Aborted, connect, with_timeout
+from tests.wampclient import Aborted, connect, recv_until_closed, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -96,13 +96,7 @@ async def test_a_client_not_trusting_the_ca_fails_the_handshake(make_node, pki, 
 def _plain_request(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        reply = b""
-        try:
-            while chunk := s.recv(4096):
-                reply += chunk
-        except OSError:
-            pass
-    return reply
+        return recv_until_closed(s)
 
 
 @ensure

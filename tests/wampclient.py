@@ -71,6 +71,17 @@ class Client(ApplicationSession):
             self.disconnected.callback(None)
 
 
+def recv_until_closed(s) -> bytes:
+    """Everything a blocking socket receives until the router closes or resets it (or its timeout)."""
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except OSError:
+        pass
+    return data
+
+
 def answer_ticket(value: str):
     """An on_challenge for ticket authentication."""
     return lambda challenge: value
