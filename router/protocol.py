@@ -314,7 +314,9 @@ class WampProtocol:
             self._verifying = False
             self.send([wamp.CHALLENGE, outcome.authmethod, outcome.extra])
         else:
-            self.log.info("authentication ({method}) from {peer} refused: {why}", method=method.name,
+            # warn: what an operator watches for (guessing); who and where, client text quoted short
+            self.log.warn("authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
+                          realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
                           peer=_peer(self.peer), why=outcome.message)
             self.abort(outcome.reason, outcome.message, quiet=True)
 

@@ -14,6 +14,7 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.logger import formatEvent
 
 from tests.wampclient import RawSocketPeer, connect, raw_connect, still_serving, with_timeout
 
@@ -376,3 +377,31 @@ async def test_a_hello_without_agent_logs_no_python_none(node, log_lines):
     welcome = await peer.hello()  # no agent in HELLO.Details
     joined = [line for line in log_lines if f"session {welcome[1]} joined" in line]
     assert joined and "None" not in joined[0] and "(no agent)" in joined[0], joined
+
+
+@ensure
+async def test_a_failed_login_is_one_warning_naming_realm_authid_method_and_address(make_node):
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    from realms.secrets import hash_secret
+    from tests.wampclient import Aborted, answer_ticket
+
+    warnings: list[str] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_level") == LogLevel.warn:
+            warnings.append(formatEvent(event))
+
+    node = make_node(realms=[{"uri": "shop", "auth": {"anonymous": False, "ticket": True},
+                              "users": {"bob": {"role": "customer", "ticket": hash_secret("pw", iterations=1000)}},
+                              "roles": {"customer": {"permissions": []}}}])
+    globalLogPublisher.addObserver(observe)
+    try:
+        with pytest.raises(Aborted):
+            await connect(node.url, realm="shop", authmethods=["ticket"], authid="bob\nFORGED",
+                          on_challenge=answer_ticket("wrong"))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    lines = [line for line in warnings if "refused" in line and "shop" in line]
+    assert len(lines) == 1, warnings
+    assert "ticket" in lines[0] and "127.0.0.1" in lines[0] and "bob\\nFORGED" in lines[0], lines[0]
