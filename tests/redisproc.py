@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.routerproc import free_port
+from tests.routerproc import free_port, stop_process
 
 
 class RedisServer:
@@ -50,12 +50,8 @@ class RedisServer:
             return _read_reply(s.makefile("rb"))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None:
-            self._log.close()
-            self.proc = None
+        stop_process(self.proc, self._log)
+        self.proc = None
 
 
 def _resp(args) -> bytes:

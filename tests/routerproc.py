@@ -19,6 +19,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None, log) -> None:
+    """Kill a child process by its PID (if still running) and close the log it wrote to."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    if proc is not None:
+        log.close()
+
+
 class RouterProcess:
     def __init__(self, tmp_path: Path, config: dict | None = None, args: tuple[str, ...] = (),
                  log_file: Path | None = None) -> None:
@@ -56,8 +65,4 @@ class RouterProcess:
         os.kill(self.proc.pid, sig)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None:
-            self._log.close()
+        stop_process(self.proc, self._log)

@@ -26,6 +26,13 @@ def two_nodes(tmp_path, redis_server):
         assert "Traceback" not in n.log() and "Unhandled" not in n.log(), n.log()
 
 
+def _leave(clients) -> None:
+    """Leave with every client still connected (the others were killed by the test)."""
+    for c in clients:
+        if c.is_connected():
+            c.leave()
+
+
 @ensure
 async def test_count_list_and_get_see_the_sessions_of_every_node(two_nodes, redis_server):
     a, b = two_nodes
@@ -46,9 +53,7 @@ async def test_count_list_and_get_see_the_sessions_of_every_node(two_nodes, redi
             await caller.call("wamp.session.get", 12345)
         assert e.value.error == "wamp.error.no_such_session"
     finally:
-        for c in on_a + [caller]:
-            if c.is_connected():
-                c.leave()
+        _leave(on_a + [caller])
 
 
 @ensure
@@ -74,9 +79,7 @@ async def test_a_kill_on_one_node_says_goodbye_on_another(two_nodes, redis_serve
             await caller.call("wamp.session.kill", vid)
         assert e.value.error == "wamp.error.no_such_session"
     finally:
-        for c in on_a + [caller]:
-            if c.is_connected():
-                c.leave()
+        _leave(on_a + [caller])
 
 
 @ensure
@@ -109,6 +112,4 @@ async def test_admin_session_procedures_act_on_every_node(two_nodes, redis_serve
         assert _admin(b, "sessions", "kill-by-authid", "realm1", authid).stdout.strip() == "killed 1 session"
         assert (await with_timeout(other.left)).reason == "wamp.close.killed"
     finally:
-        for c in on_a:
-            if c.is_connected():
-                c.leave()
+        _leave(on_a)
