@@ -10,15 +10,33 @@ from router.config import parse
 from router.node import Node
 
 
-def start_node(**config) -> Node:
-    """A node from a config dict (listener port 0 unless given); the caller stops it."""
+def _defaults(config: dict) -> dict:
     config.setdefault("listeners", [{"port": 0}])
     config.setdefault("admin", {})
     config["admin"].setdefault("data_dir", None)  # admin changes in memory, unless a test gives a directory
     for lc in config["listeners"]:
         if "endpoint" not in lc:
             lc.setdefault("port", 0)
-    node = Node(parse(config))
+    return config
+
+
+def start_node(**config) -> Node:
+    """A node from a config dict (listener port 0 unless given); the caller stops it. With a
+    `cluster` section it joins the cluster (its Redis must be running) before it listens."""
+    node = Node(parse(_defaults(config)))
+    if node.config.cluster is not None:
+        pytest_twisted.blockon(node.join_cluster())
+    return _listening(node)
+
+
+async def start_cluster_node(**config) -> Node:
+    """start_node for a cluster member, from inside a test (the reactor's own greenlet)."""
+    node = Node(parse(_defaults(config)))
+    await node.join_cluster()
+    return _listening(node)
+
+
+def _listening(node: Node) -> Node:
     node.start()
     node.url = f"ws://127.0.0.1:{node.ports[0].getHost().port}/ws"
     node.port = node.ports[0].getHost().port
@@ -54,6 +72,47 @@ def make_node():
 
     yield make
     for n in nodes:
+        stop_node(n)
+
+
+def cluster_config(redis_url: str, node_id: str, **config) -> dict:
+    """A node's config as a member of the cluster on `redis_url` (fast heartbeats for tests)."""
+    config["cluster"] = {"redis": redis_url, "node_id": node_id, "heartbeat": 0.2, "node_timeout": 1.0,
+                         **config.get("cluster", {})}
+    return config
+
+
+class Spread:
+    """Two nodes of one cluster that a test drives as one router: each read of `url` gives the
+    other node's address, so consecutive clients land on different nodes; everything else is
+    node A's."""
+
+    def __init__(self, a: Node, b: Node) -> None:
+        self.nodes = (a, b)
+        self._turn = 0
+
+    @property
+    def url(self) -> str:
+        self._turn += 1
+        return self.nodes[self._turn % 2].url
+
+    def __getattr__(self, name: str):
+        return getattr(self.nodes[0], name)
+
+
+@pytest.fixture
+def make_cluster(redis_server):
+    """Start in-process nodes of one cluster on the test's redis-server (`await make("a")`); stopped
+    at teardown."""
+    nodes: list[Node] = []
+
+    async def make(node_id: str, **config) -> Node:
+        n = await start_cluster_node(**cluster_config(redis_server.url, node_id, **config))
+        nodes.append(n)
+        return n
+
+    yield make
+    for n in reversed(nodes):
         stop_node(n)
 
 
