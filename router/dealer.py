@@ -41,7 +41,7 @@ class Callee:
 
 
 class Registration:
-    __slots__ = ("id", "procedure", "match", "invoke", "callees", "created", "_turn")
+    __slots__ = ("id", "procedure", "match", "invoke", "callees", "created", "_turn", "in_cluster", "clustered")
 
     def __init__(self, id: int, procedure: str, match: str, invoke: str) -> None:
         self.id = id
@@ -51,6 +51,8 @@ class Registration:
         self.callees: list[Callee] = []  # in the order they registered
         self.created = time.time()
         self._turn = 0
+        self.in_cluster = False  # registered through the cluster (not the router's own callees)
+        self.clustered = False  # in a cluster, callees on other nodes share it: CALLs pick over all
 
     @property
     def callee(self) -> Session:
@@ -87,6 +89,19 @@ class Invocation:
         self.streaming = False  # the caller is still sending progressive CALLs
         self.canceling = False  # CANCEL mode kill: INTERRUPT sent, waiting for the callee's answer
         self.timer = None  # the call_timeout's DelayedCall
+
+
+class RemoteCall:
+    """A CALL forwarded to the callee's node (router/cluster/rpc.py), kept in the caller's table of
+    calls in flight so that further progressive CALLs and CANCEL follow it there."""
+
+    __slots__ = ("node", "caller", "call_id")
+    canceling = False
+
+    def __init__(self, node: str, caller: Session, call_id: int) -> None:
+        self.node = node
+        self.caller = caller
+        self.call_id = call_id
 
 
 class RegistrationListener(Protocol):
@@ -136,6 +151,8 @@ class Dealer:
         # Router-provided procedures under the reserved `wamp.` namespace, which no client can
         # register. Consulted only when no exact registration matches, so an ordinary CALL pays nothing.
         self.builtins: dict[str, BuiltIn] = {}
+        # In a cluster: registrations and calls across nodes (router/cluster/rpc.py RealmRPC); None alone.
+        self.cluster = None
 
     # -- callee side -----------------------------------------------------------------------------
     def register(self, session: Session, msg: list, capped: bool = True) -> None:
@@ -162,25 +179,37 @@ class Dealer:
                             [f"this session has {len(mine)} registrations, the most it may have"]))
             return
         reg = self._index.get(procedure, match)
-        created = reg is None
-        if created:
-            reg = Registration(self._new_id(), procedure, match, invoke)
-        elif reg.invoke != invoke:
-            send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY,
-                            [f"{wamp.quote(procedure)} is registered with invoke {reg.invoke!r}, not {invoke!r}"]))
+        if reg is not None:
+            if reg.invoke != invoke:
+                send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY,
+                                [f"{wamp.quote(procedure)} is registered with invoke {reg.invoke!r}, not {invoke!r}"]))
+                return
+            if invoke == "single" or any(c.session is session for c in reg.callees):
+                send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_ALREADY_EXISTS,
+                                [f"procedure {wamp.quote(procedure)} is already registered"]))
+                return
+        if capped and self.cluster is not None:  # atomic in Redis first; answered once Redis has
+            self.cluster.register(session, request, procedure, match, invoke, options)
             return
-        elif invoke == "single" or any(c.session is session for c in reg.callees):
-            send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_ALREADY_EXISTS,
-                            [f"procedure {wamp.quote(procedure)} is already registered"]))
-            return
-        if created:
+        self.add(session, request, procedure, match, invoke, options, self._new_id() if reg is None else reg.id,
+                 reg is None)
+
+    def add(self, session: Session, request: int, procedure: str, match: str, invoke: str, options: dict,
+            reg_id: int, created: bool, in_cluster: bool = False) -> Registration:
+        """Add the session as a callee (a REGISTER accepted: here, or by the cluster) and answer REGISTERED;
+        `created`: the registration is new (on one node: here; in a cluster: cluster-wide)."""
+        reg = self._index.get(procedure, match)
+        if reg is None:
+            reg = Registration(reg_id, procedure, match, invoke)
+            reg.in_cluster = in_cluster
             self._index.add(procedure, match, reg)
             self._by_id[reg.id] = reg
         reg.callees.append(Callee(session, options))
         self._by_callee.setdefault(session.id, {})[reg.id] = reg
-        send([wamp.REGISTERED, request, reg.id])
+        session.transport.send([wamp.REGISTERED, request, reg.id])
         if self.listener is not None:
             self.listener.registered(session.id, reg, created)
+        return reg
 
     def unregister(self, session: Session, msg: list) -> None:
         request, reg_id = msg[1], msg[2]
@@ -228,25 +257,39 @@ class Dealer:
 
     # -- caller side -----------------------------------------------------------------------------
     def call(self, session: Session, msg: list) -> None:
-        request, options, procedure = msg[1], msg[2], msg[3]
+        request, procedure = msg[1], msg[3]
         calls = self._calls.get(session.id)
         if calls is not None and request in calls:
             self._call_continues(calls[request], msg)
             return
         reg = self._exact.get(procedure)
-        if reg is None:
-            builtin = self.builtins.get(procedure)
-            if builtin is not None:
-                builtin(session, msg)
-                return
-            if len(self._index) > len(self._exact) and not wamp.is_reserved(procedure):
-                reg = self._index.best(procedure)
+        callee = None
+        if reg is None or reg.clustered:
+            if self.cluster is not None:
+                routed = self.cluster.route(session, msg)
+                if routed is True:
+                    return  # forwarded to the callee's node, or answered
+                if routed is not None:
+                    reg, callee = routed
             if reg is None:
-                uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
-                session.transport.send(wamp.error(wamp.CALL, request, uri,
-                                                  [f"no procedure registered for {wamp.quote(procedure)}"]))
-                return
-        callee = reg.pick()
+                builtin = self.builtins.get(procedure)
+                if builtin is not None:
+                    builtin(session, msg)
+                    return
+                if len(self._index) > len(self._exact) and not wamp.is_reserved(procedure):
+                    reg = self._index.best(procedure)
+                if reg is None:
+                    uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
+                    session.transport.send(wamp.error(wamp.CALL, request, uri,
+                                                      [f"no procedure registered for {wamp.quote(procedure)}"]))
+                    return
+        self.invoke(session, msg, reg, reg.pick() if callee is None else callee, calls)
+
+    def invoke(self, session: Session, msg: list, reg: Registration, callee: Callee,
+               calls: dict[int, Invocation] | None) -> None:
+        """The CALL goes to this callee (picked here, or by the caller's node in a cluster): INVOCATION.
+        `calls`: the caller's table of calls in flight, if it has one."""
+        request, options, procedure = msg[1], msg[2], msg[3]
         callee_session = callee.session
         pending = self._invocations.get(callee_session.id)
         if pending is not None and self.max_pending_calls is not None and len(pending) >= self.max_pending_calls:
@@ -318,6 +361,9 @@ class Dealer:
     def _call_continues(self, inv: Invocation, msg: list) -> None:
         """A further CALL with the request id of a call in flight: the next chunk of a progressive
         call invocation, sent on to the same callee under the same invocation id."""
+        if type(inv) is RemoteCall:
+            self.cluster.forward(inv, msg)
+            return
         if not inv.streaming:
             raise wamp.ProtocolViolation(f"CALL request id {inv.call_id} is already in flight")
         inv.streaming = msg[2].get("progress") is True
@@ -337,6 +383,9 @@ class Dealer:
         calls = self._calls.get(session.id)
         inv = calls.get(request) if calls else None
         if inv is None or inv.canceling:
+            return
+        if type(inv) is RemoteCall:
+            self.cluster.cancel(inv, msg)
             return
         if not inv.callee.canceling:
             mode = "skip"
@@ -376,6 +425,20 @@ class Dealer:
         if calls is not None and calls.pop(inv.call_id, None) is not None and not calls:
             del self._calls[inv.caller.id]
 
+    def forget_remote(self, call: RemoteCall) -> bool:
+        """Take a forwarded call out of its caller's table; False if it was not there (answered already)."""
+        calls = self._calls.get(call.caller.id)
+        if calls is None or calls.get(call.call_id) is not call:
+            return False
+        del calls[call.call_id]
+        if not calls:
+            del self._calls[call.caller.id]
+        return True
+
+    def remote_calls(self) -> list[RemoteCall]:
+        """Every call forwarded from here to another node and not answered yet."""
+        return [c for calls in self._calls.values() for c in calls.values() if type(c) is RemoteCall]
+
     # -- session lifetime ------------------------------------------------------------------------
     def detach(self, session: Session) -> None:
         """Drop a leaving session's registrations; callers waiting on it get an ERROR at once, and
@@ -387,6 +450,10 @@ class Dealer:
             inv.caller.transport.send(wamp.error(wamp.CALL, inv.call_id, wamp.CANCELED,
                                                  ["the callee left before answering"]))
         for inv in list(self._calls.get(session.id, {}).values()):
+            if type(inv) is RemoteCall:
+                self.forget_remote(inv)
+                self.cluster.caller_left(inv)
+                continue
             self._forget(inv)
             if inv.callee.canceling:
                 self._interrupt(inv, "killnowait", wamp.CANCELED)
@@ -401,7 +468,9 @@ class Dealer:
         del mine[reg.id]
         if not mine:
             del self._by_callee[session.id]
-        if self.listener is not None:
+        if reg.in_cluster and self.cluster is not None:
+            self.cluster.unregistered(session, reg)  # tells the listener once Redis has (deleted cluster-wide?)
+        elif self.listener is not None:
             self.listener.unregistered(session.id, reg, deleted)
 
     def _new_id(self) -> int:

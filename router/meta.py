@@ -413,33 +413,39 @@ class Meta:
         return sum(len(b) for b in self._testaments.get(session_id, {}).values())
 
     # -- wamp.registration.* ---------------------------------------------------------------------
-    def _registration(self, args: list) -> Registration:
+    # In a cluster the dealer's `cluster` (router/cluster/rpc.py) answers for every node's registrations,
+    # from its in-memory view: cluster.Entry records, with callees as (node, session id).
+    @property
+    def _registry(self) -> Any:
+        return self.dealer if self.dealer.cluster is None else self.dealer.cluster
+
+    def _registration(self, args: list) -> Any:
         reg_id = _arg(args, 0, int, "registration")
-        reg = self.dealer.registration(reg_id)
+        reg = self._registry.registration(reg_id)
         if reg is None:
             raise MetaError(wamp.NO_SUCH_REGISTRATION, f"no registration {reg_id}")
         return reg
 
     def registration_list(self, caller: Session, args: list, kwargs: dict) -> list:
         lists: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
-        for reg in self.dealer.registrations():
+        for reg in self._registry.registrations():
             lists[reg.match].append(reg.id)
         return [lists]
 
     def registration_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
         procedure = _uri_arg(args, 0, "procedure")
-        reg = self.dealer.lookup(procedure, _match_policy(args, 1))
+        reg = self._registry.lookup(procedure, _match_policy(args, 1))
         return [reg.id if reg is not None else None]
 
     def registration_match(self, caller: Session, args: list, kwargs: dict) -> list:
-        reg = self.dealer.match(_uri_arg(args, 0, "procedure"))
+        reg = self._registry.match(_uri_arg(args, 0, "procedure"))
         return [reg.id if reg is not None else None]
 
     def registration_get(self, caller: Session, args: list, kwargs: dict) -> list:
         return [_registration_details(self._registration(args))]
 
     def registration_list_callees(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [[c.session.id for c in self._registration(args).callees]]
+        return [_callee_ids(self._registration(args))]
 
     def registration_count_callees(self, caller: Session, args: list, kwargs: dict) -> list:
         return [len(self._registration(args).callees)]
@@ -479,7 +485,14 @@ class Meta:
         return [len(self._subscription(args).subscribers)]
 
 
-def _registration_details(reg: Registration) -> dict:
+def _callee_ids(reg: Any) -> list[int]:
+    """A registration's callees' session ids: a local Registration's, or a cluster entry's (node, id)."""
+    if isinstance(reg, Registration):
+        return [c.session.id for c in reg.callees]
+    return [sid for _, sid in reg.callees]
+
+
+def _registration_details(reg: Any) -> dict:
     return {"id": reg.id, "created": _iso(reg.created), "uri": reg.procedure, "match": reg.match,
             "invoke": reg.invoke}
 

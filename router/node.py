@@ -122,6 +122,9 @@ class Node:
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
         self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
         yield self.bus.start()
+        from router.cluster.rpc import ClusterRPC
+
+        self.cluster_parts.append(ClusterRPC(self.redis, self.bus, cluster.node_id, self.table))
         for part in self.cluster_parts:
             yield part.start()
 
