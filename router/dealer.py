@@ -95,13 +95,14 @@ class RemoteCall:
     """A CALL forwarded to the callee's node (router/cluster/rpc.py), kept in the caller's table of
     calls in flight so that further progressive CALLs and CANCEL follow it there."""
 
-    __slots__ = ("node", "caller", "call_id")
+    __slots__ = ("node", "caller", "call_id", "streaming")
     canceling = False
 
-    def __init__(self, node: str, caller: Session, call_id: int) -> None:
+    def __init__(self, node: str, caller: Session, call_id: int, streaming: bool) -> None:
         self.node = node
         self.caller = caller
         self.call_id = call_id
+        self.streaming = streaming  # the caller is still sending progressive CALLs
 
 
 class RegistrationListener(Protocol):
@@ -279,6 +280,8 @@ class Dealer:
                 if len(self._index) > len(self._exact) and not wamp.is_reserved(procedure):
                     reg = self._index.best(procedure)
                 if reg is None:
+                    if self.cluster is not None and self.cluster.unknown(session, msg):
+                        return  # asked again once this node has every registration made before the CALL
                     uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
                     session.transport.send(wamp.error(wamp.CALL, request, uri,
                                                       [f"no procedure registered for {wamp.quote(procedure)}"]))
@@ -361,11 +364,12 @@ class Dealer:
     def _call_continues(self, inv: Invocation, msg: list) -> None:
         """A further CALL with the request id of a call in flight: the next chunk of a progressive
         call invocation, sent on to the same callee under the same invocation id."""
-        if type(inv) is RemoteCall:
-            self.cluster.forward(inv, msg)
-            return
         if not inv.streaming:
             raise wamp.ProtocolViolation(f"CALL request id {inv.call_id} is already in flight")
+        if type(inv) is RemoteCall:
+            inv.streaming = msg[2].get("progress") is True
+            self.cluster.forward(inv, msg)
+            return
         inv.streaming = msg[2].get("progress") is True
         details = {"progress": True} if inv.streaming else {}
         refused = inv.callee.session.transport.send([wamp.INVOCATION, inv.id, inv.registration.id, details, *msg[4:]])

@@ -53,6 +53,9 @@ MORE = "rpc.more"  # a further progressive CALL: [caller id, CALL]
 CANCEL = "rpc.cancel"  # [caller id, CANCEL]
 GONE = "rpc.gone"  # the caller left: [caller id]
 ANSWER = "rpc.answer"  # to the caller's node: [caller id, RESULT or ERROR, bulk]
+SYNC = "rpc.sync"  # to this node itself: [token]; back once every earlier broadcast is
+MAX_SYNCS = 1_000  # CALLs waiting for their node to catch up with Redis; more are answered at once
+SYNC_TIMEOUT = 1.0  # seconds a CALL waits for that at most
 UNREACHABLE = "the callee's node cannot be reached"
 MAX_STAND_INS = 100_000  # callers of other nodes with calls in flight here
 NODE_BATCH = 10_000  # entries a dead or leaving node's cleanup handles per script
@@ -128,7 +131,8 @@ class RealmRPC:
         return True
 
     def _forward_call(self, session: Session, msg: list, entry: Entry, node: str, sid: int) -> None:
-        call = RemoteCall(node, session, msg[1])
+        options = msg[2]
+        call = RemoteCall(node, session, msg[1], bool(options) and options.get("progress") is True)
         calls = self.dealer._calls.get(session.id)
         if calls is None:
             calls = self.dealer._calls[session.id] = {}
@@ -148,6 +152,27 @@ class RealmRPC:
 
     def caller_left(self, call: RemoteCall) -> None:
         self.rpc.send(call.node, GONE, [call.caller.id], lambda: None)
+
+    def unknown(self, session: Session, msg: list) -> bool:
+        """A CALL that matches no registration of the view: another node may have registered it just
+        before (its REGISTERED reached the caller before the broadcast reached this node). True: the CALL
+        is routed again once this node's bus has caught up with Redis (one round trip), only then may it
+        be answered wamp.error.no_such_procedure. Only misses pay for this."""
+        return self.rpc.sync(lambda: self._again(session, msg), msg)
+
+    def _again(self, session: Session, msg: list) -> None:
+        if self.rpc.table.lookup(session.id) is not session:
+            return
+        calls = self.dealer._calls.get(session.id)
+        if calls is not None and msg[1] in calls:
+            return  # the caller reused the request id meanwhile: the later CALL wins
+        self.rpc.again = msg
+        try:
+            self.dealer.call(session, msg)
+        except wamp.ProtocolViolation as e:
+            session.transport.abort(wamp.PROTOCOL_VIOLATION, str(e))
+        finally:
+            self.rpc.again = None
 
     def fail(self, call: RemoteCall, why: str) -> None:
         """The caller hears wamp.error.canceled, unless its call is over already."""
@@ -256,6 +281,10 @@ class ClusterRPC:
         self.view = View(self._changed)
         self.realms: dict[str, RealmRPC] = {}
         self.stand_ins: dict[tuple[str, int], Session] = {}
+        self.again: list | None = None  # the CALL being routed a second time (RealmRPC.unknown)
+        self._syncs: dict[int, Any] = {}
+        self._sync_ids = 0
+        bus.on(SYNC, self._synced)
         bus.on(REG_KIND, self._reg_changed)
         bus.on(CALL, self._call_here)
         bus.on(MORE, self._more_here)
@@ -377,6 +406,31 @@ class ClusterRPC:
         rr = self.realms.get(realm)
         if rr is not None:
             rr.changed(procedure, match, entry)
+
+    def sync(self, then: Any, msg: list) -> bool:
+        """Run `then()` once this node's bus has delivered every broadcast Redis made before now (a
+        message to itself comes back: pub/sub keeps Redis's order). False: not waited for (`msg` is
+        being routed again already, too many wait, or Redis is away)."""
+        if msg is self.again or len(self._syncs) >= MAX_SYNCS or not connected(self.redis):
+            return False
+        from twisted.internet import reactor
+
+        self._sync_ids += 1
+        token = self._sync_ids
+        timer = reactor.callLater(SYNC_TIMEOUT, self._synced, self.node_id, token)
+        self._syncs[token] = (then, timer)
+        self.bus.send(self.node_id, SYNC, token).addCallbacks(
+            lambda n: None if n else self._synced(self.node_id, token), lambda f: self._synced(self.node_id, token))
+        return True
+
+    def _synced(self, sender: str, token: int) -> None:
+        waiting = self._syncs.pop(token, None) if sender == self.node_id else None
+        if waiting is None:
+            return
+        then, timer = waiting
+        if timer.active():
+            timer.cancel()
+        then()
 
     # -- the bus -----------------------------------------------------------------------------------
     def send(self, node: str, kind: str, body: list, failed: Any) -> None:
