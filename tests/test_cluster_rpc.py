@@ -3,6 +3,7 @@ in-process nodes on the test's redis-server, the caller on one node and the call
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
@@ -171,6 +172,286 @@ async def test_caller_leaving_mid_call_interrupts_the_callee_on_the_other_node(m
     callee.drop()
 
 
-async def _unused():  # keep imports used while the file grows
-    await sleep(0)
-    return defer, RegisterOptions, RESULT, YIELD, CANCEL
+# -- shared and pattern registrations across nodes ---------------------------------------------------
+async def _shared_over_two_nodes(a, b, invoke: str):
+    """Callees 0 and 2 on b, 1 on a (registered in that order); the caller on a."""
+    callees = []
+    for i, node in enumerate((b, a, b)):
+        c = await connect(node.url)
+        await c.register(lambda _i=i: _i, "com.example.shared", options=RegisterOptions(invoke=invoke))
+        callees.append(c)
+    await _known(a, "com.example.shared", callees=3)
+    caller = await connect(a.url)
+    return callees, caller
+
+
+@ensure
+async def test_roundrobin_takes_turns_over_every_node(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callees, caller = await _shared_over_two_nodes(a, b, "roundrobin")
+    try:
+        assert [await caller.call("com.example.shared") for _ in range(6)] == [0, 1, 2, 0, 1, 2]
+    finally:
+        _leave(caller, *callees)
+
+
+@ensure
+async def test_first_and_last_are_the_cluster_s_first_and_last(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callees, caller = await _shared_over_two_nodes(a, b, "first")
+    try:
+        assert {await caller.call("com.example.shared") for _ in range(3)} == {0}  # on b
+        callees[0].leave()
+        await _known(a, "com.example.shared", callees=2)
+        assert await caller.call("com.example.shared") == 1  # the next in line, on a
+        last = []
+        for i, node in enumerate((a, b)):
+            c = await connect(node.url)
+            await c.register(lambda _i=i: _i, "com.example.last", options=RegisterOptions(invoke="last"))
+            last.append(c)
+        await _known(a, "com.example.last", callees=2)
+        assert {await caller.call("com.example.last") for _ in range(3)} == {1}  # on b
+    finally:
+        _leave(caller, *callees, *last)
+
+
+@ensure
+async def test_random_reaches_callees_on_every_node(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callees, caller = await _shared_over_two_nodes(a, b, "random")
+    try:
+        assert {await caller.call("com.example.shared") for _ in range(40)} == {0, 1, 2}
+    finally:
+        _leave(caller, *callees)
+
+
+@ensure
+async def test_pattern_precedence_is_the_same_across_nodes(make_cluster):
+    """exact (b) beats prefix (a); the longest prefix (b) beats a shorter one (a); the most concrete
+    wildcard wins; the called procedure is told to pattern callees on the other node."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    on_a, on_b, caller_a, caller_b = [await connect(n.url) for n in (a, b, a, b)]
+    try:
+        await on_a.register(lambda **kw: ("a-prefix", kw.get("p")), "com.example.",
+                            options=RegisterOptions(match="prefix", details_arg="details"))
+        await on_b.register(lambda: "b-long-prefix", "com.example.deep.", options=RegisterOptions(match="prefix"))
+        await on_b.register(lambda: "b-exact", "com.example.deep.x")
+        await on_a.register(lambda: "a-wild-1", "org..x", options=RegisterOptions(match="wildcard"))
+        await on_b.register(lambda: "b-wild-2", "org.y.x", options=RegisterOptions(match="wildcard"))
+        await on_b.register(lambda details: details.procedure, "net..z",
+                            options=RegisterOptions(match="wildcard", details_arg="details"))
+        await _known(a, "com.example.deep.x")
+        await _known(b, "com.example.", "prefix")
+        await _known(a, "net..z", "wildcard")
+        for caller in (caller_a, caller_b):
+            assert await caller.call("com.example.deep.x") == "b-exact"
+            assert await caller.call("com.example.deep.y") == "b-long-prefix"
+            assert (await caller.call("com.example.other"))[0] == "a-prefix"
+            assert await caller.call("org.q.x") == "a-wild-1"
+            assert await caller.call("org.y.x") == "b-wild-2"
+        assert await caller_a.call("net.q.z") == "net.q.z"
+    finally:
+        _leave(on_a, on_b, caller_a, caller_b)
+
+
+# -- Advanced Profile features across nodes -----------------------------------------------------------
+@ensure
+async def test_progressive_results_cross_nodes(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await _peer(b), await _peer(a)
+    await _registered(callee, "com.example.p")
+    await _known(a, "com.example.p")
+    caller.send([CALL, 1, {"receive_progress": True}, "com.example.p"])
+    inv = await callee.recv()
+    assert inv[3].get("receive_progress") is True, inv
+    callee.send([YIELD, inv[1], {"progress": True}, ["one"]])
+    callee.send([YIELD, inv[1], {"progress": True}, ["two"]])
+    callee.send([YIELD, inv[1], {}, ["done"]])
+    assert await caller.recv() == [RESULT, 1, {"progress": True}, ["one"]]
+    assert await caller.recv() == [RESULT, 1, {"progress": True}, ["two"]]
+    assert await caller.recv() == [RESULT, 1, {}, ["done"]]
+    assert not a.realm_router("realm1").dealer._calls  # the forwarded call is forgotten
+    await _until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
+    callee.drop()
+    caller.drop()
+
+
+@ensure
+async def test_progressive_invocations_cross_nodes(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await _peer(b), await _peer(a)
+    await _registered(callee, "com.example.upload")
+    await _known(a, "com.example.upload")
+    caller.send([CALL, 5, {"progress": True}, "com.example.upload", ["part-1"]])
+    first = await callee.recv()
+    assert first[0] == INVOCATION and first[3].get("progress") is True and first[4] == ["part-1"]
+    caller.send([CALL, 5, {"progress": True}, "com.example.upload", ["part-2"]])
+    caller.send([CALL, 5, {}, "com.example.upload", ["last"]])
+    assert await callee.recv() == [INVOCATION, first[1], first[2], {"progress": True}, ["part-2"]]
+    assert await callee.recv() == [INVOCATION, first[1], first[2], {}, ["last"]]
+    callee.send([YIELD, first[1], {}, ["stored"]])
+    assert await caller.recv() == [RESULT, 5, {}, ["stored"]]
+    caller.send([CALL, 5, {}, "com.example.upload", ["again"]])  # a new call now
+    assert (await callee.recv())[4] == ["again"]
+    callee.drop()
+    caller.drop()
+
+
+async def _in_flight(a, b, options: dict | None = None):
+    callee, caller = await _peer(b), await _peer(a)
+    await _registered(callee, "com.example.slow")
+    await _known(a, "com.example.slow")
+    caller.send([CALL, 3, options or {}, "com.example.slow"])
+    inv = await callee.recv()
+    assert inv[0] == INVOCATION, inv
+    return callee, caller, inv[1]
+
+
+async def _quiet(peer, seconds: float = 0.2) -> None:
+    await sleep(seconds)
+    assert peer.inbox.pending == [], peer.inbox.pending
+
+
+@ensure
+async def test_cancel_skip_across_nodes(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller, inv_id = await _in_flight(a, b)
+    caller.send([CANCEL, 3, {"mode": "skip"}])
+    reply = await caller.recv()
+    assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
+    callee.send([YIELD, inv_id, {}, ["late"]])
+    await _quiet(callee)
+    await _quiet(caller)
+
+
+@ensure
+async def test_cancel_kill_across_nodes_waits_for_the_callee(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller, inv_id = await _in_flight(a, b)
+    caller.send([CANCEL, 3, {"mode": "kill"}])
+    assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "kill", "reason": "wamp.error.canceled"}]
+    await _quiet(caller)
+    callee.send([ERROR, INVOCATION, inv_id, {}, "wamp.error.canceled"])
+    reply = await caller.recv()
+    assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
+
+
+@ensure
+async def test_cancel_killnowait_across_nodes(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller, inv_id = await _in_flight(a, b)
+    caller.send([CANCEL, 3, {"mode": "killnowait"}])
+    reply = await caller.recv()
+    assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
+    assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
+    assert not a.realm_router("realm1").dealer._calls
+
+
+@ensure
+async def test_call_timeout_across_nodes(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller, inv_id = await _in_flight(a, b, {"timeout": 150})
+    reply = await caller.recv(seconds=3)
+    assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.timeout", reply
+    assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.timeout"}]
+
+
+@ensure
+async def test_autobahn_caller_cancels_across_nodes(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await connect(b.url, "msgpack"), await connect(a.url, "json")
+    try:
+        started, interrupted = defer.Deferred(), defer.Deferred()
+
+        def slow():
+            started.callback(None)
+            return defer.Deferred(lambda d: interrupted.callback("interrupted"))
+
+        await callee.register(slow, "com.example.slow")
+        await _known(a, "com.example.slow")
+        call = caller.call("com.example.slow")
+        await with_timeout(started)
+        call.cancel()
+        assert await with_timeout(interrupted) == "interrupted"
+        with pytest.raises(defer.CancelledError):
+            await call
+    finally:
+        _leave(callee, caller)
+
+
+@ensure
+async def test_caller_disclosure_across_nodes(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await _peer(b), await raw_connect(a.url)
+    hello = await caller.hello()
+    welcome = {"session": hello[1], **hello[2]}
+    await _registered(callee, "com.example.who", {"disclose_caller": True})
+    await _registered(callee, "com.example.anonymous", request=2)
+    await _known(a, "com.example.anonymous")
+    details = []
+    for request, (options, procedure) in enumerate([({}, "com.example.who"), ({}, "com.example.anonymous"),
+                                                    ({"disclose_me": True}, "com.example.anonymous")], 1):
+        caller.send([CALL, request, options, procedure])
+        inv = await callee.recv()
+        details.append(inv[3])
+        callee.send([YIELD, inv[1], {}, [request]])
+        assert await caller.recv() == [RESULT, request, {}, [request]]
+    me = {"caller": welcome["session"], "caller_authid": welcome["authid"],
+          "caller_authrole": welcome["authrole"]}
+    assert details == [me, {}, me], details
+    caller.drop()
+    callee.drop()
+
+
+@pytest.mark.parametrize("callee_ser, caller_ser", [("msgpack", "json"), ("json", "msgpack"), ("cbor", "msgpack")])
+@ensure
+async def test_binary_payloads_cross_nodes_and_serializers(make_cluster, callee_ser, caller_ser):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await connect(b.url, callee_ser), await connect(a.url, caller_ser)
+    try:
+        await callee.register(lambda blob, key=b"": [blob[::-1], type(blob).__name__, key], "com.example.rev")
+        await _known(a, "com.example.rev")
+        payload = bytes(range(256))
+        assert await caller.call("com.example.rev", payload, key=b"\x00\xff") == [payload[::-1], "bytes", b"\x00\xff"]
+    finally:
+        _leave(callee, caller)
+
+
+PPT = {"caller": {"features": {"payload_passthru_mode": True}}, "callee": {"features": {"payload_passthru_mode": True}}}
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@ensure
+async def test_payload_passthru_across_nodes(make_cluster, serializer):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await _peer(b, "msgpack", PPT), await _peer(a, serializer, PPT)
+    await _registered(callee, "com.example.e2ee")
+    await _known(a, "com.example.e2ee")
+    ppt = {"ppt_scheme": "x_custom", "ppt_serializer": "cbor", "ppt_cipher": "xsalsa20poly1305", "ppt_keyid": "k1"}
+    blob = "b3BhcXVl" if serializer == "json" else b"\x00\x01opaque\xff"
+    caller.send([CALL, 1, {**ppt}, "com.example.e2ee", [blob]])
+    inv = await callee.recv()
+    assert {k: inv[3][k] for k in ppt} == ppt and inv[4] == [blob], inv
+    callee.send([YIELD, inv[1], {**ppt}, [blob[::-1]]])
+    assert await caller.recv() == [RESULT, 1, ppt, [blob[::-1]]]
+    callee.drop()
+    caller.drop()
+
+
+@ensure
+async def test_unregister_on_one_node_reaches_the_other(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await connect(b.url), await connect(a.url)
+    try:
+        reg = await callee.register(lambda: 1, "com.example.once")
+        await _known(a, "com.example.once")
+        assert await caller.call("com.example.once") == 1
+        await reg.unregister()
+        with pytest.raises(ApplicationError) as e:
+            await with_timeout(caller.call("com.example.once"))
+        assert e.value.error == "wamp.error.no_such_procedure"
+        # registered again, by a callee of the caller's node this time
+        await caller.register(lambda: 2, "com.example.once")
+        assert await callee.call("com.example.once") == 2
+    finally:
+        _leave(callee, caller)
