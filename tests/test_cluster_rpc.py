@@ -455,3 +455,69 @@ async def test_unregister_on_one_node_reaches_the_other(make_cluster):
         assert await callee.call("com.example.once") == 2
     finally:
         _leave(callee, caller)
+
+
+# -- the registration meta API, cluster-wide -----------------------------------------------------------
+@ensure
+async def test_registration_meta_procedures_answer_for_the_whole_cluster(make_cluster):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    on_a, on_b = await connect(a.url), await connect(b.url)
+    try:
+        shared_a = await on_a.register(lambda: "a", "com.example.shared", options=RegisterOptions(invoke="roundrobin"))
+        shared_b = await on_b.register(lambda: "b", "com.example.shared", options=RegisterOptions(invoke="roundrobin"))
+        assert shared_a.id == shared_b.id  # one cluster-wide registration id: the first registrant's
+        prefix = await on_b.register(lambda: None, "com.example.", options=RegisterOptions(match="prefix"))
+        await _known(a, "com.example.", "prefix")
+        await _known(a, "com.example.shared", callees=2)
+        for asker in (on_a, on_b):
+            assert await asker.call("wamp.registration.list") == {
+                "exact": [shared_a.id], "prefix": [prefix.id], "wildcard": []}
+            assert await asker.call("wamp.registration.lookup", "com.example.shared") == shared_a.id
+            assert await asker.call("wamp.registration.lookup", "com.example.", {"match": "prefix"}) == prefix.id
+            assert await asker.call("wamp.registration.match", "com.example.other") == prefix.id
+            assert await asker.call("wamp.registration.match", "com.example.shared") == shared_a.id
+            got = await asker.call("wamp.registration.get", prefix.id)
+            assert (got["id"], got["uri"], got["match"], got["invoke"]) == (prefix.id, "com.example.", "prefix",
+                                                                            "single")
+            assert await asker.call("wamp.registration.list_callees", shared_a.id) == [
+                on_a.welcome.session, on_b.welcome.session]  # in registration order
+            assert await asker.call("wamp.registration.count_callees", shared_a.id) == 2
+            with pytest.raises(ApplicationError) as e:
+                await asker.call("wamp.registration.get", 12345)
+            assert e.value.error == "wamp.error.no_such_registration"
+        await shared_a.unregister()
+        await _known(b, "com.example.shared", callees=1)
+        assert await on_b.call("wamp.registration.list_callees", shared_a.id) == [on_b.welcome.session]
+        assert await on_a.call("com.example.shared") == "b"
+    finally:
+        _leave(on_a, on_b)
+
+
+@ensure
+async def test_on_create_and_on_delete_fire_once_for_the_cluster(make_cluster):
+    """A shared registration with a callee on each node: on_create when its first callee registers, on
+    either node; on_delete when its last one goes; on_register/on_unregister for each callee. (Whether a
+    meta event also reaches the other node's subscribers is pub/sub's part: counted per watcher here.)"""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    watchers = [await connect(a.url), await connect(b.url)]
+    seen: list[list] = [[], []]
+    for w, events in zip(watchers, seen, strict=True):
+        for topic in ("on_create", "on_register", "on_unregister", "on_delete"):
+            await w.subscribe(lambda sid, what, _t=topic, _e=events: _e.append((_t, sid, what)),
+                              f"wamp.registration.{topic}")
+    on_a, on_b = await connect(a.url), await connect(b.url)
+    try:
+        r1 = await on_a.register(lambda: 1, "com.example.s", options=RegisterOptions(invoke="first"))
+        r2 = await on_b.register(lambda: 2, "com.example.s", options=RegisterOptions(invoke="first"))
+        await r1.unregister()
+        await r2.unregister()
+        await sleep(0.3)
+        sa, sb = on_a.welcome.session, on_b.welcome.session
+        for events in seen:  # no watcher hears anything twice
+            kinds = [(t, sid) for t, sid, _ in events]
+            assert len(kinds) == len(set(kinds)), events
+        union = {(t, sid) for events in seen for t, sid, _ in events}
+        assert union == {("on_create", sa), ("on_register", sa), ("on_register", sb), ("on_unregister", sa),
+                         ("on_unregister", sb), ("on_delete", sb)}, union
+    finally:
+        _leave(on_a, on_b, *watchers)
