@@ -26,6 +26,8 @@ def _note(r: dict) -> str:
         notes.append(f"x{r['vs_first']} vs first level")
     if "ratio_to_echo" in r:
         notes.append(f"x{r['ratio_to_echo']} vs echo")
+    if "redis_us" in r:
+        notes.append(f"node A {r['node_a_us']} + node B {r['node_b_us']} us/msg; Redis {r['redis_us']} us/msg")
     if r.get("delivered_share", 1) < 0.99:
         notes.append(f"{100 * r['delivered_share']:.1f}% of events delivered")
     if r.get("errors"):

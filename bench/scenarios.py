@@ -73,6 +73,7 @@ class Window:
     target_cpu: float
     client_cpu: list[float]
     results: list[dict]
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)  # when several processes are measured
 
     @property
     def target_util(self) -> float:
@@ -106,19 +107,23 @@ def settle(pid: int, quiet: float = 0.05, step: float = 0.15, limit: float = 30.
         last = now
 
 
-def measure(pid: int, load: list[LoadProc], opts: Options) -> Window:
-    """Tell every load process to go, then sample CPU times at T0 and T1 (monotonic clock)."""
+def measure(pid: int | list[int], load: list[LoadProc], opts: Options, others: tuple[int, ...] = ()) -> Window:
+    """Tell every load process to go, then sample CPU times at T0 and T1 (monotonic clock). Several
+    `pid`s: their CPU is summed (the nodes of a cluster); `others` are sampled alongside (Redis)."""
+    pids = [pid] if isinstance(pid, int) else list(pid)
     t0 = time.monotonic() + opts.warmup
     t1 = t0 + opts.seconds
     for p in load:
         p.tell(f"go {t0!r} {t1!r}")
     time.sleep(max(0.0, t0 - time.monotonic()))
-    w0, c0, l0 = time.monotonic(), cpu_seconds(pid), [cpu_seconds(p.pid) for p in load]
+    w0, c0, l0 = time.monotonic(), [cpu_seconds(x) for x in (*pids, *others)], [cpu_seconds(p.pid) for p in load]
     time.sleep(max(0.0, t1 - time.monotonic()))
-    w1, c1, l1 = time.monotonic(), cpu_seconds(pid), [cpu_seconds(p.pid) for p in load]
+    w1, c1, l1 = time.monotonic(), [cpu_seconds(x) for x in (*pids, *others)], [cpu_seconds(p.pid) for p in load]
     deadline = t1 + opts.drain + 15
     results = [p.read(deadline)["result"] for p in load]
-    return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results)
+    by_pid = {x: b - a for x, a, b in zip((*pids, *others), c0, c1, strict=True)}
+    return Window(w1 - w0, sum(by_pid[x] for x in pids), [b - a for a, b in zip(l0, l1, strict=True)], results,
+                  by_pid)
 
 
 def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: float, cost_unit: str,
@@ -140,15 +145,17 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 # -- load shapes, run against a router or the ceiling ------------------------------------------------
-def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = "bench.echo") -> dict:
-    """One callee (router only), `callers` caller processes with `window` calls in flight each."""
+def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = "bench.echo",
+            callee_at: Target | None = None, pids: list[int] | None = None, others: tuple[int, ...] = ()) -> dict:
+    """One callee (router only), `callers` caller processes with `window` calls in flight each.
+    In a cluster: the callee on `callee_at` (another node), the CPU of every node in `pids` summed."""
     with Group(workdir) as g:
         common = {"serializer": ser, "realm": opts.realm, "drain": opts.drain, "payload": opts.payload,
                   "procedure": procedure}
-        setup = [] if t.ceiling else [g.spawn("callee", url=t.url(), **common)]
+        setup = [] if t.ceiling else [g.spawn("callee", url=(callee_at or t).url(), **common)]
         callers = [g.spawn("caller", url=t.url("echo"), window=opts.window, **common) for _ in range(opts.callers)]
         g.ready(setup + callers, opts.setup_timeout)  # callers only call after "go", when the callee is there
-        w = measure(t.pid, setup + callers, opts)
+        w = measure(pids or t.pid, setup + callers, opts, others)
     res = w.results[len(setup):]
     calls = sum(r["count"] for r in res)
     errors = sum(r["errors"] for r in res)
@@ -305,6 +312,37 @@ class Bench:
                      ceiling_us=round(ceil["cost"], 2), ratio=round(r["cost"] / ceil["cost"], 3),
                      errors=r["errors"])]
 
+    def scenario_rpc_nodes(self) -> list[dict]:
+        """`--cluster`: the callee on a second node, the callers on this one, against both on this one;
+        router CPU summed over both nodes, Redis's alongside (both per routed message)."""
+        if not self.opts.cluster:
+            say(f"  [{self.ser}] rpc_nodes: skipped (it needs --cluster)")
+            return []
+        say(f"  [{self.ser}] rpc across nodes")
+        b = procs.start_router(self.workdir, self.opts.realm, f"router-{self.ser}-b", self.opts.router_profile,
+                               self.opts.cluster).wait()
+        try:
+            other = Target(f"ws://127.0.0.1:{b.port}", b.pid, False)
+            redis_pid = procs.redis_info(self.opts.cluster, "process_id")
+            rows = []
+            for name, callee_at in (("rpc-same-node", None), ("rpc-across-nodes", other)):
+                settle(self.router.pid)
+                settle(b.pid)
+                r = run_rpc(self.router, self.ser, self.opts, self.workdir, callee_at=callee_at,
+                            pids=[self.router.pid, b.pid], others=(redis_pid,))
+                self._check_router()
+                w = r["window"]
+                msgs = max(r["msgs"], 1)
+                rows.append(_row(name, self.ser, w, r["rate"], "calls/s", r["cost"], "us/msg",
+                                 p50_ms=round(r["p50_ms"], 3), p99_ms=round(r["p99_ms"], 3),
+                                 node_a_us=round(1e6 * w.cpu_by_pid[self.router.pid] / msgs, 2),
+                                 node_b_us=round(1e6 * w.cpu_by_pid[b.pid] / msgs, 2),
+                                 redis_us=round(1e6 * w.cpu_by_pid[redis_pid] / msgs, 2), errors=r["errors"]))
+            rows[1]["ratio"] = round(rows[1]["cost_us"] / rows[0]["cost_us"], 3)  # across / same node
+            return rows
+        finally:
+            b.stop()
+
     def scenario_pubsub(self) -> list[dict]:
         rows = []
         echo = self.ceiling_for("echo")
@@ -397,7 +435,7 @@ class Bench:
         return rows
 
 
-SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "matching", "checks"]
+SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "rpc_nodes", "matching", "checks"]
 PER_SERIALIZER = SCENARIOS[:-2]
 
 

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from router import wamp
 from router.cluster import purge
 from router.cluster.connection import ClusterUnavailable, connected
+from router.cluster.outbox import Outbox
 from router.cluster.registry import (
     ADD,
     COUNTER,
@@ -64,6 +65,10 @@ if node_key not in purge.NODE_KEYS:
     purge.NODE_KEYS.append(node_key)
 
 
+def _nothing() -> None:
+    """An answer that cannot reach the caller's node: that node fails the call when it sees this one gone."""
+
+
 class _Relay:
     """A stand-in caller's transport: what the dealer sends the caller goes back to the caller's node."""
 
@@ -77,14 +82,11 @@ class _Relay:
 
     def send(self, msg: list, bulk: bool = False) -> str | None:
         session = self.session
-        sent = self.rpc.bus.send(self.node, ANSWER, [session.id, msg, bulk])
+        queued = self.rpc.outbox.send(self.node, ANSWER, [session.id, msg, bulk], _nothing)
         if msg[0] != wamp.RESULT or not msg[2].get("progress"):
             self.rpc.release(session)  # a final answer: drop the stand-in if it has nothing else in flight
-        if sent.called and isinstance(sent.result, Failure):
-            sent.addErrback(lambda f: None)
-            return wamp.CANCELED  # the caller is unreachable: the dealer ends the call as for a slow one
-        sent.addErrback(lambda f: None)
-        return None
+        # The caller unreachable (Redis away): the dealer ends the call as for a slow caller.
+        return None if queued else wamp.CANCELED
 
     def send_prepared(self, frame: Any) -> None:
         """Stand-ins subscribe to nothing."""
@@ -286,11 +288,12 @@ class ClusterRPC:
         self._sync_ids = 0
         bus.on(SYNC, self._synced)
         bus.on(REG_KIND, self._reg_changed)
-        bus.on(CALL, self._call_here)
-        bus.on(MORE, self._more_here)
-        bus.on(CANCEL, self._cancel_here)
-        bus.on(GONE, self._gone_here)
-        bus.on(ANSWER, self._answer_here)
+        self.outbox = Outbox(bus, redis)
+        self.outbox.on(CALL, self._call_here)
+        self.outbox.on(MORE, self._more_here)
+        self.outbox.on(CANCEL, self._cancel_here)
+        self.outbox.on(GONE, self._gone_here)
+        self.outbox.on(ANSWER, self._answer_here)
 
     # -- the part's protocol -----------------------------------------------------------------------
     def start(self) -> defer.Deferred:
@@ -435,8 +438,8 @@ class ClusterRPC:
     # -- the bus -----------------------------------------------------------------------------------
     def send(self, node: str, kind: str, body: list, failed: Any) -> None:
         """To one node; `failed()` if it cannot be sent or nobody listens there."""
-        d = self.bus.send(node, kind, body)
-        d.addCallbacks(lambda n: None if n else failed(), lambda f: failed())
+        if not self.outbox.send(node, kind, body, failed):
+            failed()
 
     def release(self, stand_in: Session) -> None:
         """A stand-in with no call in flight any more is dropped."""
@@ -467,13 +470,13 @@ class ClusterRPC:
         realm, caller_id, authid, authrole, features, match, pattern, sid, msg = body
         rr = self.realms.get(realm)
         if rr is None:
-            self.bus.send(sender, ANSWER, [caller_id, wamp.error(wamp.CALL, msg[1], wamp.NO_SUCH_PROCEDURE, [
-                "no procedure registered for it"]), False]).addErrback(lambda f: None)
+            self.send(sender, ANSWER, [caller_id, wamp.error(wamp.CALL, msg[1], wamp.NO_SUCH_PROCEDURE, [
+                "no procedure registered for it"]), False], _nothing)
             return
         stand_in = self._stand_in(sender, caller_id, rr, authid, authrole, features)
         if stand_in is None:
-            self.bus.send(sender, ANSWER, [caller_id, wamp.error(wamp.CALL, msg[1], wamp.CANCELED, [
-                "the callee's node has too many calls in flight"]), False]).addErrback(lambda f: None)
+            self.send(sender, ANSWER, [caller_id, wamp.error(wamp.CALL, msg[1], wamp.CANCELED, [
+                "the callee's node has too many calls in flight"]), False], _nothing)
             return
         dealer = rr.dealer
         reg = dealer.lookup(pattern, match)
