@@ -521,3 +521,43 @@ async def test_on_create_and_on_delete_fire_once_for_the_cluster(make_cluster):
                          ("on_unregister", sb), ("on_delete", sb)}, union
     finally:
         _leave(on_a, on_b, *watchers)
+
+
+@ensure
+async def test_redis_restarted_empty_the_nodes_write_their_registrations_again(make_cluster, redis_server):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, leaver, caller = await connect(b.url), await connect(b.url), await connect(a.url)
+    try:
+        await callee.register(lambda: "still here", "com.example.kept")
+        gone = await leaver.register(lambda: None, "com.example.dropped")
+        await _known(a, "com.example.dropped")
+        redis_server.stop()
+        await _until(lambda: not a.redis._factory.size and not b.redis._factory.size, 5, "Redis gone for both")
+        await gone.unregister()  # while Redis is away: only this node knows
+        redis_server.start()
+        await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
+        await _known(a, "com.example.kept")
+        assert await with_timeout(caller.call("com.example.kept")) == "still here"
+        with pytest.raises(ApplicationError) as e:
+            await with_timeout(caller.call("com.example.dropped"))
+        assert e.value.error == "wamp.error.no_such_procedure"
+    finally:
+        _leave(callee, leaver, caller)
+
+
+@ensure
+async def test_a_callee_that_left_while_redis_was_cut_off_is_removed_when_it_is_back(make_cluster, redis_server):
+    a, b = await make_cluster("a"), await make_cluster("b")
+    leaver, caller = await connect(b.url), await connect(a.url)
+    try:
+        gone = await leaver.register(lambda: None, "com.example.dropped")
+        await _known(a, "com.example.dropped")
+        redis_server.command("CLIENT", "KILL", "TYPE", "normal")  # every node's command connection, data kept
+        await _until(lambda: not b.redis._factory.size, 5, "b to lose its connection")
+        await gone.unregister()  # only b knows, for now
+        await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 0, 15, "the stale callee removed")
+        with pytest.raises(ApplicationError) as e:
+            await with_timeout(caller.call("com.example.dropped"))
+        assert e.value.error == "wamp.error.no_such_procedure"
+    finally:
+        _leave(leaver, caller)

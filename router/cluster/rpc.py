@@ -73,7 +73,6 @@ class _Relay:
     """A stand-in caller's transport: what the dealer sends the caller goes back to the caller's node."""
 
     __slots__ = ("rpc", "node", "session")
-    state = 2  # router.protocol.ESTABLISHED: the caller's node checks its own connection
 
     def __init__(self, rpc: ClusterRPC, node: str) -> None:
         self.rpc = rpc
@@ -200,7 +199,8 @@ class RealmRPC:
                 rpc.apply(self.uri, fld, raw)
             if rpc.table.lookup(session.id) is not session:  # it left while Redis answered
                 if not uri:
-                    rpc.remove(self.node_id, [(self.uri, fld, me)])
+                    rpc.remove(self.node_id, [(self.uri, fld, me)]).addErrback(
+                        rpc.log_failure, "removing the registration of a session that left")
                 return
             if uri:
                 session.transport.send(wamp.error(wamp.REGISTER, request, uri, [
@@ -338,6 +338,16 @@ class ClusterRPC:
                                       "since Redis was lost ({uri}): it is served to this node's callers only",
                                       procedure=wamp.quote(reg.procedure), sid=c.session.id, uri=uri)
         yield self.reload()
+        stale = []  # callees of this node that left while Redis was away
+        for realm, index in list(self.view.indexes.items()):
+            rr = self.realms.get(realm)
+            for entry in list(index.values()):
+                reg = rr.dealer.lookup(entry.procedure, entry.match) if rr is not None else None
+                here = {c.session.id for c in reg.callees} if reg is not None and reg.in_cluster else set()
+                stale.extend((realm, field(entry.procedure, entry.match), callee_id(node, sid))
+                             for node, sid in entry.callees if node == self.node_id and sid not in here)
+        if stale:
+            yield self.remove(self.node_id, stale)
 
     @defer.inlineCallbacks
     def stop(self):
