@@ -547,7 +547,8 @@ async def test_redis_restarted_empty_the_nodes_write_their_registrations_again(m
 
 @ensure
 async def test_a_callee_that_left_while_redis_was_cut_off_is_removed_when_it_is_back(make_cluster, redis_server):
-    a, b = await make_cluster("a"), await make_cluster("b")
+    slow = {"cluster": {"node_timeout": 10.0}}  # nobody is taken for dead meanwhile: b cleans up itself
+    a, b = await make_cluster("a", **slow), await make_cluster("b", **slow)
     leaver, caller = await connect(b.url), await connect(a.url)
     try:
         gone = await leaver.register(lambda: None, "com.example.dropped")
