@@ -562,3 +562,20 @@ async def test_a_callee_that_left_while_redis_was_cut_off_is_removed_when_it_is_
         assert e.value.error == "wamp.error.no_such_procedure"
     finally:
         _leave(leaver, caller)
+
+
+@ensure
+async def test_the_caller_s_role_forces_disclosure_on_the_callee_s_node(make_cluster):
+    perms = [{"uri": "com.", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"],
+              "disclose": ["caller"]}]
+    realms = [{"uri": "realm1", "roles": {"anonymous": {"permissions": perms}}}]
+    a, b = await make_cluster("a", realms=realms), await make_cluster("b", realms=realms)
+    callee, caller = await _peer(b), await raw_connect(a.url)
+    hello = await caller.hello()
+    await _registered(callee, "com.example.audited")
+    await _known(a, "com.example.audited")
+    caller.send([CALL, 1, {}, "com.example.audited"])
+    inv = await callee.recv()
+    assert inv[3] == {"caller": hello[1], "caller_authid": hello[2]["authid"], "caller_authrole": "anonymous"}
+    caller.drop()
+    callee.drop()
