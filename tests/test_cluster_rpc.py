@@ -579,3 +579,25 @@ async def test_the_caller_s_role_forces_disclosure_on_the_callee_s_node(make_clu
     assert inv[3] == {"caller": hello[1], "caller_authid": hello[2]["authid"], "caller_authrole": "anonymous"}
     caller.drop()
     callee.drop()
+
+
+@ensure
+async def test_large_payloads_cross_nodes_up_to_the_bus_s_limit(make_cluster):
+    """A call carrying 3 MiB crosses (alone in its bus message); one over 7 MiB cannot cross and the
+    caller hears wamp.error.canceled at once, while small calls around it still go."""
+    limits = {"listeners": [{"port": 0, "max_message_size": 16 * 1024 * 1024}]}
+    a, b = await make_cluster("a", **limits), await make_cluster("b", **limits)
+    callee, caller = await connect(b.url, "msgpack"), await connect(a.url, "msgpack")
+    try:
+        await callee.register(lambda blob: len(blob), "com.example.size")
+        await _known(a, "com.example.size")
+        small = [caller.call("com.example.size", b"x") for _ in range(3)]
+        big = caller.call("com.example.size", b"\x01" * (3 * 1024 * 1024))
+        assert await with_timeout(big, 10) == 3 * 1024 * 1024
+        assert [await with_timeout(d) for d in small] == [1, 1, 1]
+        with pytest.raises(ApplicationError) as e:
+            await with_timeout(caller.call("com.example.size", b"\x02" * (7 * 1024 * 1024 + 1)), 10)
+        assert e.value.error == "wamp.error.canceled"
+        assert await with_timeout(caller.call("com.example.size", b"yz")) == 2
+    finally:
+        _leave(callee, caller)

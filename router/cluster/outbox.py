@@ -45,6 +45,9 @@ class Outbox:
         if len(item) > MAX_ITEM_BYTES:
             return False
         box = self._boxes.get(node)
+        if box is not None and box[2][0] + len(item) > MAX_BATCH_BYTES:  # a batch stays under the bus's limit
+            self._send(node, self._boxes.pop(node))
+            box = None
         if box is None:
             box = self._boxes[node] = ([], [], [0])
             if self._call is None:
