@@ -599,5 +599,11 @@ async def test_large_payloads_cross_nodes_up_to_the_bus_s_limit(make_cluster):
             await with_timeout(caller.call("com.example.size", b"\x02" * (7 * 1024 * 1024 + 1)), 10)
         assert e.value.error == "wamp.error.canceled"
         assert await with_timeout(caller.call("com.example.size", b"yz")) == 2
+        await callee.register(lambda n: b"\x03" * n, "com.example.blob")  # answers too large to cross
+        await _known(a, "com.example.blob")
+        with pytest.raises(ApplicationError) as e:
+            await with_timeout(caller.call("com.example.blob", 7 * 1024 * 1024 + 1), 10)
+        assert e.value.error == "wamp.error.canceled"
+        assert len(await with_timeout(caller.call("com.example.blob", 5))) == 5
     finally:
         _leave(callee, caller)

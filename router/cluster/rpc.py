@@ -81,10 +81,15 @@ class _Relay:
 
     def send(self, msg: list, bulk: bool = False) -> str | None:
         session = self.session
-        queued = self.rpc.outbox.send(self.node, ANSWER, [session.id, msg, bulk], _nothing)
+        outbox = self.rpc.outbox
+        queued = outbox.send(self.node, ANSWER, [session.id, msg, bulk], _nothing)
         if msg[0] != wamp.RESULT or not msg[2].get("progress"):
             self.rpc.release(session)  # a final answer: drop the stand-in if it has nothing else in flight
-        # The caller unreachable (Redis away): the dealer ends the call as for a slow caller.
+            if not queued:  # too large to cross: a short ERROR in its place, as WampProtocol.send does
+                request = msg[1] if msg[0] == wamp.RESULT else msg[2]
+                outbox.send(self.node, ANSWER, [session.id, wamp.error(wamp.CALL, request, wamp.CANCELED, [
+                    "the answer could not be sent to the caller's node"]), False], _nothing)
+        # The caller unreachable (Redis away, too large): the dealer ends the call as for a slow caller.
         return None if queued else wamp.CANCELED
 
     def send_prepared(self, frame: Any) -> None:
