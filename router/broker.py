@@ -116,6 +116,9 @@ class Broker:
         self._by_session: dict[int, set[int]] = {}
         self._retained: dict[str, Retained] = {}  # insertion order: the oldest retained topic first
         self._retained_bytes = 0
+        # In a cluster, the other nodes' subscriptions (router/cluster/pubsub.py RemoteInterest); None
+        # on one node, where PUBLISH pays one attribute test for it.
+        self.cluster = None
 
     # -- requests --------------------------------------------------------------------------------
     def subscribe(self, session: Session, msg: list) -> None:
@@ -143,11 +146,13 @@ class Broker:
             return
         created = sub is None
         if created:
-            sub = Subscription(self._new_id(), topic, match)
+            sub = Subscription(self._new_id(topic, match), topic, match)
             self._subs.add(topic, match, sub)
             self._by_id[sub.id] = sub
             if match != "exact":
                 self._patterns += 1
+            if self.cluster is not None:
+                self.cluster.created(topic, match)
         added = session.id not in sub.subscribers
         sub.subscribers[session.id] = session
         self._by_session.setdefault(session.id, set()).add(sub.id)
@@ -190,6 +195,9 @@ class Broker:
                 self._fan_out(topic, publication, details, msg[4:], exclude, None)
             else:
                 self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
+        cluster = self.cluster
+        if cluster is not None and cluster.wants(topic):
+            cluster.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None, None)
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
@@ -209,6 +217,8 @@ class Broker:
             details.update(ppt)
         payload = msg[4:]
         self._fan_out(topic, publication, details, payload, exclude, receivers)
+        if self.cluster is not None and self.cluster.wants(topic):
+            self.cluster.forward(topic, publication, details, payload, None, receivers)
         if retain:
             self._retain(session, topic, Retained(publication, details, payload, exclude, receivers,
                                                   approx_size((topic, options, payload), self.max_retained_bytes)))
@@ -217,9 +227,22 @@ class Broker:
 
     def emit(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
         """Publish as the router (meta events, testaments): nobody is excluded. With no subscription
-        matching `topic` this is one dict lookup."""
-        if self._patterns or topic in self._exact:
-            self._fan_out(topic, wamp.global_id(), details or {}, [args, kwargs] if kwargs else [args], None, None)
+        matching `topic` this is one dict lookup (and one more in a cluster)."""
+        cluster = self.cluster
+        remote = cluster is not None and cluster.wants(topic)
+        if self._patterns or topic in self._exact or remote:
+            publication, payload = wamp.global_id(), [args, kwargs] if kwargs else [args]
+            self._fan_out(topic, publication, details or {}, payload, None, None)
+            if remote:
+                cluster.forward(topic, publication, details or {}, payload, None, None)
+
+    def deliver_remote(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
+                       lists: dict | None) -> None:
+        """A publication from another node of the cluster, to this node's subscribers, with the
+        publisher's exclusions and black/whitelists applied here."""
+        receivers = None if lists is None else Receivers({k: frozenset(v) for k, v in lists.items()
+                                                          if k in Receivers.__slots__ and type(v) is list})
+        self._fan_out(topic, publication, details, payload, exclude, receivers)
 
     def _fan_out(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
                  receivers: Receivers | None) -> None:
@@ -348,10 +371,17 @@ class Broker:
             del self._by_id[sub.id]
             if sub.match != "exact":
                 self._patterns -= 1
+            if self.cluster is not None:
+                self.cluster.deleted(sub.topic, sub.match)
         if self.listener is not None:
             self.listener.unsubscribed(session_id, sub, deleted)
 
-    def _new_id(self) -> int:
+    def _new_id(self, topic: str, match: str) -> int:
+        """Random on one node; in a cluster the same id on every node (a hash of the subscription)."""
+        if self.cluster is not None:
+            sub_id = self.cluster.id_for(topic, match)
+            if sub_id not in self._by_id:
+                return sub_id
         while True:
             sub_id = wamp.global_id()
             if sub_id not in self._by_id:

@@ -21,3 +21,32 @@ async def test_two_in_process_nodes_see_each_others_sessions(make_cluster, redis
     finally:
         c1.leave()
         c2.leave()
+
+
+async def _subscriber(url: str, topic: str, got: list, **options):
+    from autobahn.wamp.types import SubscribeOptions
+
+    client = await connect(url)
+    await client.subscribe(lambda *a, **kw: got.append((a, kw)), topic,
+                           options=SubscribeOptions(details_arg="details", **options) if options else None)
+    return client
+
+
+@ensure
+async def test_an_event_published_on_one_node_reaches_subscribers_on_the_other(make_cluster):
+    from autobahn.wamp.types import PublishOptions
+
+    a, b = await make_cluster("a"), await make_cluster("b")
+    got_b, got_prefix = [], []
+    sub_b = await _subscriber(b.url, "com.x.topic", got_b)
+    sub_prefix = await _subscriber(b.url, "com.x", got_prefix, match="prefix")
+    pub = await connect(a.url)
+    try:
+        await _until(lambda: a.cluster_parts[0].interest("realm1").wants("com.x.topic"), 5, "A knows B's interest")
+        await pub.publish("com.x.topic", 1, b"\x00bin", k="v", options=PublishOptions(acknowledge=True))
+        await _until(lambda: got_b and got_prefix, 5, "events on B")
+        assert got_b[0][0] == (1, b"\x00bin") and got_b[0][1] == {"k": "v"}
+        assert got_prefix[0][1]["details"].topic == "com.x.topic"
+    finally:
+        for c in (sub_b, sub_prefix, pub):
+            c.leave()
