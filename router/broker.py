@@ -159,7 +159,10 @@ class Broker:
         send([wamp.SUBSCRIBED, request, sub.id])
         if added and self.listener is not None:
             self.listener.subscribed(session.id, sub, created)
-        if get_retained and self._retained:
+        if get_retained and self.cluster is not None:
+            self.cluster.retained_for(sub).addCallbacks(lambda found: self._send_found(session, sub, found),
+                                                        lambda f: self._send_retained(session, sub))
+        elif get_retained and self._retained:
             self._send_retained(session, sub)
 
     def unsubscribe(self, session: Session, msg: list) -> None:
@@ -313,6 +316,8 @@ class Broker:
             self._retained_bytes -= store.pop(next(iter(store))).size
         store[topic] = event  # re-inserted: the most recently retained topic is last
         self._retained_bytes += event.size
+        if self.cluster is not None:  # kept in Redis too, for the other nodes' subscribers
+            self.cluster.retain(topic, event, self.max_retained_bytes, MAX_RETAINED)
 
     def _send_retained(self, session: Session, sub: Subscription) -> None:
         """After SUBSCRIBED: the retained event of every topic the subscription matches, if the session
@@ -322,6 +327,10 @@ class Broker:
             found = [(sub.topic, event)] if event is not None else []
         else:
             found = [(t, e) for t, e in self._retained.items() if pattern_matches(sub.topic, sub.match, t)]
+        self._send_found(session, sub, found)
+
+    @staticmethod
+    def _send_found(session: Session, sub: Subscription, found: list[tuple[str, Retained]]) -> None:
         transport = session.transport
         for topic, event in found:
             if event.admits(session):

@@ -50,3 +50,29 @@ async def test_an_event_published_on_one_node_reaches_subscribers_on_the_other(m
     finally:
         for c in (sub_b, sub_prefix, pub):
             c.leave()
+
+
+@ensure
+async def test_a_retained_event_reaches_a_later_subscriber_on_another_node(make_cluster, redis_server):
+    from autobahn.wamp.types import PublishOptions
+
+    a, b = await make_cluster("a"), await make_cluster("b")
+    pub = await connect(a.url)
+    got_exact, got_wild, got_none = [], [], []
+    clients = [pub]
+    try:
+        await pub.publish("com.r.one", b"\xffraw", n=1, options=PublishOptions(acknowledge=True, retain=True))
+        await pub.publish("com.r.two", 2, options=PublishOptions(acknowledge=True, retain=True, eligible=[1]))
+        await _until(lambda: redis_server.command("HLEN", "cy:ret:realm1") == 3, 5, "two events in Redis")
+        clients.append(await _subscriber(b.url, "com.r.one", got_exact, get_retained=True))
+        clients.append(await _subscriber(b.url, "com.r.", got_wild, match="wildcard", get_retained=True))
+        clients.append(await _subscriber(b.url, "com.r.one", got_none))  # no get_retained: nothing
+        await _until(lambda: got_exact and got_wild, 5, "retained events on B")
+        assert got_exact[0][0] == (b"\xffraw",) and got_exact[0][1]["n"] == 1
+        assert got_exact[0][1]["details"].retained is True
+        # com.r.two was for session 1 only (eligible): not for these subscribers
+        assert [e[1]["details"].topic for e in got_wild] == ["com.r.one"]
+        assert got_none == []
+    finally:
+        for c in clients:
+            c.leave()

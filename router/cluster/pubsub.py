@@ -23,6 +23,7 @@ import json
 import time
 from typing import Any
 
+import msgpack
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -124,6 +125,12 @@ class RemoteInterest:
 
     def deleted(self, topic: str, match: str) -> None:
         self.part.interest_changed(self.realm, match, topic, False)
+
+    def retain(self, topic: str, event: Any, max_bytes: int, max_count: int) -> None:
+        self.part.retain(self.realm, topic, event, max_bytes, max_count)
+
+    def retained_for(self, sub: Any) -> defer.Deferred:
+        return self.part.retained_for(self.realm, sub)
 
     def elsewhere(self, topic: str, match: str) -> bool:
         """Whether another node has subscribers for exactly this subscription."""
@@ -290,6 +297,46 @@ class ClusterPubSub:
         router = self.node._routers.get(realm)
         if router is not None:
             router.broker.deliver_remote(topic, publication, details, payload, exclude, lists)
+
+    # -- retained events -------------------------------------------------------------------------
+    def retain(self, realm: str, topic: str, event: Any, max_bytes: int, max_count: int) -> None:
+        """The realm's latest retained event on `topic`, in Redis for every node; past the realm's
+        bounds the topics retained longest ago are forgotten (the same bounds as on one node)."""
+        if not connected(self.redis):
+            return
+        receivers = event.receivers
+        lists = None if receivers is None else {k: list(v) for k in receivers.__slots__
+                                                if (v := getattr(receivers, k)) is not None}
+        try:
+            packed = msgpack.packb([event.publication, event.details, event.payload, event.exclude, lists],
+                                   use_bin_type=True)
+        except Exception:  # not representable in msgpack: retained on this node only
+            return
+        self.redis.eval(_RETAIN, [retained_key(realm), retained_order_key(realm)],
+                        [topic, packed, len(packed), time.time(), max_count, max_bytes]).addErrback(
+            lambda f: self.log.warn("retaining an event in Redis failed: {e}", e=f.getErrorMessage()))
+
+    @defer.inlineCallbacks
+    def retained_for(self, realm: str, sub: Any):
+        """[(topic, Retained)] for a new subscription, from Redis (ClusterUnavailable while it is away:
+        the broker then sends what this node retained itself)."""
+        from router.broker import Receivers, Retained, pattern_matches
+
+        require(self.redis)
+        if sub.match == "exact":
+            value = yield self.redis.hget(retained_key(realm), sub.topic)
+            found = [(sub.topic, value)] if value is not None else []
+        else:
+            everything = yield self.redis.hgetall(retained_key(realm))
+            found = [(t, v) for t, v in everything.items() if t and pattern_matches(sub.topic, sub.match, t)]
+        events = []
+        for topic, value in found:
+            # The connection decodes replies as UTF-8 where they are: encoding gives the bytes back.
+            raw = value.encode() if type(value) is str else value
+            publication, details, payload, exclude, lists = msgpack.unpackb(raw, raw=False)
+            receivers = None if lists is None else Receivers({k: frozenset(v) for k, v in lists.items()})
+            events.append((topic, Retained(publication, details, payload, exclude, receivers)))
+        return events
 
     def _subscribers(self, sender: str, body: list) -> list[int]:
         realm, match, topic = body
