@@ -186,6 +186,7 @@ class ClusterPubSub:
         self.me = node.config.cluster.node_id
         self.realms: dict[str, RemoteInterest] = {}
         self.by_node: dict[str, set[tuple[str, str, str]]] = {}  # node → its (realm, match, topic)
+        self.sent = 0  # events sent to other nodes: one per publication and interested node
         self.dropped = 0  # events not sent to another node (Redis away, bus over budget, not encodable)
         self._dropping = False
         self.bus.on(SUB, self._sub)
@@ -282,6 +283,7 @@ class ClusterPubSub:
 
     # -- events ----------------------------------------------------------------------------------
     def send_event(self, nodes: list[str], body: list) -> None:
+        self.sent += len(nodes)
         for d in self.bus.send_many(nodes, EVENT, body):
             d.addErrback(self._not_sent)
 
