@@ -151,14 +151,25 @@ class Broker:
             self._by_id[sub.id] = sub
             if match != "exact":
                 self._patterns += 1
-            if self.cluster is not None:
-                self.cluster.created(topic, match)
         added = session.id not in sub.subscribers
         sub.subscribers[session.id] = session
         self._by_session.setdefault(session.id, set()).add(sub.id)
-        send([wamp.SUBSCRIBED, request, sub.id])
+        if created and self.cluster is not None:
+            # SUBSCRIBED once Redis has passed the news to the other nodes: a PUBLISH the client
+            # then makes on another node finds this subscription there.
+            self.cluster.created(topic, match).addBoth(lambda _: self._subscribed(session, request, sub, get_retained))
+        else:
+            send([wamp.SUBSCRIBED, request, sub.id])
         if added and self.listener is not None:
             self.listener.subscribed(session.id, sub, created)
+        if not created or self.cluster is None:
+            self._give_retained(session, sub, get_retained)
+
+    def _subscribed(self, session: Session, request: int, sub: Subscription, get_retained: bool) -> None:
+        session.transport.send([wamp.SUBSCRIBED, request, sub.id])
+        self._give_retained(session, sub, get_retained)
+
+    def _give_retained(self, session: Session, sub: Subscription, get_retained: bool) -> None:
         if get_retained and self.cluster is not None:
             self.cluster.retained_for(sub).addCallbacks(lambda found: self._send_found(session, sub, found),
                                                         lambda f: self._send_retained(session, sub))

@@ -120,8 +120,8 @@ class RemoteInterest:
     def id_for(self, topic: str, match: str) -> int:
         return subscription_id(self.realm, match, topic)
 
-    def created(self, topic: str, match: str) -> None:
-        self.part.interest_changed(self.realm, match, topic, True)
+    def created(self, topic: str, match: str) -> defer.Deferred:
+        return self.part.interest_changed(self.realm, match, topic, True)
 
     def deleted(self, topic: str, match: str) -> None:
         self.part.interest_changed(self.realm, match, topic, False)
@@ -219,15 +219,16 @@ class ClusterPubSub:
         return self.redis.delete(subs_key(self.me)) if connected(self.redis) else defer.succeed(None)
 
     # -- this node's subscriptions ---------------------------------------------------------------
-    def interest_changed(self, realm: str, match: str, topic: str, present: bool) -> None:
+    def interest_changed(self, realm: str, match: str, topic: str, present: bool) -> defer.Deferred:
         """A subscription got its first subscriber on this node, or lost its last: tell Redis and the
-        other nodes. Redis away: nothing now; `resync` re-writes the whole set when it is back."""
+        other nodes; fires once Redis has passed it on (or failed to: never an error). Redis away:
+        nothing now; `resync` re-writes the whole set when it is back."""
         if not connected(self.redis):
-            return
+            return defer.succeed(None)
         member = _member(realm, match, topic)
         write = self.redis.sadd(subs_key(self.me), member) if present else self.redis.srem(subs_key(self.me), member)
         write.addErrback(lambda f: None)
-        self.bus.broadcast(SUB, [realm, match, topic, 1 if present else 0]).addErrback(lambda f: None)
+        return self.bus.broadcast(SUB, [realm, match, topic, 1 if present else 0]).addErrback(lambda f: None)
 
     def _local(self) -> list[str]:
         found = []
