@@ -329,9 +329,11 @@ class ClusterPubSub:
         if sub.match == "exact":
             value = yield self.redis.hget(retained_key(realm), sub.topic)
             found = [(sub.topic, value)] if value is not None else []
-        else:
-            everything = yield self.redis.hgetall(retained_key(realm))
-            found = [(t, v) for t, v in everything.items() if t and pattern_matches(sub.topic, sub.match, t)]
+        else:  # every matching topic, retained longest ago first (as on one node)
+            topics = yield self.redis.zrange(retained_order_key(realm), 0, -1)
+            topics = [t for t in topics if pattern_matches(sub.topic, sub.match, t)]
+            values = (yield self.redis.hmget(retained_key(realm), topics)) if topics else []
+            found = [(t, v) for t, v in zip(topics, values, strict=True) if v is not None]
         events = []
         for topic, value in found:
             # The connection decodes replies as UTF-8 where they are: encoding gives the bytes back.
