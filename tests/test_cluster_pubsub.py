@@ -165,3 +165,43 @@ async def test_a_stopped_nodes_interest_is_forgotten(make_cluster):
     await b.stop()
     await _until(lambda: "b" not in part.by_node, 5, "B forgotten")
     assert not part.interest("realm1").wants("com.g.topic")
+
+
+@ensure
+async def test_after_a_redis_restart_events_cross_again_even_for_subscriptions_made_meanwhile(make_cluster,
+                                                                                           redis_server):
+    from autobahn.twisted.util import sleep
+    from autobahn.wamp.types import PublishOptions
+
+    from tests.redisproc import RedisServer
+
+    a, b = await make_cluster("a"), await make_cluster("b")
+    before, during = [], []
+    clients = [await _subscriber(b.url, "com.rr.before", before)]
+    part = a.cluster_parts[0]
+    restarted = None
+    try:
+        await _until(lambda: part.interest("realm1").wants("com.rr.before"), 5, "B's interest on A")
+        port, workdir = redis_server.port, redis_server.workdir
+        redis_server.stop()
+        await _until(lambda: not b.membership.up and not a.membership.up, 5, "both nodes to notice")
+        clients.append(await _subscriber(b.url, "com.rr.during", during))  # Redis away: B cannot tell A
+        restarted = RedisServer(workdir)
+        restarted.port, restarted.url = port, redis_server.url
+        restarted.start()
+        await _until(lambda: part.interest("realm1").wants("com.rr.during") and a.membership.up, 15,
+                     "B's subscriptions known to A again")
+        assert sorted(restarted.command("SMEMBERS", "cy:subs:b")) == [
+            '["realm1","exact","com.rr.before"]', '["realm1","exact","com.rr.during"]']
+        pub = await connect(a.url)
+        clients.append(pub)
+        for topic in ("com.rr.before", "com.rr.during"):
+            await pub.publish(topic, topic, options=PublishOptions(acknowledge=True))
+        await _until(lambda: before and during, 5, "events on B")
+        await sleep(0.1)
+        assert [e[0] for e in before + during] == [("com.rr.before",), ("com.rr.during",)]
+    finally:
+        for c in clients:
+            c.leave()
+        if restarted is not None:
+            restarted.stop()
