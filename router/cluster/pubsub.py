@@ -285,14 +285,13 @@ class ClusterPubSub:
     # -- events ----------------------------------------------------------------------------------
     def send_event(self, nodes: list[str], body: list) -> None:
         self.sent += len(nodes)
-        for d in self.bus.send_many(nodes, EVENT, body):
-            d.addErrback(self._not_sent)
+        self.bus.post(nodes, EVENT, body, self._not_sent)
 
-    def _not_sent(self, failure: Any) -> None:
-        self.dropped += 1
+    def _not_sent(self, n: int, why: str) -> None:
+        self.dropped += n
         if not self._dropping:  # one line per outage, not one per event
             self._dropping = True
-            self.log.warn("events to other nodes are being dropped: {e}", e=failure.getErrorMessage())
+            self.log.warn("events to other nodes are being dropped: {why}", why=why)
 
     def _event(self, sender: str, body: list) -> None:
         self._dropping = False
