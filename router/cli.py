@@ -144,6 +144,14 @@ def _run_cluster_node(node) -> int:
     return outcome["code"]
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the config's JSON Schema (config/courtyard.schema.json is this output)."""
+    from router.config_schema import dumps
+
+    sys.stdout.write(dumps())
+    return 0
+
+
 def cmd_auth_hash_secret(args: argparse.Namespace) -> int:
     """Print config for a user's secret: a ticket hash, or a salted WAMP-CRA key."""
     import getpass
@@ -192,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
     p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
+    p.set_defaults(func=cmd_schema)
     auth_cmd = sub.add_parser("auth", help="make secrets and keys for the config")
     auth = auth_cmd.add_subparsers(dest="auth", required=True)
     p = auth.add_parser("hash-secret", help="print a salted hash of a ticket (or a salted WAMP-CRA key)")

@@ -22,7 +22,8 @@ def test_embedded_default_matches_the_shipped_file():
     assert cfg.storage == {"backend": "memory"}
 
 
-@pytest.mark.parametrize("raw,path", [
+# (config, the key path of its error); the shape errors among them are the schema test's too
+BAD = [
     ({"listeners": [{"port": "eighty"}]}, "listeners[0].port"),
     ({"listeners": [{"port": 70000}]}, "listeners[0].port"),
     ({"listeners": [{"serializers": ["xml"]}]}, "listeners[0].serializers"),
@@ -47,7 +48,12 @@ def test_embedded_default_matches_the_shipped_file():
     ({"limits": {"max_retained_bytes": None}}, "limits.max_retained_bytes"),
     ({"bogus": 1}, "bogus"),
     ([1, 2], "(top level)"),
-])
+    ({"version": 2}, "version"),
+    ({"version": "1"}, "version"),
+]
+
+
+@pytest.mark.parametrize("raw,path", BAD)
 def test_errors_name_the_key_path(raw, path):
     with pytest.raises(ConfigError) as e:
         parse(raw)
