@@ -120,7 +120,7 @@ class NodeConfig:
     sweep_interval: float = 1.0
     realms: list[Realm] = field(default_factory=lambda: [_open_realm("realm1")])
     admin_realm: Realm = field(default_factory=lambda: _admin_realm("courtyard.admin", {}))
-    data_dir: str | None = ".data"  # where admin changes are kept; None: in memory only
+    data_dir: str | None = ".data"  # admin changes (from a file: relative to its directory); None: memory only
     cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
 
 
@@ -399,7 +399,9 @@ def warnings(cfg: NodeConfig) -> list[str]:
 
 
 def load(path: str | Path | None) -> NodeConfig:
-    """Read and validate a config file; None gives the embedded default."""
+    """Read and validate a config file; None gives the embedded default. A relative `admin.data_dir`
+    is taken from the file's directory (not the working directory), so the node finds its database
+    wherever it is started from."""
     if path is None:
         return parse({})
     try:
@@ -410,4 +412,7 @@ def load(path: str | Path | None) -> NodeConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(str(path), f"invalid YAML: {e}")
-    return parse(raw)
+    cfg = parse(raw)
+    if cfg.data_dir is not None:
+        cfg.data_dir = str(Path(path).parent / Path(cfg.data_dir).expanduser())
+    return cfg

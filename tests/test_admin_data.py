@@ -229,7 +229,9 @@ def test_an_existing_database_open_to_others_is_tightened(tmp_path, log_lines):
     data.mkdir(mode=0o755)
     os.chmod(data, 0o755)
     db = data / "courtyard.db"
-    RealmStore(db).close()
+    first = RealmStore(db)
+    first.save_realm("shop", {"uri": "shop"})  # the file is made with the first change
+    first.close()
     os.chmod(db, 0o644)
     RealmStore(db).close()
     assert stat.S_IMODE(db.stat().st_mode) == 0o600 and stat.S_IMODE(data.stat().st_mode) == 0o700
