@@ -91,6 +91,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"courtyard: cannot write the log file {args.log_file}: {e.strerror}", file=sys.stderr)
         return 2
+    if args.log_level == "debug":  # each routed message, one line (off: one flag read per message)
+        from router import protocol
+
+        protocol.trace(True)
     try:
         node = Node(cfg)
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback

@@ -211,7 +211,7 @@ async def test_wampcra_secrets_from_the_admin_realm_are_kept_salted_and_never_lo
     secrets = ("carol-cra-secret", "carol-new-secret", "dan-cra-secret", "dan-ticket-secret", "yaml-cra-secret")
     assert [s for s in secrets if s.encode() in stored] == []
     assert [s for s in secrets if s in log] == []
-    assert "admin root called courtyard.user.add ['shop', 'dan', 'customer', '***', '***']" in log
+    assert 'admin root called courtyard.user.add("shop", "dan", "customer", "***", "***")' in log
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     again = start_node(**config)  # what was stored still lets them in
