@@ -15,8 +15,9 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 
+from realms.secrets import hash_secret
 from tests.routerproc import RouterProcess
-from tests.wampclient import Aborted, connect, raw_connect
+from tests.wampclient import Aborted, answer_ticket, connect, raw_connect
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -84,10 +85,22 @@ REPR = re.compile(r"object at 0x|<[A-Za-z_][\w.]*[ >]|\bNone\b|\bb'|\bb\"|\[\]|\
 async def test_debug_logs_each_routed_message_once_and_no_line_holds_a_repr(tmp_path):
     """A scenario (join, register, call, an error, bad input, leave) at --log-level debug, as JSON."""
     log = tmp_path / "courtyard.jsonl"
-    router = RouterProcess(tmp_path, {"admin": {"data_dir": None}, "shutdown": {"grace_period": 0.5}},
+    shop = {"uri": "shop", "auth": {"anonymous": False, "ticket": True},
+            "users": {"bob": {"role": "r", "ticket": hash_secret("bob-pw", iterations=1000)}},
+            "roles": {"r": {"permissions": [{"uri": "", "match": "prefix", "allow": ["call"]}]}}}
+    router = RouterProcess(tmp_path, {"admin": {"data_dir": None}, "shutdown": {"grace_period": 0.5},
+                                      "realms": [{"uri": "realm1"}, shop]},
                            args=("--log-format", "json", "--log-level", "debug"), log_file=log).start()
     try:
         callee, caller = await connect(router.url), await connect(router.url, "msgpack")
+        with pytest.raises(Aborted):  # a failed authentication: one warning
+            await connect(router.url, realm="shop", authmethods=["ticket"], authid="bob\nroot",
+                          on_challenge=answer_ticket("wrong"))
+        with pytest.raises(ConnectionError):  # no subprotocol this router speaks
+            await raw_connect(router.url, protocols=["wamp.2.xml"])
+        garbled = await raw_connect(router.url)
+        garbled.send_raw(b"\xff\x00not json", binary=False)  # does not decode: ABORT
+        await garbled.recv()
 
         def fail():
             raise ApplicationError("com.example.oops", "no\nluck")
@@ -126,4 +139,6 @@ async def test_debug_logs_each_routed_message_once_and_no_line_holds_a_repr(tmp_
     assert all(r["level"] == "debug" for r in records if r["message"] in routed)
     twice = {m for m in messages if messages.count(m) > 1}
     assert not twice, twice
+    refused = [m for m in messages if "wamp.2.xml" in m]  # one event, one line (not Autobahn's two more)
+    assert len(refused) == 1 and refused[0].startswith("refusing WebSocket from "), refused
     assert [m for m in messages if REPR.search(m) or not m.isprintable()] == []
