@@ -412,7 +412,24 @@ def load(path: str | Path | None) -> NodeConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(str(path), f"invalid YAML: {e}")
-    cfg = parse(raw)
+    cfg = parse(_relative_to(raw, Path(path).parent))
     if cfg.data_dir is not None:
         cfg.data_dir = str(Path(path).parent / Path(cfg.data_dir).expanduser())
     return cfg
+
+
+def _relative_to(raw: Any, base: Path) -> Any:
+    """The listeners' TLS file paths taken from the config file's directory, like `admin.data_dir`
+    (shapes are left for `parse` to judge)."""
+    listeners = raw.get("listeners") if isinstance(raw, dict) else None
+    for lc in listeners if isinstance(listeners, list) else ():
+        tls = lc.get("tls") if isinstance(lc, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        for key in ("certificate", "key", "ca_certificates"):
+            value = tls.get(key)
+            if isinstance(value, str) and value:
+                tls[key] = str(base / Path(value).expanduser())
+            elif isinstance(value, list):
+                tls[key] = [str(base / Path(v).expanduser()) if isinstance(v, str) and v else v for v in value]
+    return raw
