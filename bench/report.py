@@ -26,8 +26,11 @@ def _note(r: dict) -> str:
         notes.append(f"x{r['vs_first']} vs first level")
     if "ratio_to_echo" in r:
         notes.append(f"x{r['ratio_to_echo']} vs echo")
-    if "redis_us" in r:
-        notes.append(f"node A {r['node_a_us']} + node B {r['node_b_us']} us/msg; Redis {r['redis_us']} us/msg")
+    if "ratio_to_local" in r:
+        unit = "msg" if "redis_us_per_msg" in r else "publish"
+        redis = r.get(f"redis_us_per_{unit}")
+        notes.append(f"x{r['ratio_to_local']} vs one node ({r['local_us']} us)"
+                     + ("" if redis is None else f"; Redis {redis} us per {unit}"))
     if r.get("delivered_share", 1) < 0.99:
         notes.append(f"{100 * r['delivered_share']:.1f}% of events delivered")
     if r.get("errors"):

@@ -73,7 +73,6 @@ class Window:
     target_cpu: float
     client_cpu: list[float]
     results: list[dict]
-    cpu_by_pid: dict[int, float] = field(default_factory=dict)  # when several processes are measured
 
     @property
     def target_util(self) -> float:
@@ -107,23 +106,24 @@ def settle(pid: int, quiet: float = 0.05, step: float = 0.15, limit: float = 30.
         last = now
 
 
-def measure(pid: int | list[int], load: list[LoadProc], opts: Options, others: tuple[int, ...] = ()) -> Window:
-    """Tell every load process to go, then sample CPU times at T0 and T1 (monotonic clock). Several
-    `pid`s: their CPU is summed (the nodes of a cluster); `others` are sampled alongside (Redis)."""
-    pids = [pid] if isinstance(pid, int) else list(pid)
+def _cpu(pids: int | list[int]) -> float:
+    """CPU seconds of a process, or summed over several (a cluster's nodes, and its redis-server)."""
+    return sum(cpu_seconds(p) for p in pids) if isinstance(pids, list) else cpu_seconds(pids)
+
+
+def measure(pid: int | list[int], load: list[LoadProc], opts: Options) -> Window:
+    """Tell every load process to go, then sample CPU times at T0 and T1 (monotonic clock)."""
     t0 = time.monotonic() + opts.warmup
     t1 = t0 + opts.seconds
     for p in load:
         p.tell(f"go {t0!r} {t1!r}")
     time.sleep(max(0.0, t0 - time.monotonic()))
-    w0, c0, l0 = time.monotonic(), [cpu_seconds(x) for x in (*pids, *others)], [cpu_seconds(p.pid) for p in load]
+    w0, c0, l0 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
     time.sleep(max(0.0, t1 - time.monotonic()))
-    w1, c1, l1 = time.monotonic(), [cpu_seconds(x) for x in (*pids, *others)], [cpu_seconds(p.pid) for p in load]
+    w1, c1, l1 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
     deadline = t1 + opts.drain + 15
     results = [p.read(deadline)["result"] for p in load]
-    by_pid = {x: b - a for x, a, b in zip((*pids, *others), c0, c1, strict=True)}
-    return Window(w1 - w0, sum(by_pid[x] for x in pids), [b - a for a, b in zip(l0, l1, strict=True)], results,
-                  by_pid)
+    return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results)
 
 
 def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: float, cost_unit: str,
@@ -146,16 +146,16 @@ def _percentile(values: list[float], q: float) -> float:
 
 # -- load shapes, run against a router or the ceiling ------------------------------------------------
 def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = "bench.echo",
-            callee_at: Target | None = None, pids: list[int] | None = None, others: tuple[int, ...] = ()) -> dict:
+            callee_at: Target | None = None, cpu_of: list[int] | None = None) -> dict:
     """One callee (router only), `callers` caller processes with `window` calls in flight each.
-    In a cluster: the callee on `callee_at` (another node), the CPU of every node in `pids` summed."""
+    `callee_at`: the callee on another node of the cluster; `cpu_of`: the PIDs whose CPU counts."""
     with Group(workdir) as g:
         common = {"serializer": ser, "realm": opts.realm, "drain": opts.drain, "payload": opts.payload,
                   "procedure": procedure}
         setup = [] if t.ceiling else [g.spawn("callee", url=(callee_at or t).url(), **common)]
         callers = [g.spawn("caller", url=t.url("echo"), window=opts.window, **common) for _ in range(opts.callers)]
         g.ready(setup + callers, opts.setup_timeout)  # callers only call after "go", when the callee is there
-        w = measure(pids or t.pid, setup + callers, opts, others)
+        w = measure(cpu_of or t.pid, setup + callers, opts)
     res = w.results[len(setup):]
     calls = sum(r["count"] for r in res)
     errors = sum(r["errors"] for r in res)
@@ -166,17 +166,22 @@ def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = 
             "p50_ms": 1e3 * _percentile(lat, 0.50), "p99_ms": 1e3 * _percentile(lat, 0.99)}
 
 
-def run_pubsub(t: Target, ser: str, opts: Options, workdir: Path, fanout: int, topic: str = "bench.topic") -> dict:
-    """`fanout` subscriber sessions over up to `sub_procs` processes; one publisher, acknowledged."""
+def run_pubsub(t: Target, ser: str, opts: Options, workdir: Path, fanout: int, topic: str = "bench.topic",
+               subscribers_at: Target | None = None, cpu_of: list[int] | None = None) -> dict:
+    """`fanout` subscriber sessions over up to `sub_procs` processes; one publisher, acknowledged.
+    `subscribers_at`: the subscribers on another node of the cluster; `cpu_of`: the PIDs whose CPU
+    counts (both nodes)."""
     with Group(workdir) as g:
         common = {"serializer": ser, "realm": opts.realm, "drain": opts.drain, "payload": opts.payload,
                   "topic": topic}
         nproc = max(1, min(opts.sub_procs, fanout))
         shares = [fanout // nproc + (1 if i < fanout % nproc else 0) for i in range(nproc)]
-        subs = [g.spawn("subscriber", url=t.url("sub"), sessions=n, **common) for n in shares]
+        subs = [g.spawn("subscriber", url=(subscribers_at or t).url("sub"), sessions=n, **common) for n in shares]
         pub = g.spawn("publisher", url=t.url("pub"), window=opts.pub_window, **common)
         g.ready(subs + [pub], opts.setup_timeout)  # the publisher only publishes after "go"
-        w = measure(t.pid, subs + [pub], opts)
+        if subscribers_at is not None:
+            time.sleep(0.5)  # the subscriptions' news reaches the publisher's node
+        w = measure(cpu_of or t.pid, subs + [pub], opts)
     events = sum(r["count"] for r in w.results[:-1])
     acks = w.results[-1]["count"]
     return {"window": w, "events": events, "publishes": acks, "rate": events / w.wall,
@@ -251,7 +256,7 @@ class Bench:
             self.owns_router = True
 
     def close(self) -> None:
-        for s in (self._router, self._ceiling):
+        for s in (self._router, self._ceiling, getattr(self, "_b", None)):
             if s is not None:
                 s.stop()
 
@@ -312,37 +317,6 @@ class Bench:
                      ceiling_us=round(ceil["cost"], 2), ratio=round(r["cost"] / ceil["cost"], 3),
                      errors=r["errors"])]
 
-    def scenario_rpc_nodes(self) -> list[dict]:
-        """`--cluster`: the callee on a second node, the callers on this one, against both on this one;
-        router CPU summed over both nodes, Redis's alongside (both per routed message)."""
-        if not self.opts.cluster:
-            say(f"  [{self.ser}] rpc_nodes: skipped (it needs --cluster)")
-            return []
-        say(f"  [{self.ser}] rpc across nodes")
-        b = procs.start_router(self.workdir, self.opts.realm, f"router-{self.ser}-b", self.opts.router_profile,
-                               self.opts.cluster).wait()
-        try:
-            other = Target(f"ws://127.0.0.1:{b.port}", b.pid, False)
-            redis_pid = procs.redis_info(self.opts.cluster, "process_id")
-            rows = []
-            for name, callee_at in (("rpc-same-node", None), ("rpc-across-nodes", other)):
-                settle(self.router.pid)
-                settle(b.pid)
-                r = run_rpc(self.router, self.ser, self.opts, self.workdir, callee_at=callee_at,
-                            pids=[self.router.pid, b.pid], others=(redis_pid,))
-                self._check_router()
-                w = r["window"]
-                msgs = max(r["msgs"], 1)
-                rows.append(_row(name, self.ser, w, r["rate"], "calls/s", r["cost"], "us/msg",
-                                 p50_ms=round(r["p50_ms"], 3), p99_ms=round(r["p99_ms"], 3),
-                                 node_a_us=round(1e6 * w.cpu_by_pid[self.router.pid] / msgs, 2),
-                                 node_b_us=round(1e6 * w.cpu_by_pid[b.pid] / msgs, 2),
-                                 redis_us=round(1e6 * w.cpu_by_pid[redis_pid] / msgs, 2), errors=r["errors"]))
-            rows[1]["ratio"] = round(rows[1]["cost_us"] / rows[0]["cost_us"], 3)  # across / same node
-            return rows
-        finally:
-            b.stop()
-
     def scenario_pubsub(self) -> list[dict]:
         rows = []
         echo = self.ceiling_for("echo")
@@ -357,6 +331,57 @@ class Bench:
                              ratio_to_echo=round(r["cost"] / echo["cost"], 3), publishes=r["publishes"],
                              delivered_share=r["delivered_share"], errors=r["errors"]))
         return rows
+
+    def second_node(self) -> tuple[Target, int | None]:
+        """Node B of the cluster (started once), and the redis-server's PID."""
+        if self.opts.cluster is None or not self.owns_router:
+            raise RuntimeError("the cross scenario needs --cluster (and a router of the bench's own)")
+        if getattr(self, "_b", None) is None:
+            self._b = procs.start_router(self.workdir, self.opts.realm, f"router-{self.ser}-b",
+                                         self.opts.router_profile, self.opts.cluster).wait()
+        return Target(f"ws://127.0.0.1:{self._b.port}", self._b.pid, False), procs.redis_pid(self.opts.cluster)
+
+    def scenario_cross(self) -> list[dict]:
+        """Across two nodes: publisher on A, subscribers on B; router CPU summed over both nodes per
+        delivered event, against the same load on one node (both in this run), Redis CPU alongside."""
+        b, redis = self.second_node()
+        rows = []
+        for k in self.opts.fanouts:
+            say(f"  [{self.ser}] pubsub fan-out {k}, one node then across two")
+            settle(self.router.pid)
+            local = run_pubsub(self.router, self.ser, self.opts, self.workdir, k, cpu_of=[self.router.pid, b.pid])
+            settle(self.router.pid)
+            settle(b.pid)
+            before = cpu_seconds(redis) if redis else 0.0
+            cross = run_pubsub(self.router, self.ser, self.opts, self.workdir, k, subscribers_at=b,
+                               cpu_of=[self.router.pid, b.pid])
+            redis_us = 1e6 * (cpu_seconds(redis) - before) / max(cross["publishes"], 1) if redis else None
+            self._check_router()
+            rows.append(_row(f"cross-pubsub-{k}", self.ser, cross["window"], cross["rate"], "events/s",
+                             cross["cost"], "us/event", local_us=round(local["cost"], 2),
+                             ratio_to_local=round(cross["cost"] / max(local["cost"], 1e-9), 3),
+                             redis_us_per_publish=None if redis_us is None else round(redis_us, 2),
+                             publishes=cross["publishes"], delivered_share=cross["delivered_share"],
+                             errors=cross["errors"]))
+        rows.append(self._cross_rpc(b, redis))
+        return rows
+
+    def _cross_rpc(self, b: Target, redis: int | None) -> dict:
+        """The callee on B, the callers on A: router CPU summed over both nodes per routed message,
+        against callee and callers both on A (both in this run), Redis CPU alongside."""
+        say(f"  [{self.ser}] rpc, one node then across two")
+        settle(self.router.pid)
+        local = run_rpc(self.router, self.ser, self.opts, self.workdir, cpu_of=[self.router.pid, b.pid])
+        settle(self.router.pid)
+        settle(b.pid)
+        before = cpu_seconds(redis) if redis else 0.0
+        cross = run_rpc(self.router, self.ser, self.opts, self.workdir, callee_at=b, cpu_of=[self.router.pid, b.pid])
+        redis_us = 1e6 * (cpu_seconds(redis) - before) / max(cross["msgs"], 1) if redis else None
+        self._check_router()
+        return _row("cross-rpc", self.ser, cross["window"], cross["rate"], "calls/s", cross["cost"], "us/msg",
+                    p50_ms=round(cross["p50_ms"], 3), p99_ms=round(cross["p99_ms"], 3),
+                    local_us=round(local["cost"], 2), ratio_to_local=round(cross["cost"] / max(local["cost"], 1e-9), 3),
+                    redis_us_per_msg=None if redis_us is None else round(redis_us, 2), errors=cross["errors"])
 
     def scenario_churn(self) -> list[dict]:
         ceil = self.ceiling_for("churn")
@@ -435,7 +460,7 @@ class Bench:
         return rows
 
 
-SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "rpc_nodes", "matching", "checks"]
+SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "cross", "matching", "checks"]
 PER_SERIALIZER = SCENARIOS[:-2]
 
 

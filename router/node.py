@@ -121,6 +121,9 @@ class Node:
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
         self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
+        from router.cluster.pubsub import ClusterPubSub
+
+        self.cluster_parts.append(ClusterPubSub(self))
         yield self.bus.start()
         from router.cluster.rpc import ClusterRPC
 
@@ -153,10 +156,13 @@ class Node:
                 session.transport.close(body["reason"], body.get("message"))
 
     def _sessions_left(self, sender: str, leavers: list) -> None:
-        """A dead node's sessions were purged (by `sender`): wamp.session.on_leave to this node's
-        subscribers in each realm that runs here."""
+        """A dead node's sessions were purged by this node: their testaments and
+        wamp.session.on_leave, published here and, like any publication, to the other nodes'
+        subscribers."""
+        if sender != self.config.cluster.node_id:
+            return
         for realm, sid, authid, authrole, testaments in leavers[:100_000]:
-            router = self._routers.get(realm)
+            router = self.realm_router(realm)
             if router is None:
                 continue
             if testaments:  # the dead session's last words, published here as if it had sent them

@@ -55,6 +55,14 @@ def node():
     stop_node(n)
 
 
+@pytest.fixture
+def solo():
+    """One node, also in a module whose `node` is spread over a cluster (tests of one node's internals)."""
+    n = start_node()
+    yield n
+    stop_node(n)
+
+
 @pytest.fixture(params=["json", "msgpack"])
 def serializer(request) -> str:
     return request.param
@@ -98,6 +106,52 @@ class Spread:
 
     def __getattr__(self, name: str):
         return getattr(self.nodes[0], name)
+
+    def realm_router(self, uri: str):
+        """Both nodes' running realm as one: its broker reports the union of their subscriptions
+        (their ids are the cluster's) and retained topics, as a test on one node would see them."""
+        routers = [n.realm_router(uri) for n in self.nodes]
+        return type("SpreadRealm", (), {"broker": _Brokers([r.broker for r in routers]),
+                                        "dealer": routers[0].dealer, "meta": routers[0].meta})()
+
+
+class _Brokers:
+    def __init__(self, brokers: list) -> None:
+        self.brokers = brokers
+
+    def _subs(self, found: list) -> list:
+        return list({s.id: s for s in found}.values())
+
+    def size(self) -> int:
+        return len(self._subs([s for b in self.brokers for s in b.subscriptions()]))
+
+    @property
+    def _patterns(self) -> int:
+        return len([s for s in self._subs([s for b in self.brokers for s in b.subscriptions()]) if s.match != "exact"])
+
+    def matching(self, topic: str) -> list:
+        return self._subs([s for b in self.brokers for s in b.matching(topic)])
+
+    def retained(self) -> int:
+        return len({t for b in self.brokers for t in b._retained})
+
+
+@pytest.fixture(params=["one node", "two nodes"])
+def spread(request):
+    """The router a test drives: one node, then two nodes of a cluster with the test's clients spread
+    over them (Spread). A test module runs its end-to-end tests both ways by asking for it as its
+    `node` (`@pytest.fixture def node(spread): return spread`)."""
+    if request.param == "one node":
+        n = start_node()
+        yield n
+        stop_node(n)
+        return
+    redis = request.getfixturevalue("redis_server")
+    a = start_node(**cluster_config(redis.url, "a"))
+    b = start_node(**cluster_config(redis.url, "b"))
+    yield Spread(a, b)
+    stop_node(b)
+    stop_node(a)
 
 
 @pytest.fixture

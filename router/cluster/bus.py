@@ -35,6 +35,7 @@ from router.cluster.url import RedisTarget
 BROADCAST = "cy:bus:all"
 KILL = "kill"  # to one node: {realm, sessions, reason, message}: say GOODBYE to these sessions of yours
 REPLY = "reply"  # the answer to a `request`: [request id, error URI or None, value]
+BATCH = "batch"  # several posted messages to one node, each [kind, body] packed on its own
 
 
 def node_channel(node_id: str) -> str:
@@ -64,6 +65,9 @@ class Bus:
         self.inflight = 0  # bytes published and not yet acknowledged by Redis
         self._requests: dict[int, defer.Deferred] = {}
         self._ids = itertools.count(1)
+        self._outbox: dict[str, list[bytes]] = {}  # node → messages posted in this reactor turn
+        self._outbox_bytes = 0
+        self._flushing = False
         self.on(REPLY, self._replied)
 
     def on(self, kind: str, handler: Callable[[str, Any], Any]) -> None:
@@ -107,6 +111,54 @@ class Bus:
         """To one node: Deferred[int], how many listeners got it (0: that node is not listening)."""
         return self._publish(node_channel(node_id), kind, body)
 
+    def post(self, node_ids: list[str], kind: str, body: Any, dropped: Callable[[int, str], None]) -> None:
+        """To several nodes, fire-and-forget and coalesced: what is posted in one reactor turn goes to
+        each node as one PUBLISH (under load, one Redis command carries many messages; alone, it
+        leaves at the end of the turn). Serialized once. `dropped(n, why)` hears of messages that
+        could not be sent (Redis away, over the in-flight budget, not encodable)."""
+        try:
+            data = msgpack.packb([kind, body], use_bin_type=True)
+        except Exception as e:
+            dropped(len(node_ids), f"not encodable: {e}")
+            return
+        if self._outbox_bytes + len(data) * len(node_ids) > MAX_INFLIGHT_BYTES:
+            dropped(len(node_ids), "too much waiting for Redis")
+            return
+        for n in node_ids:
+            box = self._outbox.get(n)
+            if box is None:
+                box = self._outbox[n] = []
+            box.append(data)
+        self._outbox_bytes += len(data) * len(node_ids)
+        self._dropped = dropped
+        if not self._flushing:
+            self._flushing = True
+            reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        outbox, self._outbox, self._outbox_bytes, self._flushing = self._outbox, {}, 0, False
+        for node_id, items in outbox.items():
+            start, size = 0, 0
+            for i, item in enumerate(items):  # batches of at most MAX_MESSAGE bytes
+                if size + len(item) > MAX_MESSAGE and i > start:
+                    self._send_batch(node_id, items[start:i])
+                    start, size = i, 0
+                size += len(item)
+            self._send_batch(node_id, items[start:])
+
+    def _send_batch(self, node_id: str, items: list[bytes]) -> None:
+        data = msgpack.packb([self.node_id, BATCH, items], use_bin_type=True)
+        self._publish_packed(node_channel(node_id), BATCH, data).addErrback(
+            lambda f: self._dropped(len(items), f.getErrorMessage()))
+
+    def send_many(self, node_ids: list[str], kind: str, body: Any) -> list[defer.Deferred]:
+        """To several nodes, the message serialized once."""
+        try:
+            data = self._pack(kind, body)
+        except Exception as e:  # not representable (an int past 64 bits): refused, as ValueError
+            return [defer.fail(ValueError(f"bus message {kind} cannot be written: {e}")) for _ in node_ids]
+        return [self._publish_packed(node_channel(n), kind, data) for n in node_ids]
+
     def request(self, node_id: str, kind: str, body: Any, timeout: float | None = None) -> defer.Deferred:
         """Ask one node: Deferred of its handler's answer; fails with ClusterUnavailable when it does not
         answer within `timeout` (default: the cluster's timeout), or with the handler's error."""
@@ -137,10 +189,19 @@ class Bus:
         else:
             d.errback(RemoteError(uri, value))
 
+    def _pack(self, kind: str, body: Any) -> bytes:
+        return msgpack.packb([self.node_id, kind, body], use_bin_type=True)
+
     def _publish(self, channel: str, kind: str, body: Any) -> defer.Deferred:
+        try:
+            data = self._pack(kind, body)
+        except Exception as e:
+            return defer.fail(ValueError(f"bus message {kind} cannot be written: {e}"))
+        return self._publish_packed(channel, kind, data)
+
+    def _publish_packed(self, channel: str, kind: str, data: bytes) -> defer.Deferred:
         if not connected(self.redis):
             return defer.fail(ClusterUnavailable())
-        data = msgpack.packb([self.node_id, kind, body], use_bin_type=True)
         size = len(data)
         if size > MAX_MESSAGE:
             return defer.fail(ValueError(f"bus message {kind} of {size} bytes is over {MAX_MESSAGE}"))
@@ -157,6 +218,10 @@ class Bus:
     def received(self, channel: Any, message: Any) -> None:
         try:
             sender, kind, body = msgpack.unpackb(message, raw=False, strict_map_key=False)
+            if kind == BATCH:
+                for item in body:
+                    self._dispatch(sender, *msgpack.unpackb(item, raw=False, strict_map_key=False))
+                return
             handler = self._handlers.get(kind)
             if handler is None:
                 return
@@ -166,6 +231,15 @@ class Bus:
                 handler(sender, body)
         except Exception:  # one bad message (a bug, or a foreign publisher): say so, keep listening
             self.log.failure("cluster bus message on {channel} could not be handled", channel=channel)
+
+    def _dispatch(self, sender: str, kind: str, body: Any) -> None:
+        handler = self._handlers.get(kind)
+        if handler is None:
+            return
+        try:
+            handler(sender, body)
+        except Exception:  # one bad message: the rest of its batch is still handled
+            self.log.failure("cluster bus message {kind} from {node} could not be handled", kind=kind, node=sender)
 
     def _answer(self, sender: str, kind: str, rid: int, handler: Callable, body: Any) -> None:
         def reply(value: Any) -> None:
