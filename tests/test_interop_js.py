@@ -116,3 +116,38 @@ async def test_js_subscriber_gets_events_published_on_another_node(make_cluster,
     assert [(e["topic"], e["kwargs"] or None) for e in events] == [
         ("com.cross.one", None), ("com.cross.two", {"k": "v"})]
     assert events[0]["args"][0] == 1 and len(events[0]["args"]) == 2
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@ensure
+async def test_js_caller_calls_a_callee_on_another_node(make_cluster, serializer):
+    """autobahn-js calling on node A, an autobahn-python callee on node B: a plain call, progressive
+    results and an error cross nodes (issue 13)."""
+    from autobahn.wamp.exception import ApplicationError
+    from autobahn.wamp.types import RegisterOptions
+
+    from tests.test_cluster_purge import _until
+    from tests.wampclient import connect
+
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee = await connect(b.url, serializer)
+    try:
+        def countdown(n, details=None):
+            for i in range(n, 0, -1):
+                details.progress(i)
+            return "liftoff"
+
+        def fail():
+            raise ApplicationError("com.cross.oops", "far away")
+
+        await callee.register(lambda x, y: x + y, "com.cross.add")
+        await callee.register(countdown, "com.cross.countdown", options=RegisterOptions(details_arg="details"))
+        await callee.register(fail, "com.cross.fail")
+        rpc = a.realm_router("realm1").dealer.cluster
+        await _until(lambda: rpc.lookup("com.cross.fail", "exact") is not None, 5, "the registrations on a")
+        lines = await run_js("caller", a.url, serializer)
+    finally:
+        callee.leave()
+    assert {"sum": 5} in lines, lines
+    assert {"progress": [3, 2, 1], "result": "liftoff"} in lines, lines
+    assert {"error_uri": "com.cross.oops", "error_args": ["far away"]} in lines, lines
