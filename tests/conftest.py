@@ -112,7 +112,23 @@ class Spread:
         (their ids are the cluster's) and retained topics, as a test on one node would see them."""
         routers = [n.realm_router(uri) for n in self.nodes]
         return type("SpreadRealm", (), {"broker": _Brokers([r.broker for r in routers]),
-                                        "dealer": routers[0].dealer, "meta": routers[0].meta})()
+                                        "dealer": _Dealers([r.dealer for r in routers]), "meta": routers[0].meta})()
+
+
+class _Dealers:
+    """Both nodes' dealers as one: registrations (their ids are the cluster's) and calls in flight."""
+
+    def __init__(self, dealers: list) -> None:
+        self.dealers = dealers
+
+    def size(self) -> int:
+        return len({r.id for d in self.dealers for r in d.registrations()})
+
+    def pending(self) -> int:
+        return sum(d.pending() for d in self.dealers)
+
+    def lookup(self, procedure: str, match: str = "exact"):
+        return next((r for d in self.dealers if (r := d.lookup(procedure, match)) is not None), None)
 
 
 class _Brokers:

@@ -13,6 +13,12 @@ from tests.wampclient import connect, raw_callee_and_caller, raw_connect, with_t
 ensure = pytest_twisted.ensureDeferred
 
 
+@pytest.fixture
+def node(spread):
+    """Every test here runs on one node and on two nodes of a cluster with its clients spread."""
+    return spread
+
+
 @ensure
 async def test_call_with_args_and_kwargs(node, serializer):
     callee = await connect(node.url, serializer)
