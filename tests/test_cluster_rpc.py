@@ -537,6 +537,8 @@ async def test_redis_restarted_empty_the_nodes_write_their_registrations_again(m
         redis_server.start()
         await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
         await _known(a, "com.example.kept")
+        await _until(lambda: redis_server.command("PUBSUB", "NUMSUB", "cy:bus:node:b")[1] == 1, 15,
+                     "b listening again")  # until then a call for b fails at once: nobody there hears it
         assert await with_timeout(caller.call("com.example.kept")) == "still here"
         with pytest.raises(ApplicationError) as e:
             await with_timeout(caller.call("com.example.dropped"))
@@ -605,5 +607,23 @@ async def test_large_payloads_cross_nodes_up_to_the_bus_s_limit(make_cluster):
             await with_timeout(caller.call("com.example.blob", 7 * 1024 * 1024 + 1), 10)
         assert e.value.error == "wamp.error.canceled"
         assert len(await with_timeout(caller.call("com.example.blob", 5))) == 5
+    finally:
+        _leave(callee, caller)
+
+
+@ensure
+async def test_a_registration_made_while_a_node_was_not_listening_is_seen_once_it_is_back(make_cluster,
+                                                                                          redis_server):
+    """Broadcasts are lost to a node whose bus connection is down; it re-reads the registrations when
+    it listens again."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller = await connect(b.url), await connect(a.url)
+    try:
+        redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")  # the buses only; commands still go
+        await callee.register(lambda: "made meanwhile", "com.example.meanwhile")
+        await _until(lambda: all(redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"),
+                     15, "both nodes listening again")
+        await _known(a, "com.example.meanwhile")
+        assert await with_timeout(caller.call("com.example.meanwhile")) == "made meanwhile"
     finally:
         _leave(callee, caller)

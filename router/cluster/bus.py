@@ -65,6 +65,8 @@ class Bus:
         self.inflight = 0  # bytes published and not yet acknowledged by Redis
         self._requests: dict[int, defer.Deferred] = {}
         self._ids = itertools.count(1)
+        self._subscriptions = 0
+        self.resubscribed: list[Callable[[], None]] = []  # told when the bus listens again after a reconnect
         self._outbox: dict[str, list[bytes]] = {}  # node → messages posted in this reactor turn
         self._outbox_bytes = 0
         self._flushing = False
@@ -89,7 +91,8 @@ class Bus:
         def build_and_subscribe(addr):
             p = build(addr)
             p.whenConnected().addCallback(
-                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addErrback(
+                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addCallback(
+                self._subscribed).addErrback(
                 lambda f: None)  # the connection went before it answered: the next one subscribes again
             return p
 
@@ -97,6 +100,17 @@ class Bus:
         factory.startConnecting(_endpoint(self.target, self.timeout))
         self._factory = factory
         return factory.deferred
+
+    def _subscribed(self, _: Any) -> None:
+        """Listening (again): after a reconnect, what was broadcast meanwhile was lost to this node, so
+        the parts told by `resubscribed` re-read what they keep of the others from Redis."""
+        self._subscriptions += 1
+        if self._subscriptions > 1:
+            for hook in list(self.resubscribed):
+                try:
+                    hook()
+                except Exception:  # one part's bug: the others still re-read
+                    self.log.failure("re-reading after the bus reconnected failed")
 
     def stop(self) -> defer.Deferred:
         for d in list(self._requests.values()):

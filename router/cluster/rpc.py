@@ -293,6 +293,8 @@ class ClusterRPC:
         self._sync_ids = 0
         bus.on(SYNC, self._synced)
         bus.on(REG_KIND, self._reg_changed)
+        # Broadcasts made while the bus was reconnecting never reach this node: the view is read anew.
+        bus.resubscribed.append(lambda: self.reload().addErrback(self.log_failure, "re-reading the registrations"))
         self.outbox = Outbox(bus, redis)
         self.outbox.on(CALL, self._call_here)
         self.outbox.on(MORE, self._more_here)
