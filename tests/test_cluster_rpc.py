@@ -627,3 +627,17 @@ async def test_a_registration_made_while_a_node_was_not_listening_is_seen_once_i
         assert await with_timeout(caller.call("com.example.meanwhile")) == "made meanwhile"
     finally:
         _leave(callee, caller)
+
+
+@ensure
+async def test_calls_in_flight_when_the_caller_s_node_bus_reconnects_are_canceled(make_cluster, redis_server):
+    """Their answers may have been lost with the connection: the caller hears wamp.error.canceled and
+    the callee INTERRUPT, rather than both waiting for ever."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller, inv_id = await _in_flight(a, b)
+    redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+    reply = await caller.recv(seconds=10)
+    assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
+    assert await callee.recv(seconds=10) == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
+    caller.drop()
+    callee.drop()
