@@ -641,3 +641,28 @@ async def test_calls_in_flight_when_the_caller_s_node_bus_reconnects_are_cancele
     assert await callee.recv(seconds=10) == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
     caller.drop()
     callee.drop()
+
+
+@ensure
+async def test_a_request_id_used_again_after_its_node_gave_up_on_the_call(make_cluster):
+    """The caller's node failed a forwarded call without the callee's node hearing of it (its message
+    lost); the caller then uses the request id again: the old invocation is dropped (INTERRUPT), the
+    new one runs, and only its answer reaches the caller."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller, old_inv = await _in_flight(a, b)
+    rpc = a.realm_router("realm1").dealer.cluster
+    [call] = a.realm_router("realm1").dealer.remote_calls()
+    rpc.fail(call, "its answer was lost")  # as after a bus reconnect, but without telling b
+    reply = await caller.recv()
+    assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
+    caller.send([CALL, 3, {}, "com.example.slow", ["again"]])
+    assert await callee.recv() == [INTERRUPT, old_inv, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
+    new = await callee.recv()
+    assert new[0] == INVOCATION and new[4] == ["again"], new
+    callee.send([YIELD, old_inv, {}, ["old"]])
+    callee.send([YIELD, new[1], {}, ["new"]])
+    assert await caller.recv() == [RESULT, 3, {}, ["new"]]
+    await _quiet(caller)
+    assert b.realm_router("realm1").dealer.pending() == 0
+    caller.drop()
+    callee.drop()

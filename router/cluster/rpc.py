@@ -505,6 +505,12 @@ class ClusterRPC:
                 "the callee's node has too many calls in flight"]), False], _nothing)
             return
         dealer = rr.dealer
+        calls = dealer._calls.get(caller_id)
+        stale = calls.get(msg[1]) if calls is not None else None
+        if stale is not None:  # a call its node gave up on (its answer lost), and the request id used again
+            dealer._forget(stale)
+            if stale.callee.canceling:
+                dealer._interrupt(stale, "killnowait", wamp.CANCELED)
         reg = dealer.lookup(pattern, match)
         callee: Callee | None = None
         if reg is not None:
