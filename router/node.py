@@ -113,8 +113,10 @@ class Node:
         mirror the session table there. Imports the Redis client only now."""
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
+        from router.cluster.cookies import ClusterCookieStore
         from router.cluster.purge import LEFT
         from router.cluster.realmstore import REALM_CHANGED, ClusterRealmStore
+        from router.cluster.throttle import ClusterThrottle
 
         cluster = self.config.cluster
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
@@ -124,6 +126,8 @@ class Node:
         self.bus.on(KILL, self._kill_here)
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
+        self.throttle = ClusterThrottle(self.redis)  # before any connection: no failure counted yet
+        self.cookies = ClusterCookieStore(self.redis)
         self.store = ClusterRealmStore(self.redis, self.bus, self._base, self._install_realm)
         self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm")))
         yield self.bus.start()
