@@ -9,6 +9,7 @@ import pytest_twisted
 
 from realms.secrets import hash_secret
 from tests.routerproc import RouterProcess
+from tests.test_cluster_purge import _until
 from tests.test_cluster_start import ADMIN
 from tests.wampclient import raw_connect
 
@@ -84,3 +85,16 @@ async def test_a_cookie_set_by_node_a_authenticates_on_node_b_until_logout(two_n
     assert (await second.recv())[2] == "wamp.close.goodbye_and_out"
     after, _ = await _login(a.url, None, {"Cookie": cookie}, methods=("cookie",))
     assert _reason(after) == "wamp.error.no_auth_method"
+
+
+@ensure
+async def test_while_redis_is_away_the_local_throttle_and_cookies_still_hold(two_nodes, redis_server):
+    a, _ = two_nodes
+    welcome, first = await _login(a.url, "alice-ticket", methods=("cookie", "ticket"))
+    cookie = first.http_headers["set-cookie"].split(";", 1)[0]
+    redis_server.stop()
+    await _until(lambda: "lost Redis" in a.log(), 5, "a notices Redis is gone")
+    again, _ = await _login(a.url, None, {"Cookie": cookie}, methods=("cookie",))  # bound here: still works
+    assert _reason(again) == "welcome"
+    answers = [_reason((await _login(a.url, "guess"))[0]) for _ in range(4)]
+    assert answers == ["wamp.error.authentication_failed"] * 3 + ["wamp.error.not_authorized"]

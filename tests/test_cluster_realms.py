@@ -137,8 +137,16 @@ async def test_a_node_started_later_sees_the_changes_and_a_redis_restart_keeps_t
         with pytest.raises(Aborted) as e:
             await connect(b.url)
         assert e.value.reason == "wamp.error.no_such_realm"
-        # Redis restarts empty (no persistence): the first node back writes its copy again
+        # Redis away: a change is refused, not half made
+        admin = await _admin(a)
         redis_server.stop()
+        await _until(lambda: "lost Redis" in a.log(), 5, "a notices Redis is gone")
+        with pytest.raises(ApplicationError) as e:
+            await admin.call("courtyard.user.add", "shop", "dave", role="customer", ticket="dave-pw")
+        assert e.value.error == "courtyard.error.storage_failed"
+        assert "dave" not in await admin.call("courtyard.user.list", "shop")
+        admin.leave()
+        # Redis restarts empty (no persistence): the first node back writes its copy again
         redis_server.start()
         await _until(lambda: "is back" in a.log() and "is back" in b.log(), 10, "both nodes back on Redis")
         await _until(lambda: redis_server.command("EXISTS", "cy:rs:seeded") == 1, 5, "the store written back")
