@@ -115,7 +115,7 @@ class Node:
         from router.cluster.connection import connect
         from router.cluster.cookies import ClusterCookieStore
         from router.cluster.purge import LEFT
-        from router.cluster.realmstore import REALM_CHANGED, ClusterRealmStore
+        from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
         from router.cluster.throttle import ClusterThrottle
 
         cluster = self.config.cluster
@@ -129,7 +129,8 @@ class Node:
         self.throttle = ClusterThrottle(self.redis)  # before any connection: no failure counted yet
         self.cookies = ClusterCookieStore(self.redis)
         self.store = ClusterRealmStore(self.redis, self.bus, self._base, self._install_realm)
-        self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm")))
+        self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm"), body.get("version")))
+        self.bus.on(RESTORED, lambda sender, body: sender != cluster.node_id and self.store.reload())
         yield self.bus.start()
         yield self.store.load()  # after subscribing: a change made meanwhile is read twice, not missed
 

@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 
+from realms.secrets import hash_secret
 from tests.test_cluster_purge import _until
 from tests.test_cluster_start import _node
 from tests.wampclient import Aborted, connect, with_timeout
@@ -146,13 +147,18 @@ async def test_a_node_started_later_sees_the_changes_and_a_redis_restart_keeps_t
         assert e.value.error == "courtyard.error.storage_failed"
         assert "dave" not in await admin.call("courtyard.user.list", "shop")
         admin.leave()
-        # Redis restarts empty (no persistence): the first node back writes its copy again
+        # Redis restarts empty (no persistence), and node c starts on it before (or after) a and b are
+        # back: the first of a and b back writes its copy again, once, and c reads it
         redis_server.start()
-        await _until(lambda: "is back" in a.log() and "is back" in b.log(), 10, "both nodes back on Redis")
-        await _until(lambda: redis_server.command("EXISTS", "cy:rs:seeded") == 1, 5, "the store written back")
+        c = _node(tmp_path, "c", redis_server.url).start()
+        nodes.append(c)
+        await _until(lambda: "is back" in a.log() and "is back" in b.log(), 15, "both nodes back on Redis")
+        await _until(lambda: redis_server.command("HGET", "cy:rs:r:realm1", "~kind") == "deleted", 5,
+                     "the store written back")
         written_back = [n for n in nodes if "written back from this node's copy" in n.log()]
         assert len(written_back) == 1, [n.log() for n in nodes]
-        assert redis_server.command("HGET", "cy:rs:r:realm1", "~kind") == "deleted"
+        assert written_back[0] is not c
+        (await _within(2.0, lambda: _bob(c), "bob on c")).leave()
         # and it is still the cluster's store: a change on b reaches a
         admin_b = await _within(2.0, lambda: _admin(b), "admin on b")
         await _within(2.0, lambda: admin_b.call("courtyard.user.add", "shop", "carol", role="customer",
@@ -167,3 +173,43 @@ async def test_a_node_started_later_sees_the_changes_and_a_redis_restart_keeps_t
             n.stop()
     for n in nodes:
         assert "Traceback" not in n.log() and "Unhandled" not in n.log(), n.log()
+
+
+@ensure
+async def test_a_node_started_on_an_emptied_redis_does_not_win_over_a_newer_copy(redis_server):
+    """Redis lost the store and a new node (no copy) came first: a node with a copy writes it back,
+    since its version is newer, and the new node then reads it. Two stores on real Redis connections."""
+    from router.cluster.bus import Bus
+    from router.cluster.connection import connect as redis_connect
+    from router.cluster.realmstore import ClusterRealmStore
+    from router.cluster.url import parse_redis_url
+
+    target = parse_redis_url(redis_server.url)
+    conns, installed = [], {"x": {}, "y": {}}
+
+    async def store(name: str) -> ClusterRealmStore:
+        conn = await redis_connect(target)
+        conns.append(conn)
+        s = ClusterRealmStore(conn, Bus(conn, target, name, 1.0), {},
+                              lambda uri, realm: installed[name].__setitem__(uri, realm))
+        await s.load()
+        return s
+
+    try:
+        x = await store("x")
+        await x.save_realm("shop", SHOP)
+        await x.save_user("shop", "bob", {"role": "customer", "ticket": hash_secret("bob-pw", iterations=1000)})
+        await x.reload()
+        assert x.version == 2 and set(installed["x"]["shop"].users) == {"bob"}
+        redis_server.command("FLUSHALL")
+        y = await store("y")  # a new node on the empty Redis: the store starts at version 0
+        assert y.version == 0 and installed["y"] == {}
+        await x.reload()  # x is back: its copy (version 2) is newer, written back
+        assert redis_server.command("GET", "cy:rs:version") == "2"
+        await y.reload()
+        assert set(installed["y"]["shop"].users) == {"bob"}
+        await y.reload()  # y's copy is as new as Redis's: nothing written
+        assert redis_server.command("GET", "cy:rs:version") == "2"
+    finally:
+        for conn in conns:
+            await conn.disconnect()
