@@ -343,6 +343,7 @@ class WampProtocol:
         spec, details, roles, method = self._auth
         if isinstance(outcome, Welcome):
             self._auth = None
+            self._verifying = False  # a HELLO may follow this session's GOODBYE
             self._welcome(spec, details, roles, outcome)
         elif isinstance(outcome, Challenge):
             self.state = AUTHENTICATING
