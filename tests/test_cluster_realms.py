@@ -7,6 +7,7 @@ import time
 
 import pytest
 import pytest_twisted
+import yaml
 from autobahn.wamp.exception import ApplicationError
 
 from realms.secrets import hash_secret
@@ -40,7 +41,12 @@ async def _within(seconds: float, attempt, what: str):
 
 @pytest.fixture
 def two_nodes(tmp_path, redis_server):
-    nodes = [_node(tmp_path, n, redis_server.url).start() for n in "ab"]
+    nodes = [_node(tmp_path, n, redis_server.url) for n in "ab"]
+    for n in nodes:  # a data directory configured: a cluster node still keeps its changes in Redis only
+        config = yaml.safe_load(n.config_path.read_text())
+        config["admin"]["data_dir"] = str(n.config_path.parent / "data")
+        n.config_path.write_text(yaml.safe_dump(config))
+        n.start()
     yield nodes
     for n in nodes:
         n.stop()
@@ -62,7 +68,7 @@ async def test_a_realm_and_user_made_on_a_join_on_b_within_a_second(two_nodes, r
         bob.leave()
         # nothing of it is in a node's SQLite file: the store is Redis
         assert redis_server.command("SISMEMBER", "cy:rs:realms", "shop") == 1
-        assert not list(a.config_path.parent.rglob("courtyard.db"))
+        assert not (a.config_path.parent / "data").exists()
         # an update on b (a new ticket) is seen on a
         admin_b = await _admin(b)
         await admin_b.call("courtyard.user.update", "shop", "bob", ticket="new-pw")
@@ -213,3 +219,14 @@ async def test_a_node_started_on_an_emptied_redis_does_not_win_over_a_newer_copy
     finally:
         for conn in conns:
             await conn.disconnect()
+
+
+def test_check_config_of_a_cluster_node_says_where_the_changes_are(tmp_path):
+    import subprocess
+    import sys
+
+    node = _node(tmp_path, "a", "redis://127.0.0.1:1/0")
+    r = subprocess.run([sys.executable, "-m", "router.cli", "check-config", "-c", str(node.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "kept in the cluster's Redis (cluster:), not in admin.data_dir" in r.stdout
