@@ -7,6 +7,7 @@ with who did it.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,16 @@ def _then(recorded: Any, apply: Callable[[], Any]) -> Any:
     return apply()
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=lambda v: f"<{type(v).__name__}>")
+
+
+def call_text(procedure: str, args: list, kwargs: dict) -> str:
+    """A call as one readable line, `courtyard.user.add("shop", "bob", role="customer")`: values as
+    JSON (control characters escaped), already masked and cut short by `_loggable`."""
+    return f"{procedure}({', '.join([*map(_json, args), *(f'{k}={_json(v)}' for k, v in kwargs.items())])})"
+
+
 class AdminAPI:
     log = Logger()
 
@@ -128,8 +139,9 @@ class AdminAPI:
         if hasattr(result, "addErrback"):  # a cluster's store answers later, from Redis
             result.addErrback(_store_failed)
         if not procedure.endswith((".list", ".get", ".count", ".activity")):
-            self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
-                          **_loggable(fn, args, kwargs))
+            shown = _loggable(fn, args, kwargs)
+            self.log.info("admin {who} called {call}", who=who, procedure=procedure,
+                          call=call_text(procedure, shown["args"], shown["kwargs"]), **shown)
         return result
 
     # -- nodes -----------------------------------------------------------------------------------
