@@ -135,6 +135,7 @@ class Node:
         self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm"), body.get("version")))
         self.bus.on(RESTORED, lambda sender, body: sender != cluster.node_id and self.store.reload())
         self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
+        self.bus.resubscribed = self._resync
         from router.cluster.pubsub import ClusterPubSub
 
         self.cluster_parts.append(ClusterPubSub(self))
