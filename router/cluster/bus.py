@@ -65,8 +65,8 @@ class Bus:
         self.inflight = 0  # bytes published and not yet acknowledged by Redis
         self._requests: dict[int, defer.Deferred] = {}
         self._ids = itertools.count(1)
-        self._subscriptions = 0
-        self.resubscribed: list[Callable[[], None]] = []  # told when the bus listens again after a reconnect
+        self._listened = False
+        self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
         self._outbox: dict[str, list[bytes]] = {}  # node → messages posted in this reactor turn
         self._outbox_bytes = 0
         self._flushing = False
@@ -91,9 +91,8 @@ class Bus:
         def build_and_subscribe(addr):
             p = build(addr)
             p.whenConnected().addCallback(
-                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addCallback(
-                self._subscribed).addErrback(
-                lambda f: None)  # the connection went before it answered: the next one subscribes again
+                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addCallbacks(
+                self._subscribed, lambda f: None)  # gone before it answered: the next one subscribes again
             return p
 
         factory.buildProtocol = build_and_subscribe
@@ -102,15 +101,12 @@ class Bus:
         return factory.deferred
 
     def _subscribed(self, _: Any) -> None:
-        """Listening (again): after a reconnect, what was broadcast meanwhile was lost to this node, so
-        the parts told by `resubscribed` re-read what they keep of the others from Redis."""
-        self._subscriptions += 1
-        if self._subscriptions > 1:
-            for hook in list(self.resubscribed):
-                try:
-                    hook()
-                except Exception:  # one part's bug: the others still re-read
-                    self.log.failure("re-reading after the bus reconnected failed")
+        """Listening (again). After a reconnect, what was broadcast meanwhile is lost: `resubscribed`
+        re-reads the cluster's state, now that later changes will be heard."""
+        if self._listened and self.resubscribed is not None:
+            self.log.info("listening to the cluster's bus again: re-reading the cluster's state")
+            self.resubscribed()
+        self._listened = True
 
     def stop(self) -> defer.Deferred:
         for d in list(self._requests.values()):

@@ -293,7 +293,6 @@ class ClusterRPC:
         self._sync_ids = 0
         bus.on(SYNC, self._synced)
         bus.on(REG_KIND, self._reg_changed)
-        bus.resubscribed.append(self._listening_again)
         self.outbox = Outbox(bus, redis)
         self.outbox.on(CALL, self._call_here)
         self.outbox.on(MORE, self._more_here)
@@ -324,8 +323,14 @@ class ClusterRPC:
             self._remove_node(node_id).addErrback(self.log_failure, f"removing node {node_id}'s registrations")
 
     def resync(self) -> None:
-        """Write this node's registrations again (Redis may have restarted empty, or purged them),
-        then read everyone's anew."""
+        """Redis is back, this node was taken for dead, or its bus listens again after a reconnect: what
+        was sent to it meanwhile is lost. Answers to calls forwarded from here may be among it, so those
+        calls fail now (their callees are told) rather than wait for ever. Then this node's registrations
+        are written again (Redis may have restarted empty, or purged them) and everyone's read anew."""
+        for rr in list(self.realms.values()):
+            for call in rr.dealer.remote_calls():
+                rr.fail(call, "the call's answer may have been lost (the cluster's Redis was away)")
+                self.send(call.node, GONE, [call.caller.id], _nothing)
         self._resync().addErrback(self.log_failure, "re-writing this node's registrations")
 
     @defer.inlineCallbacks
@@ -360,16 +365,6 @@ class ClusterRPC:
         """Graceful stop (this node's sessions are closed): whatever of this node is left in Redis goes."""
         if connected(self.redis):
             yield self._remove_node(self.node_id)
-
-    def _listening_again(self) -> None:
-        """The bus reconnected: what was sent to this node meanwhile is lost. Answers to calls forwarded
-        from here may be among it, so those calls fail now (their callees are told), rather than wait
-        for ever; broadcasts of registrations too, so the view is read anew."""
-        for rr in list(self.realms.values()):
-            for call in rr.dealer.remote_calls():
-                rr.fail(call, "the call's answer may have been lost (the cluster's bus reconnected)")
-                self.send(call.node, GONE, [call.caller.id], _nothing)
-        self.reload().addErrback(self.log_failure, "re-reading the registrations")
 
     # -- Redis -------------------------------------------------------------------------------------
     def eval(self, script: str, keys: list, args: list) -> defer.Deferred:
