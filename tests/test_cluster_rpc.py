@@ -537,8 +537,11 @@ async def test_redis_restarted_empty_the_nodes_write_their_registrations_again(m
         redis_server.start()
         await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
         await _known(a, "com.example.kept")
-        await _until(lambda: redis_server.command("PUBSUB", "NUMSUB", "cy:bus:node:b")[1] == 1, 15,
-                     "b listening again")  # until then a call for b fails at once: nobody there hears it
+        # Until both nodes are connected and listening again, a call across fails at once (canceled).
+        await _until(lambda: a.redis._factory.size and all(
+            redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"), 15,
+            "both nodes connected and listening again")
+        await sleep(0.6)  # their heartbeats see Redis back and resync (a call in flight then is canceled)
         assert await with_timeout(caller.call("com.example.kept")) == "still here"
         with pytest.raises(ApplicationError) as e:
             await with_timeout(caller.call("com.example.dropped"))
