@@ -173,11 +173,14 @@ class Dealer:
                             f"invalid or reserved procedure URI {wamp.quote(procedure)} (match {match})"]))
             return
         mine = self._by_callee.get(session.id)
-        if capped and mine is not None and len(mine) >= self.max_registrations:  # each success adds one
+        held = len(mine) if mine is not None else 0
+        if self.cluster is not None:  # REGISTERs still in Redis count too
+            held += self.cluster.registering.get(session.id, 0)
+        if capped and held >= self.max_registrations:  # each success adds one
             self.log.info("session {sid} refused a registration: it has {n} (limits.max_registrations_per_session)",
-                          sid=session.id, n=len(mine))
+                          sid=session.id, n=held)
             send(wamp.error(wamp.REGISTER, request, wamp.TOO_MANY_REGISTRATIONS,
-                            [f"this session has {len(mine)} registrations, the most it may have"]))
+                            [f"this session has {held} registrations, the most it may have"]))
             return
         reg = self._index.get(procedure, match)
         if reg is not None:

@@ -669,3 +669,15 @@ async def test_a_request_id_used_again_after_its_node_gave_up_on_the_call(make_c
     assert b.realm_router("realm1").dealer.pending() == 0
     caller.drop()
     callee.drop()
+
+
+@ensure
+async def test_registers_still_in_redis_count_toward_the_session_s_limit(make_cluster):
+    a = await make_cluster("a", limits={"max_registrations_per_session": 3})
+    peer = await _peer(a)
+    for i in range(1, 6):  # all sent before Redis has answered the first
+        peer.send([REGISTER, i, {}, f"com.example.p{i}"])
+    replies = [await peer.recv() for _ in range(5)]
+    assert sorted(r[0] for r in replies) == [ERROR, ERROR, REGISTERED, REGISTERED, REGISTERED], replies
+    assert all(r[4] == "courtyard.error.too_many_registrations" for r in replies if r[0] == ERROR), replies
+    peer.drop()

@@ -109,6 +109,7 @@ class RealmRPC:
         self.uri = router.uri
         self.dealer: Dealer = router.dealer
         self.node_id = rpc.node_id
+        self.registering: dict[int, int] = {}  # session id → its REGISTERs in Redis, not answered yet
 
     # -- CALL --------------------------------------------------------------------------------------
     def route(self, session: Session, msg: list) -> Any:
@@ -197,6 +198,15 @@ class RealmRPC:
         me = callee_id(self.node_id, session.id)
         d = rpc.eval(ADD, [realm_key(self.uri), COUNTER, node_key(self.node_id), REALMS],
                      [self.node_id, self.uri, fld, invoke, self.dealer._new_id(), repr(time.time()), me, ""])
+        self.registering[session.id] = self.registering.get(session.id, 0) + 1
+
+        def answered(result: Any) -> Any:
+            n = self.registering.pop(session.id, 1) - 1
+            if n:
+                self.registering[session.id] = n
+            return result
+
+        d.addBoth(answered)
 
         def done(reply: list) -> None:
             uri, raw, created = reply
