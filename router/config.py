@@ -101,6 +101,7 @@ class NodeConfig:
     admin_realm: Realm = field(default_factory=lambda: _admin_realm("courtyard.admin", {}))
     data_dir: str | None = ".data"  # where admin changes are kept; None: in memory only
     cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
+    workers: int = 1  # router processes sharing the listening ports (router/workers.py)
 
 
 def _timer(d: dict, key: str, path: str, default: float) -> float:
@@ -300,6 +301,34 @@ def _cluster(raw: Any) -> ClusterConfig | None:
     return ClusterConfig(target, node_id, heartbeat, node_timeout, activity)
 
 
+MAX_WORKERS = 64
+
+
+def _workers(n: Any, cluster: ClusterConfig | None, listeners: list[ListenerConfig]) -> int:
+    """`node.workers`: more than one forms a cluster on `cluster:`'s Redis and shares each listener's
+    host and port by SO_REUSEPORT, so every listener needs a fixed host and port."""
+    if n is None:
+        raise ConfigError("node.workers", "must be given, not null")
+    if type(n) is not int or not 1 <= n <= MAX_WORKERS:
+        raise ConfigError("node.workers", f"must be an integer 1..{MAX_WORKERS}, got {n!r}")
+    if n == 1:
+        return n
+    if cluster is None:
+        raise ConfigError("node.workers", f"{n} workers form one cluster on Redis: they need a cluster: section")
+    suffix = f"-w{n - 1}"
+    if len(cluster.node_id) + len(suffix) > 64:
+        raise ConfigError("cluster.node_id", f"at most {64 - len(suffix)} characters with {n} workers "
+                          f"(each adds {suffix!r} at most), got {len(cluster.node_id)}")
+    for i, lc in enumerate(listeners):
+        if lc.endpoint is not None:
+            raise ConfigError(f"listeners[{i}].endpoint", "workers share a host and port (SO_REUSEPORT): "
+                              "give host and port instead")
+        if lc.port == 0:
+            raise ConfigError(f"listeners[{i}].port", "workers share a port (SO_REUSEPORT): 0 (a free one "
+                              "for each) cannot be shared")
+    return n
+
+
 def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
     """The session table's backend: a cluster shares its table in Redis, one node keeps it in memory."""
     backend = str_value(storage, "backend", "storage", "memory" if cluster is None else "redis", ("memory", "redis"))
@@ -319,12 +348,13 @@ def parse(raw: Any) -> NodeConfig:
     default = NodeConfig()
     sections = _sections(d, errors)
     node, shutdown, admin = sections["node"], sections["shutdown"], sections["admin"]
-    collect(errors, known_keys, node, "node", {"name", "sweep_interval"})
+    collect(errors, known_keys, node, "node", {"name", "sweep_interval", "workers"})
     listeners = _listeners(d.get("listeners", [{}]), errors)
     storage = collect(errors, mapping, d.get("storage", {}), "storage", default={})
     collect(errors, known_keys, storage, "storage", {"backend"})
     cluster = collect(errors, _cluster, d.get("cluster"))
     backend = collect(errors, _backend, storage, cluster, default="memory")
+    workers = collect(errors, _workers, node.get("workers", 1), cluster, listeners, default=1)
     limits = collect(errors, _limits, sections["limits"], default, default={})
     collect(errors, known_keys, shutdown, "shutdown", {"grace_period"})
     realms_raw = d.get("realms")
@@ -366,6 +396,7 @@ def parse(raw: Any) -> NodeConfig:
         admin_realm=admin_realm,
         data_dir=data_dir,
         cluster=cluster,
+        workers=workers,
     )
 
 
@@ -377,10 +408,11 @@ def warnings(cfg: NodeConfig) -> list[str]:
     return found
 
 
-def load(path: str | Path | None) -> NodeConfig:
-    """Read and validate a config file; None gives the embedded default."""
+def load(path: str | Path | None, workers: int | None = None) -> NodeConfig:
+    """Read and validate a config file; None gives the embedded default. `workers` (the command
+    line's `--workers`) replaces `node.workers`, and is checked as it is."""
     if path is None:
-        return parse({})
+        return parse(_with_workers({}, workers))
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -389,4 +421,11 @@ def load(path: str | Path | None) -> NodeConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(str(path), f"invalid YAML: {e}")
-    return parse(raw)
+    return parse(_with_workers(raw, workers))
+
+
+def _with_workers(raw: Any, workers: int | None) -> Any:
+    raw = {} if raw is None else raw
+    if workers is None or not isinstance(raw, dict) or not isinstance(raw.get("node") or {}, dict):
+        return raw  # nothing to override, or a document whose own errors are reported as they are
+    return {**raw, "node": {**(raw.get("node") or {}), "workers": workers}}

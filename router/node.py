@@ -40,6 +40,7 @@ class _Gone:
 class Node:
     log = Logger()
     goodbye_timeout = 5.0  # how long a GOODBYE from the router waits for its answer
+    shared_ports = False  # a worker (`--workers N`): listen with SO_REUSEPORT (router/workers.py)
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -174,7 +175,7 @@ class Node:
             else:
                 factory, scheme, path = WampWebSocketFactory(self, lc), ("wss" if lc.tls else "ws"), lc.path
                 kind = "WebSocket"
-            port = listen(lc, factory)
+            port = listen(lc, factory, self.shared_ports)
             self.ports.append(port)
             self.log.info("listening for WAMP over {kind} on {scheme}://{where}{path} ({sers})", kind=kind,
                           scheme=scheme, where=describe(port), path=path, sers=", ".join(lc.serializers))
