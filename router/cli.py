@@ -84,6 +84,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             return 2
     worker = args.worker_index
     if worker is not None:
+        import signal
+
+        # A terminal's Ctrl-C reaches the whole process group: the supervisor alone decides, and sends
+        # SIGTERM (Twisted leaves an ignored SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if cfg.cluster is None:
             print("courtyard: cannot start: a worker (--worker-index) needs a cluster: section", file=sys.stderr)
             return 2

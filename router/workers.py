@@ -4,10 +4,11 @@ The parent is a small supervisor, not a router: it runs `courtyard start` again 
 `--worker-index i`, and each worker is a cluster node (`<node_id>-w<i>`) on the configured Redis that
 binds every listener's host and port with SO_REUSEPORT (router/transport/listen.py), so the kernel
 spreads connections over the workers. The supervisor
-- restarts a worker that exits, after a backoff (0.1 s, doubling, at most 5 s); a worker that exits
-  `MAX_QUICK_EXITS` times in a row, each within `QUICK` seconds of its start, stops everything
-  (one line on stderr, exit 1): a worker that cannot live (Redis unreachable, a port held by another
-  program) is not restarted for ever;
+- stops everything if a worker exits before it ever served (Redis unreachable, a port held by another
+  program: restarting cannot help), with the worker's exit code, as a single node would exit;
+- restarts a worker that exits after it served, after a backoff (0.1 s, doubling, at most 5 s); one
+  that exits `MAX_QUICK_EXITS` times in a row, each within `QUICK` seconds of its start, stops
+  everything (one line on stderr, exit 1): a worker that cannot live is not restarted for ever;
 - on SIGTERM or SIGINT, sends SIGTERM to every worker (each says GOODBYE `wamp.close.system_shutdown`
   to its clients and leaves the cluster), waits for them (bounded: SIGKILL after the grace period and
   a margin) and exits 0.
@@ -23,7 +24,6 @@ the id is alive again.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -32,7 +32,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.logger import Logger
 
 READY_FD = 3  # the worker's end of its readiness pipe
-MAX_QUICK_EXITS = 5  # exits in a row, each within QUICK seconds of the start, before giving up
+MAX_QUICK_EXITS = 3  # exits in a row, each within QUICK seconds of the start, before giving up
 QUICK = 10.0
 BACKOFF, MAX_BACKOFF = 0.1, 5.0  # seconds before a restart: BACKOFF doubled per quick exit in a row
 KILL_MARGIN = 10.0  # seconds past the grace period before a worker that does not stop is killed
@@ -47,9 +47,10 @@ def worker_id(index: int) -> str:
 class _Worker(protocol.ProcessProtocol):
     """One worker process, as the supervisor sees it."""
 
-    def __init__(self, supervisor: Supervisor, index: int) -> None:
+    def __init__(self, supervisor: Supervisor, index: int, restarted: bool) -> None:
         self.supervisor = supervisor
         self.index = index
+        self.restarted = restarted
         self.started = time.monotonic()
         self.pid: int | None = None
         self.ready = False
@@ -89,10 +90,14 @@ class Supervisor:
 
     def _spawn(self, index: int, restart: bool) -> None:
         self.restarts.pop(index, None)
-        worker = _Worker(self, index)
+        worker = _Worker(self, index, restart)
         argv = [*self.argv, "--worker-index", str(index), *(("--worker-restart",) if restart else ())]
-        reactor.spawnProcess(worker, sys.executable, argv, env=os.environ,
-                             childFDs={0: 0, 1: 1, 2: 2, READY_FD: "r"})
+        try:
+            reactor.spawnProcess(worker, sys.executable, argv, env=os.environ,
+                                 childFDs={0: 0, 1: 1, 2: 2, READY_FD: "r"})
+        except OSError as e:  # out of processes or file descriptors: nothing sensible to retry
+            self._give_up(f"cannot start worker {worker_id(index)}: {e}")
+            return
         self.workers[index] = worker
 
     def worker_ready(self, worker: _Worker) -> None:
@@ -109,20 +114,27 @@ class Supervisor:
         if self.stopping:
             log.info("worker {id} (pid {pid}) {how}", id=wid, pid=worker.pid, how=how)
             return
+        if not worker.ready and not worker.restarted:  # never served: a config, Redis or port problem
+            self._give_up(f"worker {wid} {how} before it served", code or 1)
+            return
         lived = time.monotonic() - worker.started
         quick = self.quick_exits[worker.index] = self.quick_exits[worker.index] + 1 if lived < QUICK else 1
         if quick >= MAX_QUICK_EXITS:
-            self.code = 1
-            message = (f"worker {wid} {how}, {quick} times in a row within {QUICK:g} s of its start: "
-                       "stopping every worker")
-            log.critical("{message}", message=message)
-            print(f"courtyard: {message}", file=sys.stderr, flush=True)
-            reactor.stop()
+            self._give_up(f"worker {wid} {how}, {quick} times in a row within {QUICK:g} s of its start")
             return
         delay = min(MAX_BACKOFF, BACKOFF * 2 ** (quick - 1))
         log.warn("worker {id} (pid {pid}) {how} after {lived:.1f} s: restarting it in {delay:g} s", id=wid,
                  pid=worker.pid, how=how, lived=lived, delay=delay)
         self.restarts[worker.index] = reactor.callLater(delay, self._spawn, worker.index, True)
+
+    def _give_up(self, why: str, code: int = 1) -> None:
+        """Stop every worker (gracefully, as on SIGTERM) and exit with `code`, saying why on stderr."""
+        self.code = code
+        log.critical("{why}: stopping every worker", why=why)
+        print(f"courtyard: {why}: stopping every worker", file=sys.stderr, flush=True)
+        if not self.stopping:
+            self.stopping = True  # no restart from here on
+            reactor.stop()
 
     @defer.inlineCallbacks
     def stop(self):
@@ -166,14 +178,13 @@ def supervise(argv: list[str], count: int, grace: float) -> int:
 
 # -- in the worker ---------------------------------------------------------------------------------
 def worker_started() -> None:
-    """Tell the supervisor this worker serves (a line on its readiness pipe), ignore SIGINT from now
-    on, and stop if the supervisor goes."""
+    """Tell the supervisor this worker serves (a line on its readiness pipe), and stop if the
+    supervisor goes. (SIGINT is ignored from the worker's start on: router/cli.py.)"""
     try:
         os.write(READY_FD, b"ready\n")
         os.close(READY_FD)
     except OSError as e:  # no supervisor pipe: started by hand; nothing to tell
         log.warn("no supervisor to tell this worker started: {e}", e=e.strerror)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch() -> None:

@@ -48,9 +48,11 @@ class Workers:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> Workers:
+        """In a process group of its own, as a shell's foreground job is (a Ctrl-C reaches the group)."""
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(self.config_path),
-                                      "--workers", str(self.count)], stdout=self._log, stderr=subprocess.STDOUT)
+                                      "--workers", str(self.count)], stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         if wait:
             self.wait_for(f"all {self.count} workers serving")
         return self
@@ -180,8 +182,10 @@ async def test_two_nodes_share_a_tls_port_only_as_workers(tmp_path):
 
 
 # -- real workers --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
 @ensure
-async def test_two_workers_take_connections_on_one_port_and_stop_gracefully_on_sigterm(workers, redis_server):
+async def test_two_workers_take_connections_on_one_port_and_stop_gracefully(workers, redis_server, stop):
+    """SIGTERM to the supervisor, or SIGINT to the whole process group (a terminal's Ctrl-C)."""
     pids = workers.pids()
     assert sorted(pids) == ["w0", "w1"] and all(_alive(p) for p in pids.values())
     clients = [await connect(workers.url) for _ in range(40)]
@@ -191,7 +195,10 @@ async def test_two_workers_take_connections_on_one_port_and_stop_gracefully_on_s
         assert await clients[0].call("wamp.session.count") == 40
         log = workers.log()
         assert "[w0] " in log and "[w1] " in log and "cluster node n-w1 joined" in log
-        workers.proc.send_signal(signal.SIGTERM)
+        if stop == "sigterm":
+            workers.proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(workers.proc.pid, signal.SIGINT)
         for c in clients:
             left = await with_timeout(c.left)
             assert left.reason == "wamp.close.system_shutdown", left
@@ -244,19 +251,40 @@ async def test_a_killed_worker_is_restarted_its_sessions_purged_and_the_port_kee
         workers.stop()
 
 
-def test_a_worker_that_cannot_live_stops_everything_with_exit_1(tmp_path):
-    """Redis unreachable: each worker exits at once; after 5 exits in a row the supervisor gives up."""
+def test_a_worker_that_never_serves_stops_everything_with_its_exit_code(tmp_path):
+    """Redis unreachable: the first worker to exit stops the supervisor at once, exit 2 as for one node."""
     w = Workers(tmp_path, f"redis://127.0.0.1:{free_port()}/0").start(wait=False)
     try:
         w.proc.wait(60)
-        assert w.proc.returncode == 1, w.log()
         log = w.log()
-        assert re.search(r"courtyard: worker w\d exited with code 2, 5 times in a row within 10 s of its start: "
-                         "stopping every worker", log), log
-        assert "cannot start: cannot reach Redis" in log or "cannot start:" in log
-        assert not [p for p in w.pids().values() if _alive(p)]
+        assert w.proc.returncode == 2, log
+        assert re.search(r"courtyard: worker w\d exited with code 2 before it served: stopping every worker", log), log
+        assert "courtyard: cannot start: cannot reach Redis at redis://127.0.0.1:" in log
+        assert "restarting" not in log and not [p for p in w.pids().values() if _alive(p)]
     finally:
         w.stop()
+
+
+@ensure
+async def test_a_worker_that_keeps_dying_stops_everything_with_exit_1(workers):
+    """Killed three times in a row within 10 s of its start: the supervisor gives up, exit 1."""
+    for n in range(1, 4):
+        victim = workers.pids()["w1"]
+        os.kill(victim, signal.SIGKILL)
+        if n < 3:
+            await _until(lambda n=n: workers.log().count("worker w1 started") == n + 1, 20, f"restart {n}")
+    for _ in range(400):
+        if workers.proc.poll() is not None:
+            break
+        await sleep(0.05)
+    log = workers.log()
+    assert workers.proc.returncode == 1, log
+    assert re.search(r"courtyard: worker w1 was killed by signal 9, 3 times in a row within 10 s of its start: "
+                     "stopping every worker", log), log
+    assert "restarting it in 0.1 s" in log and "restarting it in 0.2 s" in log
+    assert "[w0] " in log and "[w0] " in log.split("stopping every worker")[-1]  # w0 stopped gracefully
+    assert not [p for p in workers.pids().values() if _alive(p)]
+    _clean(log)
 
 
 def test_workers_stop_by_themselves_when_the_supervisor_is_killed(workers):
