@@ -28,6 +28,8 @@ def _note(r: dict) -> str:
         notes.append(f"x{r['ratio_to_echo']} vs echo")
     if r.get("delivered_share", 1) < 0.99:
         notes.append(f"{100 * r['delivered_share']:.1f}% of events delivered")
+    if "redis_us" in r:
+        notes.append(f"Redis {r['redis_us']} us per unit")
     if r.get("errors"):
         notes.append(f"{r['errors']} errors")
     return "; ".join(notes)

@@ -49,6 +49,8 @@ class Options:
     startup_runs: int = 3
     router_profile: str = "open"  # procs.PROFILES
     cluster: str | None = None  # a Redis URL: routers run as cluster nodes (--cluster)
+    redis_pid: int | None = None  # that redis-server's PID: its CPU per message is reported too
+    workers: int = 1  # the router runs with --workers N (N > 1: on `cluster`)
     setup_timeout: float = 180.0
 
 
@@ -73,6 +75,7 @@ class Window:
     target_cpu: float
     client_cpu: list[float]
     results: list[dict]
+    redis_cpu: float | None = None  # the cluster's redis-server's CPU in the window, if the bench runs one
 
     @property
     def target_util(self) -> float:
@@ -113,12 +116,15 @@ def measure(pid: int, load: list[LoadProc], opts: Options) -> Window:
     for p in load:
         p.tell(f"go {t0!r} {t1!r}")
     time.sleep(max(0.0, t0 - time.monotonic()))
+    r0 = cpu_seconds(opts.redis_pid) if opts.redis_pid else None
     w0, c0, l0 = time.monotonic(), cpu_seconds(pid), [cpu_seconds(p.pid) for p in load]
     time.sleep(max(0.0, t1 - time.monotonic()))
     w1, c1, l1 = time.monotonic(), cpu_seconds(pid), [cpu_seconds(p.pid) for p in load]
+    r1 = cpu_seconds(opts.redis_pid) if opts.redis_pid else None
     deadline = t1 + opts.drain + 15
     results = [p.read(deadline)["result"] for p in load]
-    return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results)
+    return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results,
+                  None if r0 is None else r1 - r0)
 
 
 def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: float, cost_unit: str,
@@ -128,6 +134,8 @@ def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: fl
     if w is not None:
         row.update(router_util=round(w.target_util, 3), clients_util=[round(u, 3) for u in w.client_utils],
                    saturated=w.saturated(), wall=round(w.wall, 3), cpu=round(w.target_cpu, 3))
+        if w.redis_cpu is not None and not name.startswith("ceiling"):  # Redis CPU per unit, beside the router's
+            row["redis_us"] = round(1e6 * w.redis_cpu / max(rate * w.wall, 1), 2)
     row.update(extra)
     return row
 
@@ -239,7 +247,7 @@ class Bench:
             self.owns_router = False
         else:
             self._router = procs.start_router(workdir, opts.realm, f"router-{ser}", opts.router_profile,
-                                              opts.cluster).wait()
+                                              opts.cluster, opts.workers).wait()
             self.router = Target(f"ws://127.0.0.1:{self._router.port}", self._router.pid, False)
             self.owns_router = True
 
@@ -342,7 +350,7 @@ class Bench:
                 if fresh is not None:
                     fresh.stop()
                 fresh = procs.start_router(self.workdir, self.opts.realm, f"router-mem-{self.ser}-{i}",
-                                           cluster=self.opts.cluster).wait()
+                                           cluster=self.opts.cluster, workers=self.opts.workers).wait()
                 times.append(fresh.startup)
             extra["startup_s"] = round(statistics.median(times), 3)
             extra["startup_runs_s"] = [round(x, 3) for x in times]

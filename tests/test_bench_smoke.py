@@ -100,3 +100,16 @@ def test_router_profiles_route_without_errors(profile):
     (row,) = result["rows"]
     assert row["rate"] > 0 and row["errors"] == 0
     assert result["meta"]["options"]["router_profile"] == profile
+
+
+def test_workers_churn_sums_the_workers_and_reports_redis():
+    """--workers 2: its own redis-server, the router's CPU summed over the supervisor and its workers."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    result = run_bench("--serializer", "msgpack", "--scenarios", "churn", "--workers", "2")
+    (row,) = result["rows"]
+    assert row["scenario"] == "churn" and row["rate"] > 0 and row["errors"] == 0
+    assert row["cost_us"] > 100  # a session costs the workers ~1 ms; the supervisor alone next to nothing
+    assert row["redis_us"] > 0 and result["meta"]["options"]["workers"] == 2
