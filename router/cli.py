@@ -24,8 +24,9 @@ def _config(args: argparse.Namespace):
         for error in errors:
             print(f"  {error}", file=sys.stderr)
         return None
-    for warning in warnings(cfg):
-        print(f"courtyard: warning: {warning}", file=sys.stderr)
+    if getattr(args, "worker_index", None) is None:  # a worker's supervisor has said them already
+        for warning in warnings(cfg):
+            print(f"courtyard: warning: {warning}", file=sys.stderr)
     return cfg
 
 

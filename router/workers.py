@@ -24,6 +24,7 @@ the id is alive again.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from typing import Any
@@ -181,9 +182,11 @@ def worker_started() -> None:
     """Tell the supervisor this worker serves (a line on its readiness pipe), and stop if the
     supervisor goes. (SIGINT is ignored from the worker's start on: router/cli.py.)"""
     try:
+        if not stat.S_ISFIFO(os.fstat(READY_FD).st_mode):  # started by hand: fd 3 is something else
+            raise OSError(0, "no readiness pipe")
         os.write(READY_FD, b"ready\n")
         os.close(READY_FD)
-    except OSError as e:  # no supervisor pipe: started by hand; nothing to tell
+    except OSError as e:
         log.warn("no supervisor to tell this worker started: {e}", e=e.strerror)
     parent = os.getppid()
 
