@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, error, protocol, reactor, task
 from twisted.logger import Logger
 
 READY_FD = 3  # the worker's end of its readiness pipe
@@ -152,11 +152,17 @@ class Supervisor:
         for w in workers:
             self._signal(w, "TERM")
         waiting = defer.DeferredList([w.ended for w in workers])
-        timer = reactor.callLater(self.grace + KILL_MARGIN, lambda: [self._signal(w, "KILL") for w in workers])
+        timer = reactor.callLater(self.grace + KILL_MARGIN, self._kill, workers)
         yield waiting
         if timer.active():
             timer.cancel()
         log.info("every worker stopped")
+
+    def _kill(self, workers: list[_Worker]) -> None:
+        left = [w for w in workers if not w.ended.called]
+        log.warn("{n} workers still running {t:g} s after SIGTERM: SIGKILL", n=len(left), t=self.grace + KILL_MARGIN)
+        for w in left:
+            self._signal(w, "KILL")
 
     @staticmethod
     def _signal(worker: _Worker, name: str) -> None:
@@ -164,7 +170,7 @@ class Supervisor:
             return
         try:
             worker.transport.signalProcess(name)
-        except Exception:  # it has just exited: its processEnded is on its way
+        except error.ProcessExitedAlready:  # its processEnded is on its way
             pass
 
 

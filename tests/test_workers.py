@@ -146,6 +146,24 @@ def test_workers_on_the_command_line_override_the_config_and_are_checked_as_it_i
     assert r.returncode == 2 and "--workers: must be an integer, got 'two'" in r.stderr, r.stderr
 
 
+def test_a_workers_log_lines_carry_its_id_in_text_and_json():
+    import io
+    import json
+
+    from twisted.logger import LogLevel
+
+    from router.logs import json_lines_observer, tagged_text_observer
+
+    event = {"log_level": LogLevel.info, "log_namespace": "router.node", "log_format": "hello {who}",
+             "who": "there", "log_time": 0.0}
+    text, lines = io.StringIO(), io.StringIO()
+    tagged_text_observer(text, "w1")(dict(event))
+    json_lines_observer(lines, "w1")(dict(event))
+    assert text.getvalue().startswith("[w1] ") and text.getvalue().endswith("[router.node#info] hello there\n")
+    record = json.loads(lines.getvalue())
+    assert record["worker"] == "w1" and record["message"] == "hello there" and record["who"] == "there"
+
+
 # -- shared ports, in process --------------------------------------------------------------------------
 @ensure
 async def test_two_nodes_share_a_tls_port_only_as_workers(tmp_path):
