@@ -71,11 +71,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
         return 2
-    from twisted.internet import reactor
-
-    from realms.store import StoreError
-    from router.node import Node
-
     if cfg.cluster is not None:
         try:
             import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
@@ -100,7 +95,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"courtyard: cannot write the log file {args.log_file}: {e.strerror}", file=sys.stderr)
         return 2
     if worker is None and cfg.workers > 1:
-        return _supervise(args, cfg)
+        return _supervise(args, cfg)  # without the router's modules: the supervisor routes nothing
+    from twisted.internet import reactor
+
+    from realms.store import StoreError
+    from router.node import Node
+
     try:
         node = Node(cfg)
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
