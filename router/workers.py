@@ -16,9 +16,9 @@ spreads connections over the workers. The supervisor
 A worker tells the supervisor it is serving by writing a line on fd 3 (a pipe the supervisor reads);
 it ignores SIGINT (a terminal's Ctrl-C reaches the whole process group: the supervisor alone decides),
 and stops by itself if its supervisor goes (kill -9), so no worker outlives it. A restarted worker
-first removes what its dead predecessor left in Redis under the same node id (its key and sessions,
-`wamp.session.on_leave` to the cluster), before it listens: survivors would never purge it, because
-the id is alive again.
+first removes what its dead predecessor left in Redis under the same node id (its key, sessions and
+subscriptions; `wamp.session.on_leave` and testaments to the cluster), before it listens: survivors
+would never purge it, because the id is alive again.
 """
 
 from __future__ import annotations
@@ -211,12 +211,16 @@ def purge_predecessor(node: Any):
     """Before a restarted worker listens: its dead predecessor's node key and sessions go (the
     supervisor saw it exit, so it is dead for sure), and the cluster hears them leave."""
     from router.cluster.membership import node_key
-    from router.cluster.purge import LEFT, Purger, claim_key
+    from router.cluster.purge import LEFT, NODE_DOWN, Purger, claim_key
 
     node_id = node.config.cluster.node_id
     yield node.redis.delete(node_key(node_id))
     yield node.redis.delete(claim_key(node_id))  # a purge of an earlier predecessor holds no claim now
+    # As a survivor would: the leavers (this node publishes their on_leave and testaments, routed to
+    # every node), then NODE_DOWN so the others forget the predecessor's subscriptions before this
+    # worker, listening, announces its own.
     purger = Purger(node.redis, node_id, claim_ttl=max(10.0, 3 * node.config.cluster.node_timeout),
-                    announce=lambda leavers: node.bus.broadcast(LEFT, leavers))
+                    announce=lambda leavers: node.bus.broadcast(LEFT, leavers),
+                    gone=lambda dead: node.bus.broadcast(NODE_DOWN, dead))
     yield purger.purge(node_id)  # logs how many sessions it removed
     yield node.redis.delete(claim_key(node_id))  # the id is alive again: nothing left to claim
