@@ -18,6 +18,7 @@ import pytest
 import pytest_twisted
 import yaml
 from autobahn.twisted.util import sleep
+from autobahn.wamp.types import PublishOptions
 from twisted.internet import error
 
 from realms.schema import ConfigError
@@ -211,6 +212,11 @@ async def test_two_workers_take_connections_on_one_port_and_stop_gracefully(work
         spread = await _nodes_of(redis_server, clients)
         assert set(spread) == {"n-w0", "n-w1"} and sum(spread.values()) == 40, spread
         assert await clients[0].call("wamp.session.count") == 40
+        got: list[int] = []  # one cluster: an event published on one worker reaches the other's subscribers
+        for c in clients[1:]:
+            await c.subscribe(lambda n, c=c: got.append(c._session_id), "com.example.news")
+        await clients[0].publish("com.example.news", 1, options=PublishOptions(acknowledge=True))
+        await _until(lambda: len(got) == 39, 5, "the event on both workers")
         log = workers.log()
         assert "[w0] " in log and "[w1] " in log and "cluster node n-w1 joined" in log
         if stop == "sigterm":
@@ -242,6 +248,11 @@ async def test_a_killed_worker_is_restarted_its_sessions_purged_and_the_port_kee
     try:
         spread = await _nodes_of(redis_server, clients)
         assert spread["n-w1"] and spread["n-w0"], spread
+        left: dict[int, set[int]] = {c._session_id: set() for c in clients}
+        for c in clients:
+            await c.subscribe(lambda sid, *_, c=c: left[c._session_id].add(sid), "wamp.session.on_leave")
+        on_w1 = {c._session_id for c in clients
+                 if redis_server.command("HGET", f"cy:s:{c._session_id}", "node") == "n-w1"}
         old = workers.pids()["w1"]
         os.kill(old, signal.SIGKILL)
         await _until(lambda: not _alive(old), 5, "the killed worker gone")  # (connections in its queue went with it)
@@ -258,6 +269,9 @@ async def test_a_killed_worker_is_restarted_its_sessions_purged_and_the_port_kee
         await _until(lambda: redis_server.command("SCARD", "cy:sessions") == len(survivors), 5,
                      "the dead worker's sessions gone from Redis")
         assert await survivors[0].call("wamp.session.count") == len(survivors)
+        # ... and every survivor (on w0) heard them leave, published by the restarted worker.
+        await _until(lambda: all(left[c._session_id] == on_w1 for c in clients if c.is_connected()), 5,
+                     "on_leave for the dead worker's sessions")
         later = [await connect(workers.url) for _ in range(30)]
         assert (await _nodes_of(redis_server, later))["n-w1"], "the restarted worker takes connections"
         serving += later
