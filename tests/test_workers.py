@@ -319,7 +319,19 @@ async def test_a_worker_that_keeps_dying_stops_everything_with_exit_1(workers):
     _clean(log)
 
 
-def test_workers_stop_by_themselves_when_the_supervisor_is_killed(workers):
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path, redis_server):
+    """Also: without cluster.node_id, the node id is derived once, by the supervisor, for all workers."""
+    workers = Workers(tmp_path, redis_server.url, node_id=None).start()
+    try:
+        _supervisor_killed(workers)
+    finally:
+        workers.stop()
+
+
+def _supervisor_killed(workers: Workers) -> None:
+    base = re.search(r"cluster node ids (\S+)-w0\.\.w1", workers.log()).group(1)
+    assert base != "n" and f"cluster node {base}-w0 joined" in workers.log()
+    assert f"cluster node {base}-w1 joined" in workers.log()
     pids = workers.pids()
     workers.proc.kill()
     workers.proc.wait(10)
