@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from router import __version__, logs
 from router.config import ConfigError, load, warnings
+from router.starter import CONFIG_NAME, default_config
 
 log = Logger()
 
@@ -16,6 +17,8 @@ log = Logger()
 def _config(args: argparse.Namespace):
     """The validated config, or None after saying on stderr everything that is wrong, one error a
     line; warnings (the config works, but likely not as meant) go to stderr too."""
+    if args.config is None:
+        args.config = default_config()
     try:
         cfg = load(args.config, getattr(args, "workers", None))
     except ConfigError as e:
@@ -63,7 +66,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None or not _stored_changes(cfg):
         return 2
-    print(f"config OK: {len(cfg.listeners)} listener(s), realms: {', '.join(r.uri for r in cfg.realms)}")
+    print(f"config OK ({args.config or 'the embedded default'}): {len(cfg.listeners)} listener(s), "
+          f"realms: {', '.join(r.uri for r in cfg.realms)}")
     return 0
 
 
@@ -101,6 +105,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     from realms.store import StoreError
     from router.node import Node
 
+    if args.log_level == "debug":  # each routed message, one line (off: one flag read per message)
+        from router import protocol
+
+        protocol.trace(True)
     try:
         node = Node(cfg)
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
@@ -108,13 +116,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 2
     if cfg.cluster is not None:
         node.shared_ports = worker is not None
-        return _run_cluster_node(node, worker is not None, args.worker_restart)
+        return _run_cluster_node(node, args.config, worker is not None, args.worker_restart)
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: say so and exit non-zero
         log.critical("cannot start: {e}", e=e)
         return 1
-    _started(node)
+    _started(node, args.config)
     reactor.addSystemEventTrigger("before", "shutdown", node.stop)
     reactor.run()
     return 0
@@ -133,17 +141,19 @@ def _supervise(args: argparse.Namespace, cfg) -> int:
         argv += ["-c", os.path.abspath(args.config)]
     if args.log_file is not None:
         argv += ["--log-file", os.path.abspath(args.log_file)]
-    log.info("Courtyard {v}: supervising {n} workers, cluster node ids {id}-w0..w{last}", v=__version__,
-             n=cfg.workers, id=cfg.cluster.node_id, last=cfg.workers - 1)
+    log.info("Courtyard {v}: supervising {n} workers, cluster node ids {id}-w0..w{last}; config: {config}",
+             v=__version__, n=cfg.workers, id=cfg.cluster.node_id, last=cfg.workers - 1,
+             config=args.config or "the embedded default")
     return workers.supervise(argv, cfg.workers, cfg.shutdown_grace)
 
 
-def _started(node) -> None:
-    log.info("Courtyard {v} started in {t:.3f}s; realms: {realms}", v=__version__, t=node.started,
+def _started(node, config_file: str | None) -> None:
+    log.info("Courtyard {v} started in {t:.3f}s; config: {config}; realms: {realms}", v=__version__,
+             t=node.started, config=config_file or "the embedded default",
              realms=", ".join(r.uri for r in node.realms.list()))
 
 
-def _run_cluster_node(node, worker: bool = False, restart: bool = False) -> int:
+def _run_cluster_node(node, config_file: str | None, worker: bool = False, restart: bool = False) -> int:
     """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen. A
     worker removes its dead predecessor's state first (`restart`) and tells its supervisor once it serves."""
     from twisted.internet import defer, reactor
@@ -165,7 +175,7 @@ def _run_cluster_node(node, worker: bool = False, restart: bool = False) -> int:
         reactor.addSystemEventTrigger("before", "shutdown", node.stop)
         log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
                  url=node.config.cluster.redis.display())
-        _started(node)
+        _started(node, config_file)
         if worker:
             from router.workers import worker_started
 
@@ -188,6 +198,20 @@ def _run_cluster_node(node, worker: bool = False, restart: bool = False) -> int:
     reactor.callWhenRunning(lambda: defer.maybeDeferred(join).addCallbacks(joined, not_joined))
     reactor.run()
     return outcome["code"]
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the config's JSON Schema (config/courtyard.schema.json is this output)."""
+    from router.config_schema import dumps
+
+    sys.stdout.write(dumps())
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from router.starter import init
+
+    return init(args.directory)
 
 
 def cmd_auth_hash_secret(args: argparse.Namespace) -> int:
@@ -237,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"courtyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("start", help="run a router node in the foreground")
-    p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
+    p.add_argument("-c", "--config", help=f"YAML config file (default: ./{CONFIG_NAME} if there is one, "
+                                                "else the embedded default config)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log-format", default="text", choices=logs.FORMATS,
                    help="text for people, or json: one JSON object a line with the event's fields")
@@ -251,8 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-restart", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("check-config", help="validate a config file and exit")
-    p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
+    p.add_argument("-c", "--config", help=f"YAML config file (default: ./{CONFIG_NAME} if there is one, "
+                                                "else the embedded default config)")
     p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("init", help=f"write a starter {CONFIG_NAME} (every section at its defaults) and a data "
+                                    "directory")
+    p.add_argument("directory", nargs="?", default=".", help="where (made if missing; default: here)")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
+    p.set_defaults(func=cmd_schema)
     auth_cmd = sub.add_parser("auth", help="make secrets and keys for the config")
     auth = auth_cmd.add_subparsers(dest="auth", required=True)
     p = auth.add_parser("hash-secret", help="print a salted hash of a ticket (or a salted WAMP-CRA key)")
