@@ -30,6 +30,7 @@ USER_REMOVED = "courtyard.close.user_removed"
 KILLED = "wamp.close.killed"
 INVALID_URI = "wamp.error.invalid_uri"
 STORAGE_FAILED = "courtyard.error.storage_failed"  # the change could not be recorded, so it was not made
+MAX_LISTED = 10_000  # entries of courtyard.process.list
 
 
 class AdminError(Exception):
@@ -85,7 +86,8 @@ class AdminAPI:
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
                  wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None,
-                 nodes: Callable[[], Any] | None = None, max_uri_length: int = 4096) -> None:
+                 nodes: Callable[[], Any] | None = None, max_uri_length: int = 4096,
+                 processes: Any = None) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
@@ -100,6 +102,11 @@ class AdminAPI:
                 "session_count", "session_list", "session_get", "session_kill", "session_kill_by_authid",
                 "session_kill_all", "session_activity", "session_wipe", "session_set_data",
                 "user_list", "user_get", "user_add", "user_update", "user_remove", "node_list")}
+        # Session processes (router.processes.Processes): start, started, terminate, call, cast, list.
+        self.processes = processes
+        if processes is not None:
+            self.procedures.update({f"courtyard.process.{name}": getattr(self, f"process_{name}") for name in (
+                "list", "start", "started", "call", "cast", "terminate")})
 
     def call(self, procedure: str, who: str, args: list, kwargs: dict) -> Any:
         """Run one procedure for the admin `who`; AdminError for anything the caller got wrong."""
@@ -112,7 +119,7 @@ class AdminAPI:
             raise AdminError(INVALID_ARGUMENT, "; ".join(map(str, getattr(e, "errors", [e]))))
         except StoreWriteError as e:  # logged by the store, by file name; nothing was changed
             raise AdminError(STORAGE_FAILED, str(e))
-        if not procedure.endswith((".list", ".get", ".count", ".activity")):
+        if not procedure.endswith((".list", ".get", ".count", ".activity", ".started")):
             self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
                           **_loggable(fn, args, kwargs))
         return result
@@ -123,6 +130,41 @@ class AdminAPI:
         if self.nodes is None:
             return []
         return self.nodes()
+
+    # -- session processes -----------------------------------------------------------------------
+    # A process lives on its session's node: these reach this node's sessions only.
+    def _local_session(self, session_id: Any) -> int:
+        if self.sessions.lookup(_need(session_id, int, "session id")) is None:
+            raise AdminError(NO_SUCH_SESSION, f"no session {session_id} on this node")
+        return session_id
+
+    def process_list(self, realm: str | None = None) -> list[dict]:
+        """The processes (of a realm): session, realm, class, started, busy, mailbox, restarts, handled
+        (at most MAX_LISTED)."""
+        if realm is not None:
+            self._realm(realm)
+        return self.processes.list(realm)[:MAX_LISTED]
+
+    def process_start(self, session_id: int, arg: Any = None) -> bool:
+        """Start the session's process with the realm's class; False: it has one already."""
+        return self.processes.start(self._local_session(session_id), arg=arg)
+
+    def process_started(self, session_id: int) -> bool:
+        return self.processes.started(self._local_session(session_id))
+
+    def process_call(self, session_id: int, request: Any = None, timeout: float | None = None) -> Any:
+        """A Deferred: what the process answers (or its error)."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout <= 3600):
+            raise AdminError(INVALID_ARGUMENT, "timeout must be a number of seconds in (0, 3600]")
+        return self.processes.call(self._local_session(session_id), request, timeout)
+
+    def process_cast(self, session_id: int, request: Any = None) -> None:
+        self.processes.cast(self._local_session(session_id), request)
+
+    def process_terminate(self, session_id: int) -> bool:
+        """End the session's process (the session stays); False: it had none."""
+        return self.processes.terminate(self._local_session(session_id), "terminated by an admin")
 
     # -- realms ----------------------------------------------------------------------------------
     def _realm(self, uri: Any):

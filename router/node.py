@@ -16,6 +16,7 @@ from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
+from router.processes import Processes
 from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.serializers import JsonSerializer
@@ -51,6 +52,8 @@ class Node:
         self.table = SessionTable(self.storage, config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
+        self._services: dict[str, ServiceSession] = {}  # realm → the in-router session its processes use
+        self.processes = Processes(self.table, self._process_config, self._process_service)
         self.throttle = AuthThrottle()
         self.cookies = CookieStore()
         self.ports: list[IListeningPort] = []
@@ -74,12 +77,29 @@ class Node:
             router = self._routers[uri] = RealmRouter(spec, c.max_pending_calls, self.table, c.max_retained_bytes,
                                                       c.max_subscriptions_per_session,
                                                       c.max_registrations_per_session)
+            if uri != c.admin_realm.uri:  # there courtyard.process.* are the admin procedures
+                self.processes.install(router)
         return router
+
+    def _process_config(self, uri: str):
+        spec = self.realms.get(uri)
+        return spec.session_process if spec is not None else None
+
+    def _process_service(self, uri: str) -> ServiceSession | None:
+        """The in-router session through which the realm's session processes publish and call."""
+        service = self._services.get(uri)
+        if service is None:
+            router = self.realm_router(uri)
+            if router is None:
+                return None
+            service = self._services[uri] = ServiceSession(router, authid="courtyard.process")
+        return service
 
     def drop_realm(self, uri: str) -> None:
         """A deleted realm's running state (retained events, subscriptions, registrations) goes with
         it, so a realm created again under its URI starts empty. Its sessions are closed before."""
         self._routers.pop(uri, None)
+        self._services.pop(uri, None)
 
     def connection_opened(self, peer: str) -> bool:
         """Count a new connection, or refuse it (False: close it at once) while max_pending_connections
@@ -189,7 +209,8 @@ class Node:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
         self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm,
-                              nodes=self.nodes, max_uri_length=self.config.max_uri_length)
+                              nodes=self.nodes, max_uri_length=self.config.max_uri_length,
+                              processes=self.processes)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
@@ -249,6 +270,7 @@ class Node:
             if t.state != CLOSED:
                 t.state = CLOSED
                 t.wire.close_transport("shutdown grace period over")
+        self.processes.terminate_all("node shutdown")
         if self.redis is not None:
             yield self._leave_cluster()
         self.log.info("stopped")

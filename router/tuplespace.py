@@ -44,7 +44,7 @@ class SessionTable:
         # Realm → sessions it may open beyond max_sessions: the admin realm's, so that an operator can
         # still get in to fix a full router.
         self.reserves = reserves or {}
-        self._on_close: list[Callable[[Session], None]] = []
+        self._on_close: list[Callable[[Session, str], None]] = []
         # A cluster node sets this: remote_kill(node_id, session_ids, realm, reason, message) asks
         # another node to end sessions of its own (router/cluster/bus.py).
         self.remote_kill: Callable[[str, list[int], str, str, str | None], Any] | None = None
@@ -54,8 +54,8 @@ class SessionTable:
         """True when the cluster_* calls see every node's sessions, not just this node's."""
         return self._storage.clustered
 
-    def on_close(self, callback: Callable[[Session], None]) -> None:
-        """Run `callback(session)` whenever a session leaves the table (meta events, testaments)."""
+    def on_close(self, callback: Callable[[Session, str], None]) -> None:
+        """Run `callback(session, reason)` whenever a session leaves the table (session processes)."""
         self._on_close.append(callback)
 
     def open(self, realm_uri: str, transport: Any, **fields: Any) -> Session:
@@ -156,14 +156,15 @@ class SessionTable:
         session.transport.close(reason, message)
         return True
 
-    def close(self, session_id: int) -> Session | None:
+    def close(self, session_id: int, reason: str = "closed") -> Session | None:
         """Remove the record; its realm drops its subscriptions, registrations and pending calls.
-        Closing an id that is gone already is harmless (returns None)."""
+        `reason` says how it ended, for the on_close callbacks. Closing an id that is gone already is
+        harmless (returns None)."""
         session = self._storage.remove(session_id)
         if session is None:
             return None
         if session.realm is not None:
             session.realm.detach(session)
         for callback in self._on_close:
-            callback(session)
+            callback(session, reason)
         return session
