@@ -146,7 +146,7 @@ class Processes:
         self.clock = clock
         self._procs: dict[int, Process] = {}
         self._stopped: set[int] = set()  # sessions whose process was stopped after too many restarts
-        table.on_close(self._session_closed)
+        table.on_ended(self._session_closed)
 
     # -- the in-router API -----------------------------------------------------------------------
     def start(self, session_id: int, cls: type | None = None, arg: Any = None) -> bool:

@@ -44,7 +44,8 @@ class SessionTable:
         # Realm → sessions it may open beyond max_sessions: the admin realm's, so that an operator can
         # still get in to fix a full router.
         self.reserves = reserves or {}
-        self._on_close: list[Callable[[Session, str], None]] = []
+        self._on_close: list[Callable[[Session], None]] = []
+        self._on_ended: list[Callable[[Session, str], None]] = []
         # A cluster node sets this: remote_kill(node_id, session_ids, realm, reason, message) asks
         # another node to end sessions of its own (router/cluster/bus.py).
         self.remote_kill: Callable[[str, list[int], str, str, str | None], Any] | None = None
@@ -54,9 +55,14 @@ class SessionTable:
         """True when the cluster_* calls see every node's sessions, not just this node's."""
         return self._storage.clustered
 
-    def on_close(self, callback: Callable[[Session, str], None]) -> None:
-        """Run `callback(session, reason)` whenever a session leaves the table (session processes)."""
+    def on_close(self, callback: Callable[[Session], None]) -> None:
+        """Run `callback(session)` whenever a session leaves the table (meta events, testaments)."""
         self._on_close.append(callback)
+
+    def on_ended(self, callback: Callable[[Session, str], None]) -> None:
+        """Run `callback(session, reason)` whenever a session leaves the table, with how it ended
+        (session processes' terminate)."""
+        self._on_ended.append(callback)
 
     def open(self, realm_uri: str, transport: Any, **fields: Any) -> Session:
         """Create and store a record with a fresh id drawn at random from [1, 2^53] (WAMP spec, IDs)."""
@@ -166,5 +172,7 @@ class SessionTable:
         if session.realm is not None:
             session.realm.detach(session)
         for callback in self._on_close:
-            callback(session, reason)
+            callback(session)
+        for ended in self._on_ended:
+            ended(session, reason)
         return session
