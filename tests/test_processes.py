@@ -316,3 +316,53 @@ def test_a_bad_class_path_fails_the_config_check():
         parse({"realms": [realm(start="later", restart={"then": "explode"})]})
     assert "realms[0].session_process.start" in str(e.value)
     assert "realms[0].session_process.restart.then" in str(e.value)
+
+
+@ensure
+async def test_the_example_cart_and_the_cli(tmp_path):
+    """config/examples/session_process.yaml as shipped (plus an admin), in a real `courtyard start`,
+    a client with its cart, and `courtyard admin processes ...` on it."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from twisted.internet import threads
+
+    from tests.routerproc import RouterProcess
+    from tests.test_admin_cli import ADMIN as CLI_ADMIN
+    from tests.test_admin_cli import cli
+
+    config = yaml.safe_load((Path(__file__).parent.parent / "config/examples/session_process.yaml").read_text())
+    router = RouterProcess(tmp_path, {**config, "admin": CLI_ADMIN}).start()
+    try:
+        async def say(*argv: str) -> str:
+            r = await threads.deferToThread(cli, *argv, url=router.url)
+            assert r.returncode == 0 and r.stderr == "", r.stderr
+            return r.stdout.strip()
+
+        shopper = await connect(router.url, realm="shop")
+        backend = await connect(router.url, realm="shop")  # anonymous too: it may not subscribe to orders
+        await _refused(backend.subscribe(lambda o: None, "com.example.orders"), "wamp.error.not_authorized")
+        sid = str(shopper.welcome.session)
+        assert await shopper.call(CALL, {"op": "add", "item": "apple", "qty": 2}) == \
+            {"items": {"apple": 2}, "count": 2}
+        await shopper.call(CAST, {"op": "add", "item": "pear"})
+        assert await say("processes", "started", sid) == f"session {sid} has a process"
+        assert json.loads(await say("processes", "call", sid, '{"op": "list"}', "--json")) == \
+            {"items": {"apple": 2, "pear": 1}, "count": 3}
+        assert await say("processes", "cast", sid, '{"op": "remove", "item": "apple"}') == \
+            f"sent to the process of session {sid}"
+        assert (await shopper.call(CALL, {"op": "list"}))["items"] == {"apple": 1, "pear": 1}
+        listed = await say("processes", "list", "--realm", "shop")
+        assert sid in listed and "router.examples.cart:Cart" in listed
+        assert await say("processes", "terminate", sid) == f"process of session {sid} terminated"
+        assert await say("processes", "start", sid) == f"process of session {sid} started"
+        assert await shopper.call(CALL, {"op": "list"}) == {"items": {}, "count": 0}  # a fresh cart
+        r = await threads.deferToThread(cli, "processes", "call", "42", '"x"', url=router.url)
+        assert r.returncode == 1 and "wamp.error.no_such_session" in r.stderr
+        for c in (shopper, backend):
+            c.leave()
+            await with_timeout(c.left)
+        assert "Traceback" not in router.log()
+    finally:
+        router.stop()
