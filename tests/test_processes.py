@@ -11,7 +11,7 @@ from autobahn.wamp.exception import ApplicationError
 
 from realms.secrets import hash_secret
 from tests import procs
-from tests.wampclient import connect, raw_connect, with_timeout
+from tests.wampclient import connect, raw_connect, rawsocket_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 CALL, CAST = "courtyard.process.call", "courtyard.process.cast"
@@ -366,3 +366,54 @@ async def test_the_example_cart_and_the_cli(tmp_path):
         assert "Traceback" not in router.log()
     finally:
         router.stop()
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+async def _session_lifetime(url: str, i: int) -> None:
+    """One raw RawSocket session (the cheapest real peer): HELLO, (every 10th) a call to its process, then
+    GOODBYE or a dropped connection."""
+    peer = await rawsocket_connect(url)
+    welcome = await peer.hello()
+    assert welcome[0] == 2, welcome
+    if i % 10 == 0:
+        peer.send([48, 1, {}, CALL, [i]])
+        assert await peer.recv() == [50, 1, {}, [1]]
+    if i % 2:
+        peer.send([6, {}, "wamp.close.normal"])
+        assert (await peer.recv())[0] == 6
+        peer.transport.loseConnection()
+    else:
+        peer.drop()
+    await with_timeout(peer.closed)
+
+
+@ensure
+async def test_ten_thousand_sessions_leave_no_process_behind(make_node):
+    import gc
+
+    from twisted.internet import defer
+
+    from router.processes import Process
+
+    node = make_node(realms=[realm(**{"class": "tests.procs:Idle"})], listeners=[{"type": "rawsocket"}])
+    url = f"rs://127.0.0.1:{node.port}"
+
+    async def churn(first: int, count: int, batch: int = 250) -> None:
+        for start in range(first, first + count, batch):
+            await defer.gatherResults([defer.ensureDeferred(_session_lifetime(url, i))
+                                       for i in range(start, start + batch)])
+            await _until(lambda: node.table.size() == 0 and node.processes.count() == 0)
+
+    await churn(0, 1000)  # warm up: buffers, caches and the allocator's arenas settle
+    gc.collect()
+    before = _rss_kib()
+    await churn(1000, 10_000)
+    gc.collect()
+    after = _rss_kib()
+    assert node.processes.count() == 0 and not node.processes._stopped
+    assert not [o for o in gc.get_objects() if isinstance(o, Process)]
+    assert after - before < 8 * 1024, (before, after)  # KiB: 10,000 processes kept would be several times that
