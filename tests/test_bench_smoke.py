@@ -100,3 +100,13 @@ def test_router_profiles_route_without_errors(profile):
     (row,) = result["rows"]
     assert row["rate"] > 0 and row["errors"] == 0
     assert result["meta"]["options"]["router_profile"] == profile
+
+
+def test_process_scenario():
+    """Session processes: a courtyard.process.call round trip against a routed call, and KiB per process."""
+    rows = by_name(run_bench("--serializer", "msgpack", "--scenarios", "process"))
+    for name in ("process-call-routed", "process-call-process"):
+        assert rows[name]["rate"] > 0 and rows[name]["cost_us"] > 0 and not rows[name]["errors"], rows[name]
+    assert rows["process-call-process"]["vs_routed"] > 0
+    assert {"process-memory@20", "process-memory@50"} <= set(rows)
+    assert rows["process-memory@50"]["kib_per_session_with_process"] > 0
