@@ -30,7 +30,7 @@ def _admin(url: str):
 
 async def _refused(d, uri: str) -> ApplicationError:
     with pytest.raises(ApplicationError) as e:
-        await d
+        await with_timeout(d)
     assert e.value.error == uri, e.value
     return e.value
 
