@@ -42,6 +42,7 @@ CLOSE_PROCESS_FAILED = "courtyard.close.process_failed"
 CALL = "courtyard.process.call"
 CAST = "courtyard.process.cast"
 MAX_TEXT = 300  # characters of an exception's text in an ERROR or a log line
+MAX_TRACE = 5000  # characters of a traceback in the log (its last frames and the exception)
 
 
 class ProcessError(Exception):
@@ -367,7 +368,8 @@ class Processes:
             return
         session = proc.session
         self.log.error("session process {cls} of session {sid} failed in {hook}: {error}\n{trace}",
-                       cls=proc.config.cls, sid=session.id, hook=_HOOKS[item.kind], error=text, trace=trace)
+                       cls=proc.config.cls, sid=session.id, hook=_HOOKS[item.kind], error=text,
+                       trace=trace[-MAX_TRACE:])
         proc.generation += 1
         proc.busy = False
         self._call_terminate(proc, f"failed: {text}")
@@ -436,7 +438,7 @@ class Processes:
 
     def _terminate_failed(self, proc: Process, e: BaseException, trace: str) -> None:
         self.log.error("session process {cls} of session {sid} failed in terminate: {error}\n{trace}",
-                       cls=proc.config.cls, sid=proc.session.id, error=_text(e), trace=trace)
+                       cls=proc.config.cls, sid=proc.session.id, error=_text(e), trace=trace[-MAX_TRACE:])
 
 
 _HOOKS = {"init": "init", "call": "handle_call", "cast": "handle_cast"}

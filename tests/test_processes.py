@@ -320,9 +320,12 @@ def test_a_bad_class_path_fails_the_config_check():
 
 @ensure
 async def test_the_example_cart_and_the_cli(tmp_path):
-    """config/examples/session_process.yaml as shipped (plus an admin), in a real `courtyard start`,
-    a client with its cart, and `courtyard admin processes ...` on it."""
+    """config/examples/session_process.yaml as shipped (plus an admin), in a real `courtyard start`:
+    the README's client example, a client with its cart, and `courtyard admin processes ...` on it."""
     import json
+    import re
+    import subprocess
+    import sys
     from pathlib import Path
 
     import yaml
@@ -339,6 +342,16 @@ async def test_the_example_cart_and_the_cli(tmp_path):
             r = await threads.deferToThread(cli, *argv, url=router.url)
             assert r.returncode == 0 and r.stderr == "", r.stderr
             return r.stdout.strip()
+
+        readme = (Path(__file__).parent.parent / "README.md").read_text().split("### Session processes", 1)[1]
+        code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+        example = tmp_path / "example.py"
+        example.write_text(code.replace("8080", str(router.port)))
+        r = await threads.deferToThread(subprocess.run, [sys.executable, str(example)], capture_output=True,
+                                        text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "{'items': {'apple': 2}, 'count': 2}" in r.stdout + r.stderr
+        assert "{'items': {'apple': 2, 'pear': 1}, 'count': 3}" in r.stdout + r.stderr
 
         shopper = await connect(router.url, realm="shop")
         backend = await connect(router.url, realm="shop")  # anonymous too: it may not subscribe to orders
