@@ -72,3 +72,25 @@ class Idle(SessionProcess):
     def handle_call(self, request: Any) -> Any:
         self.n += 1
         return self.n
+
+
+class Faulty(SessionProcess):
+    """Breaks where the router must hold: in init (when asked) and in terminate."""
+
+    def init(self, session_details: dict, arg: Any) -> None:
+        if arg == "fail":
+            raise RuntimeError("init broke")
+
+    def handle_call(self, request: Any) -> Any:
+        return request
+
+    def terminate(self, reason: str) -> None:
+        raise RuntimeError("terminate broke")
+
+
+class Unbuildable(SessionProcess):
+    def __init__(self) -> None:
+        raise RuntimeError("no instance for you")
+
+    def handle_call(self, request: Any) -> Any:
+        return request

@@ -430,3 +430,29 @@ async def test_ten_thousand_sessions_leave_no_process_behind(make_node):
     assert node.processes.count() == 0 and not node.processes._stopped
     assert not [o for o in gc.get_objects() if isinstance(o, Process)]
     assert after - before < 8 * 1024, (before, after)  # KiB: 10,000 processes kept would be several times that
+
+
+@ensure
+async def test_broken_classes_are_logged_and_nothing_else_breaks(make_node, log_lines):
+    node = make_node(realms=[realm(**{"class": "tests.procs:Faulty"}, restart={"max": 1, "within": 60}),
+                             {"uri": "unbuildable", "session_process": {"class": "tests.procs:Unbuildable",
+                                                                        "start": "on_demand"}}])
+    a = await connect(node.url)
+    assert await a.call(CALL, "ping") == "ping"
+    a.leave()  # terminate raises: one error line, the session still ends cleanly
+    await with_timeout(a.left)
+    await _until(lambda: any("failed in terminate: RuntimeError: terminate broke" in line for line in log_lines))
+    b = await connect(node.url)
+    assert node.processes.start(b.welcome.session) is False  # started on join
+    node.processes.terminate(b.welcome.session)
+    node.processes.start(b.welcome.session, arg="fail")  # init fails: restarted (without arg: same arg), stopped
+    assert not node.processes.started(b.welcome.session)
+    await _refused(b.call(CALL, "ping"), "courtyard.error.process_failed")
+    c = await connect(node.url, realm="unbuildable")
+    e = await _refused(c.call(CALL, "ping"), "courtyard.error.process_failed")
+    assert "cannot be created: RuntimeError: no instance for you" in e.args[0]
+    assert any("cannot be created" in line for line in log_lines)
+    for client in (b, c):
+        client.leave()
+        await with_timeout(client.left)
+    assert node.processes.count() == 0
