@@ -104,8 +104,8 @@ class _Request:
 class Process:
     """One session's process: its instance, its mailbox and its restart history."""
 
-    __slots__ = ("session", "config", "arg", "instance", "mailbox", "busy", "looping", "generation", "restarts",
-                 "started", "handled")
+    __slots__ = ("session", "config", "arg", "instance", "mailbox", "busy", "current", "looping", "generation",
+                 "restarts", "started", "handled")
 
     def __init__(self, session: Session, config: SessionProcessConfig, arg: Any) -> None:
         self.session = session
@@ -114,6 +114,7 @@ class Process:
         self.instance: Any = None
         self.mailbox: list[_Request] = []  # a list, not a deque: most are empty, and a deque costs 600 bytes
         self.busy = False  # a request is being handled
+        self.current: _Request | None = None  # that request
         self.looping = False  # Processes._run is working through the mailbox
         self.generation = 0  # +1 at every restart and at the end: a late answer of an old instance is ignored
         self.restarts: list[float] | None = None  # times of recent restarts
@@ -325,6 +326,7 @@ class Processes:
 
     def _handle(self, proc: Process, item: _Request) -> None:
         proc.busy = True
+        proc.current = item
         generation = proc.generation
         try:
             instance = proc.instance
@@ -349,6 +351,7 @@ class Processes:
         _reply(item, result)
         if proc.generation == generation:  # else the process was restarted or ended meanwhile
             proc.busy = False
+            proc.current = None
             proc.handled += 1
 
     def _done(self, result: Any, proc: Process, generation: int, item: _Request) -> None:
@@ -372,6 +375,7 @@ class Processes:
                        trace=trace[-MAX_TRACE:])
         proc.generation += 1
         proc.busy = False
+        proc.current = None
         self._call_terminate(proc, f"failed: {text}")
         now = self.clock.seconds()
         config = proc.config
@@ -411,7 +415,11 @@ class Processes:
 
     def _end(self, proc: Process, reason: str) -> None:
         proc.generation += 1
-        self._drain(proc, ProcessError(NO_SUCH_PROCESS, f"the session process ended ({reason})"))
+        error = ProcessError(NO_SUCH_PROCESS, f"the session process ended ({reason})")
+        if proc.current is not None:  # its handler may still answer: nobody hears it
+            _fail(proc.current, error)
+            proc.current = None
+        self._drain(proc, error)
         self._call_terminate(proc, reason)
         proc.instance = None
 

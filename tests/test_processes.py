@@ -291,7 +291,11 @@ async def test_admin_lists_starts_calls_casts_and_terminates(make_node):
     assert await a.call(CALL, {"op": "add"}) == 17
     listed = await admin.call("courtyard.process.list", realm="realm1")
     assert [(p["session"], p["class"], p["realm"]) for p in listed] == [(sid, "tests.procs:Counter", "realm1")]
+    in_flight = admin.call("courtyard.process.call", sid, {"op": "sleep", "seconds": 30})
+    await sleep(0.05)
     assert await admin.call("courtyard.process.terminate", sid) is True
+    e = await _refused(in_flight, "courtyard.error.no_such_process")  # at once, not after 30 s
+    assert "terminated by an admin" in e.args[0]
     assert await admin.call("courtyard.process.list") == []
     await _refused(admin.call("courtyard.process.call", sid, {"op": "get"}), "courtyard.error.no_such_process")
     await _refused(admin.call("courtyard.process.call", 12345, {"op": "get"}), "wamp.error.no_such_session")
