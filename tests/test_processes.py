@@ -460,3 +460,20 @@ async def test_broken_classes_are_logged_and_nothing_else_breaks(make_node, log_
         client.leave()
         await with_timeout(client.left)
     assert node.processes.count() == 0
+
+
+@ensure
+async def test_an_admin_gives_a_realm_processes_at_run_time(make_node):
+    node = make_node(admin=dict(ADMIN))
+    admin = await _admin(node.url)
+    e = await _refused(admin.call("courtyard.realm.update", "realm1",
+                                  {"session_process": {"class": "no.such:Thing"}}), "wamp.error.invalid_argument")
+    assert "changes.session_process.class: cannot import 'no.such'" in e.args[0]
+    before = await connect(node.url)
+    await admin.call("courtyard.realm.update", "realm1", {"session_process": {"class": "tests.procs:Counter"}})
+    after = await connect(node.url)
+    assert await after.call(CALL, {"op": "add"}) == 1
+    assert not node.processes.started(before.welcome.session)  # joined before: on_join has passed
+    for c in (before, after, admin):
+        c.leave()
+        await with_timeout(c.left)
