@@ -192,11 +192,13 @@ class Processes:
         item = _Request("call", request, d)
         try:
             proc = self._get(session_id)
-            seconds = timeout if timeout is not None else proc.config.call_timeout
-            item.timer = self.clock.callLater(seconds, self._timed_out, item, seconds)
             self._enqueue(proc, item)
         except ProcessError as e:
             _fail(item, e)
+            return d
+        if not d.called:  # a timer only for calls not answered at once (most are)
+            seconds = timeout if timeout is not None else proc.config.call_timeout
+            item.timer = self.clock.callLater(seconds, self._timed_out, item, seconds)
         return d
 
     def cast(self, session_id: int, request: Any) -> None:
