@@ -128,6 +128,7 @@ class Node:
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
         from router.cluster.purge import LEFT
+        from router.cluster.requests import Requests
 
         cluster = self.config.cluster
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
@@ -135,6 +136,9 @@ class Node:
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
+        self.requests = Requests(self.bus, timeout=max(5.0, 2 * cluster.node_timeout))
+        self.requests.serve("process", lambda body: self.admin.process_here(
+            body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
         yield self.bus.start()
@@ -210,11 +214,21 @@ class Node:
         uri = self.config.admin_realm.uri
         self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm,
                               nodes=self.nodes, max_uri_length=self.config.max_uri_length,
-                              processes=self.processes)
+                              processes=self.processes,
+                              forward=self._forward_process if self.redis is not None else None)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
                 p, details.get("caller_authid", "?"), args, kwargs))
+
+    def _forward_process(self, node: str, name: str, session_id: int | None, args: list):
+        """An admin process procedure for a session of `node` (its process lives there): Deferred."""
+        if node == self.config.cluster.node_id:
+            return defer.maybeDeferred(self.admin.process_here, name, session_id, *args)
+        wait = None
+        if name == "call":  # the process's own call_timeout is known there: wait at least that long
+            wait = (args[1] if len(args) > 1 and args[1] else 60.0) + self.requests.timeout
+        return self.requests.ask(node, "process", {"name": name, "session": session_id, "args": args}, wait)
 
     def sweep(self) -> int:
         """Close sessions past their lifetime or idle timeout (the seeds' `wipe`). Returns how many."""

@@ -477,3 +477,47 @@ async def test_an_admin_gives_a_realm_processes_at_run_time(make_node):
     for c in (before, after, admin):
         c.leave()
         await with_timeout(c.left)
+
+
+@ensure
+async def test_in_a_cluster_admin_requests_reach_the_process_on_its_sessions_node(tmp_path, redis_server):
+    """Two `courtyard start` nodes on a real redis-server: the admin on node b lists, calls, casts and
+    terminates the process of a session on node a; the process lives on node a."""
+    from tests.routerproc import RouterProcess
+    from tests.test_cluster_purge import _until as until_redis
+    from tests.test_cluster_start import ADMIN as CLUSTER_ADMIN
+
+    nodes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        nodes.append(RouterProcess(tmp_path / name, {
+            "admin": CLUSTER_ADMIN, "realms": [realm()],
+            "cluster": {"redis": redis_server.url, "node_id": name, "heartbeat": 0.2, "node_timeout": 1.0}}).start())
+    a, b = nodes
+    try:
+        on_a = await connect(a.url)
+        on_b = await connect(b.url)
+        admin = await connect(b.url, realm="courtyard.admin", authmethods=["ticket"], authid="admin",
+                              on_challenge=lambda c: "s3cret")
+        sid = on_a.welcome.session
+        await until_redis(lambda: redis_server.command("SCARD", "cy:r:realm1") == 2, 5, "2 sessions in Redis")
+        assert await on_a.call(CALL, {"op": "add", "by": 2}) == 2
+        assert await admin.call("courtyard.process.started", sid) is True
+        assert await admin.call("courtyard.process.call", sid, {"op": "add"}) == 3  # node a's process
+        await admin.call("courtyard.process.cast", sid, {"op": "add", "by": 10})
+        assert await on_a.call(CALL, {"op": "add"}) == 14
+        listed = await admin.call("courtyard.process.list", realm="realm1")
+        assert sorted((p["node"], p["session"]) for p in listed) == sorted([("a", sid), ("b", on_b.welcome.session)])
+        await _refused(admin.call("courtyard.process.call", sid, {"op": "crash"}), "courtyard.error.process_failed")
+        assert await admin.call("courtyard.process.terminate", sid) is True
+        assert await admin.call("courtyard.process.started", sid) is False
+        await _refused(on_a.call(CALL, {"op": "get"}), "courtyard.error.no_such_process")
+        await _refused(admin.call("courtyard.process.call", 12345, "x"), "wamp.error.no_such_session")
+        for c in (on_a, on_b, admin):
+            c.leave()
+            await with_timeout(c.left)
+        assert a.log().count("Traceback") == 1 and "failed in handle_call: ValueError: boom" in a.log()  # the crash
+        assert "Traceback" not in b.log() and "Unhandled" not in a.log() + b.log(), b.log()
+    finally:
+        for n in nodes:
+            n.stop()
