@@ -27,6 +27,8 @@ from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
 
+PROCESS = "process"  # a bus request: an admin process procedure for a session of the node asked
+
 
 class _Gone:
     """The transport of a session whose node died: nothing can reach it any more."""
@@ -65,6 +67,7 @@ class Node:
         self.redis = None  # a cluster's Redis connection (join_cluster)
         self.bus = None
         self.membership = None
+        self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -79,6 +82,8 @@ class Node:
                                                       c.max_registrations_per_session)
             if uri != c.admin_realm.uri:  # there courtyard.process.* are the admin procedures
                 self.processes.install(router)
+            for part in self.cluster_parts:
+                part.realm_started(router)
         return router
 
     def _process_config(self, uri: str):
@@ -127,8 +132,7 @@ class Node:
         mirror the session table there. Imports the Redis client only now."""
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
-        from router.cluster.purge import LEFT
-        from router.cluster.requests import Requests
+        from router.cluster.purge import LEFT, NODE_DOWN
 
         cluster = self.config.cluster
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
@@ -136,13 +140,33 @@ class Node:
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
-        self.requests = Requests(self.bus, timeout=max(5.0, 2 * cluster.node_timeout))
-        self.requests.serve("process", lambda body: self.admin.process_here(
+        self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
             body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
-        yield self.bus.start()
+        self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
+        from router.cluster.pubsub import ClusterPubSub
 
+        self.cluster_parts.append(ClusterPubSub(self))
+        yield self.bus.start()
+        for part in self.cluster_parts:
+            yield part.start()
+
+    def _node_down(self, node_id: str) -> None:
+        """Another node is gone (dead or stopped): every part forgets what it had of it."""
+        if node_id == self.config.cluster.node_id:
+            return  # taken for dead while alive: membership re-announces this node (resync)
+        for part in self.cluster_parts:
+            try:
+                part.node_down(node_id)
+            except Exception:  # a bug, but one part's: the others still forget the node
+                self.log.failure("forgetting node {node} failed", node=node_id)
+
+    def _resync(self) -> None:
+        """Redis is back, or this node was taken for dead: write everything of this node again."""
+        self.storage.resync()
+        for part in self.cluster_parts:
+            part.resync()
     def _kill_here(self, sender: str, body: dict) -> None:
         """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
         for sid in body["sessions"][:100_000]:
@@ -153,10 +177,13 @@ class Node:
                 session.transport.close(body["reason"], body.get("message"))
 
     def _sessions_left(self, sender: str, leavers: list) -> None:
-        """A dead node's sessions were purged (by `sender`): wamp.session.on_leave to this node's
-        subscribers in each realm that runs here."""
+        """A dead node's sessions were purged by this node: their testaments and
+        wamp.session.on_leave, published here and, like any publication, to the other nodes'
+        subscribers."""
+        if sender != self.config.cluster.node_id:
+            return
         for realm, sid, authid, authrole, testaments in leavers[:100_000]:
-            router = self._routers.get(realm)
+            router = self.realm_router(realm)
             if router is None:
                 continue
             if testaments:  # the dead session's last words, published here as if it had sent them
@@ -169,16 +196,17 @@ class Node:
     def _announce(self) -> None:
         """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""
         from router.cluster.membership import Membership
-        from router.cluster.purge import LEFT, Purger
+        from router.cluster.purge import LEFT, NODE_DOWN, Purger
 
         cluster = self.config.cluster
         purger = Purger(self.redis, cluster.node_id, claim_ttl=max(10.0, 3 * cluster.node_timeout),
-                        announce=lambda leavers: self.bus.broadcast(LEFT, leavers))
+                        announce=lambda leavers: self.bus.broadcast(LEFT, leavers),
+                        gone=lambda node: self.bus.broadcast(NODE_DOWN, node), dead=self._node_down)
         lc, port = self.config.listeners[0], self.ports[0].getHost()
         address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
                    else f"rawsocket://{port.host}:{port.port}")
         self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
-                                     self.table.size, cluster.redis.display(), self.storage.resync, purger)
+                                     self.table.size, cluster.redis.display(), self._resync, purger)
         self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
                                                                    e=f.getErrorMessage()))
 
@@ -225,10 +253,10 @@ class Node:
         """An admin process procedure for a session of `node` (its process lives there): Deferred."""
         if node == self.config.cluster.node_id:
             return defer.maybeDeferred(self.admin.process_here, name, session_id, *args)
-        wait = None
+        wait = max(5.0, 2 * self.config.cluster.node_timeout)
         if name == "call":  # the process's own call_timeout is known there: wait at least that long
-            wait = (args[1] if len(args) > 1 and args[1] else 60.0) + self.requests.timeout
-        return self.requests.ask(node, "process", {"name": name, "session": session_id, "args": args}, wait)
+            wait += args[1] if len(args) > 1 and args[1] else 60.0
+        return self.bus.request(node, PROCESS, {"name": name, "session": session_id, "args": args}, wait)
 
     def sweep(self) -> int:
         """Close sessions past their lifetime or idle timeout (the seeds' `wipe`). Returns how many."""
@@ -293,13 +321,18 @@ class Node:
     def _leave_cluster(self):
         """Write the closed sessions' deletions, remove the node's key, disconnect: a graceful stop
         leaves nothing of this node in Redis. Bounded: a Redis that does not answer is not waited for."""
+        from router.cluster.purge import NODE_DOWN
+
         try:
             for _ in range(20):
                 if not self.storage.backlog():
                     break
                 yield self.storage.flush()
+            for part in self.cluster_parts:
+                yield part.stop()
             if self.membership is not None:
                 yield self.membership.stop()
+            yield self.bus.broadcast(NODE_DOWN, self.config.cluster.node_id)
         except Exception as e:
             self.log.warn("leaving the cluster cleanly failed: {e}", e=e)
         self.storage.detach()
