@@ -7,6 +7,7 @@ with who did it.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,16 @@ def _loggable(fn: Callable, args: list, kwargs: dict) -> dict:
             "kwargs": redact(kwargs)}
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=lambda v: f"<{type(v).__name__}>")
+
+
+def call_text(procedure: str, args: list, kwargs: dict) -> str:
+    """A call as one readable line, `courtyard.user.add("shop", "bob", role="customer")`: values as
+    JSON (control characters escaped), already masked and cut short by `_loggable`."""
+    return f"{procedure}({', '.join([*map(_json, args), *(f'{k}={_json(v)}' for k, v in kwargs.items())])})"
+
+
 class AdminAPI:
     log = Logger()
 
@@ -122,8 +133,9 @@ class AdminAPI:
         except StoreWriteError as e:  # logged by the store, by file name; nothing was changed
             raise AdminError(STORAGE_FAILED, str(e))
         if not procedure.endswith((".list", ".get", ".count", ".activity", ".started")):
-            self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
-                          **_loggable(fn, args, kwargs))
+            shown = _loggable(fn, args, kwargs)
+            self.log.info("admin {who} called {call}", who=who, procedure=procedure,
+                          call=call_text(procedure, shown["args"], shown["kwargs"]), **shown)
         return result
 
     # -- nodes -----------------------------------------------------------------------------------

@@ -39,6 +39,17 @@ PATTERNED = frozenset({wamp.REGISTER, wamp.SUBSCRIBE})  # requests that may carr
 
 ESTABLISHING, AUTHENTICATING, ESTABLISHED, CLOSING, CLOSED = range(5)
 
+# `courtyard start --log-level debug` logs each routed message (one short line). A module flag set once
+# at start, so that with it off a message costs one global read, not a logger call building an event.
+TRACE = False
+_URI_AT = {wamp.CALL: 3, wamp.PUBLISH: 3, wamp.SUBSCRIBE: 3, wamp.REGISTER: 3, wamp.ERROR: 4}
+
+
+def trace(on: bool) -> None:
+    """Log each routed message at debug from now on (or stop)."""
+    global TRACE
+    TRACE = on
+
 
 class Codec(Protocol):
     """One per (transport listener, serializer): encodes a message and frames it for the wire once,
@@ -131,6 +142,8 @@ class WampProtocol:
                 if role is not None and not self._authorized(role, code, msg):
                     self._not_authorized(session, msg)
                     return
+        if TRACE:
+            self._trace(session, code, msg)
         try:
             handler(session, msg)
         except wamp.ProtocolViolation as e:
@@ -138,6 +151,17 @@ class WampProtocol:
         except Exception:
             self.log.failure("routing {msg} from session {sid} failed",
                              msg=wamp.MESSAGE_NAMES.get(code), sid=session.id)
+
+    def _trace(self, session: Session, code: int, msg: list) -> None:
+        """One debug line for a message about to be routed: its type, the session, its realm and URI."""
+        at = _URI_AT.get(code)
+        uri = msg[at] if at is not None and len(msg) > at else None
+        name = wamp.MESSAGE_NAMES.get(code, str(code))
+        if type(uri) is str:
+            self.log.debug("session {sid} in {realm}: {msg} {uri}", sid=session.id, realm=session.realm_uri,
+                           msg=name, uri=wamp.printable(uri, 200))
+        else:
+            self.log.debug("session {sid} in {realm}: {msg}", sid=session.id, realm=session.realm_uri, msg=name)
 
     def _in_sequence(self, code: int, request: int) -> bool:
         """WAMP spec, IDs: a client's request ids count 1, 2, 3, … per session (wrapping to 1 after 2^53).
