@@ -15,6 +15,7 @@ The database holds derived keys and hashes only, yet it says who may log in: it 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -23,18 +24,44 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from realms.realm import Realm
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import salted_cra
 
 DB_NAME = "courtyard.db"
 CREATED, CHANGED = "created", "changed"  # a realm's row: its whole definition, or changes over the YAML's
+DELETED = "deleted"  # (a cluster's store in Redis: a deleted realm's row; SQLite says so by a NULL definition)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS realms (uri TEXT PRIMARY KEY, definition TEXT, kind TEXT);
 CREATE TABLE IF NOT EXISTS users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));
 """
 _ADVICE = "move it aside (a new, empty one is then created) or restore a backup"
 log = Logger()
+
+
+def overlay(uri: str, base: Realm | None, kind: str | None, definition: dict | None,
+            users: dict[str, dict | None]) -> Realm | None:
+    """Realm `uri` as its recorded changes make it over the YAML's `base` (None: no such realm), for a
+    store kept elsewhere (a cluster's, in Redis). The rules of `RealmStore.apply`, one realm at a time;
+    `kind` None: no realm row, only users. `base` is not changed. ConfigError for a bad record."""
+    if kind == DELETED:
+        return None
+    if kind == CREATED:
+        realm = parse_realm({**(definition or {}), "uri": uri}, f"stored realm {uri}")
+    elif base is None:
+        return None  # changes to a realm this node's config does not define, or nothing at all
+    elif kind == CHANGED:
+        realm = apply_changes(base, definition or {}, f"stored changes to realm {uri}")
+        realm.users = dict(base.users)
+    else:
+        realm = dataclasses.replace(base, users=dict(base.users))
+    for authid, d in users.items():
+        if d is None:
+            realm.users.pop(authid, None)
+        else:
+            realm.users[authid] = parse_user(authid, d, f"stored user {uri}/{authid}")
+    return realm
 
 
 class StoreError(Exception):

@@ -39,6 +39,9 @@ def _stored_changes(cfg) -> bool:
     from realms.registry import RealmRegistry
     from realms.store import RealmStore, StoreError, store_path
 
+    if cfg.cluster is not None:  # the changes are in Redis, which check-config does not reach
+        print("realm and user changes are kept in the cluster's Redis (cluster:), not in admin.data_dir")
+        return True
     path = store_path(cfg.data_dir)
     registry = RealmRegistry([*cfg.realms, cfg.admin_realm])
     try:

@@ -3,13 +3,15 @@ graceful shutdown. Twisted's service model: `start()` listens, `stop()` says GOO
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from realms.admin import AdminAPI
+from realms.admin import REALM_DELETED, USER_REMOVED, AdminAPI
 from realms.registry import RealmRegistry
 from realms.store import RealmStore, store_path
 from router import storage, wamp
@@ -48,8 +50,12 @@ class Node:
         self.config = config
         wamp.set_max_uri_length(config.max_uri_length)
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
-        self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
-        self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
+        self.store: Any = None
+        if config.cluster is None:
+            self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
+            self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
+        else:  # the cluster's store, in Redis (join_cluster), over copies of the YAML's realms
+            self._base = {r.uri: dataclasses.replace(r, users=dict(r.users)) for r in self.realms.list()}
         self.storage = storage.create(config.storage, config.cluster)
         self.table = SessionTable(self.storage, config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
@@ -132,7 +138,10 @@ class Node:
         mirror the session table there. Imports the Redis client only now."""
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
+        from router.cluster.cookies import ClusterCookieStore
         from router.cluster.purge import LEFT, NODE_DOWN
+        from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
+        from router.cluster.throttle import ClusterThrottle
 
         cluster = self.config.cluster
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
@@ -144,13 +153,42 @@ class Node:
             body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
+        self.throttle = ClusterThrottle(self.redis)  # before any connection: no failure counted yet
+        self.cookies = ClusterCookieStore(self.redis)
+        self.store = ClusterRealmStore(self.redis, self.bus, self._base, self._install_realm)
+        self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm"), body.get("version")))
+        self.bus.on(RESTORED, lambda sender, body: sender != cluster.node_id and self.store.reload())
         self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
+        self.bus.resubscribed = self._resync
         from router.cluster.pubsub import ClusterPubSub
 
         self.cluster_parts.append(ClusterPubSub(self))
         yield self.bus.start()
         for part in self.cluster_parts:
             yield part.start()
+        yield self.store.load()  # after subscribing: a change made meanwhile is read twice, not missed
+
+    def _install_realm(self, uri: str, realm: Any) -> None:
+        """The cluster's realm store says realm `uri` is now `realm` (None: deleted). Sessions here of
+        a deleted realm or a removed user are closed, as on the node where the admin made the change."""
+        current = self.realms.get(uri)
+        if realm is None:
+            if current is None or uri == self.config.admin_realm.uri:
+                return
+            sessions = self.table.list(uri)
+            for s in sessions:
+                self.table.kill(s.id, REALM_DELETED, "the realm was deleted")
+            self.realms.remove(uri)
+            self.drop_realm(uri)
+            self.log.info("realm {uri} deleted in the cluster: {n} session(s) here closed", uri=uri, n=len(sessions))
+            return
+        if current is not None:
+            gone = current.users.keys() - realm.users.keys()
+            for s in self.table.list(uri) if gone else ():
+                if s.authid in gone:
+                    self.table.kill(s.id, USER_REMOVED, "the user was removed")
+            self.realms.remove(uri)
+        self.realms.add(realm)
 
     def _node_down(self, node_id: str) -> None:
         """Another node is gone (dead or stopped): every part forgets what it had of it."""
@@ -167,6 +205,8 @@ class Node:
         self.storage.resync()
         for part in self.cluster_parts:
             part.resync()
+        self.store.reload()  # the realm store's broadcasts sent meanwhile were lost
+
     def _kill_here(self, sender: str, body: dict) -> None:
         """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
         for sid in body["sessions"][:100_000]:

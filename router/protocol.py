@@ -227,7 +227,7 @@ class WampProtocol:
             return
         if self.state == CLOSED:
             return
-        if code == wamp.HELLO and self.state == ESTABLISHING:
+        if code == wamp.HELLO and self.state == ESTABLISHING and not self._verifying:
             self._hello(msg[1], msg[2])
         elif code == wamp.AUTHENTICATE and self.state == AUTHENTICATING and not self._verifying:
             self._verifying = True
@@ -280,9 +280,28 @@ class WampProtocol:
             return
         if "cookie" in offered and spec.auth.cookie:
             who = self.node.cookies.lookup(self.cookie, realm_uri)
+            if isinstance(who, defer.Deferred):  # a cluster's cookie store answers from Redis
+                self._verifying = True
+                who.addCallback(self._cookie_looked_up, spec, details, roles, offered)
+                who.addErrback(self._auth_crashed)
+                return
             if who is not None:
                 self._welcome(spec, details, roles, who)
                 return
+        self._challenge(spec, details, roles, offered)
+
+    def _cookie_looked_up(self, who: Welcome | None, spec: Any, details: dict, roles: dict, offered: list) -> None:
+        self._verifying = False
+        if self.state == CLOSED:
+            return
+        if who is not None:
+            self._welcome(spec, details, roles, who)
+        else:
+            self._challenge(spec, details, roles, offered)
+
+    def _challenge(self, spec: Any, details: dict, roles: dict, offered: list) -> None:
+        """Authenticate by the first method offered that the realm enables."""
+        realm_uri = spec.uri
         enabled = spec.auth.enabled()
         chosen = next((m for m in offered if m in enabled and m in METHODS), None)
         if chosen is None:
@@ -307,9 +326,25 @@ class WampProtocol:
     def _verify(self, signature: str, extra: dict) -> None:
         """Verify an AUTHENTICATE, unless the throttle refuses it first (then no hash is computed)."""
         spec, details, roles, method = self._auth
+        key = throttle_key(spec.uri, _address(self.peer), method.principal(details))
+        vetting = self.node.throttle.vet(key, spec.auth.throttle)  # a cluster's: every node's failures
+        if vetting is None:
+            self._verify_now(key, signature, extra)
+        else:
+            vetting.addCallback(self._vetted, key, signature, extra).addErrback(self._auth_crashed)
+
+    def _vetted(self, refused: tuple[str, str] | None, key: Any, signature: str, extra: dict) -> None:
+        if self.state == CLOSED or self._auth is None:
+            return  # the connection went while Redis answered
+        if refused is not None:
+            self.abort(*refused)
+        else:
+            self._verify_now(key, signature, extra)
+
+    def _verify_now(self, key: Any, signature: str, extra: dict) -> None:
+        spec, details, roles, method = self._auth
         config = spec.auth.throttle
         throttle = self.node.throttle
-        key = throttle_key(spec.uri, _address(self.peer), method.principal(details))
         refused = throttle.begin(key, config)
         if refused is not None:
             self.abort(*refused)
@@ -332,6 +367,7 @@ class WampProtocol:
         spec, details, roles, method = self._auth
         if isinstance(outcome, Welcome):
             self._auth = None
+            self._verifying = False  # a HELLO may follow this session's GOODBYE
             self._welcome(spec, details, roles, outcome)
         elif isinstance(outcome, Challenge):
             self.state = AUTHENTICATING

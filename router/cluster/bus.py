@@ -65,6 +65,8 @@ class Bus:
         self.inflight = 0  # bytes published and not yet acknowledged by Redis
         self._requests: dict[int, defer.Deferred] = {}
         self._ids = itertools.count(1)
+        self._listened = False
+        self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
         self._outbox: dict[str, list[bytes]] = {}  # node → messages posted in this reactor turn
         self._outbox_bytes = 0
         self._flushing = False
@@ -89,14 +91,22 @@ class Bus:
         def build_and_subscribe(addr):
             p = build(addr)
             p.whenConnected().addCallback(
-                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addErrback(
-                lambda f: None)  # the connection went before it answered: the next one subscribes again
+                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addCallbacks(
+                self._subscribed, lambda f: None)  # gone before it answered: the next one subscribes again
             return p
 
         factory.buildProtocol = build_and_subscribe
         factory.startConnecting(_endpoint(self.target, self.timeout))
         self._factory = factory
         return factory.deferred
+
+    def _subscribed(self, _: Any) -> None:
+        """Listening (again). After a reconnect, what was broadcast meanwhile is lost: `resubscribed`
+        re-reads the cluster's state, now that later changes will be heard."""
+        if self._listened and self.resubscribed is not None:
+            self.log.info("listening to the cluster's bus again: re-reading the cluster's state")
+            self.resubscribed()
+        self._listened = True
 
     def stop(self) -> defer.Deferred:
         for d in list(self._requests.values()):
