@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import procs, report
 from bench.load import raise_nofile
 from bench.procs import PROFILES
-from bench.scenarios import SCENARIOS, Options, run_all
+from bench.scenarios import DEFAULT, SCENARIOS, Options, run_all
 
 
 def _ints(text: str) -> list[int]:
@@ -24,8 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = Options()
     p = argparse.ArgumentParser(prog="scripts/bench", description="Courtyard benchmark: router CPU per message "
                                 "vs the bare Autobahn WebSocket ceiling, memory per session, churn, scaling.")
-    p.add_argument("--scenarios", default=",".join(s for s in SCENARIOS if s != "cross"),
-                   help=f"comma-separated, of {','.join(SCENARIOS)} (cross: across two nodes, with --cluster)")
+    p.add_argument("--scenarios", default=",".join(DEFAULT),
+                   help=f"comma-separated, of {','.join(SCENARIOS)} (default: all but cross, which needs --cluster, "
+                        "and process)")
     p.add_argument("--serializer", default="json,msgpack", help="comma-separated: json, msgpack")
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured window per run")
     p.add_argument("--warmup", type=float, default=d.warmup, help="load before the window opens")

@@ -160,17 +160,19 @@ PROFILES = ("open", "authz", "limits")
 
 
 def start_router(workdir: Path, realm: str = "realm1", name: str = "router", profile: str = "open",
-                 cluster: str | None = None, workers: int = 1) -> Server:
+                 cluster: str | None = None, workers: int = 1, session_process: dict | None = None) -> Server:
     """`courtyard start` on a free port with log level warn; anonymous access to `realm`. `profile`:
     open (a role allowed everything: no per-message checks), authz (permission rules checked on every
     request), limits (rate and quota windows checked on every request). `cluster`: a Redis URL, to
     run the router as a cluster node (node id `name`); `workers`: `--workers N` on that cluster (ready
-    once every worker has announced itself in Redis)."""
+    once every worker has announced itself in Redis). `session_process`: the realm's, if any."""
     port = free_port()
     realm_config: dict = {"uri": realm, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}},
                           "roles": {"anonymous": {"permissions": AUTHZ_RULES if profile == "authz" else EVERYTHING}}}
     if profile == "limits":
         realm_config["limits"] = NEVER_REACHED
+    if session_process is not None:
+        realm_config["session_process"] = session_process
     config = {
         "listeners": [{"type": "websocket", "host": "127.0.0.1", "port": port, "path": "/ws",
                        "serializers": ["json", "msgpack"]}],

@@ -153,12 +153,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 # -- load shapes, run against a router or the ceiling ------------------------------------------------
-def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = "bench.echo") -> dict:
-    """One callee (router only), `callers` caller processes with `window` calls in flight each."""
+def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = "bench.echo",
+            callee: bool = True) -> dict:
+    """One callee (router only; none with `callee` False: the router answers, e.g. a session
+    process), `callers` caller processes with `window` calls in flight each."""
     with Group(workdir) as g:
         common = {"serializer": ser, "realm": opts.realm, "drain": opts.drain, "payload": opts.payload,
                   "procedure": procedure}
-        setup = [] if t.ceiling else [g.spawn("callee", url=t.url(), **common)]
+        setup = [] if t.ceiling or not callee else [g.spawn("callee", url=t.url(), **common)]
         callers = [g.spawn("caller", url=t.url("echo"), window=opts.window, **common) for _ in range(opts.callers)]
         g.ready(setup + callers, opts.setup_timeout)  # callers only call after "go", when the callee is there
         w = measure(t.pid, setup + callers, opts)
@@ -166,7 +168,7 @@ def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = 
     calls = sum(r["count"] for r in res)
     errors = sum(r["errors"] for r in res)
     lat = [x for r in res for x in r["latencies"]]
-    msgs = calls if t.ceiling else 2 * calls
+    msgs = calls if t.ceiling or not callee else 2 * calls
     return {"window": w, "calls": calls, "errors": errors, "msgs": msgs,
             "rate": calls / w.wall, "cost": 1e6 * w.target_cpu / max(msgs, 1),
             "p50_ms": 1e3 * _percentile(lat, 0.50), "p99_ms": 1e3 * _percentile(lat, 0.99)}
@@ -416,6 +418,48 @@ class Bench:
                                 if "redis_kib_per_session" in p else {})))
         return rows
 
+    def scenario_process(self) -> list[dict]:
+        """Session processes (issue 16): a courtyard.process.call round trip against a routed CALL to an
+        external callee, on the same router (every session has an idle process there), in µs of router
+        CPU per call; then KiB per idle session on fresh routers with and without a process each."""
+        opts = self.opts
+        config = {"class": "bench.echo_process:Echo", "start": "on_join", "mailbox": 10_000}
+        rows = []
+        router = procs.start_router(self.workdir, opts.realm, f"router-proc-{self.ser}", opts.router_profile,
+                                    session_process=config).wait()
+        try:
+            target = Target(f"ws://127.0.0.1:{router.port}", router.pid, False)
+            results = {}
+            for name, procedure, callee in (("routed", "bench.echo", True),
+                                            ("process", "courtyard.process.call", False)):
+                say(f"  [{self.ser}] process: {name} call")
+                settle(target.pid)
+                r = results[name] = run_rpc(target, self.ser, opts, self.workdir, procedure, callee)
+                if not router.alive():
+                    raise RuntimeError(f"the router exited:\n{router.log_tail()}")
+                rows.append(_row(f"process-call-{name}", self.ser, r["window"], r["rate"], "calls/s",
+                                 1e6 * r["window"].target_cpu / max(r["calls"], 1), "us/call",
+                                 p50_ms=round(r["p50_ms"], 3), p99_ms=round(r["p99_ms"], 3), errors=r["errors"]))
+            rows[-1]["vs_routed"] = round(rows[-1]["cost_us"] / max(rows[0]["cost_us"], 1e-9), 3)
+        finally:
+            router.stop()
+        memory = {}
+        for name, sp in (("plain", None), ("process", config)):
+            say(f"  [{self.ser}] process: memory, {name}")
+            fresh = procs.start_router(self.workdir, opts.realm, f"router-procmem-{name}-{self.ser}",
+                                       session_process=sp).wait()
+            try:
+                memory[name] = run_memory(Target(f"ws://127.0.0.1:{fresh.port}", fresh.pid, False), self.ser,
+                                          opts, self.workdir)
+            finally:
+                fresh.stop()
+        for p, q in zip(memory["plain"]["points"], memory["process"]["points"], strict=True):
+            rows.append(_row(f"process-memory@{p['sessions']}", self.ser, None, 0, "",
+                             q["kib_per_session"] - p["kib_per_session"], "KiB/process",
+                             kib_per_session=round(p["kib_per_session"], 2),
+                             kib_per_session_with_process=round(q["kib_per_session"], 2)))
+        return rows
+
     def scenario_scaling(self) -> list[dict]:
         echo = self.ceiling_for("echo")
         fan = self.ceiling_for(f"fanout-{self.opts.scaling_fanout}")
@@ -448,8 +492,10 @@ class Bench:
         return rows
 
 
-SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "cross", "matching", "checks"]
+SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "cross", "process", "matching", "checks"]
 PER_SERIALIZER = SCENARIOS[:-2]
+# `--scenarios cross` needs --cluster; `process` starts three more routers: both on request only.
+DEFAULT = [s for s in SCENARIOS if s not in ("cross", "process")]
 
 
 def scenario_matching(opts: Options) -> list[dict]:

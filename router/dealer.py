@@ -149,7 +149,7 @@ class Dealer:
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_ARGUMENT,
                             [f"unknown match {wamp.quote(match)} or invoke {wamp.quote(invoke)} policy"]))
             return
-        if not wamp.is_valid_pattern(procedure, match) or wamp.is_reserved(procedure):
+        if not wamp.is_valid_pattern(procedure, match) or wamp.is_reserved(procedure) or procedure in self.builtins:
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_URI, [wamp.uri_refusal("procedure", procedure)
                             if wamp.too_long(procedure) else
                             f"invalid or reserved procedure URI {wamp.quote(procedure)} (match {match})"]))

@@ -18,6 +18,7 @@ from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
+from router.processes import Processes
 from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.serializers import JsonSerializer
@@ -27,6 +28,8 @@ from router.transport.listen import describe, listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
+
+PROCESS = "process"  # a bus request: an admin process procedure for a session of the node asked
 
 
 class _Gone:
@@ -58,6 +61,8 @@ class Node:
         self.table = SessionTable(self.storage, config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
+        self._services: dict[str, ServiceSession] = {}  # realm → the in-router session its processes use
+        self.processes = Processes(self.table, self._process_config, self._process_service)
         self.throttle = AuthThrottle()
         self.cookies = CookieStore()
         self.ports: list[IListeningPort] = []
@@ -82,14 +87,31 @@ class Node:
             router = self._routers[uri] = RealmRouter(spec, c.max_pending_calls, self.table, c.max_retained_bytes,
                                                       c.max_subscriptions_per_session,
                                                       c.max_registrations_per_session)
+            if uri != c.admin_realm.uri:  # there courtyard.process.* are the admin procedures
+                self.processes.install(router)
             for part in self.cluster_parts:
                 part.realm_started(router)
         return router
+
+    def _process_config(self, uri: str):
+        spec = self.realms.get(uri)
+        return spec.session_process if spec is not None else None
+
+    def _process_service(self, uri: str) -> ServiceSession | None:
+        """The in-router session through which the realm's session processes publish and call."""
+        service = self._services.get(uri)
+        if service is None:
+            router = self.realm_router(uri)
+            if router is None:
+                return None
+            service = self._services[uri] = ServiceSession(router, authid="courtyard.process")
+        return service
 
     def drop_realm(self, uri: str) -> None:
         """A deleted realm's running state (retained events, subscriptions, registrations) goes with
         it, so a realm created again under its URI starts empty. Its sessions are closed before."""
         self._routers.pop(uri, None)
+        self._services.pop(uri, None)
 
     def connection_opened(self, peer: str) -> bool:
         """Count a new connection, or refuse it (False: close it at once) while max_pending_connections
@@ -128,6 +150,8 @@ class Node:
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
+        self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
+            body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
         self.throttle = ClusterThrottle(self.redis)  # before any connection: no failure counted yet
@@ -258,11 +282,22 @@ class Node:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
         self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm,
-                              nodes=self.nodes, max_uri_length=self.config.max_uri_length)
+                              nodes=self.nodes, max_uri_length=self.config.max_uri_length,
+                              processes=self.processes,
+                              forward=self._forward_process if self.redis is not None else None)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
                 p, details.get("caller_authid", "?"), args, kwargs))
+
+    def _forward_process(self, node: str, name: str, session_id: int | None, args: list):
+        """An admin process procedure for a session of `node` (its process lives there): Deferred."""
+        if node == self.config.cluster.node_id:
+            return defer.maybeDeferred(self.admin.process_here, name, session_id, *args)
+        wait = max(5.0, 2 * self.config.cluster.node_timeout)
+        if name == "call":  # the process's own call_timeout is known there: wait at least that long
+            wait += args[1] if len(args) > 1 and args[1] else 60.0
+        return self.bus.request(node, PROCESS, {"name": name, "session": session_id, "args": args}, wait)
 
     def sweep(self) -> int:
         """Close sessions past their lifetime or idle timeout (the seeds' `wipe`). Returns how many."""
@@ -318,6 +353,7 @@ class Node:
             if t.state != CLOSED:
                 t.state = CLOSED
                 t.wire.close_transport("shutdown grace period over")
+        self.processes.terminate_all("node shutdown")
         if self.redis is not None:
             yield self._leave_cluster()
         self.log.info("stopped")

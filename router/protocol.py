@@ -518,7 +518,7 @@ class WampProtocol:
             return
         self.session = None
         self.state = ESTABLISHING
-        self.node.table.close(session.id)
+        self.node.table.close(session.id, why)
         self.log.info("session {sid} left realm {realm}: {why}", sid=session.id, realm=session.realm_uri,
                       why=why)
 

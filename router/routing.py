@@ -28,6 +28,7 @@ class RealmRouter:
         self.broker = Broker(spec.uri, max_retained_bytes, max_subscriptions)
         self.dealer = Dealer(spec.uri, max_pending_calls, max_registrations=max_registrations)
         self.meta = Meta(spec.uri, self.broker, self.dealer, table)
+        self.processes = None  # router.processes.Processes, where session processes are served
         self._roles = {"broker": {"features": {**self.broker.FEATURES, **BROKER_FEATURES}},
                        "dealer": {"features": {**self.dealer.FEATURES, **DEALER_FEATURES}}}
         self.handlers = {
@@ -47,8 +48,10 @@ class RealmRouter:
         return self._roles
 
     def attach(self, session: Session) -> None:
-        """A session joined (WELCOME sent): wamp.session.on_join."""
+        """A session joined (WELCOME sent): wamp.session.on_join, then its process (start: on_join)."""
         self.meta.joined(session)
+        if self.processes is not None:
+            self.processes.joined(session)
 
     def detach(self, session: Session) -> None:
         """A session left, whatever the cause: nothing of it may stay behind; then its testaments
