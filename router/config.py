@@ -82,6 +82,25 @@ class ClusterConfig:
 
 
 @dataclass
+class HttpConfig:
+    """`http:`: the plain HTTP endpoints on WebSocket listeners (router.http)."""
+
+    health: bool = True
+    metrics: bool = True
+    status: bool = True
+    allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # may see metrics and status
+    token: str | None = None  # or with `Authorization: Bearer <token>`
+    networks: tuple = field(default=(), repr=False)  # `allow`, parsed
+
+    def __post_init__(self) -> None:
+        if not self.networks:
+            self.networks = networks(self.allow)
+
+
+MIN_TOKEN = 16  # characters of http.token: a short one is guessed
+
+
+@dataclass
 class NodeConfig:
     name: str = "courtyard"
     listeners: list[ListenerConfig] = field(default_factory=lambda: [ListenerConfig()])
@@ -101,6 +120,7 @@ class NodeConfig:
     admin_realm: Realm = field(default_factory=lambda: _admin_realm("courtyard.admin", {}))
     data_dir: str | None = ".data"  # where admin changes are kept; None: in memory only
     cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 def _timer(d: dict, key: str, path: str, default: float) -> float:
@@ -300,6 +320,34 @@ def _cluster(raw: Any) -> ClusterConfig | None:
     return ClusterConfig(target, node_id, heartbeat, node_timeout, activity)
 
 
+def _http(raw: Any) -> HttpConfig:
+    """The `http` section; every bad key reported."""
+    d = mapping(raw, "http")
+    default = HttpConfig()
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, "http", {"health", "metrics", "status", "allow", "token"})
+    flags = {k: collect(errors, bool_value, d, k, "http", getattr(default, k), default=True)
+             for k in ("health", "metrics", "status")}
+    allow = d.get("allow", default.allow)
+    if not isinstance(allow, list) or len(allow) > 1024 or any(type(x) is not str for x in allow):
+        errors.append(ConfigError("http.allow", f"must be a list of IP addresses or networks (at most 1024), "
+                                                f"got {allow!r}"))
+        allow = []
+    for i, entry in enumerate(allow):
+        try:
+            networks([entry])
+        except ValueError:
+            errors.append(ConfigError(f"http.allow[{i}]",
+                                      f"must be an IP address or network such as 10.0.0.0/8, got {entry!r}"))
+    token = d.get("token")
+    if token is not None and (not isinstance(token, str) or not MIN_TOKEN <= len(token) <= 1024
+                              or not token.isascii() or not token.isprintable() or " " in token):
+        errors.append(ConfigError("http.token", f"must be {MIN_TOKEN} to 1024 printable ASCII characters without "
+                                                "spaces (e.g. from `openssl rand -hex 32`)"))
+    raise_any(errors)
+    return HttpConfig(allow=list(allow), token=token, **flags)
+
+
 def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
     """The session table's backend: a cluster shares its table in Redis, one node keeps it in memory."""
     backend = str_value(storage, "backend", "storage", "memory" if cluster is None else "redis", ("memory", "redis"))
@@ -315,7 +363,7 @@ def parse(raw: Any) -> NodeConfig:
     d = mapping(raw, "(top level)")
     errors: list[ConfigError] = []
     collect(errors, known_keys, d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin",
-                                        "cluster"})
+                                        "cluster", "http"})
     default = NodeConfig()
     sections = _sections(d, errors)
     node, shutdown, admin = sections["node"], sections["shutdown"], sections["admin"]
@@ -324,6 +372,7 @@ def parse(raw: Any) -> NodeConfig:
     storage = collect(errors, mapping, d.get("storage", {}), "storage", default={})
     collect(errors, known_keys, storage, "storage", {"backend"})
     cluster = collect(errors, _cluster, d.get("cluster"))
+    http = collect(errors, _http, d.get("http", {}), default=HttpConfig())
     backend = collect(errors, _backend, storage, cluster, default="memory")
     limits = collect(errors, _limits, sections["limits"], default, default={})
     collect(errors, known_keys, shutdown, "shutdown", {"grace_period"})
@@ -366,6 +415,7 @@ def parse(raw: Any) -> NodeConfig:
         admin_realm=admin_realm,
         data_dir=data_dir,
         cluster=cluster,
+        http=http,
     )
 
 

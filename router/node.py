@@ -12,10 +12,11 @@ from twisted.logger import Logger
 from realms.admin import AdminAPI
 from realms.registry import RealmRegistry
 from realms.store import RealmStore, store_path
-from router import storage, wamp
+from router import metrics, storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
+from router.metrics import Stats
 from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.serializers import JsonSerializer
@@ -62,6 +63,8 @@ class Node:
         self.redis = None  # a cluster's Redis connection (join_cluster)
         self.bus = None
         self.membership = None
+        self.stats = Stats()  # what /metrics and the status page show (router.metrics)
+        self._registry = None  # the Prometheus registry, made on the first scrape
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -79,7 +82,19 @@ class Node:
     def drop_realm(self, uri: str) -> None:
         """A deleted realm's running state (retained events, subscriptions, registrations) goes with
         it, so a realm created again under its URI starts empty. Its sessions are closed before."""
-        self._routers.pop(uri, None)
+        router = self._routers.pop(uri, None)
+        if router is not None:  # the node's count of EVENTs sent stays whole
+            self.stats.msgs_out[wamp.EVENT] += router.events_delivered
+
+    def realm_routers(self) -> dict[str, RealmRouter]:
+        """The running realms, by URI (a copy)."""
+        return dict(self._routers)
+
+    def metrics(self) -> bytes:
+        """/metrics: the Prometheus text exposition of the node's counters and its process."""
+        if self._registry is None:
+            self._registry = metrics.registry(self)
+        return metrics.render(self._registry)
 
     def connection_opened(self, peer: str) -> bool:
         """Count a new connection, or refuse it (False: close it at once) while max_pending_connections

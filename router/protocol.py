@@ -106,6 +106,7 @@ class WampProtocol:
         if problem is not None:
             self.abort(wamp.PROTOCOL_VIOLATION, problem)
             return
+        self.node.stats.msgs_in[msg[0]] += 1
         session = self.session
         if session is None:
             self._establishing(msg)
@@ -163,6 +164,8 @@ class WampProtocol:
         if not wait:
             return True
         code = msg[0]
+        self.node.stats.refused(session.realm_uri, "rate_limited" if uri == wamp.RATE_LIMITED else "quota_exceeded",
+                                session.authid, _request(msg), _peer(self.peer))
         # An unacknowledged PUBLISH has no one waiting for an answer; it is just not delivered.
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
             self.send(wamp.error(code, msg[1], uri, [f"request refused: {uri}; retry in {wait:.3f}s"],
@@ -180,6 +183,7 @@ class WampProtocol:
 
     def _not_authorized(self, session: Session, msg: list) -> None:
         code, action, uri = msg[0], ACTIONS[msg[0]], msg[3]
+        self.node.stats.refused(session.realm_uri, "not_authorized", session.authid, _request(msg), _peer(self.peer))
         self.log.info("session {sid} ({authid}/{authrole}) denied {action} on {uri}", sid=session.id,
                       authid=session.authid, authrole=session.authrole, action=action, uri=uri)
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
@@ -272,6 +276,8 @@ class WampProtocol:
             key = throttle_key(realm_uri, _address(self.peer), cls.principal(details))
             why = self.node.throttle.blocked(key)
             if why is not None:
+                self.node.stats.refused(realm_uri, "authentication_throttled", cls.principal(details), chosen,
+                                        _peer(self.peer))
                 self.abort(wamp.NOT_AUTHORIZED, why)
                 return
         method = cls(spec)
@@ -288,6 +294,8 @@ class WampProtocol:
         key = throttle_key(spec.uri, _address(self.peer), method.principal(details))
         refused = throttle.begin(key, config)
         if refused is not None:
+            self.node.stats.refused(spec.uri, "authentication_throttled", method.principal(details), method.name,
+                                    _peer(self.peer))
             self.abort(*refused)
             return
 
@@ -315,6 +323,9 @@ class WampProtocol:
             self.send([wamp.CHALLENGE, outcome.authmethod, outcome.extra])
         else:
             # warn: what an operator watches for (guessing); who and where, client text quoted short
+            stats = self.node.stats
+            stats.authenticated(method.name, False)
+            stats.refused(spec.uri, "authentication_failed", method.principal(details), method.name, _peer(self.peer))
             self.log.warn("authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
                           realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
                           peer=_peer(self.peer), why=outcome.message)
@@ -348,6 +359,7 @@ class WampProtocol:
             self.abort(wamp.TOO_MANY_SESSIONS, str(e))
             return
         session.authorizer = None if role is None or role.allows_everything() else role
+        self.node.stats.authenticated(who.authmethod, True)
         if spec.auth.cookie and self.cookie and who.authmethod != "cookie":
             self.node.cookies.bind(self.cookie, realm_uri, who, spec.auth.cookie_max_age)
         self.session = session
@@ -404,6 +416,13 @@ class WampProtocol:
                 session = self.session
                 if session is not None:
                     session.msgs_out += 1
+                code = msg[0]
+                stats = self.node.stats
+                stats.msgs_out[code] += 1
+                if code == wamp.ERROR:
+                    stats.errors.hit(msg[4])
+                elif code == wamp.ABORT:
+                    stats.errors.hit(msg[2])
                 return None
             uri, text = _FAILED_ANSWER[refused]
             if refused == SLOW_CONSUMER:
@@ -419,7 +438,9 @@ class WampProtocol:
             return None
         why = self.wire.send_prepared(frame)
         if why is None:
-            self.session.msgs_out += 1
+            session = self.session
+            session.msgs_out += 1
+            session.realm.events_delivered += 1  # counted per realm only (router.metrics adds them up)
         return why
 
     def close(self, reason: str = wamp.CLOSE_NORMAL, message: str | None = None) -> None:
@@ -479,6 +500,12 @@ class WampProtocol:
             if self._hello_timer.active():
                 self._hello_timer.cancel()
             self._hello_timer = None
+
+
+def _request(msg: list) -> str:
+    """A refused request as the status page lists it: its type, and its URI if it has one."""
+    name = wamp.MESSAGE_NAMES[msg[0]]
+    return f"{name} {msg[3]}" if msg[0] in ACTIONS else name
 
 
 def _address(peer: tuple[str, int] | None) -> str:

@@ -11,6 +11,7 @@ from router import wamp
 from router.broker import MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, Broker
 from router.dealer import MAX_REGISTRATIONS, Dealer
 from router.meta import BROKER_FEATURES, DEALER_FEATURES, Meta
+from router.metrics import TopCounter
 from router.session import Session
 
 if TYPE_CHECKING:
@@ -28,19 +29,45 @@ class RealmRouter:
         self.broker = Broker(spec.uri, max_retained_bytes, max_subscriptions)
         self.dealer = Dealer(spec.uri, max_pending_calls, max_registrations=max_registrations)
         self.meta = Meta(spec.uri, self.broker, self.dealer, table)
+        # For /metrics and the status page (router.metrics): plain counters, read at scrape time.
+        self.calls = TopCounter()  # CALLs accepted, per procedure
+        self.publications = TopCounter()  # PUBLISHes accepted, per topic
+        self.events_delivered = 0  # EVENTs written (WampProtocol.send_prepared)
+        self.dealer.calls_routed = 0  # INVOCATIONs sent (Dealer.call)
+        self._call_counts, self._publish_counts = self.calls.counts, self.publications.counts
+        self._dealer_call, self._broker_publish = self.dealer.call, self.broker.publish
         self._roles = {"broker": {"features": {**self.broker.FEATURES, **BROKER_FEATURES}},
                        "dealer": {"features": {**self.dealer.FEATURES, **DEALER_FEATURES}}}
         self.handlers = {
-            wamp.PUBLISH: self.broker.publish,
+            wamp.PUBLISH: self._publish,
             wamp.SUBSCRIBE: self.broker.subscribe,
             wamp.UNSUBSCRIBE: self.broker.unsubscribe,
-            wamp.CALL: self.dealer.call,
+            wamp.CALL: self._call,
             wamp.REGISTER: self.dealer.register,
             wamp.UNREGISTER: self.dealer.unregister,
             wamp.YIELD: self.dealer.yield_,
             wamp.ERROR: self.dealer.error,
             wamp.CANCEL: self.dealer.cancel,
         }
+
+    def _call(self, session: Session, msg: list) -> None:
+        """Count the procedure (a dict update when it was seen before), then route."""
+        counts, uri = self._call_counts, msg[3]
+        n = counts.get(uri)
+        if n is not None:
+            counts[uri] = n + 1
+        else:
+            self.calls.hit(uri)
+        self._dealer_call(session, msg)
+
+    def _publish(self, session: Session, msg: list) -> None:
+        counts, uri = self._publish_counts, msg[3]
+        n = counts.get(uri)
+        if n is not None:
+            counts[uri] = n + 1
+        else:
+            self.publications.hit(uri)
+        self._broker_publish(session, msg)
 
     def roles(self) -> dict:
         """The WELCOME.Details.roles this realm announces: only features that work (built once, shared)."""
