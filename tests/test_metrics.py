@@ -187,3 +187,26 @@ def test_http_config_defaults():
     conf = parse({}).http
     assert (conf.health, conf.metrics, conf.status, conf.token) == (True, True, True, None)
     assert conf.allow == ["127.0.0.0/8", "::1/128"]
+
+
+@ensure
+async def test_health_reports_redis_in_a_cluster_and_stays_200_without_it(tmp_path, redis_server):
+    """A cluster node says whether it reaches Redis; without it, `degraded` but still 200 (README,
+    Operations: one shared Redis down must not take every node out of a load balancer)."""
+    from tests.test_cluster_start import _node
+
+    a = _node(tmp_path, "a", redis_server.url).start()
+    try:
+        status, _, body = await http_get(a.port, "/health")
+        assert status == 200 and json.loads(body) == {"status": "ok", "node": "courtyard", "sessions": 0,
+                                                     "redis": "ok"}, body
+        redis_server.stop()
+        for _ in range(250):
+            if "lost Redis at" in a.log():
+                break
+            await sleep(0.02)
+        status, _, body = await http_get(a.port, "/health")
+        assert status == 200 and json.loads(body)["redis"] == "unreachable", body
+        assert json.loads(body)["status"] == "degraded"
+    finally:
+        a.stop()
