@@ -39,6 +39,8 @@ class Request:
     method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)  # only _KEPT, lower-case names
+
+
 _TOKEN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
