@@ -75,7 +75,7 @@ class WampProtocol:
     log = Logger()
 
     __slots__ = ("node", "cookie", "_auth", "_verifying", "wire", "codec", "peer", "session", "state", "_encode",
-                 "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request")
+                 "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request", "_in", "_out")
 
     def __init__(self, node: Node, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
                  hello_timeout: float = 0.0, cookie: str | None = None) -> None:
@@ -94,6 +94,7 @@ class WampProtocol:
         self._hello_timer = reactor.callLater(hello_timeout, self._no_hello) if hello_timeout > 0 else None
         self._sequential = node.config.sequential_request_ids
         self._last_request = 0  # the session's latest request id, when they must be sequential
+        self._in, self._out = node.stats.msgs_in, node.stats.msgs_out  # the node's counts per message type
 
     # -- inbound ---------------------------------------------------------------------------------
     def on_message(self, payload: bytes) -> None:
@@ -106,7 +107,7 @@ class WampProtocol:
         if problem is not None:
             self.abort(wamp.PROTOCOL_VIOLATION, problem)
             return
-        self.node.stats.msgs_in[msg[0]] += 1
+        self._in[msg[0]] += 1
         session = self.session
         if session is None:
             self._establishing(msg)
@@ -132,6 +133,14 @@ class WampProtocol:
                 if role is not None and not self._authorized(role, code, msg):
                     self._not_authorized(session, msg)
                     return
+                top = session.realm.tops.get(code)  # CALLs per procedure, PUBLISHes per topic (router.metrics)
+                if top is not None:
+                    counts, uri = top.counts, msg[3]
+                    n = counts.get(uri)
+                    if n is None:
+                        top.hit(uri)
+                    else:
+                        counts[uri] = n + 1
         try:
             handler(session, msg)
         except wamp.ProtocolViolation as e:
@@ -417,12 +426,9 @@ class WampProtocol:
                 if session is not None:
                     session.msgs_out += 1
                 code = msg[0]
-                stats = self.node.stats
-                stats.msgs_out[code] += 1
-                if code == wamp.ERROR:
-                    stats.errors.hit(msg[4])
-                elif code == wamp.ABORT:
-                    stats.errors.hit(msg[2])
+                self._out[code] += 1
+                if code <= 8:  # wamp.ERROR or wamp.ABORT among them: counted by URI
+                    self._error_sent(msg)
                 return None
             uri, text = _FAILED_ANSWER[refused]
             if refused == SLOW_CONSUMER:
@@ -431,6 +437,13 @@ class WampProtocol:
         self.log.info("not sending {msg} to {peer}: {why}", msg=wamp.MESSAGE_NAMES.get(msg[0], "?"),
                       peer=_peer(self.peer), why=text)
         return uri, text
+
+    def _error_sent(self, msg: list) -> None:
+        code = msg[0]
+        if code == wamp.ERROR:
+            self.node.stats.errors.hit(msg[4])
+        elif code == wamp.ABORT:
+            self.node.stats.errors.hit(msg[2])
 
     def send_prepared(self, frame: Any) -> str | None:
         """Write a frame prepared once for many peers (an EVENT); None when written, else why not."""

@@ -34,40 +34,20 @@ class RealmRouter:
         self.publications = TopCounter()  # PUBLISHes accepted, per topic
         self.events_delivered = 0  # EVENTs written (WampProtocol.send_prepared)
         self.dealer.calls_routed = 0  # INVOCATIONs sent (Dealer.call)
-        self._call_counts, self._publish_counts = self.calls.counts, self.publications.counts
-        self._dealer_call, self._broker_publish = self.dealer.call, self.broker.publish
+        self.tops = {wamp.CALL: self.calls, wamp.PUBLISH: self.publications}  # counted by WampProtocol
         self._roles = {"broker": {"features": {**self.broker.FEATURES, **BROKER_FEATURES}},
                        "dealer": {"features": {**self.dealer.FEATURES, **DEALER_FEATURES}}}
         self.handlers = {
-            wamp.PUBLISH: self._publish,
+            wamp.PUBLISH: self.broker.publish,
             wamp.SUBSCRIBE: self.broker.subscribe,
             wamp.UNSUBSCRIBE: self.broker.unsubscribe,
-            wamp.CALL: self._call,
+            wamp.CALL: self.dealer.call,
             wamp.REGISTER: self.dealer.register,
             wamp.UNREGISTER: self.dealer.unregister,
             wamp.YIELD: self.dealer.yield_,
             wamp.ERROR: self.dealer.error,
             wamp.CANCEL: self.dealer.cancel,
         }
-
-    def _call(self, session: Session, msg: list) -> None:
-        """Count the procedure (a dict update when it was seen before), then route."""
-        counts, uri = self._call_counts, msg[3]
-        n = counts.get(uri)
-        if n is not None:
-            counts[uri] = n + 1
-        else:
-            self.calls.hit(uri)
-        self._dealer_call(session, msg)
-
-    def _publish(self, session: Session, msg: list) -> None:
-        counts, uri = self._publish_counts, msg[3]
-        n = counts.get(uri)
-        if n is not None:
-            counts[uri] = n + 1
-        else:
-            self.publications.hit(uri)
-        self._broker_publish(session, msg)
 
     def roles(self) -> dict:
         """The WELCOME.Details.roles this realm announces: only features that work (built once, shared)."""
