@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from realms.admin import AdminAPI
 from realms.registry import RealmRegistry
 from realms.store import RealmStore, store_path
-from router import metrics, storage, wamp
+from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
@@ -92,9 +92,11 @@ class Node:
 
     def metrics(self) -> bytes:
         """/metrics: the Prometheus text exposition of the node's counters and its process."""
+        from router import prometheus  # on the first scrape: see router/prometheus.py
+
         if self._registry is None:
-            self._registry = metrics.registry(self)
-        return metrics.render(self._registry)
+            self._registry = prometheus.registry(self)
+        return prometheus.render(self._registry)
 
     def connection_opened(self, peer: str) -> bool:
         """Count a new connection, or refuse it (False: close it at once) while max_pending_connections
