@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = Options()
     p = argparse.ArgumentParser(prog="scripts/bench", description="Courtyard benchmark: router CPU per message "
                                 "vs the bare Autobahn WebSocket ceiling, memory per session, churn, scaling.")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {','.join(SCENARIOS)}")
+    p.add_argument("--scenarios", default=",".join(s for s in SCENARIOS if s != "cross"),
+                   help=f"comma-separated, of {','.join(SCENARIOS)} (cross: across two nodes, with --cluster)")
     p.add_argument("--serializer", default="json,msgpack", help="comma-separated: json, msgpack")
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured window per run")
     p.add_argument("--warmup", type=float, default=d.warmup, help="load before the window opens")

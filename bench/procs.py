@@ -158,6 +158,18 @@ def start_redis(workdir: Path) -> Server:
                    "--dir", str(workdir)], port, workdir / "redis.log")
 
 
+def redis_pid(url: str) -> int | None:
+    """The redis-server's PID (INFO server), to count its CPU."""
+    try:
+        info = redis_command(url, "INFO", "server")
+    except OSError:
+        return None
+    for line in (info.decode() if isinstance(info, bytes) else str(info)).splitlines():
+        if line.startswith("process_id:"):
+            return int(line.split(":", 1)[1])
+    return None
+
+
 def redis_command(url: str, *args: str) -> bytes | int:
     """One Redis command over a plain socket: a bulk reply as bytes, an integer reply as int."""
     host_port = url.split("//", 1)[1].split("/", 1)[0]

@@ -106,16 +106,21 @@ def settle(pid: int, quiet: float = 0.05, step: float = 0.15, limit: float = 30.
         last = now
 
 
-def measure(pid: int, load: list[LoadProc], opts: Options) -> Window:
+def _cpu(pids: int | list[int]) -> float:
+    """CPU seconds of a process, or summed over several (a cluster's nodes, and its redis-server)."""
+    return sum(cpu_seconds(p) for p in pids) if isinstance(pids, list) else cpu_seconds(pids)
+
+
+def measure(pid: int | list[int], load: list[LoadProc], opts: Options) -> Window:
     """Tell every load process to go, then sample CPU times at T0 and T1 (monotonic clock)."""
     t0 = time.monotonic() + opts.warmup
     t1 = t0 + opts.seconds
     for p in load:
         p.tell(f"go {t0!r} {t1!r}")
     time.sleep(max(0.0, t0 - time.monotonic()))
-    w0, c0, l0 = time.monotonic(), cpu_seconds(pid), [cpu_seconds(p.pid) for p in load]
+    w0, c0, l0 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
     time.sleep(max(0.0, t1 - time.monotonic()))
-    w1, c1, l1 = time.monotonic(), cpu_seconds(pid), [cpu_seconds(p.pid) for p in load]
+    w1, c1, l1 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
     deadline = t1 + opts.drain + 15
     results = [p.read(deadline)["result"] for p in load]
     return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results)
@@ -159,17 +164,22 @@ def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = 
             "p50_ms": 1e3 * _percentile(lat, 0.50), "p99_ms": 1e3 * _percentile(lat, 0.99)}
 
 
-def run_pubsub(t: Target, ser: str, opts: Options, workdir: Path, fanout: int, topic: str = "bench.topic") -> dict:
-    """`fanout` subscriber sessions over up to `sub_procs` processes; one publisher, acknowledged."""
+def run_pubsub(t: Target, ser: str, opts: Options, workdir: Path, fanout: int, topic: str = "bench.topic",
+               subscribers_at: Target | None = None, cpu_of: list[int] | None = None) -> dict:
+    """`fanout` subscriber sessions over up to `sub_procs` processes; one publisher, acknowledged.
+    `subscribers_at`: the subscribers on another node of the cluster; `cpu_of`: the PIDs whose CPU
+    counts (both nodes)."""
     with Group(workdir) as g:
         common = {"serializer": ser, "realm": opts.realm, "drain": opts.drain, "payload": opts.payload,
                   "topic": topic}
         nproc = max(1, min(opts.sub_procs, fanout))
         shares = [fanout // nproc + (1 if i < fanout % nproc else 0) for i in range(nproc)]
-        subs = [g.spawn("subscriber", url=t.url("sub"), sessions=n, **common) for n in shares]
+        subs = [g.spawn("subscriber", url=(subscribers_at or t).url("sub"), sessions=n, **common) for n in shares]
         pub = g.spawn("publisher", url=t.url("pub"), window=opts.pub_window, **common)
         g.ready(subs + [pub], opts.setup_timeout)  # the publisher only publishes after "go"
-        w = measure(t.pid, subs + [pub], opts)
+        if subscribers_at is not None:
+            time.sleep(0.5)  # the subscriptions' news reaches the publisher's node
+        w = measure(cpu_of or t.pid, subs + [pub], opts)
     events = sum(r["count"] for r in w.results[:-1])
     acks = w.results[-1]["count"]
     return {"window": w, "events": events, "publishes": acks, "rate": events / w.wall,
@@ -244,7 +254,7 @@ class Bench:
             self.owns_router = True
 
     def close(self) -> None:
-        for s in (self._router, self._ceiling):
+        for s in (self._router, self._ceiling, getattr(self, "_b", None)):
             if s is not None:
                 s.stop()
 
@@ -318,6 +328,39 @@ class Bench:
                              ceiling_us=round(ceil["cost"], 2), ratio=round(r["cost"] / ceil["cost"], 3),
                              ratio_to_echo=round(r["cost"] / echo["cost"], 3), publishes=r["publishes"],
                              delivered_share=r["delivered_share"], errors=r["errors"]))
+        return rows
+
+    def second_node(self) -> tuple[Target, int | None]:
+        """Node B of the cluster (started once), and the redis-server's PID."""
+        if self.opts.cluster is None or not self.owns_router:
+            raise RuntimeError("the cross scenario needs --cluster (and a router of the bench's own)")
+        if getattr(self, "_b", None) is None:
+            self._b = procs.start_router(self.workdir, self.opts.realm, f"router-{self.ser}-b",
+                                         self.opts.router_profile, self.opts.cluster).wait()
+        return Target(f"ws://127.0.0.1:{self._b.port}", self._b.pid, False), procs.redis_pid(self.opts.cluster)
+
+    def scenario_cross(self) -> list[dict]:
+        """Across two nodes: publisher on A, subscribers on B; router CPU summed over both nodes per
+        delivered event, against the same load on one node (both in this run), Redis CPU alongside."""
+        b, redis = self.second_node()
+        rows = []
+        for k in self.opts.fanouts:
+            say(f"  [{self.ser}] pubsub fan-out {k}, one node then across two")
+            settle(self.router.pid)
+            local = run_pubsub(self.router, self.ser, self.opts, self.workdir, k, cpu_of=[self.router.pid, b.pid])
+            settle(self.router.pid)
+            settle(b.pid)
+            before = cpu_seconds(redis) if redis else 0.0
+            cross = run_pubsub(self.router, self.ser, self.opts, self.workdir, k, subscribers_at=b,
+                               cpu_of=[self.router.pid, b.pid])
+            redis_us = 1e6 * (cpu_seconds(redis) - before) / max(cross["publishes"], 1) if redis else None
+            self._check_router()
+            rows.append(_row(f"cross-pubsub-{k}", self.ser, cross["window"], cross["rate"], "events/s",
+                             cross["cost"], "us/event", local_us=round(local["cost"], 2),
+                             ratio_to_local=round(cross["cost"] / max(local["cost"], 1e-9), 3),
+                             redis_us_per_publish=None if redis_us is None else round(redis_us, 2),
+                             publishes=cross["publishes"], delivered_share=cross["delivered_share"],
+                             errors=cross["errors"]))
         return rows
 
     def scenario_churn(self) -> list[dict]:
@@ -397,7 +440,7 @@ class Bench:
         return rows
 
 
-SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "matching", "checks"]
+SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "cross", "matching", "checks"]
 PER_SERIALIZER = SCENARIOS[:-2]
 
 

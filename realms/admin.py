@@ -7,6 +7,7 @@ with who did it.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,29 @@ def _loggable(fn: Callable, args: list, kwargs: dict) -> dict:
             "kwargs": redact(kwargs)}
 
 
+def _store_failed(failure: Any) -> Any:
+    failure.trap(StoreWriteError)
+    raise AdminError(STORAGE_FAILED, failure.getErrorMessage())
+
+
+def _then(recorded: Any, apply: Callable[[], Any]) -> Any:
+    """Make a change once it is recorded: at once after the SQLite store's write; after Redis took it
+    for a cluster's store (`recorded` is then a Deferred), so a change the store refused is not made."""
+    if hasattr(recorded, "addCallback"):
+        return recorded.addCallback(lambda _: apply())
+    return apply()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=lambda v: f"<{type(v).__name__}>")
+
+
+def call_text(procedure: str, args: list, kwargs: dict) -> str:
+    """A call as one readable line, `courtyard.user.add("shop", "bob", role="customer")`: values as
+    JSON (control characters escaped), already masked and cut short by `_loggable`."""
+    return f"{procedure}({', '.join([*map(_json, args), *(f'{k}={_json(v)}' for k, v in kwargs.items())])})"
+
+
 class AdminAPI:
     log = Logger()
 
@@ -112,9 +136,12 @@ class AdminAPI:
             raise AdminError(INVALID_ARGUMENT, "; ".join(map(str, getattr(e, "errors", [e]))))
         except StoreWriteError as e:  # logged by the store, by file name; nothing was changed
             raise AdminError(STORAGE_FAILED, str(e))
+        if hasattr(result, "addErrback"):  # a cluster's store answers later, from Redis
+            result.addErrback(_store_failed)
         if not procedure.endswith((".list", ".get", ".count", ".activity")):
-            self.log.info("admin {who} called {procedure} {args} {kwargs}", who=who, procedure=procedure,
-                          **_loggable(fn, args, kwargs))
+            shown = _loggable(fn, args, kwargs)
+            self.log.info("admin {who} called {call}", who=who, procedure=procedure,
+                          call=call_text(procedure, shown["args"], shown["kwargs"]), **shown)
         return result
 
     # -- nodes -----------------------------------------------------------------------------------
@@ -150,9 +177,15 @@ class AdminAPI:
         if "users" in raw:
             raise AdminError(INVALID_ARGUMENT, "users are added through courtyard.user.add, not in a definition")
         realm = self._checked(parse_realm(raw, "definition"), "definition")
-        self.store.save_realm(uri, raw)  # recorded first: a change the file cannot take is not made
+        return _then(self.store.save_realm(uri, raw),  # recorded first: a change the store cannot take is not made
+                     lambda: self._put(realm) or self.realm_get(uri))
+
+    def _put(self, realm) -> None:
+        """Install a realm definition, replacing the one under its URI (a cluster node may have had
+        it from Redis already)."""
+        if realm.uri in self.registry:
+            self.registry.remove(realm.uri)
         self.registry.add(realm)
-        return self.realm_get(uri)
 
     def _checked(self, realm, path: str):
         """The realm, if it can work (realms/checks.py, as check-config does); else invalid_argument."""
@@ -168,20 +201,21 @@ class AdminAPI:
         if "uri" in changes or "users" in changes:
             raise AdminError(INVALID_ARGUMENT, "a realm's uri cannot change; users change through courtyard.user.*")
         updated = self._checked(apply_changes(realm, changes, "changes"), "changes")
-        self.store.update_realm(uri, changes)  # only these keys: the rest still comes from the YAML
-        self.registry.remove(uri)
-        self.registry.add(updated)
-        return self.realm_get(uri)
+        return _then(self.store.update_realm(uri, changes),  # only these keys: the rest still comes from the YAML
+                     lambda: self._put(updated) or self.realm_get(uri))
 
     def realm_delete(self, uri: str) -> int:
         """Close the realm's sessions (GOODBYE courtyard.close.realm_deleted), then forget it."""
         realm = self._realm(uri)
         if realm.uri == self.admin_realm:
             raise AdminError(INVALID_ARGUMENT, "the admin realm cannot be deleted")
-        self.store.save_realm(realm.uri, None)
-        killed = self._kill(self.sessions.list(realm.uri), REALM_DELETED, "the realm was deleted")
-        self.registry.remove(realm.uri)
-        self.drop_realm(realm.uri)
+        return _then(self.store.save_realm(realm.uri, None), lambda: self._delete(realm.uri))
+
+    def _delete(self, uri: str) -> int:
+        killed = self._kill(self.sessions.list(uri), REALM_DELETED, "the realm was deleted")
+        if uri in self.registry:
+            self.registry.remove(uri)
+        self.drop_realm(uri)
         return killed
 
     # -- sessions --------------------------------------------------------------------------------
@@ -329,8 +363,12 @@ class AdminAPI:
             raise AdminError(USER_EXISTS, f"user {_short(authid)} exists in realm {_short(realm)}")
         raw = self._definition(role, ticket, wampcra, cryptosign, {})
         user = self._checked_user(r, parse_user(authid, raw, "user"))
-        self.store.save_user(realm, authid, raw)
-        r.users[authid] = user
+        return _then(self.store.save_user(realm, authid, raw), lambda: self._set_user(realm, r, user))
+
+    def _set_user(self, uri: str, realm, user) -> dict:
+        """The user goes into the realm as it is now (in a cluster, Redis's answer may come after the
+        realm was replaced by a newer definition)."""
+        (self.registry.get(uri) or realm).users[user.authid] = user
         return user.public()
 
     def user_update(self, realm: str, authid: str, role: str | None = None, ticket: str | None = None,
@@ -345,9 +383,7 @@ class AdminAPI:
                 "key": c.key, "salt": c.salt, "iterations": c.iterations, "keylen": c.keylen}
         raw = self._definition(role, ticket, wampcra, cryptosign, base)
         updated = self._checked_user(r, parse_user(authid, raw, "user"))
-        self.store.save_user(realm, authid, raw)
-        r.users[authid] = updated
-        return updated.public()
+        return _then(self.store.save_user(realm, authid, raw), lambda: self._set_user(realm, r, updated))
 
     @staticmethod
     def _checked_user(realm, user):
@@ -360,6 +396,8 @@ class AdminAPI:
     def user_remove(self, realm: str, authid: str) -> int:
         """Forget the user and close its sessions (GOODBYE courtyard.close.user_removed)."""
         r, user = self._user(realm, authid)
-        self.store.save_user(realm, authid, None)
-        del r.users[authid]
-        return self._kill(self.sessions.list(realm, authid=authid), USER_REMOVED, "the user was removed")
+        return _then(self.store.save_user(realm, authid, None), lambda: self._remove_user(realm, r, authid))
+
+    def _remove_user(self, uri: str, realm, authid: str) -> int:
+        (self.registry.get(uri) or realm).users.pop(authid, None)
+        return self._kill(self.sessions.list(uri, authid=authid), USER_REMOVED, "the user was removed")

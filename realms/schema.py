@@ -7,7 +7,7 @@ Every error names the key path. `router.config` reads the rest of a node's confi
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from realms.authorization import ACTIONS, Permission, Role
@@ -31,6 +31,25 @@ class ConfigErrors(ConfigError):
 
 
 T = TypeVar("T")
+
+# The keys and bounds of each part of a realm definition: the parsers below and the JSON Schema
+# (realms/json_schema.py) read these same definitions, so the two cannot drift apart.
+REALM_KEYS = ("uri", "auth", "users", "roles", "limits")
+AUTH_KEYS = ("anonymous", "ticket", "wampcra", "cryptosign", "cookie", "throttle")
+ANONYMOUS_KEYS = ("enabled", "authrole")
+COOKIE_KEYS = ("max_age",)
+USER_KEYS = ("role", "ticket", "wampcra", "cryptosign")
+CRA_KEYS = ("secret", "key", "salt", "iterations", "keylen")
+ROLE_KEYS = ("permissions", "limits")
+PERMISSION_KEYS = ("uri", "match", "allow", "disclose")
+MATCHES = ("exact", "prefix", "wildcard")
+DISCLOSE = ("caller", "publisher")
+LIMITS_KEYS = ("rate", "quota", "expires_in", "idle_timeout")
+WINDOW_KEYS = ("limit", "duration")
+THROTTLE_INTS = {"max_failures": (0, 10_000), "max_failures_per_address": (0, 1_000_000),  # key: (lo, hi)
+                 "max_in_flight_per_address": (1, 100_000), "max_in_flight": (1, 100_000)}
+THROTTLE_NUMBERS = {"window": 0.001, "block_for": 0.0}  # key: lo
+TICKET_PREFIX = "pbkdf2-sha256$"
 
 
 def collect(errors: list[ConfigError], fn: Callable[..., T], *args: Any, default: Any = None) -> T:
@@ -60,7 +79,7 @@ def mapping(value: Any, path: str) -> dict:
     return value
 
 
-def known_keys(d: dict, path: str, keys: set[str]) -> None:
+def known_keys(d: dict, path: str, keys: Collection[str]) -> None:
     for k in d:
         if k not in keys:
             raise ConfigError(f"{path}.{k}" if path else str(k), f"unknown key (expected one of {sorted(keys)})")
@@ -106,7 +125,7 @@ def parse_window(raw: Any, path: str) -> Window | None:
     if raw is None:
         return None
     d = mapping(raw, path)
-    known_keys(d, path, {"limit", "duration"})
+    known_keys(d, path, WINDOW_KEYS)
     if "limit" not in d or "duration" not in d:
         raise ConfigError(path, "needs both 'limit' and 'duration'")
     return Window(int_value(d, "limit", path, None, 1), num_value(d, "duration", path, None, 0.001))
@@ -114,7 +133,7 @@ def parse_window(raw: Any, path: str) -> Window | None:
 
 def parse_limits(raw: Any, path: str) -> Limits:
     d = mapping(raw, path)
-    known_keys(d, path, {"rate", "quota", "expires_in", "idle_timeout"})
+    known_keys(d, path, LIMITS_KEYS)
     return Limits(
         rate=parse_window(d.get("rate"), f"{path}.rate"),
         quota=parse_window(d.get("quota"), f"{path}.quota"),
@@ -140,17 +159,17 @@ def parse_names(raw: Any, path: str, choices: tuple[str, ...]) -> frozenset[str]
 def parse_permission(raw: Any, path: str) -> Permission:
     d = mapping(raw, path)
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, path, {"uri", "match", "allow", "disclose"})
+    collect(errors, known_keys, d, path, PERMISSION_KEYS)
     uri = d.get("uri")
     if not isinstance(uri, str):
         errors.append(ConfigError(f"{path}.uri",
                                   f"must be a string (\"\" with match prefix for every URI), got {uri!r}"))
     perm = Permission(uri=uri if isinstance(uri, str) else "",
-                      match=collect(errors, str_value, d, "match", path, "exact", ("exact", "prefix", "wildcard"),
+                      match=collect(errors, str_value, d, "match", path, "exact", MATCHES,
                                     default="exact"),
                       allow=collect(errors, parse_names, d.get("allow"), f"{path}.allow", ACTIONS, default=frozenset()),
                       disclose=collect(errors, parse_names, d.get("disclose"), f"{path}.disclose",
-                                       ("caller", "publisher"), default=frozenset()))
+                                       DISCLOSE, default=frozenset()))
     raise_any(errors)
     return perm
 
@@ -158,7 +177,7 @@ def parse_permission(raw: Any, path: str) -> Permission:
 def parse_role(name: str, raw: Any, path: str) -> Role:
     d = mapping(raw, path)
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, path, {"permissions", "limits"})
+    collect(errors, known_keys, d, path, ROLE_KEYS)
     perms = d.get("permissions", [])
     if not isinstance(perms, list):
         errors.append(ConfigError(f"{path}.permissions", "must be a list"))
@@ -173,16 +192,16 @@ def parse_role(name: str, raw: Any, path: str) -> Role:
 def parse_auth(raw: Any, path: str) -> AuthConfig:
     d = mapping(raw, path)
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, path, {"anonymous", "ticket", "wampcra", "cryptosign", "cookie", "throttle"})
+    collect(errors, known_keys, d, path, AUTH_KEYS)
     default = AuthConfig()
     anon = d.get("anonymous", {})
     if anon is False:
         anon = {"enabled": False}
     anon = collect(errors, mapping, {} if anon is True else anon, f"{path}.anonymous", default={})
-    collect(errors, known_keys, anon, f"{path}.anonymous", {"enabled", "authrole"})
+    collect(errors, known_keys, anon, f"{path}.anonymous", ANONYMOUS_KEYS)
     cookie = d.get("cookie", False)
     cookie_d = collect(errors, mapping, {} if isinstance(cookie, bool) else cookie, f"{path}.cookie", default={})
-    collect(errors, known_keys, cookie_d, f"{path}.cookie", {"max_age"})
+    collect(errors, known_keys, cookie_d, f"{path}.cookie", COOKIE_KEYS)
     auth = AuthConfig(
         anonymous=collect(errors, bool_value, anon, "enabled", f"{path}.anonymous", True),
         anonymous_authrole=collect(errors, str_value, anon, "authrole", f"{path}.anonymous",
@@ -205,22 +224,19 @@ def parse_throttle(raw: Any, path: str) -> Throttle:
     d = mapping({} if raw is True else raw, path)
     known_keys(d, path, set(Throttle.__dataclass_fields__))
     default = Throttle()
-    max_failures = int_value(d, "max_failures", path, default.max_failures, 0, 10_000)
+    max_failures = int_value(d, "max_failures", path, default.max_failures, *THROTTLE_INTS["max_failures"])
+    defaults = {**default.__dict__, "max_failures_per_address": 10 * (max_failures or 0)}
     return Throttle(
         max_failures=max_failures,
-        max_failures_per_address=int_value(d, "max_failures_per_address", path, 10 * (max_failures or 0), 0,
-                                           1_000_000),
-        window=num_value(d, "window", path, default.window, 0.001),
-        block_for=num_value(d, "block_for", path, default.block_for),
-        max_in_flight_per_address=int_value(d, "max_in_flight_per_address", path,
-                                            default.max_in_flight_per_address, 1, 100_000),
-        max_in_flight=int_value(d, "max_in_flight", path, default.max_in_flight, 1, 100_000),
+        **{k: int_value(d, k, path, defaults[k], *bounds)
+           for k, bounds in THROTTLE_INTS.items() if k != "max_failures"},
+        **{k: num_value(d, k, path, defaults[k], lo) for k, lo in THROTTLE_NUMBERS.items()},
     )
 
 
 def _ticket(d: dict, path: str) -> str | None:
     ticket = d.get("ticket")
-    if ticket is not None and not (isinstance(ticket, str) and ticket.startswith("pbkdf2-sha256$")):
+    if ticket is not None and not (isinstance(ticket, str) and ticket.startswith(TICKET_PREFIX)):
         raise ConfigError(f"{path}.ticket", "must be a salted hash from `courtyard auth hash-secret` "
                                             "(pbkdf2-sha256$...), never the plain ticket")
     return ticket
@@ -230,7 +246,7 @@ def _wampcra(raw: Any, path: str) -> CraSecret | None:
     if raw is None:
         return None
     c = mapping(raw, path)
-    known_keys(c, path, {"secret", "key", "salt", "iterations", "keylen"})
+    known_keys(c, path, CRA_KEYS)
     if "salt" in c:
         return CraSecret(key=str_value(c, "key", path, ""), salt=str_value(c, "salt", path, ""),
                          iterations=int_value(c, "iterations", path, 1000, 1),
@@ -254,7 +270,7 @@ def _cryptosign(keys: Any, path: str) -> tuple[str, ...]:
 def parse_user(authid: str, raw: Any, path: str) -> User:
     d = mapping(raw, path)
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, path, {"role", "ticket", "wampcra", "cryptosign"})
+    collect(errors, known_keys, d, path, USER_KEYS)
     user = User(authid, collect(errors, str_value, d, "role", path, "", default=""),
                 collect(errors, _ticket, d, path), collect(errors, _wampcra, d.get("wampcra"), f"{path}.wampcra"),
                 collect(errors, _cryptosign, d.get("cryptosign", []), f"{path}.cryptosign", default=()))
@@ -266,7 +282,7 @@ def parse_realm(raw: Any, path: str) -> Realm:
     """Every bad user, role and section is reported (ConfigErrors), not only the first."""
     d = mapping(raw, path)
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, path, {"uri", "auth", "users", "roles", "limits"})
+    collect(errors, known_keys, d, path, REALM_KEYS)
     users = collect(errors, mapping, d.get("users"), f"{path}.users", default={})
     roles_raw = d.get("roles")
     roles = None if roles_raw is None else collect(errors, mapping, roles_raw, f"{path}.roles", default={})

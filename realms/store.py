@@ -15,6 +15,7 @@ The database holds derived keys and hashes only, yet it says who may log in: it 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -23,18 +24,44 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from realms.realm import Realm
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import salted_cra
 
 DB_NAME = "courtyard.db"
 CREATED, CHANGED = "created", "changed"  # a realm's row: its whole definition, or changes over the YAML's
+DELETED = "deleted"  # (a cluster's store in Redis: a deleted realm's row; SQLite says so by a NULL definition)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS realms (uri TEXT PRIMARY KEY, definition TEXT, kind TEXT);
 CREATE TABLE IF NOT EXISTS users (realm TEXT, authid TEXT, definition TEXT, PRIMARY KEY (realm, authid));
 """
 _ADVICE = "move it aside (a new, empty one is then created) or restore a backup"
 log = Logger()
+
+
+def overlay(uri: str, base: Realm | None, kind: str | None, definition: dict | None,
+            users: dict[str, dict | None]) -> Realm | None:
+    """Realm `uri` as its recorded changes make it over the YAML's `base` (None: no such realm), for a
+    store kept elsewhere (a cluster's, in Redis). The rules of `RealmStore.apply`, one realm at a time;
+    `kind` None: no realm row, only users. `base` is not changed. ConfigError for a bad record."""
+    if kind == DELETED:
+        return None
+    if kind == CREATED:
+        realm = parse_realm({**(definition or {}), "uri": uri}, f"stored realm {uri}")
+    elif base is None:
+        return None  # changes to a realm this node's config does not define, or nothing at all
+    elif kind == CHANGED:
+        realm = apply_changes(base, definition or {}, f"stored changes to realm {uri}")
+        realm.users = dict(base.users)
+    else:
+        realm = dataclasses.replace(base, users=dict(base.users))
+    for authid, d in users.items():
+        if d is None:
+            realm.users.pop(authid, None)
+        else:
+            realm.users[authid] = parse_user(authid, d, f"stored user {uri}/{authid}")
+    return realm
 
 
 class StoreError(Exception):
@@ -91,6 +118,7 @@ class RealmStore:
         self.path = None if path is None else Path(path)
         self._kind = "kind"  # the column, or NULL in a read-only database from before it
         self._inode: int | None = None  # the file's, when writable: a removed or replaced file is noticed
+        self._create_on_write = False  # no file yet: the first change makes it
         try:
             self._db = self._open(readonly)
         except sqlite3.Error as e:
@@ -103,7 +131,8 @@ class RealmStore:
 
     def _open(self, readonly: bool) -> sqlite3.Connection:
         p = self.path
-        if p is None or (readonly and not p.exists()):
+        if p is None or not p.exists():  # nothing recorded yet: the file is made with the first change
+            self._create_on_write = p is not None and not readonly
             db = sqlite3.connect(":memory:", isolation_level=None)
             db.executescript(_SCHEMA)
             return db
@@ -113,14 +142,7 @@ class RealmStore:
         if readonly:
             db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
         else:
-            p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _tighten(p.parent, 0o700)
-            if p.exists():
-                _tighten(p, 0o600)
-            else:
-                os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            db = sqlite3.connect(str(p), isolation_level=None, timeout=BUSY_TIMEOUT)
-            self._inode = os.stat(p).st_ino
+            db = self._connect(p)
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise StoreError(f"admin database {p}: damaged ({check[0] if check else 'no answer'}); {_ADVICE}")
@@ -138,6 +160,28 @@ class RealmStore:
             db.execute("PRAGMA secure_delete = ON")  # a replaced record leaves no old bytes behind
             _salt_stored_cra_secrets(db, p)
         return db
+
+    def _connect(self, p: Path) -> sqlite3.Connection:
+        """The database file for writing, made 0600 in a 0700 directory if it is not there yet."""
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _tighten(p.parent, 0o700)
+        if p.exists():
+            _tighten(p, 0o600)
+        else:
+            os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        db = sqlite3.connect(str(p), isolation_level=None, timeout=BUSY_TIMEOUT)
+        self._inode = os.stat(p).st_ino
+        return db
+
+    def _create(self) -> None:
+        """The first change of a node that had no database: make the file and its directory now (an
+        unused data_dir is never created). Nothing was recorded before, so nothing is carried over."""
+        db = self._connect(self.path)
+        db.executescript(_SCHEMA)
+        db.execute("PRAGMA secure_delete = ON")
+        self._db.close()
+        self._db, self._create_on_write = db, False
+        log.info("admin database {path} created", path=str(self.path))
 
     # -- changes ---------------------------------------------------------------------------------
     # Each raises StoreWriteError (after one log line naming the file) when the change is not on disk.
@@ -175,8 +219,10 @@ class RealmStore:
 
     def _write(self, change: Any, *args: Any) -> None:
         """Run one change as one transaction; on any failure roll it back, log one line, raise."""
-        db = self._db
         try:
+            if self._create_on_write:
+                self._create()
+            db = self._db
             self._still_there()
             db.execute("BEGIN IMMEDIATE")  # the write lock now, or a clear 'locked' after BUSY_TIMEOUT
             try:

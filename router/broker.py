@@ -116,6 +116,9 @@ class Broker:
         self._by_session: dict[int, set[int]] = {}
         self._retained: dict[str, Retained] = {}  # insertion order: the oldest retained topic first
         self._retained_bytes = 0
+        # In a cluster, the other nodes' subscriptions (router/cluster/pubsub.py RemoteInterest); None
+        # on one node, where PUBLISH pays one attribute test for it.
+        self.cluster = None
 
     # -- requests --------------------------------------------------------------------------------
     def subscribe(self, session: Session, msg: list) -> None:
@@ -143,7 +146,7 @@ class Broker:
             return
         created = sub is None
         if created:
-            sub = Subscription(self._new_id(), topic, match)
+            sub = Subscription(self._new_id(topic, match), topic, match)
             self._subs.add(topic, match, sub)
             self._by_id[sub.id] = sub
             if match != "exact":
@@ -151,10 +154,26 @@ class Broker:
         added = session.id not in sub.subscribers
         sub.subscribers[session.id] = session
         self._by_session.setdefault(session.id, set()).add(sub.id)
-        send([wamp.SUBSCRIBED, request, sub.id])
+        if created and self.cluster is not None:
+            # SUBSCRIBED once Redis has passed the news to the other nodes: a PUBLISH the client
+            # then makes on another node finds this subscription there.
+            self.cluster.created(topic, match).addBoth(lambda _: self._subscribed(session, request, sub, get_retained))
+        else:
+            send([wamp.SUBSCRIBED, request, sub.id])
         if added and self.listener is not None:
             self.listener.subscribed(session.id, sub, created)
-        if get_retained and self._retained:
+        if not created or self.cluster is None:
+            self._give_retained(session, sub, get_retained)
+
+    def _subscribed(self, session: Session, request: int, sub: Subscription, get_retained: bool) -> None:
+        session.transport.send([wamp.SUBSCRIBED, request, sub.id])
+        self._give_retained(session, sub, get_retained)
+
+    def _give_retained(self, session: Session, sub: Subscription, get_retained: bool) -> None:
+        if get_retained and self.cluster is not None:
+            self.cluster.retained_for(sub).addCallbacks(lambda found: self._send_found(session, sub, found),
+                                                        lambda f: self._send_retained(session, sub))
+        elif get_retained and self._retained:
             self._send_retained(session, sub)
 
     def unsubscribe(self, session: Session, msg: list) -> None:
@@ -190,6 +209,9 @@ class Broker:
                 self._fan_out(topic, publication, details, msg[4:], exclude, None)
             else:
                 self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
+        cluster = self.cluster
+        if cluster is not None and cluster.wants(topic):
+            cluster.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None, None)
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
@@ -209,6 +231,8 @@ class Broker:
             details.update(ppt)
         payload = msg[4:]
         self._fan_out(topic, publication, details, payload, exclude, receivers)
+        if self.cluster is not None and self.cluster.wants(topic):
+            self.cluster.forward(topic, publication, details, payload, None, receivers)
         if retain:
             self._retain(session, topic, Retained(publication, details, payload, exclude, receivers,
                                                   approx_size((topic, options, payload), self.max_retained_bytes)))
@@ -217,9 +241,22 @@ class Broker:
 
     def emit(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
         """Publish as the router (meta events, testaments): nobody is excluded. With no subscription
-        matching `topic` this is one dict lookup."""
-        if self._patterns or topic in self._exact:
-            self._fan_out(topic, wamp.global_id(), details or {}, [args, kwargs] if kwargs else [args], None, None)
+        matching `topic` this is one dict lookup (and one more in a cluster)."""
+        cluster = self.cluster
+        remote = cluster is not None and cluster.wants(topic)
+        if self._patterns or topic in self._exact or remote:
+            publication, payload = wamp.global_id(), [args, kwargs] if kwargs else [args]
+            self._fan_out(topic, publication, details or {}, payload, None, None)
+            if remote:
+                cluster.forward(topic, publication, details or {}, payload, None, None)
+
+    def deliver_remote(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
+                       lists: dict | None) -> None:
+        """A publication from another node of the cluster, to this node's subscribers, with the
+        publisher's exclusions and black/whitelists applied here."""
+        receivers = None if lists is None else Receivers({k: frozenset(v) for k, v in lists.items()
+                                                          if k in Receivers.__slots__ and type(v) is list})
+        self._fan_out(topic, publication, details, payload, exclude, receivers)
 
     def _fan_out(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
                  receivers: Receivers | None) -> None:
@@ -290,6 +327,8 @@ class Broker:
             self._retained_bytes -= store.pop(next(iter(store))).size
         store[topic] = event  # re-inserted: the most recently retained topic is last
         self._retained_bytes += event.size
+        if self.cluster is not None:  # kept in Redis too, for the other nodes' subscribers
+            self.cluster.retain(topic, event, self.max_retained_bytes, MAX_RETAINED)
 
     def _send_retained(self, session: Session, sub: Subscription) -> None:
         """After SUBSCRIBED: the retained event of every topic the subscription matches, if the session
@@ -299,6 +338,10 @@ class Broker:
             found = [(sub.topic, event)] if event is not None else []
         else:
             found = [(t, e) for t, e in self._retained.items() if pattern_matches(sub.topic, sub.match, t)]
+        self._send_found(session, sub, found)
+
+    @staticmethod
+    def _send_found(session: Session, sub: Subscription, found: list[tuple[str, Retained]]) -> None:
         transport = session.transport
         for topic, event in found:
             if event.admits(session):
@@ -348,10 +391,17 @@ class Broker:
             del self._by_id[sub.id]
             if sub.match != "exact":
                 self._patterns -= 1
+            if self.cluster is not None:
+                self.cluster.deleted(sub.topic, sub.match)
         if self.listener is not None:
             self.listener.unsubscribed(session_id, sub, deleted)
 
-    def _new_id(self) -> int:
+    def _new_id(self, topic: str, match: str) -> int:
+        """Random on one node; in a cluster the same id on every node (a hash of the subscription)."""
+        if self.cluster is not None:
+            sub_id = self.cluster.id_for(topic, match)
+            if sub_id not in self._by_id:
+                return sub_id
         while True:
             sub_id = wamp.global_id()
             if sub_id not in self._by_id:

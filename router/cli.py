@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from router import __version__, logs
 from router.config import ConfigError, load, warnings
+from router.starter import CONFIG_NAME, default_config
 
 log = Logger()
 
@@ -16,6 +17,8 @@ log = Logger()
 def _config(args: argparse.Namespace):
     """The validated config, or None after saying on stderr everything that is wrong, one error a
     line; warnings (the config works, but likely not as meant) go to stderr too."""
+    if args.config is None:
+        args.config = default_config()
     try:
         cfg = load(args.config)
     except ConfigError as e:
@@ -36,6 +39,9 @@ def _stored_changes(cfg) -> bool:
     from realms.registry import RealmRegistry
     from realms.store import RealmStore, StoreError, store_path
 
+    if cfg.cluster is not None:  # the changes are in Redis, which check-config does not reach
+        print("realm and user changes are kept in the cluster's Redis (cluster:), not in admin.data_dir")
+        return True
     path = store_path(cfg.data_dir)
     registry = RealmRegistry([*cfg.realms, cfg.admin_realm])
     try:
@@ -62,7 +68,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None or not _stored_changes(cfg):
         return 2
-    print(f"config OK: {len(cfg.listeners)} listener(s), realms: {', '.join(r.uri for r in cfg.realms)}")
+    print(f"config OK ({args.config or 'the embedded default'}): {len(cfg.listeners)} listener(s), "
+          f"realms: {', '.join(r.uri for r in cfg.realms)}")
     return 0
 
 
@@ -87,30 +94,35 @@ def cmd_start(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"courtyard: cannot write the log file {args.log_file}: {e.strerror}", file=sys.stderr)
         return 2
+    if args.log_level == "debug":  # each routed message, one line (off: one flag read per message)
+        from router import protocol
+
+        protocol.trace(True)
     try:
         node = Node(cfg)
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
         print(f"courtyard: cannot start: {e}", file=sys.stderr)
         return 2
     if cfg.cluster is not None:
-        return _run_cluster_node(node)
+        return _run_cluster_node(node, args.config)
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: say so and exit non-zero
         log.critical("cannot start: {e}", e=e)
         return 1
-    _started(node)
+    _started(node, args.config)
     reactor.addSystemEventTrigger("before", "shutdown", node.stop)
     reactor.run()
     return 0
 
 
-def _started(node) -> None:
-    log.info("Courtyard {v} started in {t:.3f}s; realms: {realms}", v=__version__, t=node.started,
+def _started(node, config_file: str | None) -> None:
+    log.info("Courtyard {v} started in {t:.3f}s; config: {config}; realms: {realms}", v=__version__,
+             t=node.started, config=config_file or "the embedded default",
              realms=", ".join(r.uri for r in node.realms.list()))
 
 
-def _run_cluster_node(node) -> int:
+def _run_cluster_node(node, config_file: str | None) -> int:
     """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen."""
     from twisted.internet import reactor
 
@@ -131,7 +143,7 @@ def _run_cluster_node(node) -> int:
         reactor.addSystemEventTrigger("before", "shutdown", node.stop)
         log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
                  url=node.config.cluster.redis.display())
-        _started(node)
+        _started(node, config_file)
 
     def not_joined(failure) -> None:
         if failure.check(RedisUnavailable):
@@ -142,6 +154,20 @@ def _run_cluster_node(node) -> int:
     reactor.callWhenRunning(lambda: node.join_cluster().addCallbacks(joined, not_joined))
     reactor.run()
     return outcome["code"]
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the config's JSON Schema (config/courtyard.schema.json is this output)."""
+    from router.config_schema import dumps
+
+    sys.stdout.write(dumps())
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from router.starter import init
+
+    return init(args.directory)
 
 
 def cmd_auth_hash_secret(args: argparse.Namespace) -> int:
@@ -183,15 +209,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"courtyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("start", help="run a router node in the foreground")
-    p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
+    p.add_argument("-c", "--config", help=f"YAML config file (default: ./{CONFIG_NAME} if there is one, "
+                                                "else the embedded default config)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     p.add_argument("--log-format", default="text", choices=logs.FORMATS,
                    help="text for people, or json: one JSON object a line with the event's fields")
     p.add_argument("--log-file", metavar="PATH", help="append the log to this file (default: stdout)")
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("check-config", help="validate a config file and exit")
-    p.add_argument("-c", "--config", help="YAML config file (default: the embedded default config)")
+    p.add_argument("-c", "--config", help=f"YAML config file (default: ./{CONFIG_NAME} if there is one, "
+                                                "else the embedded default config)")
     p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("init", help=f"write a starter {CONFIG_NAME} (every section at its defaults) and a data "
+                                    "directory")
+    p.add_argument("directory", nargs="?", default=".", help="where (made if missing; default: here)")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
+    p.set_defaults(func=cmd_schema)
     auth_cmd = sub.add_parser("auth", help="make secrets and keys for the config")
     auth = auth_cmd.add_subparsers(dest="auth", required=True)
     p = auth.add_parser("hash-secret", help="print a salted hash of a ticket (or a salted WAMP-CRA key)")

@@ -56,6 +56,29 @@ class ListenerConfig:
     endpoint: str | None = None  # a Twisted server endpoint string (unix:, systemd:) instead of host and port
 
 
+# The keys and bounds of the node's sections: the parser below and the JSON Schema (router/config_schema.py)
+# read these same definitions. A listener's keys are ListenerConfig's fields.
+CONFIG_VERSION = 1  # `version:`, the config format; any other value is refused
+TOP_KEYS = ("version", "node", "listeners", "storage", "limits", "shutdown", "realms", "admin", "cluster", "http")
+NODE_KEYS = ("name", "sweep_interval")
+STORAGE_KEYS = ("backend",)
+SHUTDOWN_KEYS = ("grace_period",)
+ADMIN_KEYS = ("realm", "data_dir", "users")
+CLUSTER_KEYS = ("redis", "password", "node_id", "heartbeat", "node_timeout", "activity_interval")
+HTTP_KEYS = ("health", "metrics", "status", "allow", "token")
+HTTP_SWITCHES = ("health", "metrics", "status")
+LISTENER_TYPES = ("websocket", "rawsocket")
+SLOW_CONSUMER = ("drop", "disconnect")
+LISTENER_INTS = {"port": (0, 65535), "max_message_size": (64, None), "max_depth": (2, 1000),  # key: (lo, hi)
+                 "max_outgoing_buffer": (1024, None)}
+# limits.<key>: (lo, hi, required: no null 'unlimited' setting)
+LIMIT_INTS = {"max_sessions": (1, None, False), "admin_reserve": (0, None, True),
+              "max_pending_connections": (1, None, True), "max_pending_calls": (1, None, False),
+              "max_retained_bytes": (0, None, True), "max_uri_length": (64, 1024 * 1024, True),
+              "max_subscriptions_per_session": (1, None, True), "max_registrations_per_session": (1, None, True)}
+LIMIT_KEYS = (*LIMIT_INTS, "sequential_request_ids")
+
+
 def _open_realm(uri: str) -> Realm:
     """The embedded default realm: anonymous clients with every permission."""
     everything = Permission(uri="", match="prefix", allow=frozenset(ACTIONS))
@@ -118,7 +141,7 @@ class NodeConfig:
     sweep_interval: float = 1.0
     realms: list[Realm] = field(default_factory=lambda: [_open_realm("realm1")])
     admin_realm: Realm = field(default_factory=lambda: _admin_realm("courtyard.admin", {}))
-    data_dir: str | None = ".data"  # where admin changes are kept; None: in memory only
+    data_dir: str | None = ".data"  # admin changes (from a file: relative to its directory); None: memory only
     cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
     http: HttpConfig = field(default_factory=HttpConfig)
 
@@ -159,7 +182,7 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
     url_path = collect(errors, str_value, d, "path", path, default.path, default=default.path)
     if not url_path.startswith("/"):
         errors.append(ConfigError(f"{path}.path", f"must start with '/', got {url_path!r}"))
-    kind = collect(errors, str_value, d, "type", path, default.type, ("websocket", "rawsocket"), default=default.type)
+    kind = collect(errors, str_value, d, "type", path, default.type, LISTENER_TYPES, default=default.type)
 
     def value(fn: Callable, *args: Any) -> Any:
         return collect(errors, fn, *args)
@@ -167,13 +190,15 @@ def _listener(raw: Any, path: str) -> ListenerConfig:
     listener = ListenerConfig(
         type=kind,
         host=value(str_value, d, "host", path, default.host),
-        port=value(int_value, d, "port", path, default.port, 0, 65535),
+        port=value(int_value, d, "port", path, default.port, *LISTENER_INTS["port"]),
         path=url_path,
         serializers=list(sers) if isinstance(sers, list) else [],
-        max_message_size=value(int_value, d, "max_message_size", path, default.max_message_size, 64),
-        max_depth=value(int_value, d, "max_depth", path, default.max_depth, 2, 1000),
-        max_outgoing_buffer=value(int_value, d, "max_outgoing_buffer", path, default.max_outgoing_buffer, 1024),
-        slow_consumer=value(str_value, d, "slow_consumer", path, default.slow_consumer, ("drop", "disconnect")),
+        max_message_size=value(int_value, d, "max_message_size", path, default.max_message_size,
+                               *LISTENER_INTS["max_message_size"]),
+        max_depth=value(int_value, d, "max_depth", path, default.max_depth, *LISTENER_INTS["max_depth"]),
+        max_outgoing_buffer=value(int_value, d, "max_outgoing_buffer", path, default.max_outgoing_buffer,
+                                  *LISTENER_INTS["max_outgoing_buffer"]),
+        slow_consumer=value(str_value, d, "slow_consumer", path, default.slow_consumer, SLOW_CONSUMER),
         slow_consumer_timeout=value(num_value, d, "slow_consumer_timeout", path, default.slow_consumer_timeout, 0.1),
         hello_timeout=value(_hello_timeout, d, path, default.hello_timeout),
         auto_ping_interval=value(_timer, d, "auto_ping_interval", path, default.auto_ping_interval),
@@ -230,18 +255,9 @@ def _limits(limits: dict, default: NodeConfig) -> dict:
             return _required(v, f"limits.{key}") if required else v
         return collect(errors, read)
 
-    collect(errors, known_keys, limits, "limits", {
-        "max_sessions", "admin_reserve", "max_pending_connections", "max_pending_calls", "max_retained_bytes",
-        "sequential_request_ids", "max_uri_length", "max_subscriptions_per_session", "max_registrations_per_session"})
+    collect(errors, known_keys, limits, "limits", LIMIT_KEYS)
     found = dict(
-        max_sessions=number("max_sessions", 1),
-        admin_reserve=number("admin_reserve", required=True),
-        max_pending_connections=number("max_pending_connections", 1, required=True),
-        max_pending_calls=number("max_pending_calls", 1),
-        max_retained_bytes=number("max_retained_bytes", required=True),
-        max_uri_length=number("max_uri_length", 64, 1024 * 1024, required=True),
-        max_subscriptions_per_session=number("max_subscriptions_per_session", 1, required=True),
-        max_registrations_per_session=number("max_registrations_per_session", 1, required=True),
+        **{key: number(key, lo, hi, required) for key, (lo, hi, required) in LIMIT_INTS.items()},
         sequential_request_ids=collect(errors, bool_value, limits, "sequential_request_ids", "limits",
                                        default.sequential_request_ids),
     )
@@ -295,7 +311,7 @@ def _cluster(raw: Any) -> ClusterConfig | None:
     if raw is None:
         return None
     d = mapping(raw, "cluster")
-    known_keys(d, "cluster", {"redis", "password", "node_id", "heartbeat", "node_timeout", "activity_interval"})
+    known_keys(d, "cluster", CLUSTER_KEYS)
     url = str_value(d, "redis", "cluster", "redis://127.0.0.1:6379/0")
     password = d.get("password")
     if password is not None and not isinstance(password, str):
@@ -325,9 +341,8 @@ def _http(raw: Any) -> HttpConfig:
     d = mapping(raw, "http")
     default = HttpConfig()
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, "http", {"health", "metrics", "status", "allow", "token"})
-    flags = {k: collect(errors, bool_value, d, k, "http", getattr(default, k), default=True)
-             for k in ("health", "metrics", "status")}
+    collect(errors, known_keys, d, "http", HTTP_KEYS)
+    flags = {k: collect(errors, bool_value, d, k, "http", getattr(default, k), default=True) for k in HTTP_SWITCHES}
     allow = d.get("allow", default.allow)
     if not isinstance(allow, list) or len(allow) > 1024 or any(type(x) is not str for x in allow):
         errors.append(ConfigError("http.allow", f"must be a list of IP addresses or networks (at most 1024), "
@@ -357,25 +372,32 @@ def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
     return backend
 
 
+def _version(d: dict) -> None:
+    """`version: 1`, the only format there is; a later one is refused rather than half read."""
+    v = d.get("version", CONFIG_VERSION)
+    if type(v) is not int or v != CONFIG_VERSION:
+        raise ConfigError("version", f"must be {CONFIG_VERSION} (the config format this Courtyard reads), got {v!r}")
+
+
 def parse(raw: Any) -> NodeConfig:
     """Validate a decoded YAML document into a NodeConfig. Every error found is raised at once
     (ConfigErrors; a ConfigError if only one), each naming its key path."""
     d = mapping(raw, "(top level)")
     errors: list[ConfigError] = []
-    collect(errors, known_keys, d, "", {"node", "listeners", "storage", "limits", "shutdown", "realms", "admin",
-                                        "cluster", "http"})
+    collect(errors, known_keys, d, "", TOP_KEYS)
+    collect(errors, _version, d)
     default = NodeConfig()
     sections = _sections(d, errors)
     node, shutdown, admin = sections["node"], sections["shutdown"], sections["admin"]
-    collect(errors, known_keys, node, "node", {"name", "sweep_interval"})
+    collect(errors, known_keys, node, "node", NODE_KEYS)
     listeners = _listeners(d.get("listeners", [{}]), errors)
     storage = collect(errors, mapping, d.get("storage", {}), "storage", default={})
-    collect(errors, known_keys, storage, "storage", {"backend"})
+    collect(errors, known_keys, storage, "storage", STORAGE_KEYS)
     cluster = collect(errors, _cluster, d.get("cluster"))
     http = collect(errors, _http, d.get("http", {}), default=HttpConfig())
     backend = collect(errors, _backend, storage, cluster, default="memory")
     limits = collect(errors, _limits, sections["limits"], default, default={})
-    collect(errors, known_keys, shutdown, "shutdown", {"grace_period"})
+    collect(errors, known_keys, shutdown, "shutdown", SHUTDOWN_KEYS)
     realms_raw = d.get("realms")
     realms: list[Realm] = []
     if realms_raw is None:
@@ -384,7 +406,7 @@ def parse(raw: Any) -> NodeConfig:
         realms = [collect(errors, parse_realm, x, f"realms[{i}]") for i, x in enumerate(realms_raw)]
     else:
         errors.append(ConfigError("realms", "must be a list"))
-    collect(errors, known_keys, admin, "admin", {"realm", "data_dir", "users"})
+    collect(errors, known_keys, admin, "admin", ADMIN_KEYS)
     admin_uri = collect(errors, str_value, admin, "realm", "admin", "courtyard.admin", default="courtyard.admin")
     admin_realm = _admin_realm(admin_uri, _admin_users(admin, errors))
     data_dir = admin.get("data_dir", ".data")
@@ -428,7 +450,9 @@ def warnings(cfg: NodeConfig) -> list[str]:
 
 
 def load(path: str | Path | None) -> NodeConfig:
-    """Read and validate a config file; None gives the embedded default."""
+    """Read and validate a config file; None gives the embedded default. A relative `admin.data_dir`
+    is taken from the file's directory (not the working directory), so the node finds its database
+    wherever it is started from."""
     if path is None:
         return parse({})
     try:
@@ -439,4 +463,24 @@ def load(path: str | Path | None) -> NodeConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(str(path), f"invalid YAML: {e}")
-    return parse(raw)
+    cfg = parse(_relative_to(raw, Path(path).parent))
+    if cfg.data_dir is not None:
+        cfg.data_dir = str(Path(path).parent / Path(cfg.data_dir).expanduser())
+    return cfg
+
+
+def _relative_to(raw: Any, base: Path) -> Any:
+    """The listeners' TLS file paths taken from the config file's directory, like `admin.data_dir`
+    (shapes are left for `parse` to judge)."""
+    listeners = raw.get("listeners") if isinstance(raw, dict) else None
+    for lc in listeners if isinstance(listeners, list) else ():
+        tls = lc.get("tls") if isinstance(lc, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        for key in ("certificate", "key", "ca_certificates"):
+            value = tls.get(key)
+            if isinstance(value, str) and value:
+                tls[key] = str(base / Path(value).expanduser())
+            elif isinstance(value, list):
+                tls[key] = [str(base / Path(v).expanduser()) if isinstance(v, str) and v else v for v in value]
+    return raw

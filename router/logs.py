@@ -43,7 +43,10 @@ def json_record(event: dict) -> dict:
         "namespace": event.get("log_namespace"),
         "message": formatEvent(event),
     }
-    for key, value in event.items():
+    legacy = event.get("log_namespace") == "log_legacy"  # twisted.python.log: its `message` and `time`
+    for key, value in event.items():  # repeat the line and the time: not written twice
+        if legacy and key in ("message", "time", "isError"):
+            continue
         if not key.startswith("log_"):  # a field named like ours (a GOODBYE `message`) keeps a prefix
             record[f"event_{key}" if key in record else key] = _value(value)
     if "log_failure" in event:

@@ -228,7 +228,7 @@ class Meta:
     def subscribed(self, session_id: int, sub: Subscription, created: bool) -> None:
         if wamp.is_reserved(sub.topic):
             return
-        if created:
+        if created and not self._elsewhere(sub):  # in a cluster: created once, on the first node
             self.publish("wamp.subscription.on_create", [session_id, _subscription_details(sub)])
         self.publish("wamp.subscription.on_subscribe", [session_id, sub.id])
 
@@ -236,7 +236,7 @@ class Meta:
         if wamp.is_reserved(sub.topic):
             return
         self.publish("wamp.subscription.on_unsubscribe", [session_id, sub.id])
-        if deleted:
+        if deleted and not self._elsewhere(sub):
             self.publish("wamp.subscription.on_delete", [session_id, sub.id])
 
     def registered(self, session_id: int, reg: Registration, created: bool) -> None:
@@ -445,9 +445,20 @@ class Meta:
         return [len(self._registration(args).callees)]
 
     # -- wamp.subscription.* ---------------------------------------------------------------------
+    # In a cluster these answer for every node: the other nodes' subscriptions are known here (their
+    # ids are the same on every node), their subscribers are asked of their nodes.
+    def _elsewhere(self, sub: Subscription) -> bool:
+        cluster = self.broker.cluster
+        return cluster is not None and cluster.elsewhere(sub.topic, sub.match)
+
     def _subscription(self, args: list) -> Subscription:
         sub_id = _arg(args, 0, int, "subscription")
         sub = self.broker.subscription(sub_id)
+        if sub is None and self.broker.cluster is not None:
+            seen = self.broker.cluster.seen.get(sub_id)
+            if seen is not None:  # another node's: its shape, without subscribers here
+                sub = Subscription(sub_id, seen[1], seen[0])
+                sub.created = seen[2]
         if sub is None or wamp.is_reserved(sub.topic):
             raise MetaError(wamp.NO_SUCH_SUBSCRIPTION, f"no subscription {sub_id}")
         return sub
@@ -457,26 +468,47 @@ class Meta:
         for sub in self.broker.subscriptions():
             if not wamp.is_reserved(sub.topic):
                 lists[sub.match].append(sub.id)
+        cluster = self.broker.cluster
+        if cluster is not None:
+            for sub_id, (match, topic, _) in cluster.seen.items():
+                if self.broker.subscription(sub_id) is None and not wamp.is_reserved(topic):
+                    lists[match].append(sub_id)
         return [lists]
 
     def subscription_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
         topic = _uri_arg(args, 0, "topic")
-        sub = self.broker.lookup(topic, _match_policy(args, 1))
+        match = _match_policy(args, 1)
+        sub = self.broker.lookup(topic, match)
+        if sub is None and self.broker.cluster is not None and self.broker.cluster.elsewhere(topic, match):
+            sub = Subscription(self.broker.cluster.id_for(topic, match), topic, match)
         return [sub.id if sub is not None and not wamp.is_reserved(sub.topic) else None]
 
     def subscription_match(self, caller: Session, args: list, kwargs: dict) -> list:
         """Every subscription an event to the topic would go to (exact, prefix, wildcard), or None."""
-        ids = [s.id for s in self.broker.matching(_uri_arg(args, 0, "topic")) if not wamp.is_reserved(s.topic)]
+        topic = _uri_arg(args, 0, "topic")
+        ids = [s.id for s in self.broker.matching(topic) if not wamp.is_reserved(s.topic)]
+        if self.broker.cluster is not None and not wamp.is_reserved(topic):
+            ids += [i for i in self.broker.cluster.matching(topic) if i not in ids]
         return [ids or None]
 
     def subscription_get(self, caller: Session, args: list, kwargs: dict) -> list:
         return [_subscription_details(self._subscription(args))]
 
-    def subscription_list_subscribers(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [list(self._subscription(args).subscribers)]
+    def _subscribers(self, sub: Subscription) -> Any:
+        """The subscription's subscriber ids: a list, or in a cluster a Deferred of every node's."""
+        here = list(sub.subscribers)
+        if not self._elsewhere(sub):
+            return here
+        return self.broker.cluster.part.subscribers(self.realm_uri, sub.match, sub.topic).addCallback(
+            lambda there: here + [i for i in there if i not in here])
 
-    def subscription_count_subscribers(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [len(self._subscription(args).subscribers)]
+    def subscription_list_subscribers(self, caller: Session, args: list, kwargs: dict) -> Any:
+        found = self._subscribers(self._subscription(args))
+        return found.addCallback(lambda ids: [ids]) if isinstance(found, defer.Deferred) else [found]
+
+    def subscription_count_subscribers(self, caller: Session, args: list, kwargs: dict) -> Any:
+        found = self._subscribers(self._subscription(args))
+        return found.addCallback(lambda ids: [len(ids)]) if isinstance(found, defer.Deferred) else [len(found)]
 
 
 def _registration_details(reg: Registration) -> dict:

@@ -3,13 +3,15 @@ graceful shutdown. Twisted's service model: `start()` listens, `stop()` says GOO
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from realms.admin import AdminAPI
+from realms.admin import REALM_DELETED, USER_REMOVED, AdminAPI
 from realms.registry import RealmRegistry
 from realms.store import RealmStore, store_path
 from router import storage, wamp
@@ -46,8 +48,12 @@ class Node:
         self.config = config
         wamp.set_max_uri_length(config.max_uri_length)
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
-        self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
-        self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
+        self.store: Any = None
+        if config.cluster is None:
+            self.store = RealmStore(store_path(config.data_dir))  # StoreError: refused, by file name
+            self.store.apply(self.realms)  # admin changes from earlier runs, over the YAML base
+        else:  # the cluster's store, in Redis (join_cluster), over copies of the YAML's realms
+            self._base = {r.uri: dataclasses.replace(r, users=dict(r.users)) for r in self.realms.list()}
         self.storage = storage.create(config.storage, config.cluster)
         self.table = SessionTable(self.storage, config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
@@ -63,6 +69,7 @@ class Node:
         self.redis = None  # a cluster's Redis connection (join_cluster)
         self.bus = None
         self.membership = None
+        self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
         self._registry = None  # the Prometheus registry, made on the first scrape
 
@@ -77,6 +84,8 @@ class Node:
             router = self._routers[uri] = RealmRouter(spec, c.max_pending_calls, self.table, c.max_retained_bytes,
                                                       c.max_subscriptions_per_session,
                                                       c.max_registrations_per_session)
+            for part in self.cluster_parts:
+                part.realm_started(router)
         return router
 
     def drop_realm(self, uri: str) -> None:
@@ -124,7 +133,10 @@ class Node:
         mirror the session table there. Imports the Redis client only now."""
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
-        from router.cluster.purge import LEFT
+        from router.cluster.cookies import ClusterCookieStore
+        from router.cluster.purge import LEFT, NODE_DOWN
+        from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
+        from router.cluster.throttle import ClusterThrottle
 
         cluster = self.config.cluster
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
@@ -134,7 +146,59 @@ class Node:
         self.bus.on(KILL, self._kill_here)
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
+        self.throttle = ClusterThrottle(self.redis)  # before any connection: no failure counted yet
+        self.cookies = ClusterCookieStore(self.redis)
+        self.store = ClusterRealmStore(self.redis, self.bus, self._base, self._install_realm)
+        self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm"), body.get("version")))
+        self.bus.on(RESTORED, lambda sender, body: sender != cluster.node_id and self.store.reload())
+        self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
+        self.bus.resubscribed = self._resync
+        from router.cluster.pubsub import ClusterPubSub
+
+        self.cluster_parts.append(ClusterPubSub(self))
         yield self.bus.start()
+        for part in self.cluster_parts:
+            yield part.start()
+        yield self.store.load()  # after subscribing: a change made meanwhile is read twice, not missed
+
+    def _install_realm(self, uri: str, realm: Any) -> None:
+        """The cluster's realm store says realm `uri` is now `realm` (None: deleted). Sessions here of
+        a deleted realm or a removed user are closed, as on the node where the admin made the change."""
+        current = self.realms.get(uri)
+        if realm is None:
+            if current is None or uri == self.config.admin_realm.uri:
+                return
+            sessions = self.table.list(uri)
+            for s in sessions:
+                self.table.kill(s.id, REALM_DELETED, "the realm was deleted")
+            self.realms.remove(uri)
+            self.drop_realm(uri)
+            self.log.info("realm {uri} deleted in the cluster: {n} session(s) here closed", uri=uri, n=len(sessions))
+            return
+        if current is not None:
+            gone = current.users.keys() - realm.users.keys()
+            for s in self.table.list(uri) if gone else ():
+                if s.authid in gone:
+                    self.table.kill(s.id, USER_REMOVED, "the user was removed")
+            self.realms.remove(uri)
+        self.realms.add(realm)
+
+    def _node_down(self, node_id: str) -> None:
+        """Another node is gone (dead or stopped): every part forgets what it had of it."""
+        if node_id == self.config.cluster.node_id:
+            return  # taken for dead while alive: membership re-announces this node (resync)
+        for part in self.cluster_parts:
+            try:
+                part.node_down(node_id)
+            except Exception:  # a bug, but one part's: the others still forget the node
+                self.log.failure("forgetting node {node} failed", node=node_id)
+
+    def _resync(self) -> None:
+        """Redis is back, or this node was taken for dead: write everything of this node again."""
+        self.storage.resync()
+        for part in self.cluster_parts:
+            part.resync()
+        self.store.reload()  # the realm store's broadcasts sent meanwhile were lost
 
     def _kill_here(self, sender: str, body: dict) -> None:
         """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
@@ -146,10 +210,13 @@ class Node:
                 session.transport.close(body["reason"], body.get("message"))
 
     def _sessions_left(self, sender: str, leavers: list) -> None:
-        """A dead node's sessions were purged (by `sender`): wamp.session.on_leave to this node's
-        subscribers in each realm that runs here."""
+        """A dead node's sessions were purged by this node: their testaments and
+        wamp.session.on_leave, published here and, like any publication, to the other nodes'
+        subscribers."""
+        if sender != self.config.cluster.node_id:
+            return
         for realm, sid, authid, authrole, testaments in leavers[:100_000]:
-            router = self._routers.get(realm)
+            router = self.realm_router(realm)
             if router is None:
                 continue
             if testaments:  # the dead session's last words, published here as if it had sent them
@@ -162,16 +229,17 @@ class Node:
     def _announce(self) -> None:
         """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""
         from router.cluster.membership import Membership
-        from router.cluster.purge import LEFT, Purger
+        from router.cluster.purge import LEFT, NODE_DOWN, Purger
 
         cluster = self.config.cluster
         purger = Purger(self.redis, cluster.node_id, claim_ttl=max(10.0, 3 * cluster.node_timeout),
-                        announce=lambda leavers: self.bus.broadcast(LEFT, leavers))
+                        announce=lambda leavers: self.bus.broadcast(LEFT, leavers),
+                        gone=lambda node: self.bus.broadcast(NODE_DOWN, node), dead=self._node_down)
         lc, port = self.config.listeners[0], self.ports[0].getHost()
         address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
                    else f"rawsocket://{port.host}:{port.port}")
         self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
-                                     self.table.size, cluster.redis.display(), self.storage.resync, purger)
+                                     self.table.size, cluster.redis.display(), self._resync, purger)
         self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
                                                                    e=f.getErrorMessage()))
 
@@ -274,13 +342,18 @@ class Node:
     def _leave_cluster(self):
         """Write the closed sessions' deletions, remove the node's key, disconnect: a graceful stop
         leaves nothing of this node in Redis. Bounded: a Redis that does not answer is not waited for."""
+        from router.cluster.purge import NODE_DOWN
+
         try:
             for _ in range(20):
                 if not self.storage.backlog():
                     break
                 yield self.storage.flush()
+            for part in self.cluster_parts:
+                yield part.stop()
             if self.membership is not None:
                 yield self.membership.stop()
+            yield self.bus.broadcast(NODE_DOWN, self.config.cluster.node_id)
         except Exception as e:
             self.log.warn("leaving the cluster cleanly failed: {e}", e=e)
         self.storage.detach()

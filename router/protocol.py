@@ -39,6 +39,17 @@ PATTERNED = frozenset({wamp.REGISTER, wamp.SUBSCRIBE})  # requests that may carr
 
 ESTABLISHING, AUTHENTICATING, ESTABLISHED, CLOSING, CLOSED = range(5)
 
+# `courtyard start --log-level debug` logs each routed message (one short line). A module flag set once
+# at start, so that with it off a message costs one global read, not a logger call building an event.
+TRACE = False
+_URI_AT = {wamp.CALL: 3, wamp.PUBLISH: 3, wamp.SUBSCRIBE: 3, wamp.REGISTER: 3, wamp.ERROR: 4}
+
+
+def trace(on: bool) -> None:
+    """Log each routed message at debug from now on (or stop)."""
+    global TRACE
+    TRACE = on
+
 
 class Codec(Protocol):
     """One per (transport listener, serializer): encodes a message and frames it for the wire once,
@@ -141,6 +152,8 @@ class WampProtocol:
                         top.hit(uri)
                     else:
                         counts[uri] = n + 1
+        if TRACE:
+            self._trace(session, code, msg)
         try:
             handler(session, msg)
         except wamp.ProtocolViolation as e:
@@ -148,6 +161,17 @@ class WampProtocol:
         except Exception:
             self.log.failure("routing {msg} from session {sid} failed",
                              msg=wamp.MESSAGE_NAMES.get(code), sid=session.id)
+
+    def _trace(self, session: Session, code: int, msg: list) -> None:
+        """One debug line for a message about to be routed: its type, the session, its realm and URI."""
+        at = _URI_AT.get(code)
+        uri = msg[at] if at is not None and len(msg) > at else None
+        name = wamp.MESSAGE_NAMES.get(code, str(code))
+        if type(uri) is str:
+            self.log.debug("session {sid} in {realm}: {msg} {uri}", sid=session.id, realm=session.realm_uri,
+                           msg=name, uri=wamp.printable(uri, 200))
+        else:
+            self.log.debug("session {sid} in {realm}: {msg}", sid=session.id, realm=session.realm_uri, msg=name)
 
     def _in_sequence(self, code: int, request: int) -> bool:
         """WAMP spec, IDs: a client's request ids count 1, 2, 3, … per session (wrapping to 1 after 2^53).
@@ -216,7 +240,7 @@ class WampProtocol:
             return
         if self.state == CLOSED:
             return
-        if code == wamp.HELLO and self.state == ESTABLISHING:
+        if code == wamp.HELLO and self.state == ESTABLISHING and not self._verifying:
             self._hello(msg[1], msg[2])
         elif code == wamp.AUTHENTICATE and self.state == AUTHENTICATING and not self._verifying:
             self._verifying = True
@@ -269,9 +293,28 @@ class WampProtocol:
             return
         if "cookie" in offered and spec.auth.cookie:
             who = self.node.cookies.lookup(self.cookie, realm_uri)
+            if isinstance(who, defer.Deferred):  # a cluster's cookie store answers from Redis
+                self._verifying = True
+                who.addCallback(self._cookie_looked_up, spec, details, roles, offered)
+                who.addErrback(self._auth_crashed)
+                return
             if who is not None:
                 self._welcome(spec, details, roles, who)
                 return
+        self._challenge(spec, details, roles, offered)
+
+    def _cookie_looked_up(self, who: Welcome | None, spec: Any, details: dict, roles: dict, offered: list) -> None:
+        self._verifying = False
+        if self.state == CLOSED:
+            return
+        if who is not None:
+            self._welcome(spec, details, roles, who)
+        else:
+            self._challenge(spec, details, roles, offered)
+
+    def _challenge(self, spec: Any, details: dict, roles: dict, offered: list) -> None:
+        """Authenticate by the first method offered that the realm enables."""
+        realm_uri = spec.uri
         enabled = spec.auth.enabled()
         chosen = next((m for m in offered if m in enabled and m in METHODS), None)
         if chosen is None:
@@ -298,9 +341,25 @@ class WampProtocol:
     def _verify(self, signature: str, extra: dict) -> None:
         """Verify an AUTHENTICATE, unless the throttle refuses it first (then no hash is computed)."""
         spec, details, roles, method = self._auth
+        key = throttle_key(spec.uri, _address(self.peer), method.principal(details))
+        vetting = self.node.throttle.vet(key, spec.auth.throttle)  # a cluster's: every node's failures
+        if vetting is None:
+            self._verify_now(key, signature, extra)
+        else:
+            vetting.addCallback(self._vetted, key, signature, extra).addErrback(self._auth_crashed)
+
+    def _vetted(self, refused: tuple[str, str] | None, key: Any, signature: str, extra: dict) -> None:
+        if self.state == CLOSED or self._auth is None:
+            return  # the connection went while Redis answered
+        if refused is not None:
+            self.abort(*refused)
+        else:
+            self._verify_now(key, signature, extra)
+
+    def _verify_now(self, key: Any, signature: str, extra: dict) -> None:
+        spec, details, roles, method = self._auth
         config = spec.auth.throttle
         throttle = self.node.throttle
-        key = throttle_key(spec.uri, _address(self.peer), method.principal(details))
         refused = throttle.begin(key, config)
         if refused is not None:
             self.node.stats.refused(spec.uri, "authentication_throttled", method.principal(details), method.name,
@@ -325,6 +384,7 @@ class WampProtocol:
         spec, details, roles, method = self._auth
         if isinstance(outcome, Welcome):
             self._auth = None
+            self._verifying = False  # a HELLO may follow this session's GOODBYE
             self._welcome(spec, details, roles, outcome)
         elif isinstance(outcome, Challenge):
             self.state = AUTHENTICATING

@@ -211,7 +211,7 @@ async def test_wampcra_secrets_from_the_admin_realm_are_kept_salted_and_never_lo
     secrets = ("carol-cra-secret", "carol-new-secret", "dan-cra-secret", "dan-ticket-secret", "yaml-cra-secret")
     assert [s for s in secrets if s.encode() in stored] == []
     assert [s for s in secrets if s in log] == []
-    assert "admin root called courtyard.user.add ['shop', 'dan', 'customer', '***', '***']" in log
+    assert 'admin root called courtyard.user.add("shop", "dan", "customer", "***", "***")' in log
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     again = start_node(**config)  # what was stored still lets them in
@@ -229,7 +229,9 @@ def test_an_existing_database_open_to_others_is_tightened(tmp_path, log_lines):
     data.mkdir(mode=0o755)
     os.chmod(data, 0o755)
     db = data / "courtyard.db"
-    RealmStore(db).close()
+    first = RealmStore(db)
+    first.save_realm("shop", {"uri": "shop"})  # the file is made with the first change
+    first.close()
     os.chmod(db, 0o644)
     RealmStore(db).close()
     assert stat.S_IMODE(db.stat().st_mode) == 0o600 and stat.S_IMODE(data.stat().st_mode) == 0o700

@@ -134,7 +134,7 @@ def test_changes_survive_a_restart_and_the_cli_works(tmp_path):
         assert r.returncode == 0 and len(r.stdout.split()) == 1  # the CLI's own session, asking
         assert int(r.stdout) > 0
         log = router.log()
-        assert "admin root called courtyard.realm.create ['shop']" in log  # who did what
+        assert "admin root called courtyard.realm.create(\"shop\"" in log  # who did what
         assert "bob-pw" not in log  # the secret given to users add is not logged
     finally:
         router.stop()

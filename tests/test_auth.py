@@ -328,3 +328,17 @@ async def test_every_action_allowed_and_denied_under_every_match(make_node, acti
     peer.send(make_msg(uri))
     reply = await peer.recv()
     assert reply[0] == 8 and reply[4] == "wamp.error.not_authorized", reply
+
+
+@ensure
+async def test_a_new_hello_after_goodbye_of_an_authenticated_session_is_answered(make_node):
+    """The spec lets a HELLO follow a GOODBYE on the same connection; after a ticket login too."""
+    node = make_node(**_auth_realm(cookie={"max_age": 3600}))
+    peer, welcome = await _ticket_login(node.url)
+    assert welcome[0] == 2
+    peer.send([6, {}, "wamp.close.close_realm"])
+    assert (await peer.recv())[2] == "wamp.close.goodbye_and_out"
+    peer.send([1, "realm1", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "alice"}])
+    assert (await peer.recv())[0] == 4  # CHALLENGE
+    peer.send([5, "alice-ticket", {}])
+    assert (await peer.recv())[0] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
@@ -10,6 +11,12 @@ from twisted.internet import defer
 from tests.wampclient import connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
+
+
+@pytest.fixture
+def node(spread):
+    """Every test here runs on one node and on two nodes of a cluster with its clients spread."""
+    return spread
 
 
 async def _collector(client, topic: str):

@@ -18,6 +18,12 @@ from tests.wampclient import connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
+
+@pytest.fixture
+def node(spread):
+    """The tests here that take `node` run on one node and on two nodes of a cluster, their clients spread."""
+    return spread
+
 EVERYTHING = [{"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]
 USERS = {"alice": "user", "bob": "user", "carol": "admin"}
 ACK = PublishOptions(acknowledge=True)

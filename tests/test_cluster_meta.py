@@ -113,3 +113,27 @@ async def test_admin_session_procedures_act_on_every_node(two_nodes, redis_serve
         assert (await with_timeout(other.left)).reason == "wamp.close.killed"
     finally:
         _leave(on_a)
+
+
+@ensure
+async def test_a_session_id_held_by_another_node_closes_the_second_session(two_nodes, redis_server):
+    """Two nodes drew the same random id: the record in Redis stays the first node's, the session of
+    the node that wrote second is closed (here a record in Redis is made another node's, then the
+    session on a is written again)."""
+    a, _ = two_nodes
+    client = await connect(a.url)
+    admin = await connect(a.url, realm="courtyard.admin", authmethods=["ticket"], authid="admin",
+                          on_challenge=lambda c: "s3cret")
+    try:
+        sid = client._session_id
+        await _until(lambda: redis_server.command("HGET", f"cy:s:{sid}", "node") == "a", 5, "the record in Redis")
+        redis_server.command("HSET", f"cy:s:{sid}", "node", "ghost")
+        await admin.call("courtyard.session.set_data", sid, {"tier": "gold"})  # a's record is written again
+        left = await with_timeout(client.left)
+        assert left.reason == "courtyard.close.session_id_taken", left
+        assert f"session {sid}: its id is another node's session's" in a.log()
+        await _until(lambda: redis_server.command("SISMEMBER", "cy:n:a:s", str(sid)) == 0, 5, "the id out of a's set")
+        assert redis_server.command("HGET", f"cy:s:{sid}", "node") == "ghost"  # the other node's record stays
+        assert redis_server.command("SISMEMBER", "cy:sessions", str(sid)) == 1  # with its index entries
+    finally:
+        _leave([client, admin])

@@ -164,6 +164,9 @@ async def test_testaments_of_a_killed_node_reach_subscribers_on_the_survivor(tmp
         dying_id, flushed_id = dying._session_id, flushed._session_id
         await _until(lambda: redis_server.command("HGET", f"cy:s:{dying_id}", "testaments") not in (None, ""),
                      5, "the testament in Redis")
+        await sleep(0.2)  # the flush's write too (a batch after the add's), or the flushed will is published
+        await _until(lambda: redis_server.command("HGET", f"cy:s:{flushed_id}", "testaments") == "",
+                     5, "the flushed testament gone from Redis")
         b.proc.kill()
         b.proc.wait(10)
         await _until(lambda: {e[1] for e in got if e[0] == "left"} == {dying_id, flushed_id},

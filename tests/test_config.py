@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_embedded_default_matches_the_shipped_file():
-    assert load(None) == load(ROOT / "config" / "router.yaml")
+    shipped = load(ROOT / "config" / "router.yaml")
+    assert shipped.data_dir == str(ROOT / "config" / ".data")  # relative to the file's directory
+    assert load(None) == replace(shipped, data_dir=".data")
     cfg = load(None)
     lc = cfg.listeners[0]
     assert (lc.host, lc.port, lc.path) == ("127.0.0.1", 8080, "/ws")
@@ -22,7 +25,8 @@ def test_embedded_default_matches_the_shipped_file():
     assert cfg.storage == {"backend": "memory"}
 
 
-@pytest.mark.parametrize("raw,path", [
+# (config, the key path of its error); the shape errors among them are the schema test's too
+BAD = [
     ({"listeners": [{"port": "eighty"}]}, "listeners[0].port"),
     ({"listeners": [{"port": 70000}]}, "listeners[0].port"),
     ({"listeners": [{"serializers": ["xml"]}]}, "listeners[0].serializers"),
@@ -47,7 +51,12 @@ def test_embedded_default_matches_the_shipped_file():
     ({"limits": {"max_retained_bytes": None}}, "limits.max_retained_bytes"),
     ({"bogus": 1}, "bogus"),
     ([1, 2], "(top level)"),
-])
+    ({"version": 2}, "version"),
+    ({"version": "1"}, "version"),
+]
+
+
+@pytest.mark.parametrize("raw,path", BAD)
 def test_errors_name_the_key_path(raw, path):
     with pytest.raises(ConfigError) as e:
         parse(raw)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import utils
+from twisted.internet import defer, utils
 
 from tests.pki import make_pki
 from tests.test_auth import _auth_realm
@@ -91,3 +91,28 @@ async def test_js_over_wss_with_the_test_ca(make_node, tmp_path):
     with pytest.raises(AssertionError) as e:  # without the CA, Node refuses the certificate: no session
         await run_js("basic", f"wss://localhost:{node.port}/ws")
     assert '"add"' not in str(e.value) and node.table.size() == 0, e.value
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@ensure
+async def test_js_subscriber_gets_events_published_on_another_node(make_cluster, serializer):
+    """autobahn-js subscribed on node B, an autobahn-python publisher on node A (issue 13)."""
+    from autobahn.wamp.types import PublishOptions
+
+    from tests.test_cluster_purge import _until
+    from tests.wampclient import connect
+
+    a, b = await make_cluster("a"), await make_cluster("b")
+    js = defer.ensureDeferred(run_js("subscriber", b.url, serializer))
+    pub = await connect(a.url)
+    try:
+        await _until(lambda: a.cluster_parts[0].interest("realm1").wants("com.cross.one"), 15, "the JS subscription")
+        await pub.publish("com.cross.one", 1, b"\x01\x02", options=PublishOptions(acknowledge=True))
+        await pub.publish("com.cross.two", k="v", options=PublishOptions(acknowledge=True))
+        lines = await js
+    finally:
+        pub.leave()
+    events = next(line["events"] for line in lines if "events" in line)
+    assert [(e["topic"], e["kwargs"] or None) for e in events] == [
+        ("com.cross.one", None), ("com.cross.two", {"k": "v"})]
+    assert events[0]["args"][0] == 1 and len(events[0]["args"]) == 2

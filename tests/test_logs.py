@@ -5,15 +5,19 @@ authid, peer, reason…) beside the formatted message."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 
+import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
+from autobahn.wamp.exception import ApplicationError
 
+from realms.secrets import hash_secret
 from tests.routerproc import RouterProcess
-from tests.wampclient import Aborted, connect, raw_connect
+from tests.wampclient import Aborted, answer_ticket, connect, raw_connect
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -71,3 +75,70 @@ def test_text_is_the_default_and_a_log_file_that_cannot_be_written_is_exit_2(tmp
     r = subprocess.run([sys.executable, "-m", "router.cli", "start", "--log-format", "xml"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "invalid choice: 'xml'" in r.stderr
+
+
+# A Python repr in a log line: an object's, None (or "(None)"), bytes, a list or mapping literal.
+REPR = re.compile(r"object at 0x|<[A-Za-z_][\w.]*[ >]|\bNone\b|\bb'|\bb\"|\[\]|\{\}|\['|\{'|\[\"|\{\"")
+
+
+@ensure
+async def test_debug_logs_each_routed_message_once_and_no_line_holds_a_repr(tmp_path):
+    """A scenario (join, register, call, an error, bad input, leave) at --log-level debug, as JSON."""
+    log = tmp_path / "courtyard.jsonl"
+    shop = {"uri": "shop", "auth": {"anonymous": False, "ticket": True},
+            "users": {"bob": {"role": "r", "ticket": hash_secret("bob-pw", iterations=1000)}},
+            "roles": {"r": {"permissions": [{"uri": "", "match": "prefix", "allow": ["call"]}]}}}
+    router = RouterProcess(tmp_path, {"admin": {"data_dir": None}, "shutdown": {"grace_period": 0.5},
+                                      "realms": [{"uri": "realm1"}, shop]},
+                           args=("--log-format", "json", "--log-level", "debug"), log_file=log).start()
+    try:
+        callee, caller = await connect(router.url), await connect(router.url, "msgpack")
+        with pytest.raises(Aborted):  # a failed authentication: one warning
+            await connect(router.url, realm="shop", authmethods=["ticket"], authid="bob\nroot",
+                          on_challenge=answer_ticket("wrong"))
+        with pytest.raises(ConnectionError):  # no subprotocol this router speaks
+            await raw_connect(router.url, protocols=["wamp.2.xml"])
+        garbled = await raw_connect(router.url)
+        garbled.send_raw(b"\xff\x00not json", binary=False)  # does not decode: ABORT
+        await garbled.recv()
+
+        def fail():
+            raise ApplicationError("com.example.oops", "no\nluck")
+
+        await callee.register(lambda a, b: a + b, "com.example.add")
+        await callee.register(fail, "com.example.fail")
+        await caller.subscribe(lambda: None, "com.example.news")
+        assert await caller.call("com.example.add", 2, 3) == 5
+        for procedure in ("com.example.fail", "com.example.none"):
+            with pytest.raises(ApplicationError):
+                await caller.call(procedure)
+        bad = await raw_connect(router.url)
+        bad.send([1, "realm1", {"roles": {"caller": {}}}])
+        await bad.recv()  # WELCOME
+        bad.send([48, 1, {}, "com.\u0007bell"])  # a URI with a control character: invalid_uri
+        assert (await bad.recv())[0] == 8
+        bad.send([48, "two", {}, "com.example.add"])  # malformed: ABORT protocol_violation
+        assert (await bad.recv())[0] == 3
+        await callee.leave()
+        await caller.leave()
+        await sleep(0.2)
+        router.signal(signal.SIGTERM)
+        assert await _exited(router) == 0
+    finally:
+        router.stop()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    messages = [r["message"] for r in records]
+    callee_sid, caller_sid = callee.welcome.session, caller.welcome.session
+    routed = {m for m in messages if " in realm1: " in m}
+    for line in (f"session {callee_sid} in realm1: REGISTER com.example.add",
+                 f"session {caller_sid} in realm1: SUBSCRIBE com.example.news",
+                 f"session {caller_sid} in realm1: CALL com.example.add", f"session {callee_sid} in realm1: YIELD",
+                 f"session {callee_sid} in realm1: ERROR com.example.oops"):
+        assert line in routed, routed
+    assert any(m.endswith(": CALL com.\\x07bell") for m in routed)  # escaped
+    assert all(r["level"] == "debug" for r in records if r["message"] in routed)
+    twice = {m for m in messages if messages.count(m) > 1}
+    assert not twice, twice
+    refused = [m for m in messages if "wamp.2.xml" in m]  # one event, one line (not Autobahn's two more)
+    assert len(refused) == 1 and refused[0].startswith("refusing WebSocket from "), refused
+    assert [m for m in messages if REPR.search(m) or not m.isprintable()] == []

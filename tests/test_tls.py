@@ -140,6 +140,24 @@ def test_missing_or_bad_files_fail_the_config_with_the_key_path(pki, other_pki, 
     assert parse({"listeners": [{"tls": {**_tls(pki), "ciphers": "ECDHE+AESGCM"}}]}).listeners[0].tls.options
 
 
+def test_relative_tls_paths_are_taken_from_the_config_files_directory(pki, tmp_path, monkeypatch):
+    import shutil
+
+    from router.config import load
+
+    conf = tmp_path / "etc"
+    (conf / "tls").mkdir(parents=True)
+    for f in (pki.certificate, pki.key, pki.ca):
+        shutil.copy(f, conf / "tls" / f.name)
+    (conf / "courtyard.yaml").write_text(
+        f"listeners:\n  - port: 0\n    tls: {{certificate: tls/{pki.certificate.name}, key: tls/{pki.key.name},"
+        f" ca_certificates: [tls/{pki.ca.name}]}}\n")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the paths are not the working directory's
+    tls = load(conf / "courtyard.yaml").listeners[0].tls
+    assert (tls.certificate, tls.ca_certificates) == (
+        str(conf / "tls" / pki.certificate.name), [str(conf / "tls" / pki.ca.name)])
+
+
 @ensure
 async def test_client_certificates_are_required_when_ca_certificates_are_given(make_node, pki, other_pki):
     node = make_node(listeners=[{"tls": {**_tls(pki), "ca_certificates": [str(other_pki.ca)]}}])

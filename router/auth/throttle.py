@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 from realms.realm import Throttle
 from router import wamp
@@ -84,6 +85,11 @@ class AuthThrottle:
             return TOO_MANY_AUTHENTICATIONS, "too many authentications in flight from this address; retry later"
         if self.in_flight >= config.max_in_flight:
             return TOO_MANY_AUTHENTICATIONS, "too many authentications in flight; retry later"
+        return None
+
+    def vet(self, key: Key, config: Throttle) -> Any:
+        """A cluster's throttle answers later (a Deferred of `refusal`'s answer) from the failures of
+        every node; a single node has nothing to wait for: None."""
         return None
 
     def begin(self, key: Key, config: Throttle) -> tuple[str, str] | None:

@@ -1,31 +1,50 @@
 """Messages between nodes over Redis pub/sub: a broadcast channel (`cy:bus:all`) every node listens
-on, for events every node must see (a dead node's sessions leaving), and a channel per node
-(`cy:bus:node:<id>`) for what only one node must act on (kill one of its sessions). A pub/sub
-message is fire-and-forget: a node that is disconnected when it is sent does not get it (Redis
-keeps nothing), which is why what must outlive a node lives in keys instead.
+on, for what every node must see (a dead node's sessions leaving, a new subscription's interest),
+and a channel per node (`cy:bus:node:<id>`) for what only one node must act on (an event for its
+subscribers, a call for its callee, a kill of one of its sessions).
+
+Why pub/sub and not streams: what crosses nodes is routing (events, calls, answers), which is worth
+nothing once its node is gone, so nothing should be kept for a node that is not listening; Redis
+pub/sub keeps nothing, costs one PUBLISH per message, and Redis bounds a slow listener itself
+(`client-output-buffer-limit pubsub`, 32 MiB by default: past it Redis drops that listener, which
+reconnects and resyncs). What must outlive a node lives in keys instead.
+
+A message is msgpack `[sender, kind, body]`: binary payloads cross as bytes whatever the clients'
+serializers, and each payload is serialized once per message, not once per receiver.
+
+Bounded on the sending side too: nothing is queued while Redis is away (txredisapi would hold every
+command until it is back), and at most `MAX_INFLIGHT_BYTES` of messages wait for Redis's answer;
+past either, `send` fails at once with ClusterUnavailable and the caller decides (an event is
+dropped, a call fails with `wamp.error.canceled`).
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import txredisapi
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from router.cluster.connection import _endpoint
+from router.cluster.connection import ClusterUnavailable, _endpoint, connected
 from router.cluster.url import RedisTarget
 
 BROADCAST = "cy:bus:all"
 KILL = "kill"  # to one node: {realm, sessions, reason, message}: say GOODBYE to these sessions of yours
+REPLY = "reply"  # the answer to a `request`: [request id, error URI or None, value]
+BATCH = "batch"  # several posted messages to one node, each [kind, body] packed on its own
 
 
 def node_channel(node_id: str) -> str:
     return f"cy:bus:node:{node_id}"
 
-MAX_MESSAGE = 8 * 1024 * 1024  # bytes; a larger broadcast is refused by the sender
+
+MAX_MESSAGE = 8 * 1024 * 1024  # bytes; a larger message is refused by the sender
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # sent to Redis, not yet acknowledged by it
+MAX_REQUESTS = 10_000  # requests to other nodes waiting for their answer
 
 
 class _Listener(txredisapi.SubscriberProtocol):
@@ -41,11 +60,21 @@ class Bus:
         self.target = target
         self.node_id = node_id
         self.timeout = timeout
-        self._handlers: dict[str, Callable[[str, Any], None]] = {}
+        self._handlers: dict[str, Callable[[str, Any], Any]] = {}
         self._factory: Any = None
+        self.inflight = 0  # bytes published and not yet acknowledged by Redis
+        self._requests: dict[int, defer.Deferred] = {}
+        self._ids = itertools.count(1)
+        self._listened = False
+        self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
+        self._outbox: dict[str, list[bytes]] = {}  # node → messages posted in this reactor turn
+        self._outbox_bytes = 0
+        self._flushing = False
+        self.on(REPLY, self._replied)
 
-    def on(self, kind: str, handler: Callable[[str, Any], None]) -> None:
-        """Run `handler(sender_node_id, body)` for every broadcast of `kind`, ours included."""
+    def on(self, kind: str, handler: Callable[[str, Any], Any]) -> None:
+        """Run `handler(sender_node_id, body)` for every message of `kind` to this node or to all (ours
+        included). For a `request`, what it returns (a value or a Deferred) is the answer."""
         self._handlers[kind] = handler
 
     def start(self) -> defer.Deferred:
@@ -54,12 +83,16 @@ class Bus:
         factory = txredisapi.SubscriberFactory()
         factory.protocol = _Listener
         factory.bus = self
+        factory.charset = None  # messages are msgpack: bytes, never decoded as text
+        factory.convertNumbers = False
         factory.password, factory.username = self.target.password, self.target.username
         build = factory.buildProtocol
 
         def build_and_subscribe(addr):
             p = build(addr)
-            p.whenConnected().addCallback(lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)]))
+            p.whenConnected().addCallback(
+                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addCallbacks(
+                self._subscribed, lambda f: None)  # gone before it answered: the next one subscribes again
             return p
 
         factory.buildProtocol = build_and_subscribe
@@ -67,7 +100,17 @@ class Bus:
         self._factory = factory
         return factory.deferred
 
+    def _subscribed(self, _: Any) -> None:
+        """Listening (again). After a reconnect, what was broadcast meanwhile is lost: `resubscribed`
+        re-reads the cluster's state, now that later changes will be heard."""
+        if self._listened and self.resubscribed is not None:
+            self.log.info("listening to the cluster's bus again: re-reading the cluster's state")
+            self.resubscribed()
+        self._listened = True
+
     def stop(self) -> defer.Deferred:
+        for d in list(self._requests.values()):
+            d.errback(ClusterUnavailable())
         return self._factory.disconnect() if self._factory is not None else defer.succeed(None)
 
     def broadcast(self, kind: str, body: Any) -> defer.Deferred:
@@ -78,17 +121,160 @@ class Bus:
         """To one node: Deferred[int], how many listeners got it (0: that node is not listening)."""
         return self._publish(node_channel(node_id), kind, body)
 
-    def _publish(self, channel: str, kind: str, body: Any) -> defer.Deferred:
-        data = json.dumps({"from": self.node_id, "kind": kind, "body": body}, separators=(",", ":"))
-        if len(data) > MAX_MESSAGE:
-            return defer.fail(ValueError(f"bus message {kind} of {len(data)} bytes is over {MAX_MESSAGE}"))
-        return self.redis.publish(channel, data)
-
-    def received(self, channel: str, message: Any) -> None:
+    def post(self, node_ids: list[str], kind: str, body: Any, dropped: Callable[[int, str], None]) -> None:
+        """To several nodes, fire-and-forget and coalesced: what is posted in one reactor turn goes to
+        each node as one PUBLISH (under load, one Redis command carries many messages; alone, it
+        leaves at the end of the turn). Serialized once. `dropped(n, why)` hears of messages that
+        could not be sent (Redis away, over the in-flight budget, not encodable)."""
         try:
-            msg = json.loads(message)
-            handler = self._handlers.get(msg["kind"])
-            if handler is not None:
-                handler(msg["from"], msg["body"])
+            data = msgpack.packb([kind, body], use_bin_type=True)
+        except Exception as e:
+            dropped(len(node_ids), f"not encodable: {e}")
+            return
+        if self._outbox_bytes + len(data) * len(node_ids) > MAX_INFLIGHT_BYTES:
+            dropped(len(node_ids), "too much waiting for Redis")
+            return
+        for n in node_ids:
+            box = self._outbox.get(n)
+            if box is None:
+                box = self._outbox[n] = []
+            box.append(data)
+        self._outbox_bytes += len(data) * len(node_ids)
+        self._dropped = dropped
+        if not self._flushing:
+            self._flushing = True
+            reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        outbox, self._outbox, self._outbox_bytes, self._flushing = self._outbox, {}, 0, False
+        for node_id, items in outbox.items():
+            start, size = 0, 0
+            for i, item in enumerate(items):  # batches of at most MAX_MESSAGE bytes
+                if size + len(item) > MAX_MESSAGE and i > start:
+                    self._send_batch(node_id, items[start:i])
+                    start, size = i, 0
+                size += len(item)
+            self._send_batch(node_id, items[start:])
+
+    def _send_batch(self, node_id: str, items: list[bytes]) -> None:
+        data = msgpack.packb([self.node_id, BATCH, items], use_bin_type=True)
+        self._publish_packed(node_channel(node_id), BATCH, data).addErrback(
+            lambda f: self._dropped(len(items), f.getErrorMessage()))
+
+    def send_many(self, node_ids: list[str], kind: str, body: Any) -> list[defer.Deferred]:
+        """To several nodes, the message serialized once."""
+        try:
+            data = self._pack(kind, body)
+        except Exception as e:  # not representable (an int past 64 bits): refused, as ValueError
+            return [defer.fail(ValueError(f"bus message {kind} cannot be written: {e}")) for _ in node_ids]
+        return [self._publish_packed(node_channel(n), kind, data) for n in node_ids]
+
+    def request(self, node_id: str, kind: str, body: Any, timeout: float | None = None) -> defer.Deferred:
+        """Ask one node: Deferred of its handler's answer; fails with ClusterUnavailable when it does not
+        answer within `timeout` (default: the cluster's timeout), or with the handler's error."""
+        if len(self._requests) >= MAX_REQUESTS:
+            return defer.fail(ClusterUnavailable())
+        rid = next(self._ids)
+        d = defer.Deferred(lambda _: self._requests.pop(rid, None))
+        self._requests[rid] = d
+        d.addTimeout(self.timeout if timeout is None else timeout, reactor,
+                     onTimeoutCancel=lambda result, t: _unavailable())
+        d.addBoth(self._done_request, rid)
+        sent = self._publish(node_channel(node_id), kind, {"rid": rid, "body": body})
+        sent.addCallbacks(lambda n: n or (not d.called and d.errback(ClusterUnavailable())),
+                          lambda f: (not d.called and d.errback(f)))
+        return d
+
+    def _done_request(self, result: Any, rid: int) -> Any:
+        self._requests.pop(rid, None)
+        return result
+
+    def _replied(self, sender: str, body: list) -> None:
+        rid, uri, value = body
+        d = self._requests.pop(rid, None)
+        if d is None or d.called:
+            return  # timed out already
+        if uri is None:
+            d.callback(value)
+        else:
+            d.errback(RemoteError(uri, value))
+
+    def _pack(self, kind: str, body: Any) -> bytes:
+        return msgpack.packb([self.node_id, kind, body], use_bin_type=True)
+
+    def _publish(self, channel: str, kind: str, body: Any) -> defer.Deferred:
+        try:
+            data = self._pack(kind, body)
+        except Exception as e:
+            return defer.fail(ValueError(f"bus message {kind} cannot be written: {e}"))
+        return self._publish_packed(channel, kind, data)
+
+    def _publish_packed(self, channel: str, kind: str, data: bytes) -> defer.Deferred:
+        if not connected(self.redis):
+            return defer.fail(ClusterUnavailable())
+        size = len(data)
+        if size > MAX_MESSAGE:
+            return defer.fail(ValueError(f"bus message {kind} of {size} bytes is over {MAX_MESSAGE}"))
+        if self.inflight + size > MAX_INFLIGHT_BYTES:
+            return defer.fail(ClusterUnavailable())
+        self.inflight += size
+
+        def acknowledged(result: Any) -> Any:
+            self.inflight -= size
+            return result
+
+        return self.redis.publish(channel, data).addBoth(acknowledged)
+
+    def received(self, channel: Any, message: Any) -> None:
+        try:
+            sender, kind, body = msgpack.unpackb(message, raw=False, strict_map_key=False)
+            if kind == BATCH:
+                for item in body:
+                    self._dispatch(sender, *msgpack.unpackb(item, raw=False, strict_map_key=False))
+                return
+            handler = self._handlers.get(kind)
+            if handler is None:
+                return
+            if type(body) is dict and "rid" in body and kind != REPLY:
+                self._answer(sender, kind, body["rid"], handler, body["body"])
+            else:
+                handler(sender, body)
         except Exception:  # one bad message (a bug, or a foreign publisher): say so, keep listening
-            self.log.failure("cluster broadcast on {channel} could not be handled", channel=channel)
+            self.log.failure("cluster bus message on {channel} could not be handled", channel=channel)
+
+    def _dispatch(self, sender: str, kind: str, body: Any) -> None:
+        handler = self._handlers.get(kind)
+        if handler is None:
+            return
+        try:
+            handler(sender, body)
+        except Exception:  # one bad message: the rest of its batch is still handled
+            self.log.failure("cluster bus message {kind} from {node} could not be handled", kind=kind, node=sender)
+
+    def _answer(self, sender: str, kind: str, rid: int, handler: Callable, body: Any) -> None:
+        def reply(value: Any) -> None:
+            self.send(sender, REPLY, [rid, None, value]).addErrback(lambda f: None)
+
+        def fail(f: Any) -> None:
+            uri = getattr(f.value, "uri", None)
+            if uri is None:
+                self.log.failure("answering {kind} for node {node} failed", failure=f, kind=kind, node=sender)
+                uri, message = "wamp.error.runtime_error", "the other node failed; see its log"
+            else:
+                message = getattr(f.value, "message", str(f.value))
+            self.send(sender, REPLY, [rid, uri, message]).addErrback(lambda f: None)
+
+        defer.maybeDeferred(handler, sender, body).addCallbacks(reply, fail)
+
+
+class RemoteError(Exception):
+    """Another node answered a request with an error (its WAMP error URI and message)."""
+
+    def __init__(self, uri: str, message: Any) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.message = message if type(message) is str else str(message)
+
+
+def _unavailable() -> None:
+    raise ClusterUnavailable()

@@ -44,6 +44,9 @@ end
 return out
 """
 LEFT = "sessions_left"  # the broadcast: [[realm, session id, authid, authrole, testaments JSON], ...]
+NODE_DOWN = "node_down"  # the broadcast: a node's id, once it is gone (dead and purged, or stopped)
+# What else a node keeps in Redis under its id (its routing state: router/cluster/*), removed with it.
+NODE_KEYS: list[Callable[[str], str]] = []
 MAX_ANNOUNCE = 4 * 1024 * 1024  # bytes of testaments per broadcast (one session's may be 1 MiB)
 
 
@@ -67,11 +70,15 @@ def claim_key(node_id: str) -> str:
 class Purger:
     log = Logger()
 
-    def __init__(self, redis: Any, node_id: str, claim_ttl: float, announce: Callable[[list], Any]) -> None:
+    def __init__(self, redis: Any, node_id: str, claim_ttl: float, announce: Callable[[list], Any],
+                 gone: Callable[[str], Any] = lambda node: None, dead: Callable[[str], None] = lambda node: None,
+                 ) -> None:
         self.redis = redis
         self.node_id = node_id
         self.claim_ttl = claim_ttl  # seconds a claim holds before another survivor may take over
         self.announce = announce  # broadcast the leavers to every node
+        self.gone = gone  # broadcast that a node is gone, once purged (NODE_DOWN)
+        self.dead = dead  # told here of every dead node seen, before any claim: its routes go at once
 
     @defer.inlineCallbacks
     def dead_nodes(self):
@@ -87,6 +94,7 @@ class Purger:
         """Purge every dead node this node can claim; returns the ids purged here."""
         purged = []
         for dead in (yield self.dead_nodes()):
+            self.dead(dead)
             if (yield self.purge(dead)) is not None:
                 purged.append(dead)
         return purged
@@ -107,10 +115,11 @@ class Purger:
                         for sid, realm, authid, authrole, testaments in rows)
         more = yield self.redis.scard(node_sessions_key(dead))
         if not more:
+            yield self.redis.delete([node_sessions_key(dead), *(key(dead) for key in NODE_KEYS)])
             yield self.redis.srem(NODES, dead)
-            yield self.redis.delete(node_sessions_key(dead))
         for chunk in _chunks(left, MAX_ANNOUNCE):
             yield self.announce(chunk)
+        yield self.gone(dead)
         # The claim is left to expire: a survivor that listed the dead node before it was forgotten
         # cannot claim it again meanwhile.
         self.log.info("node {dead} is dead (its key expired): purged its {n} sessions", dead=dead, n=len(left))

@@ -29,6 +29,7 @@ from router.storage.memory import MemoryStorage
 PREFIX = "cy:"
 ALL = PREFIX + "sessions"
 MAX_BATCH = 1000  # session ids written per pipeline; more go in the next one
+ID_TAKEN = "courtyard.close.session_id_taken"  # GOODBYE reason for the second of two sessions with one id
 MAX_LIST = 10_000  # records one cluster-wide list reads at most
 
 _json = JsonSerializer()
@@ -65,7 +66,14 @@ def _index_keys(node_id: str, realm: str, authid: str, authrole: str) -> tuple[s
 # KEYS: the record, the index sets to add to (ARGV[2] of them), then stale index sets to leave.
 # ARGV: session id, how many index sets, node, realm, authid, authrole, last_active, details (JSON),
 # testaments (JSON, or "" for none).
+# A record another node holds (two nodes drew the same random id) is left alone: 0, and the id leaves
+# this node's set; the caller closes its own session, the second to be written.
 _PUT = """
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner and owner ~= ARGV[3] then
+  redis.call('SREM', KEYS[tonumber(ARGV[2]) + 1], ARGV[1])
+  return 0
+end
 redis.call('HSET', KEYS[1], 'node', ARGV[3], 'realm', ARGV[4], 'authid', ARGV[5], 'authrole', ARGV[6],
            'last_active', ARGV[7], 'details', ARGV[8], 'testaments', ARGV[9])
 local n = tonumber(ARGV[2])
@@ -73,8 +81,14 @@ for i = 2, n + 1 do redis.call('SADD', KEYS[i], ARGV[1]) end
 for i = n + 2, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
 return 1
 """
-# KEYS: the record, then its index sets. ARGV: session id.
+# KEYS: the record, then its index sets (this node's set last). ARGV: session id, node. A record that
+# is another node's keeps its index entries (they are that node's too).
 _DROP = """
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner and owner ~= ARGV[2] then
+  redis.call('SREM', KEYS[#KEYS], ARGV[1])
+  return 0
+end
 redis.call('DEL', KEYS[1])
 for i = 2, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
 return 1
@@ -186,32 +200,37 @@ class RedisStorage(MemoryStorage):
         if not connected(self.redis) or not self._dirty:
             return
         batch = [self._dirty.pop() for _ in range(min(MAX_BATCH, len(self._dirty)))]
+        collided: list[int] = []
         self._flushing = defer.Deferred()
         try:
             pipe = yield self.redis.pipeline()
-            for sid in batch:
-                self._write(pipe, sid)
-            yield pipe.execute_pipeline()
+            puts = [(sid, put) for sid in batch if (put := self._write(pipe, sid)) is not None]
+            results = yield pipe.execute_pipeline()
+            collided = [sid for (sid, put), result in zip(puts, results or [], strict=False) if put and result == 0]
         except Exception as e:  # Redis went away mid-batch: write these again later
             self._dirty.update(batch)
             self.log.debug("session mirror batch failed: {e}", e=e)
         finally:
             d, self._flushing = self._flushing, None
             d.callback(None)
+        for sid in collided:
+            self._collided(sid)
         if self._dirty and self._flush_call is None and connected(self.redis):
             self._flush_call = reactor.callLater(self.flush_delay, self.flush)
 
-    def _write(self, pipe: Any, sid: int) -> None:
+    def _write(self, pipe: Any, sid: int) -> bool | None:
         """One command per session (a Lua script: the record and its index entries together), so a
-        session's open and close cost the node two commands, not a dozen."""
+        session's open and close cost the node two commands, not a dozen. True: the record was put,
+        False: dropped, None: no command."""
         s = self._by_id.get(sid)
         before = self._written.get(sid)
         if s is None:
             if before is not None:
                 pipe.execute_command("EVAL", _DROP, 1 + len(_INDEXES), record_key(sid),
-                                     *_index_keys(self.node_id, *before), sid)
+                                     *_index_keys(self.node_id, *before), sid, self.node_id)
                 del self._written[sid]
-            return
+                return False
+            return None
         now = (s.realm_uri, s.authid, s.authrole)
         keys = _index_keys(self.node_id, *now)
         stale = [k for k in _index_keys(self.node_id, *before) if k not in keys] if before not in (None, now) else []
@@ -220,6 +239,19 @@ class RedisStorage(MemoryStorage):
                              _json.encode(s.to_details_map()).decode("utf-8"), self._testaments_json(sid))
         self._written[sid] = now
         self._activity_written[sid] = s.last_active
+        return True
+
+    def _collided(self, sid: int) -> None:
+        """Another node's live session has this id (random ids from 2^53: about n/2^53 per session
+        opened, n the sessions in the cluster). Its record stays; this node's session, written second,
+        is closed, so that an id names one session in the cluster."""
+        self._written.pop(sid, None)
+        self._activity_written.pop(sid, None)
+        s = self._by_id.get(sid)
+        if s is not None:
+            self.log.warn("session {sid}: its id is another node's session's (a random id drawn twice); closing it "
+                          "here, the client may join again", sid=sid)
+            s.transport.close(ID_TAKEN, "the session id is in use on another node; join again")
 
     def _testaments_json(self, sid: int) -> str:
         t = self._testaments.get(sid)

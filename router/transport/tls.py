@@ -46,10 +46,13 @@ def _certificates(path: str, where: str) -> list:
         raise ConfigError(where, f"{path}: a certificate in it does not parse") from None
 
 
+TLS_KEYS = ("certificate", "key", "ca_certificates", "ciphers")  # what `tls:` takes (and the config schema)
+
+
 def parse(raw: Any, path: str) -> TlsConfig:
     """Validate a listener's `tls:` mapping; the files are read and checked here (ConfigError names the key)."""
     d = mapping(raw, path)
-    known_keys(d, path, {"certificate", "key", "ca_certificates", "ciphers"})
+    known_keys(d, path, TLS_KEYS)
     for k in ("certificate", "key"):
         if k not in d:
             raise ConfigError(f"{path}.{k}", "is required (a PEM file path)")

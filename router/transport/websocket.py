@@ -92,8 +92,6 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
                 self._subprotocol = proto
                 return self._track_cookie(request, proto)
         offered = wamp.quote(", ".join(request.protocols) or "none")
-        self._log.warn("refusing WebSocket from {peer}: subprotocols offered: {offered}",
-                      peer=self.peer, offered=offered)
         raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
                              f"no supported WAMP subprotocol offered ({offered}); "
                              f"this router speaks {', '.join(factory.codecs)}")
@@ -193,9 +191,15 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         self.dropConnection(abort=False)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
-        # Autobahn quotes the client's bytes in its reasons ("Bad HTTP request status line ..."), and
-        # logs and answers them: a short, escaped text instead, never raw control characters.
-        super().failHandshake(wamp.printable(str(reason)), code, responseHeaders)
+        """A refused opening handshake (ours, or a request Autobahn finds bad) is one log line, not
+        Autobahn's two (its info line, then a warning as it drops the connection). Autobahn quotes
+        the client's bytes in its reasons: a short, escaped text instead, never raw control characters."""
+        reason = wamp.printable(str(reason))
+        self._log.warn("refusing WebSocket from {peer}: {reason}", peer=self.peer, reason=reason)
+        self.wasNotCleanReason = reason
+        self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.dropConnection(abort=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.current_frame_masker = None  # the finished frame's unmasker; the next frame makes its own

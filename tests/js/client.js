@@ -58,6 +58,29 @@ const scenarios = {
     await seen;
     out({ events });
   } },
+  // across the nodes of a cluster: a subscriber here, the publisher on another node (issue 13)
+  subscriber: { options: {}, run: async (s) => {
+    const events = [];
+    let allSeen;
+    const seen = new Promise((resolve) => { allSeen = resolve; });
+    await s.subscribe('com.cross.', (args, kwargs, details) => {
+      events.push({ topic: details.topic, args, kwargs, publisher: details.publisher || null });
+      if (events.length === 2) { allSeen(); }
+    }, { match: 'prefix' });
+    out({ subscribed: true });
+    await seen;
+    out({ events });
+  } },
+  // across the nodes of a cluster: a caller here, the callee on another node (issue 13)
+  caller: { options: {}, run: async (s) => {
+    out({ sum: await s.call('com.cross.add', [2, 3]) });
+    const seen = [];
+    const result = await new Promise((resolve, reject) => {
+      s.call('com.cross.countdown', [3], {}, { receive_progress: true }).then(resolve, reject, (p) => seen.push(p));
+    });
+    out({ progress: seen, result });
+    try { await s.call('com.cross.fail'); } catch (e) { out({ error_uri: e.error, error_args: e.args }); }
+  } },
 };
 
 const sc = scenarios[scenario];

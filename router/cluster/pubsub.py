@@ -1,0 +1,356 @@
+"""Pub/sub across nodes (issue 13, point 1): which other nodes have subscribers for what, and the
+events that cross to them.
+
+Each node owns its subscriptions. It records in Redis which (realm, match, topic) it has at least
+one subscriber for (a set per node, `cy:subs:<node>`) and broadcasts each change, so every node
+keeps the others' interest in memory (per realm, a PatternIndex of node-id sets). A PUBLISH is
+delivered to local subscribers first, exactly as on one node; then, if other nodes have matching
+subscriptions, each of them gets **one** bus message with the publication (id, publisher details,
+payload, exclusions and black/whitelists), serialized once for all of them, and fans it out to its
+own subscribers with the same rules. Nothing on this path waits on Redis: the interest is in memory,
+and a PUBLISH to Redis is fire-and-forget. When Redis is away, or the bus is over its budget, the
+cross-node copy is dropped and counted (`dropped`); local subscribers still get their events.
+
+Subscription ids are the same on every node: a hash of (realm, match, topic), so the meta API and
+the SUBSCRIBED ids agree wherever they are asked. Retained events live in Redis (a hash per realm,
+bounded in count and bytes by a script), so a subscriber on any node gets the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import msgpack
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from router.cluster.connection import connected, require
+from router.cluster.membership import NODES
+from router.cluster.purge import NODE_KEYS
+from router.matching import PatternIndex
+
+SUB = "sub"  # broadcast: [realm, match, topic, 1 | 0]: the sender has (1) or no longer has (0) subscribers
+SUBS_RESET = "subs_reset"  # broadcast: the sender re-wrote its whole set: re-read it
+EVENT = "event"  # to one node: [realm, topic, publication, details, payload, exclude, receivers | None]
+SUBSCRIBERS = "subscribers"  # request: [realm, match, topic] → that node's subscriber session ids
+MAX_INTEREST = 1_000_000  # (realm, match, topic) entries read per node
+
+
+def subs_key(node_id: str) -> str:
+    return f"cy:subs:{node_id}"
+
+
+def retained_key(realm: str) -> str:
+    return f"cy:ret:{realm}"
+
+
+def retained_order_key(realm: str) -> str:
+    return f"cy:reto:{realm}"
+
+
+NODE_KEYS.append(subs_key)
+
+# KEYS: the realm's retained hash, its order zset. ARGV: topic, event (msgpack), size, now, max count,
+# max bytes. Keeps the topic's latest event; forgets the topics retained longest ago past either bound.
+_RETAIN = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then redis.call('HINCRBY', KEYS[1], '', -string.len(old)) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[1], '', tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+while redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[5])
+      or tonumber(redis.call('HGET', KEYS[1], '')) > tonumber(ARGV[6]) do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not oldest then break end
+  local gone = redis.call('HGET', KEYS[1], oldest)
+  if gone then redis.call('HINCRBY', KEYS[1], '', -string.len(gone)) end
+  redis.call('HDEL', KEYS[1], oldest)
+  redis.call('ZREM', KEYS[2], oldest)
+end
+return 1
+"""
+
+
+def subscription_id(realm: str, match: str, topic: str) -> int:
+    """The cluster-wide id of the subscription (realm, match, topic): in [1, 2^53], as the spec asks."""
+    digest = hashlib.blake2b(f"{realm}\0{match}\0{topic}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") % (2**53)) or 1
+
+
+def _member(realm: str, match: str, topic: str) -> str:
+    return json.dumps([realm, match, topic], separators=(",", ":"))
+
+
+class RemoteInterest:
+    """One realm's view of the other nodes' subscriptions, and its broker's door to them."""
+
+    __slots__ = ("realm", "index", "patterns", "part", "seen")
+
+    def __init__(self, realm: str, part: ClusterPubSub) -> None:
+        self.realm = realm
+        self.index: PatternIndex[dict[str, None]] = PatternIndex()  # (topic, match) → node ids
+        self.patterns = 0  # prefix/wildcard entries: 0 keeps `wants` on one dict hit
+        self.part = part
+        self.seen: dict[int, tuple[str, str, float]] = {}  # subscription id → (match, topic, first seen)
+
+    # -- the broker asks -------------------------------------------------------------------------
+    def wants(self, topic: str) -> bool:
+        return topic in self.index.exact or self.patterns > 0
+
+    def forward(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
+                receivers: Any) -> None:
+        """The publication to every other node with a matching subscription, once per node."""
+        nodes: dict[str, None] = {}
+        if self.patterns:
+            for found in self.index.matches(topic):
+                nodes.update(found)
+        else:
+            found = self.index.exact.get(topic)
+            if found is None:
+                return
+            nodes = found
+        if nodes:
+            lists = None if receivers is None else {k: list(v) for k in receivers.__slots__
+                                                    if (v := getattr(receivers, k)) is not None}
+            self.part.send_event(list(nodes), [self.realm, topic, publication, details, payload, exclude, lists])
+
+    def id_for(self, topic: str, match: str) -> int:
+        return subscription_id(self.realm, match, topic)
+
+    def created(self, topic: str, match: str) -> defer.Deferred:
+        return self.part.interest_changed(self.realm, match, topic, True)
+
+    def deleted(self, topic: str, match: str) -> None:
+        self.part.interest_changed(self.realm, match, topic, False)
+
+    def retain(self, topic: str, event: Any, max_bytes: int, max_count: int) -> None:
+        self.part.retain(self.realm, topic, event, max_bytes, max_count)
+
+    def retained_for(self, sub: Any) -> defer.Deferred:
+        return self.part.retained_for(self.realm, sub)
+
+    def elsewhere(self, topic: str, match: str) -> bool:
+        """Whether another node has subscribers for exactly this subscription."""
+        return bool(self.index.get(topic, match))
+
+    # -- the view --------------------------------------------------------------------------------
+    def add(self, node: str, match: str, topic: str) -> None:
+        nodes = self.index.get(topic, match)
+        if nodes is None:
+            nodes = {}
+            self.index.add(topic, match, nodes)
+            if match != "exact":
+                self.patterns += 1
+            self.seen[subscription_id(self.realm, match, topic)] = (match, topic, time.time())
+        nodes[node] = None
+
+    def remove(self, node: str, match: str, topic: str) -> None:
+        nodes = self.index.get(topic, match)
+        if nodes is None or node not in nodes:
+            return
+        del nodes[node]
+        if not nodes:
+            self.index.remove(topic, match)
+            if match != "exact":
+                self.patterns -= 1
+            self.seen.pop(subscription_id(self.realm, match, topic), None)
+
+    def nodes_of(self, topic: str, match: str) -> list[str]:
+        return list(self.index.get(topic, match) or ())
+
+    def matching(self, topic: str) -> list[int]:
+        """Ids of the other nodes' subscriptions an event to `topic` would go to."""
+        return [sid for sid, (match, t, _) in self.seen.items()
+                if (match == "exact" and t == topic) or (match != "exact" and self.index.get(t, match) is not None
+                                                         and _pattern_matches(t, match, topic))]
+
+
+def _pattern_matches(pattern: str, match: str, topic: str) -> bool:
+    from router.broker import pattern_matches
+
+    return pattern_matches(pattern, match, topic)
+
+
+class ClusterPubSub:
+    """The pub/sub part of a cluster node (router/cluster/part.py)."""
+
+    log = Logger()
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.bus = node.bus
+        self.redis = node.redis
+        self.me = node.config.cluster.node_id
+        self.realms: dict[str, RemoteInterest] = {}
+        self.by_node: dict[str, set[tuple[str, str, str]]] = {}  # node → its (realm, match, topic)
+        self.sent = 0  # events sent to other nodes: one per publication and interested node
+        self.dropped = 0  # events not sent to another node (Redis away, bus over budget, not encodable)
+        self._dropping = False
+        self.bus.on(SUB, self._sub)
+        self.bus.on(SUBS_RESET, lambda sender, _: self._reload_node(sender))
+        self.bus.on(EVENT, self._event)
+        self.bus.on(SUBSCRIBERS, self._subscribers)
+
+    def interest(self, realm: str) -> RemoteInterest:
+        found = self.realms.get(realm)
+        if found is None:
+            found = self.realms[realm] = RemoteInterest(realm, self)
+        return found
+
+    # -- ClusterPart -----------------------------------------------------------------------------
+    def start(self) -> defer.Deferred:
+        return self._reload_all()
+
+    def realm_started(self, router: Any) -> None:
+        router.broker.cluster = self.interest(router.uri)
+
+    def node_down(self, node_id: str) -> None:
+        for realm, match, topic in self.by_node.pop(node_id, ()):
+            self.interest(realm).remove(node_id, match, topic)
+
+    def resync(self) -> None:
+        self._rewrite().addCallback(lambda _: self._reload_all()).addErrback(
+            lambda f: self.log.warn("re-announcing this node's subscriptions failed: {e}", e=f.getErrorMessage()))
+
+    def stop(self) -> defer.Deferred:
+        return self.redis.delete(subs_key(self.me)) if connected(self.redis) else defer.succeed(None)
+
+    # -- this node's subscriptions ---------------------------------------------------------------
+    def interest_changed(self, realm: str, match: str, topic: str, present: bool) -> defer.Deferred:
+        """A subscription got its first subscriber on this node, or lost its last: tell Redis and the
+        other nodes; fires once Redis has passed it on (or failed to: never an error). Redis away:
+        nothing now; `resync` re-writes the whole set when it is back."""
+        if not connected(self.redis):
+            return defer.succeed(None)
+        member = _member(realm, match, topic)
+        write = self.redis.sadd(subs_key(self.me), member) if present else self.redis.srem(subs_key(self.me), member)
+        write.addErrback(lambda f: None)
+        return self.bus.broadcast(SUB, [realm, match, topic, 1 if present else 0]).addErrback(lambda f: None)
+
+    def _local(self) -> list[str]:
+        found = []
+        for uri, router in self.node._routers.items():
+            for sub in router.broker.subscriptions():
+                found.append(_member(uri, sub.match, sub.topic))
+        return found
+
+    @defer.inlineCallbacks
+    def _rewrite(self):
+        members = self._local()
+        pipe = yield self.redis.multi()
+        pipe.delete(subs_key(self.me))
+        for i in range(0, len(members), 10_000):
+            pipe.sadd(subs_key(self.me), members[i:i + 10_000])
+        yield pipe.commit()
+        yield self.bus.broadcast(SUBS_RESET, None)
+
+    # -- the other nodes' subscriptions ----------------------------------------------------------
+    def _sub(self, sender: str, body: list) -> None:
+        if sender == self.me:
+            return
+        realm, match, topic, present = body
+        view = self.interest(realm)
+        mine = self.by_node.setdefault(sender, set())
+        if present:
+            view.add(sender, match, topic)
+            mine.add((realm, match, topic))
+        else:
+            view.remove(sender, match, topic)
+            mine.discard((realm, match, topic))
+
+    @defer.inlineCallbacks
+    def _reload_all(self):
+        require(self.redis)
+        nodes = [n for n in (yield self.redis.smembers(NODES)) if n != self.me]
+        for gone in set(self.by_node) - set(nodes):
+            self.node_down(gone)
+        for node_id in sorted(nodes)[:1000]:
+            yield self._reload_node(node_id)
+
+    @defer.inlineCallbacks
+    def _reload_node(self, node_id: str):
+        if node_id == self.me:
+            return
+        members = yield self.redis.smembers(subs_key(node_id))
+        self.node_down(node_id)
+        mine = self.by_node.setdefault(node_id, set())
+        for member in list(members)[:MAX_INTEREST]:
+            realm, match, topic = json.loads(member)
+            self.interest(realm).add(node_id, match, topic)
+            mine.add((realm, match, topic))
+
+    # -- events ----------------------------------------------------------------------------------
+    def send_event(self, nodes: list[str], body: list) -> None:
+        self.sent += len(nodes)
+        self.bus.post(nodes, EVENT, body, self._not_sent)
+
+    def _not_sent(self, n: int, why: str) -> None:
+        self.dropped += n
+        if not self._dropping:  # one line per outage, not one per event
+            self._dropping = True
+            self.log.warn("events to other nodes are being dropped: {why}", why=why)
+
+    def _event(self, sender: str, body: list) -> None:
+        self._dropping = False
+        realm, topic, publication, details, payload, exclude, lists = body
+        router = self.node._routers.get(realm)
+        if router is not None:
+            router.broker.deliver_remote(topic, publication, details, payload, exclude, lists)
+
+    # -- retained events -------------------------------------------------------------------------
+    def retain(self, realm: str, topic: str, event: Any, max_bytes: int, max_count: int) -> None:
+        """The realm's latest retained event on `topic`, in Redis for every node; past the realm's
+        bounds the topics retained longest ago are forgotten (the same bounds as on one node)."""
+        if not connected(self.redis):
+            return
+        receivers = event.receivers
+        lists = None if receivers is None else {k: list(v) for k in receivers.__slots__
+                                                if (v := getattr(receivers, k)) is not None}
+        try:
+            packed = msgpack.packb([event.publication, event.details, event.payload, event.exclude, lists],
+                                   use_bin_type=True)
+        except Exception:  # not representable in msgpack: retained on this node only
+            return
+        self.redis.eval(_RETAIN, [retained_key(realm), retained_order_key(realm)],
+                        [topic, packed, len(packed), time.time(), max_count, max_bytes]).addErrback(
+            lambda f: self.log.warn("retaining an event in Redis failed: {e}", e=f.getErrorMessage()))
+
+    @defer.inlineCallbacks
+    def retained_for(self, realm: str, sub: Any):
+        """[(topic, Retained)] for a new subscription, from Redis (ClusterUnavailable while it is away:
+        the broker then sends what this node retained itself)."""
+        from router.broker import Receivers, Retained, pattern_matches
+
+        require(self.redis)
+        if sub.match == "exact":
+            value = yield self.redis.hget(retained_key(realm), sub.topic)
+            found = [(sub.topic, value)] if value is not None else []
+        else:  # every matching topic, retained longest ago first (as on one node)
+            topics = yield self.redis.zrange(retained_order_key(realm), 0, -1)
+            topics = [t for t in topics if pattern_matches(sub.topic, sub.match, t)]
+            values = (yield self.redis.hmget(retained_key(realm), topics)) if topics else []
+            found = [(t, v) for t, v in zip(topics, values, strict=True) if v is not None]
+        events = []
+        for topic, value in found:
+            # The connection decodes replies as UTF-8 where they are: encoding gives the bytes back.
+            raw = value.encode() if type(value) is str else value
+            publication, details, payload, exclude, lists = msgpack.unpackb(raw, raw=False)
+            receivers = None if lists is None else Receivers({k: frozenset(v) for k, v in lists.items()})
+            events.append((topic, Retained(publication, details, payload, exclude, receivers)))
+        return events
+
+    def _subscribers(self, sender: str, body: list) -> list[int]:
+        realm, match, topic = body
+        router = self.node._routers.get(realm)
+        sub = router.broker.lookup(topic, match) if router is not None else None
+        return list(sub.subscribers) if sub is not None else []
+
+    def subscribers(self, realm: str, match: str, topic: str) -> defer.Deferred:
+        """Deferred[list[int]]: the subscriber session ids other nodes have for this subscription."""
+        nodes = self.interest(realm).nodes_of(topic, match)
+        asks = [self.bus.request(n, SUBSCRIBERS, [realm, match, topic]) for n in nodes]
+        return defer.gatherResults(asks, consumeErrors=True).addCallback(
+            lambda lists: [sid for found in lists for sid in found])
