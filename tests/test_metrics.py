@@ -4,6 +4,7 @@ that load; only allowed networks or a bearer token see it and the status page; s
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import pytest_twisted
@@ -210,3 +211,12 @@ async def test_health_reports_redis_in_a_cluster_and_stays_200_without_it(tmp_pa
         assert json.loads(body)["status"] == "degraded"
     finally:
         a.stop()
+
+
+@ensure
+async def test_the_status_page_is_self_contained(node):
+    """No CDN, no build step: the page loads nothing from anywhere but its own /status.json."""
+    status, head, page = await http_get(node.port, "/status")
+    assert status == 200 and head["content-type"] == "text/html; charset=utf-8"
+    assert re.search(rb"""(src|href)\s*=|@import|url\(|//[a-z0-9.-]+\.[a-z]{2,}/""", page, re.I) is None
+    assert b'fetch("status.json"' in page and b"default-src 'self'" in head["content-security-policy"].encode()
