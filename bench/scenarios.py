@@ -510,9 +510,12 @@ def scenario_matching(opts: Options) -> list[dict]:
 
 
 def scenario_checks(opts: Options) -> list[dict]:
-    """Authorization, rate and quota checks in process: what each adds per request."""
+    """Authorization, rate and quota checks in process: what each adds per request; and what the
+    /metrics counters add per routed call and per delivered event."""
     say("checks (in process)")
-    return [_row(f"check-{r['check']}", "-", None, 0, "", r["us"], "us/request") for r in checks.run()]
+    rows = [_row(f"check-{r['check']}", "-", None, 0, "", r["us"], "us/request") for r in checks.run()]
+    return rows + [_row(f"check-{r['check']}", "-", None, 0, "", r["us"], "us/" + r["check"].split("-")[-1])
+                   for r in checks.counting()]
 
 
 def run_all(names: list[str], serializers: list[str], opts: Options, workdir: Path, url: str | None = None,

@@ -59,12 +59,14 @@ class ListenerConfig:
 # The keys and bounds of the node's sections: the parser below and the JSON Schema (router/config_schema.py)
 # read these same definitions. A listener's keys are ListenerConfig's fields.
 CONFIG_VERSION = 1  # `version:`, the config format; any other value is refused
-TOP_KEYS = ("version", "node", "listeners", "storage", "limits", "shutdown", "realms", "admin", "cluster")
+TOP_KEYS = ("version", "node", "listeners", "storage", "limits", "shutdown", "realms", "admin", "cluster", "http")
 NODE_KEYS = ("name", "sweep_interval", "workers")
 STORAGE_KEYS = ("backend",)
 SHUTDOWN_KEYS = ("grace_period",)
 ADMIN_KEYS = ("realm", "data_dir", "users")
 CLUSTER_KEYS = ("redis", "password", "node_id", "heartbeat", "node_timeout", "activity_interval")
+HTTP_KEYS = ("health", "metrics", "status", "allow", "token")
+HTTP_SWITCHES = ("health", "metrics", "status")
 LISTENER_TYPES = ("websocket", "rawsocket")
 SLOW_CONSUMER = ("drop", "disconnect")
 LISTENER_INTS = {"port": (0, 65535), "max_message_size": (64, None), "max_depth": (2, 1000),  # key: (lo, hi)
@@ -103,6 +105,25 @@ class ClusterConfig:
 
 
 @dataclass
+class HttpConfig:
+    """`http:`: the plain HTTP endpoints on WebSocket listeners (router.http)."""
+
+    health: bool = True
+    metrics: bool = True
+    status: bool = True
+    allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # may see metrics and status
+    token: str | None = None  # or with `Authorization: Bearer <token>`
+    networks: tuple = field(default=(), repr=False)  # `allow`, parsed
+
+    def __post_init__(self) -> None:
+        if not self.networks:
+            self.networks = networks(self.allow)
+
+
+MIN_TOKEN = 16  # characters of http.token: a short one is guessed
+
+
+@dataclass
 class NodeConfig:
     name: str = "courtyard"
     listeners: list[ListenerConfig] = field(default_factory=lambda: [ListenerConfig()])
@@ -123,6 +144,7 @@ class NodeConfig:
     data_dir: str | None = ".data"  # admin changes (from a file: relative to its directory); None: memory only
     cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
     workers: int = 1  # router processes sharing the listening ports (router/workers.py)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 def _timer(d: dict, key: str, path: str, default: float) -> float:
@@ -343,6 +365,33 @@ def _workers(n: Any, cluster: ClusterConfig | None, listeners: list[ListenerConf
     return n
 
 
+def _http(raw: Any) -> HttpConfig:
+    """The `http` section; every bad key reported."""
+    d = mapping(raw, "http")
+    default = HttpConfig()
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, "http", HTTP_KEYS)
+    flags = {k: collect(errors, bool_value, d, k, "http", getattr(default, k), default=True) for k in HTTP_SWITCHES}
+    allow = d.get("allow", default.allow)
+    if not isinstance(allow, list) or len(allow) > 1024 or any(type(x) is not str for x in allow):
+        errors.append(ConfigError("http.allow", f"must be a list of IP addresses or networks (at most 1024), "
+                                                f"got {allow!r}"))
+        allow = []
+    for i, entry in enumerate(allow):
+        try:
+            networks([entry])
+        except ValueError:
+            errors.append(ConfigError(f"http.allow[{i}]",
+                                      f"must be an IP address or network such as 10.0.0.0/8, got {entry!r}"))
+    token = d.get("token")
+    if token is not None and (not isinstance(token, str) or not MIN_TOKEN <= len(token) <= 1024
+                              or not token.isascii() or not token.isprintable() or " " in token):
+        errors.append(ConfigError("http.token", f"must be {MIN_TOKEN} to 1024 printable ASCII characters without "
+                                                "spaces (e.g. from `openssl rand -hex 32`)"))
+    raise_any(errors)
+    return HttpConfig(allow=list(allow), token=token, **flags)
+
+
 def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
     """The session table's backend: a cluster shares its table in Redis, one node keeps it in memory."""
     backend = str_value(storage, "backend", "storage", "memory" if cluster is None else "redis", ("memory", "redis"))
@@ -374,6 +423,7 @@ def parse(raw: Any) -> NodeConfig:
     storage = collect(errors, mapping, d.get("storage", {}), "storage", default={})
     collect(errors, known_keys, storage, "storage", STORAGE_KEYS)
     cluster = collect(errors, _cluster, d.get("cluster"))
+    http = collect(errors, _http, d.get("http", {}), default=HttpConfig())
     backend = collect(errors, _backend, storage, cluster, default="memory")
     workers = collect(errors, _workers, node.get("workers", 1), cluster, listeners, default=1)
     limits = collect(errors, _limits, sections["limits"], default, default={})
@@ -418,6 +468,7 @@ def parse(raw: Any) -> NodeConfig:
         data_dir=data_dir,
         cluster=cluster,
         workers=workers,
+        http=http,
     )
 
 

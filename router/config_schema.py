@@ -74,6 +74,17 @@ def _cluster() -> dict:
     }, "several nodes sharing one Redis")
 
 
+def _http() -> dict:
+    d = c.HttpConfig()
+    return js.section(c.HTTP_KEYS, {
+        **{k: js.boolean(getattr(d, k)) for k in c.HTTP_SWITCHES},
+        "allow": {"type": "array", "maxItems": 1024, "items": {"type": "string"}, "default": d.allow,
+                  "description": "addresses or networks that may see /metrics and the status page"},
+        "token": {"type": ["string", "null"], "minLength": c.MIN_TOKEN, "maxLength": 1024, "pattern": "^[!-~]+$",
+                  "description": "a bearer token that also opens /metrics and the status page"},
+    }, "plain HTTP on WebSocket listeners: /health, /metrics, the status page")
+
+
 def schema() -> dict:
     """The whole config's JSON Schema."""
     d = c.NodeConfig()
@@ -98,6 +109,7 @@ def schema() -> dict:
                          "description": "relative to the config file's directory; null: memory only"},
             "users": admin_users}),
         "cluster": _cluster(),
+        "http": _http(),
     }, nullable=True)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Courtyard router config", **top}
 

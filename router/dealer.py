@@ -274,6 +274,7 @@ class Dealer:
         if calls is None:
             calls = self._calls[session.id] = {}
         calls[request] = inv
+        self.calls_routed += 1  # for /metrics (set to 0 by RealmRouter)
         refused = callee_session.transport.send([wamp.INVOCATION, inv.id, reg.id, details, *msg[4:]])
         if refused is not None:
             self._undeliverable(inv, refused, interrupt=False)

@@ -18,6 +18,7 @@ from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
+from router.metrics import Stats
 from router.processes import Processes
 from router.protocol import CLOSED
 from router.routing import RealmRouter
@@ -75,6 +76,8 @@ class Node:
         self.bus = None
         self.membership = None
         self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
+        self.stats = Stats()  # what /metrics and the status page show (router.metrics)
+        self._registry = None  # the Prometheus registry, made on the first scrape
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -110,8 +113,22 @@ class Node:
     def drop_realm(self, uri: str) -> None:
         """A deleted realm's running state (retained events, subscriptions, registrations) goes with
         it, so a realm created again under its URI starts empty. Its sessions are closed before."""
-        self._routers.pop(uri, None)
         self._services.pop(uri, None)
+        router = self._routers.pop(uri, None)
+        if router is not None:  # the node's count of EVENTs sent stays whole
+            self.stats.msgs_out[wamp.EVENT] += router.events_delivered
+
+    def realm_routers(self) -> dict[str, RealmRouter]:
+        """The running realms, by URI (a copy)."""
+        return dict(self._routers)
+
+    def metrics(self) -> bytes:
+        """/metrics: the Prometheus text exposition of the node's counters and its process."""
+        from router import prometheus  # on the first scrape: see router/prometheus.py
+
+        if self._registry is None:
+            self._registry = prometheus.registry(self)
+        return prometheus.render(self._registry)
 
     def connection_opened(self, peer: str) -> bool:
         """Count a new connection, or refuse it (False: close it at once) while max_pending_connections
