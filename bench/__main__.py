@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import procs, report
 from bench.load import raise_nofile
 from bench.procs import PROFILES
-from bench.scenarios import SCENARIOS, Options, run_all
+from bench.scenarios import DEFAULT, SCENARIOS, Options, run_all
 
 
 def _ints(text: str) -> list[int]:
@@ -24,8 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = Options()
     p = argparse.ArgumentParser(prog="scripts/bench", description="Courtyard benchmark: router CPU per message "
                                 "vs the bare Autobahn WebSocket ceiling, memory per session, churn, scaling.")
-    p.add_argument("--scenarios", default=",".join(s for s in SCENARIOS if s != "cross"),
-                   help=f"comma-separated, of {','.join(SCENARIOS)} (cross: across two nodes, with --cluster)")
+    p.add_argument("--scenarios", default=",".join(DEFAULT),
+                   help=f"comma-separated, of {','.join(SCENARIOS)} (default: all but cross, which needs --cluster, "
+                        "and process)")
     p.add_argument("--serializer", default="json,msgpack", help="comma-separated: json, msgpack")
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured window per run")
     p.add_argument("--warmup", type=float, default=d.warmup, help="load before the window opens")
@@ -48,9 +49,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "limits (rate and quota windows that never refuse)")
     p.add_argument("--cluster", action="store_true",
                    help="run the routers as cluster nodes on a redis-server of the bench's own (needs redis-server)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="start the router with --workers N (N > 1: a cluster on a redis-server of the bench's "
+                   "own, as --cluster; the router's CPU and RSS are the supervisor's and its workers' summed)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-file", help="also write the JSON to this file")
     args = p.parse_args(argv)
+    if not 1 <= args.workers <= 64:
+        p.error("--workers must be 1..64")
+    if args.workers > 1 and args.url is not None:
+        p.error("--workers starts the router: not with --url")
     if (args.url is None) != (args.router_pid is None):
         p.error("--url and --router-pid go together")
     for name in args.scenarios.split(","):
@@ -70,14 +78,15 @@ def main(argv: list[str] | None = None) -> int:
                    sub_procs=args.sub_procs, churn_procs=args.churn_procs,
                    churn_concurrency=args.churn_concurrency, memory_sessions=args.memory_sessions,
                    scaling_sessions=args.scaling_sessions, startup_runs=args.startup_runs,
-                   router_profile=args.router_profile)
+                   router_profile=args.router_profile, workers=args.workers)
     names = [n for n in SCENARIOS if n in args.scenarios.split(",")]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="courtyard-bench-") as tmp:
         redis = None
-        if args.cluster:
+        if args.cluster or args.workers > 1:
             redis = procs.start_redis(Path(tmp)).wait()
             opts.cluster = f"redis://127.0.0.1:{redis.port}/0"
+            opts.redis_pid = redis.pid
         try:
             rows = run_all(names, args.serializer.split(","), opts, Path(tmp), args.url, args.router_pid)
         finally:

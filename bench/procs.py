@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -21,18 +22,49 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
+def _stat(pid: int) -> list[bytes]:
+    """/proc/PID/stat's fields after the command name (the first is the state)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (a `--workers` router's workers), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_stat(int(entry))[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, ValueError, IndexError):  # gone meanwhile
+                pass
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its live children (a supervisor's workers; the harness's other
+    processes have none), from /proc/PID/stat (fields 14 and 15)."""
+    total = 0.0
+    for p in (pid, *children(pid)):
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue  # a child gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size, from /proc/PID/statm."""
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE
+    """Resident set size of a process and its live children, from /proc/PID/statm."""
+    total = 0
+    for p in (pid, *children(pid)):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
 
 
 def free_port() -> int:
@@ -75,10 +107,16 @@ class Server:
                                      preexec_fn=_raise_nofile)
         self.pid = self.proc.pid
         self.startup = 0.0
+        self.ready: Callable[[], bool] | None = None  # after listening, until this says so (workers)
 
     def wait(self, timeout: float = 20.0) -> Server:
         try:
             wait_listening(self.port, self.proc, timeout)
+            deadline = time.monotonic() + timeout
+            while self.ready is not None and not self.ready():  # every worker of a --workers router
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("the router's workers did not all start")
+                time.sleep(0.02)
         except RuntimeError as e:
             raise RuntimeError(f"{e}\n{self.log_tail()}") from None
         self.startup = time.monotonic() - self.t_spawn
@@ -122,16 +160,19 @@ PROFILES = ("open", "authz", "limits")
 
 
 def start_router(workdir: Path, realm: str = "realm1", name: str = "router", profile: str = "open",
-                 cluster: str | None = None) -> Server:
+                 cluster: str | None = None, workers: int = 1, session_process: dict | None = None) -> Server:
     """`courtyard start` on a free port with log level warn; anonymous access to `realm`. `profile`:
     open (a role allowed everything: no per-message checks), authz (permission rules checked on every
     request), limits (rate and quota windows checked on every request). `cluster`: a Redis URL, to
-    run the router as a cluster node (node id `name`)."""
+    run the router as a cluster node (node id `name`); `workers`: `--workers N` on that cluster (ready
+    once every worker has announced itself in Redis). `session_process`: the realm's, if any."""
     port = free_port()
     realm_config: dict = {"uri": realm, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}},
                           "roles": {"anonymous": {"permissions": AUTHZ_RULES if profile == "authz" else EVERYTHING}}}
     if profile == "limits":
         realm_config["limits"] = NEVER_REACHED
+    if session_process is not None:
+        realm_config["session_process"] = session_process
     config = {
         "listeners": [{"type": "websocket", "host": "127.0.0.1", "port": port, "path": "/ws",
                        "serializers": ["json", "msgpack"]}],
@@ -142,8 +183,12 @@ def start_router(workdir: Path, realm: str = "realm1", name: str = "router", pro
         config["cluster"] = {"redis": cluster, "node_id": name}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return Server([sys.executable, "-m", "router.cli", "start", "-c", str(path), "--log-level", "warn"], port,
-                  workdir / f"{name}.log", graceful=cluster is not None)
+    server = Server([sys.executable, "-m", "router.cli", "start", "-c", str(path), "--log-level", "warn",
+                     "--workers", str(workers)], port, workdir / f"{name}.log", graceful=cluster is not None)
+    if workers > 1:
+        keys = [f"cy:node:{name}-w{i}" for i in range(workers)]
+        server.ready = lambda: redis_command(cluster, "EXISTS", *keys) == workers
+    return server
 
 
 def start_redis(workdir: Path) -> Server:

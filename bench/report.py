@@ -24,6 +24,10 @@ def _note(r: dict) -> str:
         notes.append(f"broker matches() {r['matches_us']} us (x{r['matches_vs_first']} vs 10 entries)")
     if "vs_first" in r:
         notes.append(f"x{r['vs_first']} vs first level")
+    if "vs_routed" in r:
+        notes.append(f"x{r['vs_routed']} vs the routed call")
+    if "kib_per_session_with_process" in r:
+        notes.append(f"{r['kib_per_session']} KiB/session without, {r['kib_per_session_with_process']} with")
     if "ratio_to_echo" in r:
         notes.append(f"x{r['ratio_to_echo']} vs echo")
     if "ratio_to_local" in r:
@@ -33,6 +37,8 @@ def _note(r: dict) -> str:
                      + ("" if redis is None else f"; Redis {redis} us per {unit}"))
     if r.get("delivered_share", 1) < 0.99:
         notes.append(f"{100 * r['delivered_share']:.1f}% of events delivered")
+    if "redis_us" in r:
+        notes.append(f"Redis {r['redis_us']} us per unit")
     if r.get("errors"):
         notes.append(f"{r['errors']} errors")
     return "; ".join(notes)

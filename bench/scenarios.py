@@ -49,6 +49,8 @@ class Options:
     startup_runs: int = 3
     router_profile: str = "open"  # procs.PROFILES
     cluster: str | None = None  # a Redis URL: routers run as cluster nodes (--cluster)
+    redis_pid: int | None = None  # that redis-server's PID: its CPU per message is reported too
+    workers: int = 1  # the router runs with --workers N (N > 1: on `cluster`)
     setup_timeout: float = 180.0
 
 
@@ -73,6 +75,7 @@ class Window:
     target_cpu: float
     client_cpu: list[float]
     results: list[dict]
+    redis_cpu: float | None = None  # the cluster's redis-server's CPU in the window, if the bench runs one
 
     @property
     def target_util(self) -> float:
@@ -118,12 +121,15 @@ def measure(pid: int | list[int], load: list[LoadProc], opts: Options) -> Window
     for p in load:
         p.tell(f"go {t0!r} {t1!r}")
     time.sleep(max(0.0, t0 - time.monotonic()))
+    r0 = cpu_seconds(opts.redis_pid) if opts.redis_pid else None
     w0, c0, l0 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
     time.sleep(max(0.0, t1 - time.monotonic()))
     w1, c1, l1 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
+    r1 = cpu_seconds(opts.redis_pid) if opts.redis_pid else None
     deadline = t1 + opts.drain + 15
     results = [p.read(deadline)["result"] for p in load]
-    return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results)
+    return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results,
+                  None if r0 is None else r1 - r0)
 
 
 def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: float, cost_unit: str,
@@ -133,6 +139,8 @@ def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: fl
     if w is not None:
         row.update(router_util=round(w.target_util, 3), clients_util=[round(u, 3) for u in w.client_utils],
                    saturated=w.saturated(), wall=round(w.wall, 3), cpu=round(w.target_cpu, 3))
+        if w.redis_cpu is not None and not name.startswith("ceiling"):  # Redis CPU per unit, beside the router's
+            row["redis_us"] = round(1e6 * w.redis_cpu / max(rate * w.wall, 1), 2)
     row.update(extra)
     return row
 
@@ -146,13 +154,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 # -- load shapes, run against a router or the ceiling ------------------------------------------------
 def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = "bench.echo",
-            callee_at: Target | None = None, cpu_of: list[int] | None = None) -> dict:
-    """One callee (router only), `callers` caller processes with `window` calls in flight each.
-    `callee_at`: the callee on another node of the cluster; `cpu_of`: the PIDs whose CPU counts."""
+            callee: bool = True, callee_at: Target | None = None, cpu_of: list[int] | None = None) -> dict:
+    """One callee (router only; none with `callee` False: the router answers, e.g. a session
+    process), `callers` caller processes with `window` calls in flight each. `callee_at`: the callee
+    on another node of the cluster; `cpu_of`: the PIDs whose CPU counts."""
     with Group(workdir) as g:
         common = {"serializer": ser, "realm": opts.realm, "drain": opts.drain, "payload": opts.payload,
                   "procedure": procedure}
-        setup = [] if t.ceiling else [g.spawn("callee", url=(callee_at or t).url(), **common)]
+        setup = [] if t.ceiling or not callee else [g.spawn("callee", url=(callee_at or t).url(), **common)]
         callers = [g.spawn("caller", url=t.url("echo"), window=opts.window, **common) for _ in range(opts.callers)]
         g.ready(setup + callers, opts.setup_timeout)  # callers only call after "go", when the callee is there
         w = measure(cpu_of or t.pid, setup + callers, opts)
@@ -160,7 +169,7 @@ def run_rpc(t: Target, ser: str, opts: Options, workdir: Path, procedure: str = 
     calls = sum(r["count"] for r in res)
     errors = sum(r["errors"] for r in res)
     lat = [x for r in res for x in r["latencies"]]
-    msgs = calls if t.ceiling else 2 * calls
+    msgs = calls if t.ceiling or not callee else 2 * calls
     return {"window": w, "calls": calls, "errors": errors, "msgs": msgs,
             "rate": calls / w.wall, "cost": 1e6 * w.target_cpu / max(msgs, 1),
             "p50_ms": 1e3 * _percentile(lat, 0.50), "p99_ms": 1e3 * _percentile(lat, 0.99)}
@@ -251,7 +260,7 @@ class Bench:
             self.owns_router = False
         else:
             self._router = procs.start_router(workdir, opts.realm, f"router-{ser}", opts.router_profile,
-                                              opts.cluster).wait()
+                                              opts.cluster, opts.workers).wait()
             self.router = Target(f"ws://127.0.0.1:{self._router.port}", self._router.pid, False)
             self.owns_router = True
 
@@ -405,7 +414,7 @@ class Bench:
                 if fresh is not None:
                     fresh.stop()
                 fresh = procs.start_router(self.workdir, self.opts.realm, f"router-mem-{self.ser}-{i}",
-                                           cluster=self.opts.cluster).wait()
+                                           cluster=self.opts.cluster, workers=self.opts.workers).wait()
                 times.append(fresh.startup)
             extra["startup_s"] = round(statistics.median(times), 3)
             extra["startup_runs_s"] = [round(x, 3) for x in times]
@@ -426,6 +435,48 @@ class Bench:
                              idle_rss_mb=round(idle_mb, 1), rss_mb=round(p["rss"] / 2**20, 1), **extra,
                              **({"redis_kib_per_session": p["redis_kib_per_session"]}
                                 if "redis_kib_per_session" in p else {})))
+        return rows
+
+    def scenario_process(self) -> list[dict]:
+        """Session processes (issue 16): a courtyard.process.call round trip against a routed CALL to an
+        external callee, on the same router (every session has an idle process there), in µs of router
+        CPU per call; then KiB per idle session on fresh routers with and without a process each."""
+        opts = self.opts
+        config = {"class": "bench.echo_process:Echo", "start": "on_join", "mailbox": 10_000}
+        rows = []
+        router = procs.start_router(self.workdir, opts.realm, f"router-proc-{self.ser}", opts.router_profile,
+                                    session_process=config).wait()
+        try:
+            target = Target(f"ws://127.0.0.1:{router.port}", router.pid, False)
+            results = {}
+            for name, procedure, callee in (("routed", "bench.echo", True),
+                                            ("process", "courtyard.process.call", False)):
+                say(f"  [{self.ser}] process: {name} call")
+                settle(target.pid)
+                r = results[name] = run_rpc(target, self.ser, opts, self.workdir, procedure, callee)
+                if not router.alive():
+                    raise RuntimeError(f"the router exited:\n{router.log_tail()}")
+                rows.append(_row(f"process-call-{name}", self.ser, r["window"], r["rate"], "calls/s",
+                                 1e6 * r["window"].target_cpu / max(r["calls"], 1), "us/call",
+                                 p50_ms=round(r["p50_ms"], 3), p99_ms=round(r["p99_ms"], 3), errors=r["errors"]))
+            rows[-1]["vs_routed"] = round(rows[-1]["cost_us"] / max(rows[0]["cost_us"], 1e-9), 3)
+        finally:
+            router.stop()
+        memory = {}
+        for name, sp in (("plain", None), ("process", config)):
+            say(f"  [{self.ser}] process: memory, {name}")
+            fresh = procs.start_router(self.workdir, opts.realm, f"router-procmem-{name}-{self.ser}",
+                                       session_process=sp).wait()
+            try:
+                memory[name] = run_memory(Target(f"ws://127.0.0.1:{fresh.port}", fresh.pid, False), self.ser,
+                                          opts, self.workdir)
+            finally:
+                fresh.stop()
+        for p, q in zip(memory["plain"]["points"], memory["process"]["points"], strict=True):
+            rows.append(_row(f"process-memory@{p['sessions']}", self.ser, None, 0, "",
+                             q["kib_per_session"] - p["kib_per_session"], "KiB/process",
+                             kib_per_session=round(p["kib_per_session"], 2),
+                             kib_per_session_with_process=round(q["kib_per_session"], 2)))
         return rows
 
     def scenario_scaling(self) -> list[dict]:
@@ -460,8 +511,10 @@ class Bench:
         return rows
 
 
-SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "cross", "matching", "checks"]
+SCENARIOS = ["ceiling", "rpc", "pubsub", "churn", "memory", "scaling", "cross", "process", "matching", "checks"]
 PER_SERIALIZER = SCENARIOS[:-2]
+# `--scenarios cross` needs --cluster; `process` starts three more routers: both on request only.
+DEFAULT = [s for s in SCENARIOS if s not in ("cross", "process")]
 
 
 def scenario_matching(opts: Options) -> list[dict]:
@@ -476,9 +529,12 @@ def scenario_matching(opts: Options) -> list[dict]:
 
 
 def scenario_checks(opts: Options) -> list[dict]:
-    """Authorization, rate and quota checks in process: what each adds per request."""
+    """Authorization, rate and quota checks in process: what each adds per request; and what the
+    /metrics counters add per routed call and per delivered event."""
     say("checks (in process)")
-    return [_row(f"check-{r['check']}", "-", None, 0, "", r["us"], "us/request") for r in checks.run()]
+    rows = [_row(f"check-{r['check']}", "-", None, 0, "", r["us"], "us/request") for r in checks.run()]
+    return rows + [_row(f"check-{r['check']}", "-", None, 0, "", r["us"], "us/" + r["check"].split("-")[-1])
+                   for r in checks.counting()]
 
 
 def run_all(names: list[str], serializers: list[str], opts: Options, workdir: Path, url: str | None = None,

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from realms.checks import check_realm, check_user
@@ -31,6 +32,7 @@ USER_REMOVED = "courtyard.close.user_removed"
 KILLED = "wamp.close.killed"
 INVALID_URI = "wamp.error.invalid_uri"
 STORAGE_FAILED = "courtyard.error.storage_failed"  # the change could not be recorded, so it was not made
+MAX_LISTED = 10_000  # entries of courtyard.process.list
 
 
 class AdminError(Exception):
@@ -109,7 +111,8 @@ class AdminAPI:
 
     def __init__(self, registry: RealmRegistry, sessions: Any, store: RealmStore, admin_realm: str,
                  wipe: Callable[[], int], drop: Callable[[str], None] = lambda uri: None,
-                 nodes: Callable[[], Any] | None = None, max_uri_length: int = 4096) -> None:
+                 nodes: Callable[[], Any] | None = None, max_uri_length: int = 4096,
+                 processes: Any = None, forward: Callable[..., Any] | None = None) -> None:
         self.registry = registry
         self.sessions = sessions  # the session table (router.tuplespace.SessionTable) API
         self.store = store
@@ -124,6 +127,12 @@ class AdminAPI:
                 "session_count", "session_list", "session_get", "session_kill", "session_kill_by_authid",
                 "session_kill_all", "session_activity", "session_wipe", "session_set_data",
                 "user_list", "user_get", "user_add", "user_update", "user_remove", "node_list")}
+        # Session processes (router.processes.Processes): start, started, terminate, call, cast, list.
+        self.processes = processes
+        self.forward = forward  # in a cluster: run a process procedure on another node
+        if processes is not None:
+            self.procedures.update({f"courtyard.process.{name}": getattr(self, f"process_{name}") for name in (
+                "list", "start", "started", "call", "cast", "terminate")})
 
     def call(self, procedure: str, who: str, args: list, kwargs: dict) -> Any:
         """Run one procedure for the admin `who`; AdminError for anything the caller got wrong."""
@@ -138,7 +147,7 @@ class AdminAPI:
             raise AdminError(STORAGE_FAILED, str(e))
         if hasattr(result, "addErrback"):  # a cluster's store answers later, from Redis
             result.addErrback(_store_failed)
-        if not procedure.endswith((".list", ".get", ".count", ".activity")):
+        if not procedure.endswith((".list", ".get", ".count", ".activity", ".started")):
             shown = _loggable(fn, args, kwargs)
             self.log.info("admin {who} called {call}", who=who, procedure=procedure,
                           call=call_text(procedure, shown["args"], shown["kwargs"]), **shown)
@@ -150,6 +159,78 @@ class AdminAPI:
         if self.nodes is None:
             return []
         return self.nodes()
+
+    # -- session processes -----------------------------------------------------------------------
+    # A process lives on its session's node. In a cluster a request for another node's session is
+    # forwarded there (`forward(node, name, session_id, args)`, a Deferred), and the list is every node's.
+    def _where(self, name: str, session_id: Any, *args: Any) -> Any:
+        """Run a process procedure where the session lives: here, or on its node."""
+        if self.sessions.lookup(_need(session_id, int, "session id")) is not None or not self._clustered \
+                or self.forward is None:
+            return self.process_here(name, session_id, *args)
+
+        def found(details: dict | None) -> Any:
+            if details is None or details.get("node") is None:
+                raise AdminError(NO_SUCH_SESSION, f"no session {session_id}")
+            return self.forward(details["node"], name, session_id, list(args))
+
+        return self.sessions.cluster_details(session_id).addCallback(found)
+
+    def process_here(self, name: str, session_id: Any, *args: Any) -> Any:
+        """A process procedure on this node's session (also what another node's forwarded request runs)."""
+        if name == "list":
+            return self.processes.list(*args)[:MAX_LISTED]
+        if self.sessions.lookup(_need(session_id, int, "session id")) is None:
+            raise AdminError(NO_SUCH_SESSION, f"no session {session_id}")
+        p = self.processes
+        if name == "start":
+            return p.start(session_id, arg=args[0] if args else None)
+        if name == "started":
+            return p.started(session_id)
+        if name == "call":
+            return p.call(session_id, *args)
+        if name == "cast":
+            return p.cast(session_id, *args)
+        if name == "terminate":
+            return p.terminate(session_id, "terminated by an admin")
+        raise AdminError(INVALID_ARGUMENT, f"no process procedure {_short(name)}")
+
+    def process_list(self, realm: str | None = None) -> Any:
+        """The processes (of a realm): session, realm, class, started, busy, mailbox, restarts, handled
+        (at most MAX_LISTED); in a cluster every node's, each with its `node`."""
+        if realm is not None:
+            self._realm(realm)
+        if not self._clustered or self.forward is None or self.nodes is None:
+            return self.process_here("list", None, realm)
+
+        def gather(nodes: list[dict]) -> Any:
+            asks = [defer.maybeDeferred(self.forward, n["id"], "list", None, [realm]).addCallback(
+                lambda found, node=n["id"]: [{**p, "node": node} for p in found]) for n in nodes]
+            return defer.gatherResults(asks, consumeErrors=True).addCallback(
+                lambda lists: [p for found in lists for p in found][:MAX_LISTED])
+
+        return defer.maybeDeferred(self.nodes).addCallback(gather)
+
+    def process_start(self, session_id: int, arg: Any = None) -> Any:
+        """Start the session's process with the realm's class; False: it has one already."""
+        return self._where("start", session_id, arg)
+
+    def process_started(self, session_id: int) -> Any:
+        return self._where("started", session_id)
+
+    def process_call(self, session_id: int, request: Any = None, timeout: float | None = None) -> Any:
+        """A Deferred: what the process answers (or its error)."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout <= 3600):
+            raise AdminError(INVALID_ARGUMENT, "timeout must be a number of seconds in (0, 3600]")
+        return self._where("call", session_id, request, timeout)
+
+    def process_cast(self, session_id: int, request: Any = None) -> Any:
+        return self._where("cast", session_id, request)
+
+    def process_terminate(self, session_id: int) -> Any:
+        """End the session's process (the session stays); False: it had none."""
+        return self._where("terminate", session_id)
 
     # -- realms ----------------------------------------------------------------------------------
     def _realm(self, uri: Any):

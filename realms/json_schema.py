@@ -9,7 +9,7 @@ from collections.abc import Collection
 from typing import Any
 
 from realms.authorization import ACTIONS
-from realms.realm import AuthConfig, Throttle
+from realms.realm import AuthConfig, SessionProcessConfig, Throttle
 from realms.schema import (
     ANONYMOUS_KEYS,
     AUTH_KEYS,
@@ -17,10 +17,16 @@ from realms.schema import (
     CRA_KEYS,
     DISCLOSE,
     LIMITS_KEYS,
+    MAILBOX_MAX,
     MATCHES,
     PERMISSION_KEYS,
+    PROCESS_STARTS,
+    PROCESS_THEN,
     REALM_KEYS,
+    RESTART_KEYS,
+    RESTART_MAX,
     ROLE_KEYS,
+    SESSION_PROCESS_KEYS,
     THROTTLE_INTS,
     THROTTLE_NUMBERS,
     TICKET_PREFIX,
@@ -149,6 +155,25 @@ def role() -> dict:
     return section(ROLE_KEYS, {"permissions": {"type": "array", "items": permission}, "limits": limits()})
 
 
+def session_process() -> dict:
+    default = SessionProcessConfig("")
+    restart = section(RESTART_KEYS, {
+        "max": integer(0, RESTART_MAX, default.restart_max, description="restarts allowed within `within`"),
+        "within": number(0.001, default.restart_within, description="seconds"),
+        "then": {"enum": list(PROCESS_THEN), "default": default.then,
+                 "description": "after too many restarts: stop the process, or end the session too"},
+    }, "supervision")
+    schema = section(SESSION_PROCESS_KEYS, {
+        "class": string(description="package.module:Class, imported by the config check", pattern="^[^:]+:[^:]+$"),
+        "start": {"enum": list(PROCESS_STARTS), "default": default.start},
+        "mailbox": integer(1, MAILBOX_MAX, default.mailbox, description="requests waiting; more: process_busy"),
+        "call_timeout": number(0.001, default.call_timeout, description="seconds; then wamp.error.timeout"),
+        "restart": restart,
+    }, "a supervised process per session (README: Session processes)")
+    schema["required"] = ["class"]
+    return schema
+
+
 def realm() -> dict:
     schema = section(REALM_KEYS, {
         "uri": string(description="the realm's URI, as clients name it in HELLO"),
@@ -157,6 +182,7 @@ def realm() -> dict:
         "roles": {"type": ["object", "null"], "additionalProperties": role(),
                   "description": "role name -> permissions and limits; no roles: everyone may do everything"},
         "limits": limits(),
+        "session_process": session_process(),
     }, "a realm", nullable=False)
     schema["required"] = ["uri"]
     return schema

@@ -4,6 +4,7 @@ sessions get."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from realms.authorization import Role
 
@@ -84,6 +85,21 @@ class AuthConfig:
         return [m for m in ("anonymous", "ticket", "wampcra", "cryptosign", "cookie") if getattr(self, m)]
 
 
+@dataclass(frozen=True)
+class SessionProcessConfig:
+    """`session_process`: the class every session of the realm gets a process of (router/processes.py),
+    imported when the config is read, so a bad path is a config error and not a failure at join."""
+
+    cls: str  # "package.module:Class", as written
+    factory: Any = field(default=None, compare=False, repr=False)  # the imported class
+    start: str = "on_join"  # or "on_demand": at the session's first courtyard.process.call/cast
+    mailbox: int = 100  # requests waiting; one more gets courtyard.error.process_busy
+    call_timeout: float = 15.0  # seconds a call may wait and run before wamp.error.timeout
+    restart_max: int = 3  # restarts allowed within restart_within seconds; one more failure stops it
+    restart_within: float = 60.0
+    then: str = "stop"  # after too many restarts: "stop" the process, or "kill_session" as well
+
+
 @dataclass
 class Realm:
     uri: str
@@ -94,6 +110,7 @@ class Realm:
     limits: Limits = field(default_factory=Limits)
     definition: dict = field(default_factory=dict, compare=False)  # as written (YAML or admin API)
     join_roles: frozenset[str] | None = None  # only these authroles may join (the admin realm); None: any
+    session_process: SessionProcessConfig | None = None  # a process per session (router/processes.py)
 
     @property
     def anonymous(self) -> bool:

@@ -7,11 +7,12 @@ Every error names the key path. `router.config` reads the rest of a node's confi
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from realms.authorization import ACTIONS, Permission, Role
-from realms.realm import AuthConfig, CraSecret, Limits, Realm, Throttle, User, Window
+from realms.realm import AuthConfig, CraSecret, Limits, Realm, SessionProcessConfig, Throttle, User, Window
 
 
 class ConfigError(ValueError):
@@ -34,7 +35,13 @@ T = TypeVar("T")
 
 # The keys and bounds of each part of a realm definition: the parsers below and the JSON Schema
 # (realms/json_schema.py) read these same definitions, so the two cannot drift apart.
-REALM_KEYS = ("uri", "auth", "users", "roles", "limits")
+REALM_KEYS = ("uri", "auth", "users", "roles", "limits", "session_process")
+SESSION_PROCESS_KEYS = ("class", "start", "mailbox", "call_timeout", "restart")
+RESTART_KEYS = ("max", "within", "then")
+PROCESS_STARTS = ("on_join", "on_demand")
+PROCESS_THEN = ("stop", "kill_session")
+MAILBOX_MAX = 100_000
+RESTART_MAX = 1000
 AUTH_KEYS = ("anonymous", "ticket", "wampcra", "cryptosign", "cookie", "throttle")
 ANONYMOUS_KEYS = ("enabled", "authrole")
 COOKIE_KEYS = ("max_age",)
@@ -278,6 +285,50 @@ def parse_user(authid: str, raw: Any, path: str) -> User:
     return user
 
 
+def import_class(spec: Any, path: str) -> Any:
+    """`package.module:Class`, imported now: a path that does not import, or names no class with a
+    `handle_call`, is a config error naming the key, not a failure when the first session joins."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ConfigError(path, f"must be 'package.module:Class', got {spec!r}"[:200])
+    module_name, _, name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or anything the module's own code raised while importing
+        raise ConfigError(path, f"cannot import {module_name!r}: {type(e).__name__}: {e}"[:300]) from None
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type) or not callable(getattr(cls, "handle_call", None)):
+        raise ConfigError(path, f"{module_name!r} has no class {name!r} with a handle_call method"[:300])
+    return cls
+
+
+def parse_session_process(raw: Any, path: str) -> SessionProcessConfig | None:
+    """`session_process: {class, start, mailbox, call_timeout, restart: {max, within, then}}`."""
+    if raw is None:
+        return None
+    d = mapping(raw, path)
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, path, SESSION_PROCESS_KEYS)
+    restart = collect(errors, mapping, d.get("restart"), f"{path}.restart", default={})
+    collect(errors, known_keys, restart, f"{path}.restart", RESTART_KEYS)
+    default = SessionProcessConfig("")
+    if "class" not in d:
+        errors.append(ConfigError(f"{path}.class", "required: the process class, 'package.module:Class'"))
+    factory = collect(errors, import_class, d["class"], f"{path}.class") if "class" in d else None
+    config = SessionProcessConfig(
+        cls=d.get("class") if isinstance(d.get("class"), str) else "",
+        factory=factory,
+        start=collect(errors, str_value, d, "start", path, default.start, PROCESS_STARTS),
+        mailbox=collect(errors, int_value, d, "mailbox", path, default.mailbox, 1, MAILBOX_MAX),
+        call_timeout=collect(errors, num_value, d, "call_timeout", path, default.call_timeout, 0.001),
+        restart_max=collect(errors, int_value, restart, "max", f"{path}.restart", default.restart_max, 0, RESTART_MAX),
+        restart_within=collect(errors, num_value, restart, "within", f"{path}.restart", default.restart_within,
+                               0.001),
+        then=collect(errors, str_value, restart, "then", f"{path}.restart", default.then, PROCESS_THEN),
+    )
+    raise_any(errors)
+    return config
+
+
 def parse_realm(raw: Any, path: str) -> Realm:
     """Every bad user, role and section is reported (ConfigErrors), not only the first."""
     d = mapping(raw, path)
@@ -296,6 +347,7 @@ def parse_realm(raw: Any, path: str) -> Realm:
             if (r := collect(errors, parse_role, str(k), v, f"{path}.roles.{k}")) is not None},
         limits=collect(errors, parse_limits, d.get("limits"), f"{path}.limits", default=Limits()),
         definition=dict(d),
+        session_process=collect(errors, parse_session_process, d.get("session_process"), f"{path}.session_process"),
     )
     raise_any(errors)
     return realm

@@ -44,6 +44,17 @@ def _json_object(text: str) -> dict:
 
 
 _json_object.__name__ = "JSON object"  # what argparse names in its errors
+
+
+def _json_value(text: str) -> Any:
+    """Any JSON value (a process request: `{"op": "list"}`, `"ping"`, `3`)."""
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+
+
+_json_value.__name__ = "JSON value"
 REALM = ("realm", str, "the realm URI")
 AUTHID = ("authid", str, "the user's authid")
 SESSION = ("session", int, "the session id")
@@ -92,6 +103,22 @@ ACTIONS: dict[str, dict[str, Action]] = {
                          lambda r, a: f"user {a.authid} removed from realm {a.realm} "
                                       f"({KILLED} {_plural(r, 'session')})"),
     },
+    "processes": {
+        "list": Action("courtyard.process.list", "list session processes (--realm: in one realm)"),
+        "start": Action("courtyard.process.start", "start a session's process (--arg: JSON for its init)",
+                        (SESSION,), lambda r, a: f"process of session {a.session} "
+                                                 f"{'started' if r else 'was running already'}"),
+        "started": Action("courtyard.process.started", "say whether a session has a process", (SESSION,),
+                          lambda r, a: f"session {a.session} {'has a process' if r else 'has no process'}"),
+        "call": Action("courtyard.process.call", "call a session's process and print its answer",
+                       (SESSION, ("request", _json_value, 'the request as JSON, e.g. \'{"op": "list"}\''))),
+        "cast": Action("courtyard.process.cast", "send a request to a session's process, not waiting for it",
+                       (SESSION, ("request", _json_value, "the request as JSON")),
+                       lambda r, a: f"sent to the process of session {a.session}"),
+        "terminate": Action("courtyard.process.terminate", "end a session's process (the session stays)",
+                            (SESSION,), lambda r, a: f"process of session {a.session} "
+                                                     f"{'terminated' if r else 'was not running'}"),
+    },
     "nodes": {
         "list": Action("courtyard.node.list", "list the cluster's nodes: id, address, sessions, started, "
                                               "last heartbeat"),
@@ -106,12 +133,17 @@ def _options(p: argparse.ArgumentParser, group: str, action: str) -> None:
         p.add_argument("--definition", dest=key, type=_json_object, required=action == "update",
                        help="the realm definition as a JSON object" if action == "create"
                        else "the keys to replace, as a JSON object")
-    if group == "sessions" and action in ("count", "list"):
+    if (group == "sessions" and action in ("count", "list")) or (group, action) == ("processes", "list"):
         p.add_argument("--realm", dest="kw_realm", help="only this realm")
     if (group, action) == ("sessions", "list"):
         p.add_argument("--authid-filter", dest="kw_authid", metavar="AUTHID", help="only this authid")
         p.add_argument("--authrole", dest="kw_authrole", help="only this authrole")
         p.add_argument("--dt", dest="kw_dt", type=float, help="only sessions active in the last DT seconds")
+    if (group, action) == ("processes", "start"):
+        p.add_argument("--arg", dest="kw_arg", type=_json_value, help="the init argument, as JSON")
+    if (group, action) == ("processes", "call"):
+        p.add_argument("--call-timeout", dest="kw_timeout", type=float, metavar="SECONDS",
+                       help="seconds the process has to answer (default: its call_timeout)")
     if group == "sessions" and action.startswith("kill"):
         p.add_argument("--reason", help="the GOODBYE reason URI (default wamp.close.killed)")
         p.add_argument("--message", help="the GOODBYE message")

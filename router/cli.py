@@ -20,15 +20,16 @@ def _config(args: argparse.Namespace):
     if args.config is None:
         args.config = default_config()
     try:
-        cfg = load(args.config)
+        cfg = load(args.config, getattr(args, "workers", None))
     except ConfigError as e:
         errors = getattr(e, "errors", [e])
         print(f"courtyard: invalid config ({len(errors)} error{'s' if len(errors) > 1 else ''}):", file=sys.stderr)
         for error in errors:
             print(f"  {error}", file=sys.stderr)
         return None
-    for warning in warnings(cfg):
-        print(f"courtyard: warning: {warning}", file=sys.stderr)
+    if getattr(args, "worker_index", None) is None:  # a worker's supervisor has said them already
+        for warning in warnings(cfg):
+            print(f"courtyard: warning: {warning}", file=sys.stderr)
     return cfg
 
 
@@ -77,11 +78,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
         return 2
-    from twisted.internet import reactor
-
-    from realms.store import StoreError
-    from router.node import Node
-
     if cfg.cluster is not None:
         try:
             import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
@@ -89,11 +85,29 @@ def cmd_start(args: argparse.Namespace) -> int:
             print("courtyard: cannot start: cluster: needs the Redis client: pip install 'courtyard[redis]'",
                   file=sys.stderr)
             return 2
+    worker = args.worker_index
+    if worker is not None:
+        import signal
+
+        # A terminal's Ctrl-C reaches the whole process group: the supervisor alone decides, and sends
+        # SIGTERM (Twisted leaves an ignored SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if cfg.cluster is None:
+            print("courtyard: cannot start: a worker (--worker-index) needs a cluster: section", file=sys.stderr)
+            return 2
+        cfg.cluster.node_id = f"{args.worker_node_id or cfg.cluster.node_id}-w{worker}"
     try:
-        logs.begin(args.log_level, args.log_format, args.log_file)
+        logs.begin(args.log_level, args.log_format, args.log_file, None if worker is None else f"w{worker}")
     except OSError as e:
         print(f"courtyard: cannot write the log file {args.log_file}: {e.strerror}", file=sys.stderr)
         return 2
+    if worker is None and cfg.workers > 1:
+        return _supervise(args, cfg)  # without the router's modules: the supervisor routes nothing
+    from twisted.internet import reactor
+
+    from realms.store import StoreError
+    from router.node import Node
+
     if args.log_level == "debug":  # each routed message, one line (off: one flag read per message)
         from router import protocol
 
@@ -104,7 +118,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"courtyard: cannot start: {e}", file=sys.stderr)
         return 2
     if cfg.cluster is not None:
-        return _run_cluster_node(node, args.config)
+        node.shared_ports = worker is not None
+        return _run_cluster_node(node, args.config, worker is not None, args.worker_restart)
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: say so and exit non-zero
@@ -116,15 +131,35 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _supervise(args: argparse.Namespace, cfg) -> int:
+    """`--workers N`: this process runs `courtyard start` N times as workers and supervises them
+    (router/workers.py). Each gets the same arguments and the same base node id."""
+    import os
+
+    from router import workers
+
+    argv = [sys.executable, "-m", "router.cli", "start", "--log-level", args.log_level, "--log-format",
+            args.log_format, "--workers", str(cfg.workers), "--worker-node-id", cfg.cluster.node_id]
+    if args.config is not None:
+        argv += ["-c", os.path.abspath(args.config)]
+    if args.log_file is not None:
+        argv += ["--log-file", os.path.abspath(args.log_file)]
+    log.info("Courtyard {v}: supervising {n} workers, cluster node ids {id}-w0..w{last}; config: {config}",
+             v=__version__, n=cfg.workers, id=cfg.cluster.node_id, last=cfg.workers - 1,
+             config=args.config or "the embedded default")
+    return workers.supervise(argv, cfg.workers, cfg.shutdown_grace)
+
+
 def _started(node, config_file: str | None) -> None:
     log.info("Courtyard {v} started in {t:.3f}s; config: {config}; realms: {realms}", v=__version__,
              t=node.started, config=config_file or "the embedded default",
              realms=", ".join(r.uri for r in node.realms.list()))
 
 
-def _run_cluster_node(node, config_file: str | None) -> int:
-    """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen."""
-    from twisted.internet import reactor
+def _run_cluster_node(node, config_file: str | None, worker: bool = False, restart: bool = False) -> int:
+    """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen. A
+    worker removes its dead predecessor's state first (`restart`) and tells its supervisor once it serves."""
+    from twisted.internet import defer, reactor
 
     from router.cluster.connection import RedisUnavailable
 
@@ -144,6 +179,10 @@ def _run_cluster_node(node, config_file: str | None) -> int:
         log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
                  url=node.config.cluster.redis.display())
         _started(node, config_file)
+        if worker:
+            from router.workers import worker_started
+
+            worker_started()
 
     def not_joined(failure) -> None:
         if failure.check(RedisUnavailable):
@@ -151,7 +190,15 @@ def _run_cluster_node(node, config_file: str | None) -> int:
         log.failure("joining the cluster failed", failure=failure)
         return fail(1, f"joining the cluster failed: {failure.getErrorMessage()}")
 
-    reactor.callWhenRunning(lambda: node.join_cluster().addCallbacks(joined, not_joined))
+    def join():
+        d = node.join_cluster()
+        if restart:
+            from router.workers import purge_predecessor
+
+            d.addCallback(lambda _: purge_predecessor(node))
+        return d
+
+    reactor.callWhenRunning(lambda: defer.maybeDeferred(join).addCallbacks(joined, not_joined))
     reactor.run()
     return outcome["code"]
 
@@ -197,6 +244,14 @@ def cmd_auth_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    """--workers N: an integer here; its range is the config's (node.workers), checked there."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 class _Parser(argparse.ArgumentParser):
     """A usage mistake is one line on stderr and exit 2 (sub-commands inherit this class)."""
 
@@ -215,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-format", default="text", choices=logs.FORMATS,
                    help="text for people, or json: one JSON object a line with the event's fields")
     p.add_argument("--log-file", metavar="PATH", help="append the log to this file (default: stdout)")
+    p.add_argument("--workers", type=_workers, metavar="N",
+                   help="run N router processes sharing the ports, one cluster on cluster:'s Redis "
+                   "(overrides node.workers; more than 1 needs a cluster: section)")
+    # A worker of `--workers N`, started by its supervisor (router/workers.py): not for people.
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker-node-id", help=argparse.SUPPRESS)
+    p.add_argument("--worker-restart", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("-c", "--config", help=f"YAML config file (default: ./{CONFIG_NAME} if there is one, "

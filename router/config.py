@@ -59,12 +59,14 @@ class ListenerConfig:
 # The keys and bounds of the node's sections: the parser below and the JSON Schema (router/config_schema.py)
 # read these same definitions. A listener's keys are ListenerConfig's fields.
 CONFIG_VERSION = 1  # `version:`, the config format; any other value is refused
-TOP_KEYS = ("version", "node", "listeners", "storage", "limits", "shutdown", "realms", "admin", "cluster")
-NODE_KEYS = ("name", "sweep_interval")
+TOP_KEYS = ("version", "node", "listeners", "storage", "limits", "shutdown", "realms", "admin", "cluster", "http")
+NODE_KEYS = ("name", "sweep_interval", "workers")
 STORAGE_KEYS = ("backend",)
 SHUTDOWN_KEYS = ("grace_period",)
 ADMIN_KEYS = ("realm", "data_dir", "users")
 CLUSTER_KEYS = ("redis", "password", "node_id", "heartbeat", "node_timeout", "activity_interval")
+HTTP_KEYS = ("health", "metrics", "status", "allow", "token")
+HTTP_SWITCHES = ("health", "metrics", "status")
 LISTENER_TYPES = ("websocket", "rawsocket")
 SLOW_CONSUMER = ("drop", "disconnect")
 LISTENER_INTS = {"port": (0, 65535), "max_message_size": (64, None), "max_depth": (2, 1000),  # key: (lo, hi)
@@ -103,6 +105,25 @@ class ClusterConfig:
 
 
 @dataclass
+class HttpConfig:
+    """`http:`: the plain HTTP endpoints on WebSocket listeners (router.http)."""
+
+    health: bool = True
+    metrics: bool = True
+    status: bool = True
+    allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # may see metrics and status
+    token: str | None = None  # or with `Authorization: Bearer <token>`
+    networks: tuple = field(default=(), repr=False)  # `allow`, parsed
+
+    def __post_init__(self) -> None:
+        if not self.networks:
+            self.networks = networks(self.allow)
+
+
+MIN_TOKEN = 16  # characters of http.token: a short one is guessed
+
+
+@dataclass
 class NodeConfig:
     name: str = "courtyard"
     listeners: list[ListenerConfig] = field(default_factory=lambda: [ListenerConfig()])
@@ -122,6 +143,8 @@ class NodeConfig:
     admin_realm: Realm = field(default_factory=lambda: _admin_realm("courtyard.admin", {}))
     data_dir: str | None = ".data"  # admin changes (from a file: relative to its directory); None: memory only
     cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
+    workers: int = 1  # router processes sharing the listening ports (router/workers.py)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 def _timer(d: dict, key: str, path: str, default: float) -> float:
@@ -314,6 +337,61 @@ def _cluster(raw: Any) -> ClusterConfig | None:
     return ClusterConfig(target, node_id, heartbeat, node_timeout, activity)
 
 
+MAX_WORKERS = 64
+
+
+def _workers(n: Any, cluster: ClusterConfig | None, listeners: list[ListenerConfig]) -> int:
+    """`node.workers`: more than one forms a cluster on `cluster:`'s Redis and shares each listener's
+    host and port by SO_REUSEPORT, so every listener needs a fixed host and port."""
+    if n is None:
+        raise ConfigError("node.workers", "must be given, not null")
+    if type(n) is not int or not 1 <= n <= MAX_WORKERS:
+        raise ConfigError("node.workers", f"must be an integer 1..{MAX_WORKERS}, got {n!r}")
+    if n == 1:
+        return n
+    if cluster is None:
+        raise ConfigError("node.workers", f"{n} workers form one cluster on Redis: they need a cluster: section")
+    suffix = f"-w{n - 1}"
+    if len(cluster.node_id) + len(suffix) > 64:
+        raise ConfigError("cluster.node_id", f"at most {64 - len(suffix)} characters with {n} workers "
+                          f"(each adds {suffix!r} at most), got {len(cluster.node_id)}")
+    for i, lc in enumerate(listeners):
+        if lc.endpoint is not None:
+            raise ConfigError(f"listeners[{i}].endpoint", "workers share a host and port (SO_REUSEPORT): "
+                              "give host and port instead")
+        if lc.port == 0:
+            raise ConfigError(f"listeners[{i}].port", "workers share a port (SO_REUSEPORT): 0 (a free one "
+                              "for each) cannot be shared")
+    return n
+
+
+def _http(raw: Any) -> HttpConfig:
+    """The `http` section; every bad key reported."""
+    d = mapping(raw, "http")
+    default = HttpConfig()
+    errors: list[ConfigError] = []
+    collect(errors, known_keys, d, "http", HTTP_KEYS)
+    flags = {k: collect(errors, bool_value, d, k, "http", getattr(default, k), default=True) for k in HTTP_SWITCHES}
+    allow = d.get("allow", default.allow)
+    if not isinstance(allow, list) or len(allow) > 1024 or any(type(x) is not str for x in allow):
+        errors.append(ConfigError("http.allow", f"must be a list of IP addresses or networks (at most 1024), "
+                                                f"got {allow!r}"))
+        allow = []
+    for i, entry in enumerate(allow):
+        try:
+            networks([entry])
+        except ValueError:
+            errors.append(ConfigError(f"http.allow[{i}]",
+                                      f"must be an IP address or network such as 10.0.0.0/8, got {entry!r}"))
+    token = d.get("token")
+    if token is not None and (not isinstance(token, str) or not MIN_TOKEN <= len(token) <= 1024
+                              or not token.isascii() or not token.isprintable() or " " in token):
+        errors.append(ConfigError("http.token", f"must be {MIN_TOKEN} to 1024 printable ASCII characters without "
+                                                "spaces (e.g. from `openssl rand -hex 32`)"))
+    raise_any(errors)
+    return HttpConfig(allow=list(allow), token=token, **flags)
+
+
 def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
     """The session table's backend: a cluster shares its table in Redis, one node keeps it in memory."""
     backend = str_value(storage, "backend", "storage", "memory" if cluster is None else "redis", ("memory", "redis"))
@@ -345,7 +423,9 @@ def parse(raw: Any) -> NodeConfig:
     storage = collect(errors, mapping, d.get("storage", {}), "storage", default={})
     collect(errors, known_keys, storage, "storage", STORAGE_KEYS)
     cluster = collect(errors, _cluster, d.get("cluster"))
+    http = collect(errors, _http, d.get("http", {}), default=HttpConfig())
     backend = collect(errors, _backend, storage, cluster, default="memory")
+    workers = collect(errors, _workers, node.get("workers", 1), cluster, listeners, default=1)
     limits = collect(errors, _limits, sections["limits"], default, default={})
     collect(errors, known_keys, shutdown, "shutdown", SHUTDOWN_KEYS)
     realms_raw = d.get("realms")
@@ -387,6 +467,8 @@ def parse(raw: Any) -> NodeConfig:
         admin_realm=admin_realm,
         data_dir=data_dir,
         cluster=cluster,
+        workers=workers,
+        http=http,
     )
 
 
@@ -398,12 +480,13 @@ def warnings(cfg: NodeConfig) -> list[str]:
     return found
 
 
-def load(path: str | Path | None) -> NodeConfig:
+def load(path: str | Path | None, workers: int | None = None) -> NodeConfig:
     """Read and validate a config file; None gives the embedded default. A relative `admin.data_dir`
     is taken from the file's directory (not the working directory), so the node finds its database
-    wherever it is started from."""
+    wherever it is started from. `workers` (the command line's `--workers`) replaces `node.workers`,
+    and is checked as it is."""
     if path is None:
-        return parse({})
+        return parse(_with_workers({}, workers))
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -412,7 +495,7 @@ def load(path: str | Path | None) -> NodeConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(str(path), f"invalid YAML: {e}")
-    cfg = parse(_relative_to(raw, Path(path).parent))
+    cfg = parse(_with_workers(_relative_to(raw, Path(path).parent), workers))
     if cfg.data_dir is not None:
         cfg.data_dir = str(Path(path).parent / Path(cfg.data_dir).expanduser())
     return cfg
@@ -433,3 +516,10 @@ def _relative_to(raw: Any, base: Path) -> Any:
             elif isinstance(value, list):
                 tls[key] = [str(base / Path(v).expanduser()) if isinstance(v, str) and v else v for v in value]
     return raw
+
+
+def _with_workers(raw: Any, workers: int | None) -> Any:
+    raw = {} if raw is None else raw
+    if workers is None or not isinstance(raw, dict) or not isinstance(raw.get("node") or {}, dict):
+        return raw  # nothing to override, or a document whose own errors are reported as they are
+    return {**raw, "node": {**(raw.get("node") or {}), "workers": workers}}

@@ -74,6 +74,17 @@ def _cluster() -> dict:
     }, "several nodes sharing one Redis")
 
 
+def _http() -> dict:
+    d = c.HttpConfig()
+    return js.section(c.HTTP_KEYS, {
+        **{k: js.boolean(getattr(d, k)) for k in c.HTTP_SWITCHES},
+        "allow": {"type": "array", "maxItems": 1024, "items": {"type": "string"}, "default": d.allow,
+                  "description": "addresses or networks that may see /metrics and the status page"},
+        "token": {"type": ["string", "null"], "minLength": c.MIN_TOKEN, "maxLength": 1024, "pattern": "^[!-~]+$",
+                  "description": "a bearer token that also opens /metrics and the status page"},
+    }, "plain HTTP on WebSocket listeners: /health, /metrics, the status page")
+
+
 def schema() -> dict:
     """The whole config's JSON Schema."""
     d = c.NodeConfig()
@@ -82,7 +93,10 @@ def schema() -> dict:
     top = js.section(c.TOP_KEYS, {
         "version": {"const": c.CONFIG_VERSION, "default": c.CONFIG_VERSION, "description": "the config format"},
         "node": js.section(c.NODE_KEYS, {"name": js.string(d.name),
-                                         "sweep_interval": js.number(0.01, d.sweep_interval, description="seconds")}),
+                                         "sweep_interval": js.number(0.01, d.sweep_interval, description="seconds"),
+                                         "workers": js.integer(1, c.MAX_WORKERS, d.workers, description=(
+                                             "router processes sharing the ports (SO_REUSEPORT); more than 1 "
+                                             "needs cluster:"))}),
         "listeners": {"type": "array", "minItems": 1, "items": _listener()},
         "storage": js.section(c.STORAGE_KEYS, {"backend": {"enum": ["memory", "redis"], "default": "memory"}}),
         "limits": _limits(),
@@ -95,6 +109,7 @@ def schema() -> dict:
                          "description": "relative to the config file's directory; null: memory only"},
             "users": admin_users}),
         "cluster": _cluster(),
+        "http": _http(),
     }, nullable=True)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Courtyard router config", **top}
 

@@ -167,7 +167,7 @@ class Dealer:
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_ARGUMENT,
                             [f"unknown match {wamp.quote(match)} or invoke {wamp.quote(invoke)} policy"]))
             return
-        if not wamp.is_valid_pattern(procedure, match) or wamp.is_reserved(procedure):
+        if not wamp.is_valid_pattern(procedure, match) or wamp.is_reserved(procedure) or procedure in self.builtins:
             send(wamp.error(wamp.REGISTER, request, wamp.INVALID_URI, [wamp.uri_refusal("procedure", procedure)
                             if wamp.too_long(procedure) else
                             f"invalid or reserved procedure URI {wamp.quote(procedure)} (match {match})"]))
@@ -323,6 +323,7 @@ class Dealer:
         if calls is None:
             calls = self._calls[session.id] = {}
         calls[request] = inv
+        self.calls_routed += 1  # for /metrics (set to 0 by RealmRouter)
         refused = callee_session.transport.send([wamp.INVOCATION, inv.id, reg.id, details, *msg[4:]])
         if refused is not None:
             self._undeliverable(inv, refused, interrupt=False)

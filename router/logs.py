@@ -1,7 +1,8 @@
 """Where `courtyard start` logs to and how: text for people (Twisted's format), or JSON lines for a
 log shipper — one object a line with `time`, `level`, `namespace`, `message` (the formatted line) and
 the event's own fields (session, realm, authid, peer, reason…), each a JSON value; an event field
-named like one of those four is written as `event_<name>`."""
+named like one of those four is written as `event_<name>`. A worker (`--workers N`) tags its lines:
+`[w1] ` before each text line, `"worker": "w1"` in each JSON object."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import sys
 from typing import IO, Any
 
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
+    formatEventAsClassicLogText,
     globalLogBeginner,
     textFileLogObserver,
 )
@@ -54,19 +57,36 @@ def json_record(event: dict) -> dict:
     return record
 
 
-def json_lines_observer(out: IO[str]) -> ILogObserver:
+def json_lines_observer(out: IO[str], tag: str | None = None) -> ILogObserver:
     @provider(ILogObserver)
     def observe(event: dict) -> None:
-        out.write(json.dumps(json_record(event), ensure_ascii=False) + "\n")
+        record = json_record(event)
+        if tag is not None:
+            record["worker"] = tag
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
 
     return observe
 
 
-def begin(level: str, fmt: str = "text", path: str | None = None) -> None:
-    """Start logging at `level` and above, as `fmt`, to `path` (appended to) or stdout."""
+def tagged_text_observer(out: IO[str], tag: str) -> ILogObserver:
+    """Twisted's text lines, each event's written at once (one write, then flush: the workers share
+    the output), with `[tag] ` in front."""
+    def format_event(event: dict) -> str | None:
+        text = formatEventAsClassicLogText(event)
+        return None if text is None else f"[{tag}] {text}"
+
+    return FileLogObserver(out, format_event)
+
+
+def begin(level: str, fmt: str = "text", path: str | None = None, tag: str | None = None) -> None:
+    """Start logging at `level` and above, as `fmt`, to `path` (appended to) or stdout; `tag`: a
+    worker's id, on every line."""
     out = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stdout
-    observer = json_lines_observer(out) if fmt == "json" else textFileLogObserver(out)
+    if fmt == "json":
+        observer = json_lines_observer(out, tag)
+    else:
+        observer = textFileLogObserver(out) if tag is None else tagged_text_observer(out, tag)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     # The Redis client's reconnecting service logs every retry; a cluster node says once when Redis goes
     # and once when it is back (router/cluster/membership.py).

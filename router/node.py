@@ -18,6 +18,8 @@ from router import storage, wamp
 from router.auth.cookie import CookieStore
 from router.auth.throttle import AuthThrottle
 from router.config import NodeConfig
+from router.metrics import Stats
+from router.processes import Processes
 from router.protocol import CLOSED
 from router.routing import RealmRouter
 from router.serializers import JsonSerializer
@@ -27,6 +29,8 @@ from router.transport.listen import describe, listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
 from router.tuplespace import SessionTable
+
+PROCESS = "process"  # a bus request: an admin process procedure for a session of the node asked
 
 
 class _Gone:
@@ -42,6 +46,7 @@ class _Gone:
 class Node:
     log = Logger()
     goodbye_timeout = 5.0  # how long a GOODBYE from the router waits for its answer
+    shared_ports = False  # a worker (`--workers N`): listen with SO_REUSEPORT (router/workers.py)
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -57,6 +62,8 @@ class Node:
         self.table = SessionTable(self.storage, config.max_sessions,
                                   {config.admin_realm.uri: config.admin_reserve})
         self._routers: dict[str, RealmRouter] = {}
+        self._services: dict[str, ServiceSession] = {}  # realm → the in-router session its processes use
+        self.processes = Processes(self.table, self._process_config, self._process_service)
         self.throttle = AuthThrottle()
         self.cookies = CookieStore()
         self.ports: list[IListeningPort] = []
@@ -69,6 +76,8 @@ class Node:
         self.bus = None
         self.membership = None
         self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
+        self.stats = Stats()  # what /metrics and the status page show (router.metrics)
+        self._registry = None  # the Prometheus registry, made on the first scrape
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -81,14 +90,45 @@ class Node:
             router = self._routers[uri] = RealmRouter(spec, c.max_pending_calls, self.table, c.max_retained_bytes,
                                                       c.max_subscriptions_per_session,
                                                       c.max_registrations_per_session)
+            if uri != c.admin_realm.uri:  # there courtyard.process.* are the admin procedures
+                self.processes.install(router)
             for part in self.cluster_parts:
                 part.realm_started(router)
         return router
 
+    def _process_config(self, uri: str):
+        spec = self.realms.get(uri)
+        return spec.session_process if spec is not None else None
+
+    def _process_service(self, uri: str) -> ServiceSession | None:
+        """The in-router session through which the realm's session processes publish and call."""
+        service = self._services.get(uri)
+        if service is None:
+            router = self.realm_router(uri)
+            if router is None:
+                return None
+            service = self._services[uri] = ServiceSession(router, authid="courtyard.process")
+        return service
+
     def drop_realm(self, uri: str) -> None:
         """A deleted realm's running state (retained events, subscriptions, registrations) goes with
         it, so a realm created again under its URI starts empty. Its sessions are closed before."""
-        self._routers.pop(uri, None)
+        self._services.pop(uri, None)
+        router = self._routers.pop(uri, None)
+        if router is not None:  # the node's count of EVENTs sent stays whole
+            self.stats.msgs_out[wamp.EVENT] += router.events_delivered
+
+    def realm_routers(self) -> dict[str, RealmRouter]:
+        """The running realms, by URI (a copy)."""
+        return dict(self._routers)
+
+    def metrics(self) -> bytes:
+        """/metrics: the Prometheus text exposition of the node's counters and its process."""
+        from router import prometheus  # on the first scrape: see router/prometheus.py
+
+        if self._registry is None:
+            self._registry = prometheus.registry(self)
+        return prometheus.render(self._registry)
 
     def connection_opened(self, peer: str) -> bool:
         """Count a new connection, or refuse it (False: close it at once) while max_pending_connections
@@ -127,6 +167,8 @@ class Node:
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
+        self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
+            body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
         self.throttle = ClusterThrottle(self.redis)  # before any connection: no failure counted yet
@@ -245,7 +287,7 @@ class Node:
             else:
                 factory, scheme, path = WampWebSocketFactory(self, lc), ("wss" if lc.tls else "ws"), lc.path
                 kind = "WebSocket"
-            port = listen(lc, factory)
+            port = listen(lc, factory, self.shared_ports)
             self.ports.append(port)
             self.log.info("listening for WAMP over {kind} on {scheme}://{where}{path} ({sers})", kind=kind,
                           scheme=scheme, where=describe(port), path=path, sers=", ".join(lc.serializers))
@@ -260,11 +302,22 @@ class Node:
         """The admin realm's procedures, served by an in-router callee."""
         uri = self.config.admin_realm.uri
         self.admin = AdminAPI(self.realms, self.table, self.store, uri, wipe=self.sweep, drop=self.drop_realm,
-                              nodes=self.nodes, max_uri_length=self.config.max_uri_length)
+                              nodes=self.nodes, max_uri_length=self.config.max_uri_length,
+                              processes=self.processes,
+                              forward=self._forward_process if self.redis is not None else None)
         self.admin_service = ServiceSession(self.realm_router(uri))
         for procedure in self.admin.procedures:
             self.admin_service.register(procedure, lambda details, args, kwargs, p=procedure: self.admin.call(
                 p, details.get("caller_authid", "?"), args, kwargs))
+
+    def _forward_process(self, node: str, name: str, session_id: int | None, args: list):
+        """An admin process procedure for a session of `node` (its process lives there): Deferred."""
+        if node == self.config.cluster.node_id:
+            return defer.maybeDeferred(self.admin.process_here, name, session_id, *args)
+        wait = max(5.0, 2 * self.config.cluster.node_timeout)
+        if name == "call":  # the process's own call_timeout is known there: wait at least that long
+            wait += args[1] if len(args) > 1 and args[1] else 60.0
+        return self.bus.request(node, PROCESS, {"name": name, "session": session_id, "args": args}, wait)
 
     def sweep(self) -> int:
         """Close sessions past their lifetime or idle timeout (the seeds' `wipe`). Returns how many."""
@@ -320,6 +373,7 @@ class Node:
             if t.state != CLOSED:
                 t.state = CLOSED
                 t.wire.close_transport("shutdown grace period over")
+        self.processes.terminate_all("node shutdown")
         if self.redis is not None:
             yield self._leave_cluster()
         self.log.info("stopped")

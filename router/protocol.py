@@ -86,7 +86,7 @@ class WampProtocol:
     log = Logger()
 
     __slots__ = ("node", "cookie", "_auth", "_verifying", "wire", "codec", "peer", "session", "state", "_encode",
-                 "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request")
+                 "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request", "_in", "_out")
 
     def __init__(self, node: Node, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
                  hello_timeout: float = 0.0, cookie: str | None = None) -> None:
@@ -105,6 +105,7 @@ class WampProtocol:
         self._hello_timer = reactor.callLater(hello_timeout, self._no_hello) if hello_timeout > 0 else None
         self._sequential = node.config.sequential_request_ids
         self._last_request = 0  # the session's latest request id, when they must be sequential
+        self._in, self._out = node.stats.msgs_in, node.stats.msgs_out  # the node's counts per message type
 
     # -- inbound ---------------------------------------------------------------------------------
     def on_message(self, payload: bytes) -> None:
@@ -117,6 +118,7 @@ class WampProtocol:
         if problem is not None:
             self.abort(wamp.PROTOCOL_VIOLATION, problem)
             return
+        self._in[msg[0]] += 1
         session = self.session
         if session is None:
             self._establishing(msg)
@@ -142,6 +144,14 @@ class WampProtocol:
                 if role is not None and not self._authorized(role, code, msg):
                     self._not_authorized(session, msg)
                     return
+                top = session.realm.tops.get(code)  # CALLs per procedure, PUBLISHes per topic (router.metrics)
+                if top is not None:
+                    counts, uri = top.counts, msg[3]
+                    n = counts.get(uri)
+                    if n is None:
+                        top.hit(uri)
+                    else:
+                        counts[uri] = n + 1
         if TRACE:
             self._trace(session, code, msg)
         try:
@@ -187,6 +197,8 @@ class WampProtocol:
         if not wait:
             return True
         code = msg[0]
+        self.node.stats.refused(session.realm_uri, "rate_limited" if uri == wamp.RATE_LIMITED else "quota_exceeded",
+                                session.authid, _request(msg), _peer(self.peer))
         # An unacknowledged PUBLISH has no one waiting for an answer; it is just not delivered.
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
             self.send(wamp.error(code, msg[1], uri, [f"request refused: {uri}; retry in {wait:.3f}s"],
@@ -204,6 +216,7 @@ class WampProtocol:
 
     def _not_authorized(self, session: Session, msg: list) -> None:
         code, action, uri = msg[0], ACTIONS[msg[0]], msg[3]
+        self.node.stats.refused(session.realm_uri, "not_authorized", session.authid, _request(msg), _peer(self.peer))
         self.log.info("session {sid} ({authid}/{authrole}) denied {action} on {uri}", sid=session.id,
                       authid=session.authid, authrole=session.authrole, action=action, uri=uri)
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
@@ -315,6 +328,8 @@ class WampProtocol:
             key = throttle_key(realm_uri, _address(self.peer), cls.principal(details))
             why = self.node.throttle.blocked(key)
             if why is not None:
+                self.node.stats.refused(realm_uri, "authentication_throttled", cls.principal(details), chosen,
+                                        _peer(self.peer))
                 self.abort(wamp.NOT_AUTHORIZED, why)
                 return
         method = cls(spec)
@@ -347,6 +362,8 @@ class WampProtocol:
         throttle = self.node.throttle
         refused = throttle.begin(key, config)
         if refused is not None:
+            self.node.stats.refused(spec.uri, "authentication_throttled", method.principal(details), method.name,
+                                    _peer(self.peer))
             self.abort(*refused)
             return
 
@@ -375,6 +392,9 @@ class WampProtocol:
             self.send([wamp.CHALLENGE, outcome.authmethod, outcome.extra])
         else:
             # warn: what an operator watches for (guessing); who and where, client text quoted short
+            stats = self.node.stats
+            stats.authenticated(method.name, False)
+            stats.refused(spec.uri, "authentication_failed", method.principal(details), method.name, _peer(self.peer))
             self.log.warn("authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
                           realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
                           peer=_peer(self.peer), why=outcome.message)
@@ -408,6 +428,7 @@ class WampProtocol:
             self.abort(wamp.TOO_MANY_SESSIONS, str(e))
             return
         session.authorizer = None if role is None or role.allows_everything() else role
+        self.node.stats.authenticated(who.authmethod, True)
         if spec.auth.cookie and self.cookie and who.authmethod != "cookie":
             self.node.cookies.bind(self.cookie, realm_uri, who, spec.auth.cookie_max_age)
         self.session = session
@@ -464,6 +485,10 @@ class WampProtocol:
                 session = self.session
                 if session is not None:
                     session.msgs_out += 1
+                code = msg[0]
+                self._out[code] += 1
+                if code <= 8:  # wamp.ERROR or wamp.ABORT among them: counted by URI
+                    self._error_sent(msg)
                 return None
             uri, text = _FAILED_ANSWER[refused]
             if refused == SLOW_CONSUMER:
@@ -473,13 +498,22 @@ class WampProtocol:
                       peer=_peer(self.peer), why=text)
         return uri, text
 
+    def _error_sent(self, msg: list) -> None:
+        code = msg[0]
+        if code == wamp.ERROR:
+            self.node.stats.errors.hit(msg[4])
+        elif code == wamp.ABORT:
+            self.node.stats.errors.hit(msg[2])
+
     def send_prepared(self, frame: Any) -> str | None:
         """Write a frame prepared once for many peers (an EVENT); None when written, else why not."""
         if self.state != ESTABLISHED:
             return None
         why = self.wire.send_prepared(frame)
         if why is None:
-            self.session.msgs_out += 1
+            session = self.session
+            session.msgs_out += 1
+            session.realm.events_delivered += 1  # counted per realm only (router.metrics adds them up)
         return why
 
     def close(self, reason: str = wamp.CLOSE_NORMAL, message: str | None = None) -> None:
@@ -518,7 +552,7 @@ class WampProtocol:
             return
         self.session = None
         self.state = ESTABLISHING
-        self.node.table.close(session.id)
+        self.node.table.close(session.id, why)
         self.log.info("session {sid} left realm {realm}: {why}", sid=session.id, realm=session.realm_uri,
                       why=why)
 
@@ -539,6 +573,12 @@ class WampProtocol:
             if self._hello_timer.active():
                 self._hello_timer.cancel()
             self._hello_timer = None
+
+
+def _request(msg: list) -> str:
+    """A refused request as the status page lists it: its type, and its URI if it has one."""
+    name = wamp.MESSAGE_NAMES[msg[0]]
+    return f"{name} {msg[3]}" if msg[0] in ACTIONS else name
 
 
 def _address(peer: tuple[str, int] | None) -> str:

@@ -11,6 +11,7 @@ from router import wamp
 from router.broker import MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, Broker
 from router.dealer import MAX_REGISTRATIONS, Dealer
 from router.meta import BROKER_FEATURES, DEALER_FEATURES, Meta
+from router.metrics import TopCounter
 from router.session import Session
 
 if TYPE_CHECKING:
@@ -28,6 +29,13 @@ class RealmRouter:
         self.broker = Broker(spec.uri, max_retained_bytes, max_subscriptions)
         self.dealer = Dealer(spec.uri, max_pending_calls, max_registrations=max_registrations)
         self.meta = Meta(spec.uri, self.broker, self.dealer, table)
+        self.processes = None  # router.processes.Processes, where session processes are served
+        # For /metrics and the status page (router.metrics): plain counters, read at scrape time.
+        self.calls = TopCounter()  # CALLs accepted, per procedure
+        self.publications = TopCounter()  # PUBLISHes accepted, per topic
+        self.events_delivered = 0  # EVENTs written (WampProtocol.send_prepared)
+        self.dealer.calls_routed = 0  # INVOCATIONs sent (Dealer.call)
+        self.tops = {wamp.CALL: self.calls, wamp.PUBLISH: self.publications}  # counted by WampProtocol
         self._roles = {"broker": {"features": {**self.broker.FEATURES, **BROKER_FEATURES}},
                        "dealer": {"features": {**self.dealer.FEATURES, **DEALER_FEATURES}}}
         self.handlers = {
@@ -47,8 +55,10 @@ class RealmRouter:
         return self._roles
 
     def attach(self, session: Session) -> None:
-        """A session joined (WELCOME sent): wamp.session.on_join."""
+        """A session joined (WELCOME sent): wamp.session.on_join, then its process (start: on_join)."""
         self.meta.joined(session)
+        if self.processes is not None:
+            self.processes.joined(session)
 
     def detach(self, session: Session) -> None:
         """A session left, whatever the cause: nothing of it may stay behind; then its testaments

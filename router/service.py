@@ -24,6 +24,15 @@ Handler = Callable[[dict, list, dict], Any]
 RUNTIME_ERROR = "wamp.error.runtime_error"
 
 
+class CallFailed(Exception):
+    """A CALL made by an in-router session got ERROR `uri`."""
+
+    def __init__(self, uri: str, message: Any) -> None:
+        super().__init__(f"{uri}: {message}")
+        self.uri = uri
+        self.message = message
+
+
 class ServiceSession:
     log = Logger()
     state = ESTABLISHED
@@ -36,6 +45,7 @@ class ServiceSession:
                                authprovider="courtyard", realm=realm)
         self._handlers: dict[int, Handler] = {}  # registration id → handler
         self._registering: dict[int, tuple[str, Handler]] = {}
+        self._calls: dict[int, defer.Deferred] = {}  # its own CALLs in flight (session processes')
 
     def register(self, procedure: str, handler: Handler) -> None:
         """Register with the caller disclosed, so handlers can say who asked."""
@@ -44,11 +54,50 @@ class ServiceSession:
         self.realm.dealer.register(self.session, [wamp.REGISTER, request, {"disclose_caller": True}, procedure],
                                    capped=False)
 
+    # -- calling and publishing as the router (session processes) --------------------------------
+    def call(self, procedure: str, args: list | None = None, kwargs: dict | None = None,
+             timeout: float | None = None) -> defer.Deferred:
+        """CALL a procedure of the realm, routed like a client's. Deferred: the RESULT's one positional
+        argument (None without any; `{"args", "kwargs"}` for more), or CallFailed with the ERROR's URI."""
+        request = self.session.next_seq()
+        d = self._calls[request] = defer.Deferred()
+        msg = [wamp.CALL, request, {"timeout": max(1, int(timeout * 1000))} if timeout else {}, procedure]
+        if args or kwargs:
+            msg.append(list(args or []))
+        if kwargs:
+            msg.append(kwargs)
+        self.realm.dealer.call(self.session, msg)
+        return d
+
+    def publish(self, topic: str, args: list | None = None, kwargs: dict | None = None) -> None:
+        """PUBLISH to the realm (unacknowledged: a bad topic is dropped, as for a client)."""
+        msg = [wamp.PUBLISH, self.session.next_seq(), {}, topic]
+        if args or kwargs:
+            msg.append(list(args or []))
+        if kwargs:
+            msg.append(kwargs)
+        self.realm.broker.publish(self.session, msg)
+
+    def _answered(self, msg: list) -> None:
+        if msg[0] == wamp.RESULT:
+            d = self._calls.pop(msg[1], None)
+            if d is None or (msg[2] or {}).get("progress"):
+                return
+            args, kwargs = (msg[3] if len(msg) > 3 else []), (msg[4] if len(msg) > 4 else {})
+            d.callback(None if not args and not kwargs else args[0] if len(args) == 1 and not kwargs
+                       else {"args": args, "kwargs": kwargs})
+        else:
+            d = self._calls.pop(msg[2], None)
+            if d is not None:
+                d.errback(CallFailed(msg[4], msg[5][0] if len(msg) > 5 and msg[5] else msg[4]))
+
     # -- what the dealer sends us ----------------------------------------------------------------
-    def send(self, msg: list) -> None:
+    def send(self, msg: list, bulk: bool = False) -> None:
         code = msg[0]
         if code == wamp.INVOCATION:
             self._invoke(msg)
+        elif code == wamp.RESULT or (code == wamp.ERROR and msg[1] == wamp.CALL):
+            self._answered(msg)
         elif code == wamp.REGISTERED:
             self._handlers[msg[2]] = self._registering.pop(msg[1])[1]
         elif code == wamp.ERROR and msg[1] == wamp.REGISTER:

@@ -27,7 +27,8 @@ def init(directory: str) -> int:
         print(f"courtyard init: {config} exists: not overwritten (move it aside to start again)", file=sys.stderr)
         return 2
     files = {CONFIG_NAME: shipped("router.yaml"), "courtyard.schema.json": shipped("courtyard.schema.json"),
-             "examples/auth.yaml": shipped("examples/auth.yaml")}
+             "examples/auth.yaml": shipped("examples/auth.yaml"),
+             "examples/session_process.yaml": shipped("examples/session_process.yaml")}
     try:
         (where / "examples").mkdir(parents=True, exist_ok=True)
         (where / DATA_DIR).mkdir(mode=0o700, exist_ok=True)

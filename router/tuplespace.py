@@ -45,6 +45,7 @@ class SessionTable:
         # still get in to fix a full router.
         self.reserves = reserves or {}
         self._on_close: list[Callable[[Session], None]] = []
+        self._on_ended: list[Callable[[Session, str], None]] = []
         # A cluster node sets this: remote_kill(node_id, session_ids, realm, reason, message) asks
         # another node to end sessions of its own (router/cluster/bus.py).
         self.remote_kill: Callable[[str, list[int], str, str, str | None], Any] | None = None
@@ -57,6 +58,11 @@ class SessionTable:
     def on_close(self, callback: Callable[[Session], None]) -> None:
         """Run `callback(session)` whenever a session leaves the table (meta events, testaments)."""
         self._on_close.append(callback)
+
+    def on_ended(self, callback: Callable[[Session, str], None]) -> None:
+        """Run `callback(session, reason)` whenever a session leaves the table, with how it ended
+        (session processes' terminate)."""
+        self._on_ended.append(callback)
 
     def open(self, realm_uri: str, transport: Any, **fields: Any) -> Session:
         """Create and store a record with a fresh id drawn at random from [1, 2^53] (WAMP spec, IDs)."""
@@ -156,9 +162,10 @@ class SessionTable:
         session.transport.close(reason, message)
         return True
 
-    def close(self, session_id: int) -> Session | None:
+    def close(self, session_id: int, reason: str = "closed") -> Session | None:
         """Remove the record; its realm drops its subscriptions, registrations and pending calls.
-        Closing an id that is gone already is harmless (returns None)."""
+        `reason` says how it ended, for the on_close callbacks. Closing an id that is gone already is
+        harmless (returns None)."""
         session = self._storage.remove(session_id)
         if session is None:
             return None
@@ -166,4 +173,6 @@ class SessionTable:
             session.realm.detach(session)
         for callback in self._on_close:
             callback(session)
+        for ended in self._on_ended:
+            ended(session, reason)
         return session

@@ -9,6 +9,7 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor, threads
 from twisted.logger import LogLevel, globalLogPublisher
 
+from router import __version__
 from router.transport.websocket import MAX_HANDSHAKE_SIZE
 from tests.conftest import start_node
 from tests.wampclient import connect, recv_until_closed, with_timeout
@@ -53,10 +54,14 @@ async def test_health_says_ok_with_the_session_count(node):
 
 @ensure
 async def test_no_autobahn_page_and_no_version_banner(node):
-    for path in ("/", "/index.html", "/ws/x", "/status?x=1"):
+    for path in ("/index.html", "/ws/x", "/statusx?x=1", "/health/"):
         status, headers, body = await _get(node.port, path)
         assert status == 404, (path, status)
         assert "server" not in headers and b"utobahn" not in body, (path, headers, body)
+    for path in ("/", "/status", "/status.json", "/metrics", "/health"):  # the operator's pages name no version
+        status, headers, body = await _get(node.port, path)
+        assert status == 200, (path, status)
+        assert "server" not in headers and b"utobahn" not in body and __version__.encode() not in body, (path, body)
     # the WAMP path without an upgrade: Autobahn's refusal, not its status page
     status, headers, body = await _get(node.port, "/ws")
     assert status == 426 and "server" not in headers and b"utobahn" not in body, (status, headers, body)

@@ -78,7 +78,7 @@ def test_the_starter_config_lists_every_section_and_passes_check_config(tmp_path
     assert courtyard("init", cwd=tmp_path).returncode == 0
     text = (tmp_path / "courtyard.yaml").read_text()
     raw = yaml.safe_load(text)
-    assert set(raw) == {"version", "node", "listeners", "storage", "limits", "shutdown", "admin", "realms"}
+    assert set(raw) == {"version", "node", "listeners", "storage", "limits", "shutdown", "http", "admin", "realms"}
     assert "# cluster:" in text  # off by default: shown commented out
     r = courtyard("check-config", cwd=tmp_path)  # no -c: ./courtyard.yaml
     assert r.returncode == 0 and r.stderr == "", r.stderr

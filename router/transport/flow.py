@@ -55,7 +55,8 @@ def reserve(budget: int) -> int:
 
 
 class FlowControlled:
-    """Mixed into a transport protocol that has `self.transport`, `drop()` and a listener `config`."""
+    """Mixed into a transport protocol that has `self.transport`, `drop()`, a listener `config` and a
+    `factory.node` (whose `stats` count drops and disconnects)."""
 
     flow_log = Logger()
     _paused = False
@@ -102,6 +103,7 @@ class FlowControlled:
                                peer=self.peer_name(), limit=budget)
         self._dropped_episode += 1
         self.dropped_events += 1
+        self.factory.node.stats.slow_drops += 1
         return False
 
     def _still_behind(self) -> None:
@@ -112,6 +114,7 @@ class FlowControlled:
     def _give_up(self, budget: int) -> None:
         self.flow_log.warn("disconnecting slow consumer {peer}: over {limit} bytes queued",
                            peer=self.peer_name(), limit=budget)
+        self.factory.node.stats.slow_disconnects += 1
         self._paused, self._gone, self._backlog = False, True, 0
         self._cancel_overdue()
         self.drop()

@@ -38,6 +38,11 @@ def client_address(peer_host: str, header: str | None, trusted: tuple[Network, .
     return address
 
 
+def ip_address(text: str) -> Address | None:
+    """An address as the router compares it with networks (an IPv4-mapped IPv6 one as IPv4); None if not one."""
+    return _ip(text)
+
+
 def _trusted(ip: Address, trusted: tuple[Network, ...]) -> bool:
     return any(ip in net for net in trusted)
 

@@ -180,10 +180,12 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         if plain is None:
             self._dataReceived(data)  # an upgrade elsewhere, or a bad request: Autobahn refuses it
             return
-        method, path = plain
-        status, reply = http.answer(factory.node, method, path)
-        self._log.debug("HTTP {method} {path} from {peer}: {status}", method=method, path=wamp.quote(path),
-                        peer=self.peer, status=status)
+        host = getattr(self.transport.getPeer(), "host", None)  # None: a unix socket
+        if factory.trusted_proxies and host is not None:
+            host = client_address(host, plain.headers.get("x-forwarded-for"), factory.trusted_proxies) or host
+        status, reply = http.answer(factory.node, plain, host)
+        self._log.debug("HTTP {method} {path} from {peer}: {status}", method=plain.method,
+                        path=wamp.quote(plain.path), peer=self.peer, status=status)
         self.wasClean = True  # answered on purpose: no line from Autobahn's drop
         self.sendData(reply)
         self.dropConnection(abort=False)

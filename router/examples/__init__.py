@@ -1,0 +1,1 @@
+"""Small session-process classes to copy from (config/examples/session_process.yaml)."""
