@@ -681,3 +681,19 @@ async def test_registers_still_in_redis_count_toward_the_session_s_limit(make_cl
     assert sorted(r[0] for r in replies) == [ERROR, ERROR, REGISTERED, REGISTERED, REGISTERED], replies
     assert all(r[4] == "courtyard.error.too_many_registrations" for r in replies if r[0] == ERROR), replies
     peer.drop()
+
+
+@ensure
+async def test_calls_forwarded_to_a_node_that_resyncs_end_there(make_cluster):
+    """The callee's node resyncs (its bus reconnected, Redis came back): a CANCEL or a caller's leaving
+    may have been lost on the way to it, so its calls from other nodes end: INTERRUPT to the callee,
+    wamp.error.canceled to the caller."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, caller, inv_id = await _in_flight(a, b)
+    b._resync()  # as the bus's hook does when it listens again
+    assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
+    reply = await caller.recv()
+    assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
+    await _until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
+    caller.drop()
+    callee.drop()

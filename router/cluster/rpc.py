@@ -335,12 +335,19 @@ class ClusterRPC:
     def resync(self) -> None:
         """Redis is back, this node was taken for dead, or its bus listens again after a reconnect: what
         was sent to it meanwhile is lost. Answers to calls forwarded from here may be among it, so those
-        calls fail now (their callees are told) rather than wait for ever. Then this node's registrations
-        are written again (Redis may have restarted empty, or purged them) and everyone's read anew."""
+        calls fail now (their callees are told) rather than wait for ever, and calls forwarded here
+        end too. Then this node's registrations are written again (Redis may have restarted empty, or
+        purged them) and everyone's read anew."""
         for rr in list(self.realms.values()):
             for call in rr.dealer.remote_calls():
                 rr.fail(call, "the call's answer may have been lost (the cluster's Redis was away)")
                 self.send(call.node, GONE, [call.caller.id], _nothing)
+        # The other way round, a CANCEL or a caller's leaving may have been lost: calls of other nodes'
+        # callers end here (killnowait: the callee is told, the caller's node hears canceled if it waits).
+        for stand_in in list(self.stand_ins.values()):
+            dealer = stand_in.realm.dealer
+            for request in list(dealer._calls.get(stand_in.id, {})):
+                dealer.cancel(stand_in, [wamp.CANCEL, request, {"mode": "killnowait"}])
         self._resync().addErrback(self.log_failure, "re-writing this node's registrations")
 
     @defer.inlineCallbacks
