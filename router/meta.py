@@ -419,6 +419,13 @@ class Meta:
     def _registry(self) -> Any:
         return self.dealer if self.dealer.cluster is None else self.dealer.cluster
 
+    def _when_synced(self, answer: Callable[[], list]) -> Any:
+        """On one node: the answer now. In a cluster: once this node has every registration made before
+        the call (one bus round trip), so a registration just confirmed on another node is seen."""
+        if self.dealer.cluster is None:
+            return answer()
+        return self.dealer.cluster.synced().addCallback(lambda _: answer())
+
     def _registration(self, args: list) -> Any:
         reg_id = _arg(args, 0, int, "registration")
         reg = self._registry.registration(reg_id)
@@ -426,29 +433,42 @@ class Meta:
             raise MetaError(wamp.NO_SUCH_REGISTRATION, f"no registration {reg_id}")
         return reg
 
-    def registration_list(self, caller: Session, args: list, kwargs: dict) -> list:
-        lists: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
-        for reg in self._registry.registrations():
-            lists[reg.match].append(reg.id)
-        return [lists]
+    def registration_list(self, caller: Session, args: list, kwargs: dict) -> Any:
+        def answer() -> list:
+            lists: dict[str, list[int]] = {"exact": [], "prefix": [], "wildcard": []}
+            for reg in self._registry.registrations():
+                lists[reg.match].append(reg.id)
+            return [lists]
 
-    def registration_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
+        return self._when_synced(answer)
+
+    def registration_lookup(self, caller: Session, args: list, kwargs: dict) -> Any:
         procedure = _uri_arg(args, 0, "procedure")
-        reg = self._registry.lookup(procedure, _match_policy(args, 1))
-        return [reg.id if reg is not None else None]
+        match = _match_policy(args, 1)
 
-    def registration_match(self, caller: Session, args: list, kwargs: dict) -> list:
-        reg = self._registry.match(_uri_arg(args, 0, "procedure"))
-        return [reg.id if reg is not None else None]
+        def answer() -> list:
+            reg = self._registry.lookup(procedure, match)
+            return [reg.id if reg is not None else None]
 
-    def registration_get(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [_registration_details(self._registration(args))]
+        return self._when_synced(answer)
 
-    def registration_list_callees(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [_callee_ids(self._registration(args))]
+    def registration_match(self, caller: Session, args: list, kwargs: dict) -> Any:
+        procedure = _uri_arg(args, 0, "procedure")
 
-    def registration_count_callees(self, caller: Session, args: list, kwargs: dict) -> list:
-        return [len(self._registration(args).callees)]
+        def answer() -> list:
+            reg = self._registry.match(procedure)
+            return [reg.id if reg is not None else None]
+
+        return self._when_synced(answer)
+
+    def registration_get(self, caller: Session, args: list, kwargs: dict) -> Any:
+        return self._when_synced(lambda: [_registration_details(self._registration(args))])
+
+    def registration_list_callees(self, caller: Session, args: list, kwargs: dict) -> Any:
+        return self._when_synced(lambda: [_callee_ids(self._registration(args))])
+
+    def registration_count_callees(self, caller: Session, args: list, kwargs: dict) -> Any:
+        return self._when_synced(lambda: [len(self._registration(args).callees)])
 
     # -- wamp.subscription.* ---------------------------------------------------------------------
     # In a cluster these answer for every node: the other nodes' subscriptions are known here (their

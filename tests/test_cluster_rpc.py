@@ -697,3 +697,17 @@ async def test_calls_forwarded_to_a_node_that_resyncs_end_there(make_cluster):
     await _until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
     caller.drop()
     callee.drop()
+
+
+@ensure
+async def test_a_registration_confirmed_on_one_node_is_seen_at_once_by_the_meta_api_of_another(make_cluster):
+    """REGISTERED on b, then at once wamp.registration.lookup on a: the answer waits until a has every
+    registration made before the call (without that, the broadcast sometimes arrives after it)."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    callee, asker = await _peer(b), await _peer(a)
+    for i in range(1, 151):  # the race shows about once in 100 rounds here
+        reg_id = await _registered(callee, f"com.example.m{i}", request=i)
+        asker.send([CALL, i, {}, "wamp.registration.lookup", [f"com.example.m{i}"]])
+        assert await asker.recv() == [RESULT, i, {}, [reg_id]], i
+    callee.drop()
+    asker.drop()

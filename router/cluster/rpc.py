@@ -65,6 +65,9 @@ if node_key not in purge.NODE_KEYS:
     purge.NODE_KEYS.append(node_key)
 
 
+_META = ["meta"]  # what a meta API call waits as, for ClusterRPC.sync (never a CALL being routed again)
+
+
 def _nothing() -> None:
     """An answer that cannot reach the caller's node: that node fails the call when it sees this one gone."""
 
@@ -166,6 +169,14 @@ class RealmRPC:
         is routed again once this node's bus has caught up with Redis (one round trip), only then may it
         be answered wamp.error.no_such_procedure. Only misses pay for this."""
         return self.rpc.sync(lambda: self._again(session, msg), msg)
+
+    def synced(self) -> defer.Deferred:
+        """Fires once this node has every registration made before now (the meta API answers then, so
+        that a registration another node has just confirmed is listed)."""
+        d: defer.Deferred = defer.Deferred()
+        if not self.rpc.sync(lambda: d.callback(None), _META):
+            d.callback(None)
+        return d
 
     def _again(self, session: Session, msg: list) -> None:
         if self.rpc.table.lookup(session.id) is not session:
