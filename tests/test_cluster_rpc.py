@@ -711,3 +711,18 @@ async def test_a_registration_confirmed_on_one_node_is_seen_at_once_by_the_meta_
         assert await asker.recv() == [RESULT, i, {}, [reg_id]], i
     callee.drop()
     asker.drop()
+
+
+@ensure
+async def test_a_registration_confirmed_on_one_node_is_routed_to_at_once_from_another(make_cluster):
+    """REGISTERED on b (a longer prefix), then at once a CALL on a: REGISTERED waits until every other
+    node has the registration, so the CALL goes to it, not to the shorter prefix a already knew."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    short, longer, caller = await connect(a.url), await connect(b.url), await connect(a.url)
+    try:
+        await short.register(lambda: "short", "com.", options=RegisterOptions(match="prefix"))
+        for i in range(60):
+            await longer.register(lambda: "longer", f"com.x{i}.", options=RegisterOptions(match="prefix"))
+            assert await with_timeout(caller.call(f"com.x{i}.y")) == "longer", i
+    finally:
+        _leave(short, longer, caller)

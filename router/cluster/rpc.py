@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from router import wamp
 from router.cluster import purge
 from router.cluster.connection import ClusterUnavailable, connected
+from router.cluster.membership import MAX_NODES, NODES
 from router.cluster.outbox import Outbox
 from router.cluster.registry import (
     ADD,
@@ -55,6 +56,8 @@ CANCEL = "rpc.cancel"  # [caller id, CANCEL]
 GONE = "rpc.gone"  # the caller left: [caller id]
 ANSWER = "rpc.answer"  # to the caller's node: [caller id, RESULT or ERROR, bulk]
 SYNC = "rpc.sync"  # to this node itself: [token]; back once every earlier broadcast is
+SEEN = "rpc.seen"  # a request to another node: answered at once (see seen_everywhere)
+SEEN_TIMEOUT = 1.0  # seconds a REGISTER waits at most for a node that does not answer
 MAX_SYNCS = 1_000  # CALLs waiting for their node to catch up with Redis; more are answered at once
 SYNC_TIMEOUT = 1.0  # seconds a CALL waits for that at most
 UNREACHABLE = "the callee's node cannot be reached"
@@ -217,26 +220,29 @@ class RealmRPC:
                 self.registering[session.id] = n
             return result
 
-        d.addBoth(answered)
-
-        def done(reply: list) -> None:
+        def done(reply: list) -> Any:
             uri, raw, created = reply
-            if not uri:
-                rpc.apply(self.uri, fld, raw)
-            if rpc.table.lookup(session.id) is not session:  # it left while Redis answered
-                if not uri:
-                    rpc.remove(self.node_id, [(self.uri, fld, me)]).addErrback(
-                        rpc.log_failure, "removing the registration of a session that left")
-                return
             if uri:
-                session.transport.send(wamp.error(wamp.REGISTER, request, uri, [
-                    f"procedure {wamp.quote(procedure)} is already registered" if uri == wamp.PROCEDURE_ALREADY_EXISTS
-                    else f"{wamp.quote(procedure)} is registered with another invocation policy, not {invoke!r}"]))
+                if rpc.table.lookup(session.id) is session:
+                    session.transport.send(wamp.error(wamp.REGISTER, request, uri, [
+                        f"procedure {wamp.quote(procedure)} is already registered"
+                        if uri == wamp.PROCEDURE_ALREADY_EXISTS
+                        else f"{wamp.quote(procedure)} is registered with another invocation policy, not {invoke!r}"]))
+                return None
+            rpc.apply(self.uri, fld, raw)
+            # REGISTERED once every other node has it too, so a CALL made next on any node finds it.
+            return rpc.seen_everywhere().addCallback(lambda _: complete(int(json.loads(raw)["id"]), bool(created)))
+
+        def complete(reg_id: int, created: bool) -> None:
+            if rpc.table.lookup(session.id) is not session:  # it left meanwhile
+                rpc.remove(self.node_id, [(self.uri, fld, me)]).addErrback(
+                    rpc.log_failure, "removing the registration of a session that left")
                 return
-            entry = rpc.view.indexes[self.uri].get(procedure, match)
-            reg = self.dealer.add(session, request, procedure, match, invoke, options, entry.id, bool(created),
+            reg = self.dealer.add(session, request, procedure, match, invoke, options, reg_id, created,
                                   in_cluster=True)
-            reg.clustered = entry.elsewhere(self.node_id)
+            entry = rpc.view.indexes.get(self.uri)
+            entry = entry.get(procedure, match) if entry is not None else None
+            reg.clustered = entry is not None and entry.elsewhere(self.node_id)
 
         def failed(f: Failure) -> None:
             rpc.log.warn("registering {procedure} in Redis failed: {e}", procedure=wamp.quote(procedure),
@@ -245,7 +251,7 @@ class RealmRPC:
                 e = ClusterUnavailable()
                 session.transport.send(wamp.error(wamp.REGISTER, request, e.uri, [e.message]))
 
-        d.addCallbacks(done, failed).addErrback(rpc.log_failure, "completing a REGISTER")
+        d.addCallbacks(done, failed).addBoth(answered).addErrback(rpc.log_failure, "completing a REGISTER")
 
     def unregistered(self, session: Session, reg: Registration) -> None:
         """A callee of this node left the registration (UNREGISTER, or it left): out of Redis, then the
@@ -313,6 +319,7 @@ class ClusterRPC:
         self._syncs: dict[int, Any] = {}
         self._sync_ids = 0
         bus.on(SYNC, self._synced)
+        bus.on(SEEN, lambda sender, body: True)  # a request: answered once every earlier broadcast is applied
         bus.on(REG_KIND, self._reg_changed)
         self.outbox = Outbox(bus, redis)
         self.outbox.on(CALL, self._call_here)
@@ -393,6 +400,17 @@ class ClusterRPC:
         """Graceful stop (this node's sessions are closed): whatever of this node is left in Redis goes."""
         if connected(self.redis):
             yield self._remove_node(self.node_id)
+
+    def seen_everywhere(self) -> defer.Deferred:
+        """Fires once every other live node has answered a message sent now: it travels on the same
+        connection as the broadcasts and after them, so each has applied every change made before
+        (a node that does not answer within SEEN_TIMEOUT, or listens nowhere, is not waited for)."""
+        def ask(ids: Any) -> defer.Deferred:
+            others = sorted(i for i in ids if i != self.node_id)[:MAX_NODES]
+            return defer.DeferredList([self.bus.request(n, SEEN, None, timeout=SEEN_TIMEOUT) for n in others],
+                                      consumeErrors=True)
+
+        return self.redis.smembers(NODES).addCallbacks(ask, lambda f: None)
 
     # -- Redis -------------------------------------------------------------------------------------
     def eval(self, script: str, keys: list, args: list) -> defer.Deferred:
