@@ -182,12 +182,15 @@ class Broker:
         if sub is None or session.id not in sub.subscribers:
             session.transport.send(wamp.error(wamp.UNSUBSCRIBE, request, wamp.NO_SUCH_SUBSCRIPTION))
             return
-        self._remove(session.id, sub)
+        told = self._remove(session.id, sub)
         mine = self._by_session[session.id]
         mine.discard(sub_id)
         if not mine:
             del self._by_session[session.id]
-        session.transport.send([wamp.UNSUBSCRIBED, request])
+        if told is not None:  # in a cluster, once the other nodes know there is none here any more
+            told.addBoth(lambda _: session.transport.send([wamp.UNSUBSCRIBED, request]))
+        else:
+            session.transport.send([wamp.UNSUBSCRIBED, request])
 
     def publish(self, session: Session, msg: list) -> None:
         request, options, topic = msg[1], msg[2], msg[3]
@@ -383,18 +386,22 @@ class Broker:
             if sub is not None:
                 self._remove(session.id, sub)
 
-    def _remove(self, session_id: int, sub: Subscription) -> None:
+    def _remove(self, session_id: int, sub: Subscription):
+        """Returns, in a cluster when the subscription is gone from this node, a Deferred that fires
+        once the other nodes have been told; else None."""
         del sub.subscribers[session_id]
         deleted = not sub.subscribers
+        told = None
         if deleted:
             self._subs.remove(sub.topic, sub.match)
             del self._by_id[sub.id]
             if sub.match != "exact":
                 self._patterns -= 1
             if self.cluster is not None:
-                self.cluster.deleted(sub.topic, sub.match)
+                told = self.cluster.deleted(sub.topic, sub.match)
         if self.listener is not None:
             self.listener.unsubscribed(session_id, sub, deleted)
+        return told
 
     def _new_id(self, topic: str, match: str) -> int:
         """Random on one node; in a cluster the same id on every node (a hash of the subscription)."""

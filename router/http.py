@@ -75,9 +75,9 @@ def response(status: int, body: bytes = b"", content_type: str = "text/plain; ch
 
 
 def health(node: Node) -> tuple[int, dict]:
-    """200 while the node accepts sessions, 503 once it is shutting down. A cluster node that cannot
-    reach Redis still answers 200, saying `degraded`: it keeps serving its own sessions, and the same
-    Redis outage would take every node out of a load balancer at once (README, Operations)."""
+    """200 while the node accepts sessions (and, in a cluster, reaches Redis); 503 once it is shutting
+    down, or while a cluster node cannot reach Redis: it still serves its own sessions, but its clients
+    cannot reach the rest of the cluster, so new ones are better sent to a node that can."""
     if node.stopping:
         return 503, {"status": "stopping", "node": node.config.name}
     body = {"status": "ok", "node": node.config.name, "sessions": node.table.size()}
@@ -88,6 +88,7 @@ def health(node: Node) -> tuple[int, dict]:
         body["redis"] = "ok" if up else "unreachable"
         if not up:
             body["status"] = "degraded"
+            return 503, body
     return 200, body
 
 

@@ -177,7 +177,7 @@ class Node:
         self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm"), body.get("version")))
         self.bus.on(RESTORED, lambda sender, body: sender != cluster.node_id and self.store.reload())
         self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
-        self.bus.resubscribed = self._resync
+        self.bus.resubscribed = self._bus_back
         from router.cluster.pubsub import ClusterPubSub
 
         self.cluster_parts.append(ClusterPubSub(self))
@@ -220,6 +220,14 @@ class Node:
                 part.node_down(node_id)
             except Exception:  # a bug, but one part's: the others still forget the node
                 self.log.failure("forgetting node {node} failed", node=node_id)
+
+    def _bus_back(self) -> None:
+        """Listening to the bus again: broadcasts sent meanwhile were lost, so every part re-reads the
+        cluster (and re-writes its own routing state, idempotently). The session records and the node's
+        key are membership's to re-write, on its next heartbeat."""
+        for part in self.cluster_parts:
+            part.resync()
+        self.store.reload()
 
     def _resync(self) -> None:
         """Redis is back, or this node was taken for dead: write everything of this node again."""

@@ -191,9 +191,9 @@ def test_http_config_defaults():
 
 
 @ensure
-async def test_health_reports_redis_in_a_cluster_and_stays_200_without_it(tmp_path, redis_server):
-    """A cluster node says whether it reaches Redis; without it, `degraded` but still 200 (README,
-    Operations: one shared Redis down must not take every node out of a load balancer)."""
+async def test_health_reports_redis_in_a_cluster_and_is_503_without_it(tmp_path, redis_server):
+    """A cluster node says whether it reaches Redis; without it, 503 `degraded` (issue 14: 200 when
+    the node accepts sessions and reaches Redis)."""
     from tests.test_cluster_start import _node
 
     a = _node(tmp_path, "a", redis_server.url).start()
@@ -207,7 +207,7 @@ async def test_health_reports_redis_in_a_cluster_and_stays_200_without_it(tmp_pa
                 break
             await sleep(0.02)
         status, _, body = await http_get(a.port, "/health")
-        assert status == 200 and json.loads(body)["redis"] == "unreachable", body
+        assert status == 503 and json.loads(body)["redis"] == "unreachable", body
         assert json.loads(body)["status"] == "degraded"
     finally:
         a.stop()

@@ -123,8 +123,8 @@ class RemoteInterest:
     def created(self, topic: str, match: str) -> defer.Deferred:
         return self.part.interest_changed(self.realm, match, topic, True)
 
-    def deleted(self, topic: str, match: str) -> None:
-        self.part.interest_changed(self.realm, match, topic, False)
+    def deleted(self, topic: str, match: str) -> defer.Deferred:
+        return self.part.interest_changed(self.realm, match, topic, False)
 
     def retain(self, topic: str, event: Any, max_bytes: int, max_count: int) -> None:
         self.part.retain(self.realm, topic, event, max_bytes, max_count)
