@@ -30,12 +30,12 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
 from router.cluster.connection import ClusterUnavailable, _endpoint, connected
+from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
 
 BROADCAST = "cy:bus:all"
 KILL = "kill"  # to one node: {realm, sessions, reason, message}: say GOODBYE to these sessions of yours
 REPLY = "reply"  # the answer to a `request`: [request id, error URI or None, value]
-BATCH = "batch"  # several posted messages to one node, each [kind, body] packed on its own
 
 
 def node_channel(node_id: str) -> str:
@@ -67,10 +67,8 @@ class Bus:
         self._ids = itertools.count(1)
         self._listened = False
         self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
-        self._outbox: dict[str, list[bytes]] = {}  # node → messages posted in this reactor turn
-        self._outbox_bytes = 0
-        self._flushing = False
         self.on(REPLY, self._replied)
+        self.outbox = Outbox(self, redis)  # what one reactor turn has for a node, as one message
 
     def on(self, kind: str, handler: Callable[[str, Any], Any]) -> None:
         """Run `handler(sender_node_id, body)` for every message of `kind` to this node or to all (ours
@@ -120,46 +118,6 @@ class Bus:
     def send(self, node_id: str, kind: str, body: Any) -> defer.Deferred:
         """To one node: Deferred[int], how many listeners got it (0: that node is not listening)."""
         return self._publish(node_channel(node_id), kind, body)
-
-    def post(self, node_ids: list[str], kind: str, body: Any, dropped: Callable[[int, str], None]) -> None:
-        """To several nodes, fire-and-forget and coalesced: what is posted in one reactor turn goes to
-        each node as one PUBLISH (under load, one Redis command carries many messages; alone, it
-        leaves at the end of the turn). Serialized once. `dropped(n, why)` hears of messages that
-        could not be sent (Redis away, over the in-flight budget, not encodable)."""
-        try:
-            data = msgpack.packb([kind, body], use_bin_type=True)
-        except Exception as e:
-            dropped(len(node_ids), f"not encodable: {e}")
-            return
-        if self._outbox_bytes + len(data) * len(node_ids) > MAX_INFLIGHT_BYTES:
-            dropped(len(node_ids), "too much waiting for Redis")
-            return
-        for n in node_ids:
-            box = self._outbox.get(n)
-            if box is None:
-                box = self._outbox[n] = []
-            box.append(data)
-        self._outbox_bytes += len(data) * len(node_ids)
-        self._dropped = dropped
-        if not self._flushing:
-            self._flushing = True
-            reactor.callLater(0, self._flush)
-
-    def _flush(self) -> None:
-        outbox, self._outbox, self._outbox_bytes, self._flushing = self._outbox, {}, 0, False
-        for node_id, items in outbox.items():
-            start, size = 0, 0
-            for i, item in enumerate(items):  # batches of at most MAX_MESSAGE bytes
-                if size + len(item) > MAX_MESSAGE and i > start:
-                    self._send_batch(node_id, items[start:i])
-                    start, size = i, 0
-                size += len(item)
-            self._send_batch(node_id, items[start:])
-
-    def _send_batch(self, node_id: str, items: list[bytes]) -> None:
-        data = msgpack.packb([self.node_id, BATCH, items], use_bin_type=True)
-        self._publish_packed(node_channel(node_id), BATCH, data).addErrback(
-            lambda f: self._dropped(len(items), f.getErrorMessage()))
 
     def send_many(self, node_ids: list[str], kind: str, body: Any) -> list[defer.Deferred]:
         """To several nodes, the message serialized once."""
@@ -228,10 +186,6 @@ class Bus:
     def received(self, channel: Any, message: Any) -> None:
         try:
             sender, kind, body = msgpack.unpackb(message, raw=False, strict_map_key=False)
-            if kind == BATCH:
-                for item in body:
-                    self._dispatch(sender, *msgpack.unpackb(item, raw=False, strict_map_key=False))
-                return
             handler = self._handlers.get(kind)
             if handler is None:
                 return
@@ -241,15 +195,6 @@ class Bus:
                 handler(sender, body)
         except Exception:  # one bad message (a bug, or a foreign publisher): say so, keep listening
             self.log.failure("cluster bus message on {channel} could not be handled", channel=channel)
-
-    def _dispatch(self, sender: str, kind: str, body: Any) -> None:
-        handler = self._handlers.get(kind)
-        if handler is None:
-            return
-        try:
-            handler(sender, body)
-        except Exception:  # one bad message: the rest of its batch is still handled
-            self.log.failure("cluster bus message {kind} from {node} could not be handled", kind=kind, node=sender)
 
     def _answer(self, sender: str, kind: str, rid: int, handler: Callable, body: Any) -> None:
         def reply(value: Any) -> None:

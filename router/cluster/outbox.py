@@ -1,4 +1,4 @@
-"""Calls and answers to other nodes, sent together: what one reactor turn has for a node goes out as one
+"""Messages to other nodes, sent together (calls, answers, events): what one reactor turn has for a node goes out as one
 bus message (one PUBLISH, one delivery), because Redis's and the client's cost is mostly per message,
 not per byte. Each item is packed once when queued; order per node is kept.
 
@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from router.cluster.connection import connected
 
-BATCH = "rpc.batch"  # [item, ...], each item msgpack [kind, body]
+BATCH = "batch"  # [item, ...], each item msgpack [kind, body]
 MAX_BATCH_BYTES = 1024 * 1024
 MAX_ITEM_BYTES = 7 * 1024 * 1024  # under the bus's limit for one message (8 MiB), with room for the rest
 
@@ -36,6 +36,21 @@ class Outbox:
     def on(self, kind: str, handler: Callable[[str, Any], None]) -> None:
         self._handlers[kind] = handler
 
+    def send_many(self, nodes: list[str], kind: str, body: Any, failed: Callable[[], None]) -> bool:
+        """`send` to several nodes, the item packed once for all of them (an event's payload is
+        serialized once per publication, not once per node). False: nothing queued (see `send`)."""
+        if not connected(self.redis):
+            return False
+        try:
+            item = msgpack.packb([kind, body], use_bin_type=True)
+        except Exception:  # not representable in msgpack (an int past 64 bits)
+            return False
+        if len(item) > MAX_ITEM_BYTES:
+            return False
+        for node in nodes:
+            self._queue(node, item, failed)
+        return True
+
     def send(self, node: str, kind: str, body: Any, failed: Callable[[], None]) -> bool:
         """Queue for `node`; `failed()` later if the batch cannot be sent or nobody listens there.
         False (and nothing queued): Redis is away, or the item is too large for the bus."""
@@ -44,6 +59,10 @@ class Outbox:
         item = msgpack.packb([kind, body], use_bin_type=True)
         if len(item) > MAX_ITEM_BYTES:
             return False
+        self._queue(node, item, failed)
+        return True
+
+    def _queue(self, node: str, item: bytes, failed: Callable[[], None]) -> None:
         box = self._boxes.get(node)
         if box is not None and box[2][0] + len(item) > MAX_BATCH_BYTES:  # a batch stays under the bus's limit
             self._send(node, self._boxes.pop(node))
@@ -57,7 +76,6 @@ class Outbox:
         box[2][0] += len(item)
         if box[2][0] >= MAX_BATCH_BYTES:
             self._send(node, self._boxes.pop(node))
-        return True
 
     def flush(self) -> None:
         self._call = None

@@ -191,7 +191,7 @@ class ClusterPubSub:
         self._dropping = False
         self.bus.on(SUB, self._sub)
         self.bus.on(SUBS_RESET, lambda sender, _: self._reload_node(sender))
-        self.bus.on(EVENT, self._event)
+        self.bus.outbox.on(EVENT, self._event)
         self.bus.on(SUBSCRIBERS, self._subscribers)
 
     def interest(self, realm: str) -> RemoteInterest:
@@ -285,13 +285,16 @@ class ClusterPubSub:
     # -- events ----------------------------------------------------------------------------------
     def send_event(self, nodes: list[str], body: list) -> None:
         self.sent += len(nodes)
-        self.bus.post(nodes, EVENT, body, self._not_sent)
+        if not self.bus.outbox.send_many(nodes, EVENT, body, self._not_sent):
+            for _ in nodes:
+                self._not_sent()
 
-    def _not_sent(self, n: int, why: str) -> None:
-        self.dropped += n
+    def _not_sent(self) -> None:
+        """One event not sent to one node (Redis away, too much in flight, not encodable, nobody there)."""
+        self.dropped += 1
         if not self._dropping:  # one line per outage, not one per event
             self._dropping = True
-            self.log.warn("events to other nodes are being dropped: {why}", why=why)
+            self.log.warn("events to other nodes are being dropped (Redis away, or too much waiting for it)")
 
     def _event(self, sender: str, body: list) -> None:
         self._dropping = False

@@ -29,7 +29,6 @@ from router import wamp
 from router.cluster import purge
 from router.cluster.connection import ClusterUnavailable, connected
 from router.cluster.membership import MAX_NODES, NODES
-from router.cluster.outbox import Outbox
 from router.cluster.registry import (
     ADD,
     COUNTER,
@@ -321,7 +320,7 @@ class ClusterRPC:
         bus.on(SYNC, self._synced)
         bus.on(SEEN, lambda sender, body: True)  # a request: answered once every earlier broadcast is applied
         bus.on(REG_KIND, self._reg_changed)
-        self.outbox = Outbox(bus, redis)
+        self.outbox = bus.outbox
         self.outbox.on(CALL, self._call_here)
         self.outbox.on(MORE, self._more_here)
         self.outbox.on(CANCEL, self._cancel_here)
