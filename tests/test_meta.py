@@ -257,8 +257,7 @@ async def test_session_join_and_leave_events(make_node, serializer):
 
 # -- wamp.registration.* ---------------------------------------------------------------------------
 @ensure
-async def test_registration_procedures(solo, serializer):
-    node = solo  # TODO(lead): spread once cross-node RPC lands
+async def test_registration_procedures(node, serializer):
     callee = await connect(node.url, serializer)
     asker = await connect(node.url, serializer)
     reg = await callee.register(lambda: None, "com.example.proc")
@@ -535,7 +534,7 @@ async def test_testaments_per_session_are_bounded(solo):
 # -- cost ------------------------------------------------------------------------------------------
 @ensure
 async def test_clients_still_cannot_register_or_publish_under_wamp(solo, serializer):
-    node = solo  # TODO(lead): spread once cross-node RPC lands
+    node = solo  # one node: the cluster's session count lags a WELCOME by the mirror's flush
     client = await connect(node.url, serializer)
     e = await _error(client.register(lambda: None, "wamp.session.count"))
     assert e.error == "wamp.error.invalid_uri"
