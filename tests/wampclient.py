@@ -136,6 +136,8 @@ async def connect(url: str, serializer: str = "json", realm: str = "realm1", tls
         if holder:
             break
         await sleep(0.01)
+    if not holder:
+        raise ConnectionError(f"connected to {url} but no WAMP session opened within {TIMEOUT} s")
     client = holder[0]
     await with_timeout(client.joined)
     return client
