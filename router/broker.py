@@ -50,6 +50,17 @@ class Receivers:
         for key in self.__slots__:
             setattr(self, key, lists.get(key))
 
+    def to_lists(self) -> dict[str, list]:
+        """The lists present, as plain lists: how they cross to other nodes and into Redis."""
+        return {k: list(v) for k in self.__slots__ if (v := getattr(self, k)) is not None}
+
+    @classmethod
+    def from_lists(cls, lists: dict | None) -> Receivers | None:
+        """The inverse of `to_lists` (None for None); keys that are not lists are ignored."""
+        if lists is None:
+            return None
+        return cls({k: frozenset(v) for k, v in lists.items() if k in cls.__slots__ and type(v) is list})
+
     def of(self, subscribers: dict[int, Session]) -> dict[int, Session]:
         return {sid: s for sid, s in subscribers.items() if self.admits(s)}
 
@@ -257,9 +268,7 @@ class Broker:
                        lists: dict | None) -> None:
         """A publication from another node of the cluster, to this node's subscribers, with the
         publisher's exclusions and black/whitelists applied here."""
-        receivers = None if lists is None else Receivers({k: frozenset(v) for k, v in lists.items()
-                                                          if k in Receivers.__slots__ and type(v) is list})
-        self._fan_out(topic, publication, details, payload, exclude, receivers)
+        self._fan_out(topic, publication, details, payload, exclude, Receivers.from_lists(lists))
 
     def _fan_out(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
                  receivers: Receivers | None) -> None:

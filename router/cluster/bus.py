@@ -119,14 +119,6 @@ class Bus:
         """To one node: Deferred[int], how many listeners got it (0: that node is not listening)."""
         return self._publish(node_channel(node_id), kind, body)
 
-    def send_many(self, node_ids: list[str], kind: str, body: Any) -> list[defer.Deferred]:
-        """To several nodes, the message serialized once."""
-        try:
-            data = self._pack(kind, body)
-        except Exception as e:  # not representable (an int past 64 bits): refused, as ValueError
-            return [defer.fail(ValueError(f"bus message {kind} cannot be written: {e}")) for _ in node_ids]
-        return [self._publish_packed(node_channel(n), kind, data) for n in node_ids]
-
     def request(self, node_id: str, kind: str, body: Any, timeout: float | None = None) -> defer.Deferred:
         """Ask one node: Deferred of its handler's answer; fails with ClusterUnavailable when it does not
         answer within `timeout` (default: the cluster's timeout), or with the handler's error."""
@@ -157,17 +149,11 @@ class Bus:
         else:
             d.errback(RemoteError(uri, value))
 
-    def _pack(self, kind: str, body: Any) -> bytes:
-        return msgpack.packb([self.node_id, kind, body], use_bin_type=True)
-
     def _publish(self, channel: str, kind: str, body: Any) -> defer.Deferred:
         try:
-            data = self._pack(kind, body)
-        except Exception as e:
+            data = msgpack.packb([self.node_id, kind, body], use_bin_type=True)
+        except Exception as e:  # not representable (an int past 64 bits)
             return defer.fail(ValueError(f"bus message {kind} cannot be written: {e}"))
-        return self._publish_packed(channel, kind, data)
-
-    def _publish_packed(self, channel: str, kind: str, data: bytes) -> defer.Deferred:
         if not connected(self.redis):
             return defer.fail(ClusterUnavailable())
         size = len(data)

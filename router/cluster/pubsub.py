@@ -27,6 +27,7 @@ import msgpack
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from router.broker import Receivers, Retained, pattern_matches
 from router.cluster.connection import connected, require
 from router.cluster.membership import NODES
 from router.cluster.purge import NODE_KEYS
@@ -113,8 +114,7 @@ class RemoteInterest:
                 return
             nodes = found
         if nodes:
-            lists = None if receivers is None else {k: list(v) for k in receivers.__slots__
-                                                    if (v := getattr(receivers, k)) is not None}
+            lists = None if receivers is None else receivers.to_lists()
             self.part.send_event(list(nodes), [self.realm, topic, publication, details, payload, exclude, lists])
 
     def id_for(self, topic: str, match: str) -> int:
@@ -165,13 +165,7 @@ class RemoteInterest:
         """Ids of the other nodes' subscriptions an event to `topic` would go to."""
         return [sid for sid, (match, t, _) in self.seen.items()
                 if (match == "exact" and t == topic) or (match != "exact" and self.index.get(t, match) is not None
-                                                         and _pattern_matches(t, match, topic))]
-
-
-def _pattern_matches(pattern: str, match: str, topic: str) -> bool:
-    from router.broker import pattern_matches
-
-    return pattern_matches(pattern, match, topic)
+                                                         and pattern_matches(t, match, topic))]
 
 
 class ClusterPubSub:
@@ -309,9 +303,7 @@ class ClusterPubSub:
         bounds the topics retained longest ago are forgotten (the same bounds as on one node)."""
         if not connected(self.redis):
             return
-        receivers = event.receivers
-        lists = None if receivers is None else {k: list(v) for k in receivers.__slots__
-                                                if (v := getattr(receivers, k)) is not None}
+        lists = None if event.receivers is None else event.receivers.to_lists()
         try:
             packed = msgpack.packb([event.publication, event.details, event.payload, event.exclude, lists],
                                    use_bin_type=True)
@@ -325,8 +317,6 @@ class ClusterPubSub:
     def retained_for(self, realm: str, sub: Any):
         """[(topic, Retained)] for a new subscription, from Redis (ClusterUnavailable while it is away:
         the broker then sends what this node retained itself)."""
-        from router.broker import Receivers, Retained, pattern_matches
-
         require(self.redis)
         if sub.match == "exact":
             value = yield self.redis.hget(retained_key(realm), sub.topic)
@@ -341,8 +331,7 @@ class ClusterPubSub:
             # The connection decodes replies as UTF-8 where they are: encoding gives the bytes back.
             raw = value.encode() if type(value) is str else value
             publication, details, payload, exclude, lists = msgpack.unpackb(raw, raw=False)
-            receivers = None if lists is None else Receivers({k: frozenset(v) for k, v in lists.items()})
-            events.append((topic, Retained(publication, details, payload, exclude, receivers)))
+            events.append((topic, Retained(publication, details, payload, exclude, Receivers.from_lists(lists))))
         return events
 
     def _subscribers(self, sender: str, body: list) -> list[int]:
