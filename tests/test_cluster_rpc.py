@@ -10,7 +10,10 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions
 from twisted.internet import defer
 
+from tests.test_cluster_meta import _leave as _leave_all
 from tests.test_cluster_purge import _until
+from tests.test_dealer_advanced import _peer as _joined_peer
+from tests.test_dealer_advanced import _quiet, _registered
 from tests.wampclient import connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -22,17 +25,8 @@ CANCELING = {"caller": {"features": {"progressive_call_results": True, "call_can
 
 
 async def _peer(node, serializer: str = "json", roles: dict | None = None):
-    peer = await raw_connect(node.url, serializer)
-    welcome = await peer.hello(roles=roles or CANCELING)
-    assert welcome[0] == 2, welcome
-    return peer
-
-
-async def _registered(peer, procedure: str, options: dict | None = None, request: int = 1) -> int:
-    peer.send([REGISTER, request, options or {}, procedure])
-    reply = await peer.recv()
-    assert reply[:2] == [REGISTERED, request], reply
-    return reply[2]
+    """A raw peer that joined, announcing canceling and progressive calls unless told otherwise."""
+    return await _joined_peer(node, serializer, roles or CANCELING)
 
 
 async def _known(node, procedure: str, match: str = "exact", callees: int = 1) -> None:
@@ -46,9 +40,7 @@ async def _known(node, procedure: str, match: str = "exact", callees: int = 1) -
 
 
 def _leave(*clients) -> None:
-    for c in clients:
-        if c.is_connected():
-            c.leave()
+    _leave_all(clients)
 
 
 @ensure
@@ -305,11 +297,6 @@ async def _in_flight(a, b, options: dict | None = None):
     inv = await callee.recv()
     assert inv[0] == INVOCATION, inv
     return callee, caller, inv[1]
-
-
-async def _quiet(peer, seconds: float = 0.2) -> None:
-    await sleep(seconds)
-    assert peer.inbox.pending == [], peer.inbox.pending
 
 
 @ensure
