@@ -232,9 +232,7 @@ class Node:
     def _resync(self) -> None:
         """Redis is back, or this node was taken for dead: write everything of this node again."""
         self.storage.resync()
-        for part in self.cluster_parts:
-            part.resync()
-        self.store.reload()  # the realm store's broadcasts sent meanwhile were lost
+        self._bus_back()  # and the broadcasts sent meanwhile were lost: every part re-reads the cluster
 
     def _kill_here(self, sender: str, body: dict) -> None:
         """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
