@@ -86,7 +86,11 @@ def health(node: Node) -> tuple[int, dict]:
 
         up = connected(node.redis)
         body["redis"] = "ok" if up else "unreachable"
-        if not up:
+        probe = node.bus_probe  # cross-node delivery itself, not only a socket that is up
+        if probe is not None:
+            body["bus"] = "ok" if probe.working() else "stale"
+            body["bus_probe_age"] = round(probe.age(), 3)
+        if not up or body.get("bus") == "stale":
             body["status"] = "degraded"
             return 503, body
     return 200, body

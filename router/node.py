@@ -75,6 +75,7 @@ class Node:
         self.redis = None  # a cluster's Redis connection (join_cluster)
         self.bus = None
         self.membership = None
+        self.bus_probe = None  # cross-node delivery's self-test (router/cluster/probe.py), in a cluster
         self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
         self._registry = None  # the Prometheus registry, made on the first scrape
@@ -182,6 +183,10 @@ class Node:
 
         self.cluster_parts.append(ClusterPubSub(self))
         yield self.bus.start()
+        from router.cluster.probe import BusProbe
+
+        self.bus_probe = BusProbe(self.bus, cluster.node_id, cluster.heartbeat)
+        self.bus_probe.start()
         from router.cluster.rpc import ClusterRPC
 
         self.cluster_parts.append(ClusterRPC(self.redis, self.bus, cluster.node_id, self.table))
@@ -274,6 +279,9 @@ class Node:
                    else f"rawsocket://{port.host}:{port.port}")
         self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
                                      self.table.size, cluster.redis.display(), self._resync, purger)
+        from router.cluster.connection import on_reconnect
+
+        on_reconnect(self.redis, self.membership.reconnected)
         self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
                                                                    e=f.getErrorMessage()))
 
@@ -403,6 +411,8 @@ class Node:
         except Exception as e:
             self.log.warn("leaving the cluster cleanly failed: {e}", e=e)
         self.storage.detach()
+        if self.bus_probe is not None:
+            self.bus_probe.stop()
         if self.bus is not None:
             yield self.bus.stop()
         yield self.redis.disconnect()

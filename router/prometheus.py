@@ -89,6 +89,8 @@ def registry(node: Node) -> CollectorRegistry:
     """The node's own registry: its counters and the process's CPU, memory and file descriptors."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(NodeCollector(node))
+    if node.bus_probe is not None:  # a cluster node: cross-node delivery's self-test
+        reg.register(node.bus_probe)
     ProcessCollector(registry=reg)
     return reg
 

@@ -8,6 +8,7 @@ so callers check `connected()` and keep their own bounded state instead of queue
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import txredisapi
@@ -55,6 +56,10 @@ def _tls(target: RedisTarget) -> Any:
 
 def _endpoint(target: RedisTarget, timeout: float) -> Any:
     """A client endpoint for `target`, for connections we build ourselves (the bus's subscriber)."""
+    if target.sentinels:
+        from router.cluster.sentinel import MasterEndpoint, sentinels_for
+
+        return MasterEndpoint(sentinels_for(target, timeout), target.tls, timeout)
     if target.path is not None:
         from twisted.internet.endpoints import UNIXClientEndpoint
 
@@ -65,6 +70,9 @@ def _endpoint(target: RedisTarget, timeout: float) -> Any:
 @defer.inlineCallbacks
 def connect(target: RedisTarget, timeout: float = 5.0):
     """A reconnecting connection to `target`, after one probe that must answer PING within `timeout`."""
+    if target.sentinels:
+        conn = yield _connect_sentinel(target, timeout)
+        return conn
     try:
         probe = yield _open(target, False, timeout).addTimeout(timeout, reactor)
         try:
@@ -75,6 +83,52 @@ def connect(target: RedisTarget, timeout: float = 5.0):
         raise RedisUnavailable(f"cannot reach Redis at {target.display()}: {_reason(e)}") from None
     conn = yield _open(target, True, timeout).addTimeout(timeout, reactor)
     return conn
+
+
+SENTINEL_RETRY_MAX = 0.5  # seconds between attempts to reach a master that moved: a failover is short
+
+
+@defer.inlineCallbacks
+def _connect_sentinel(target: RedisTarget, timeout: float):
+    """Behind Sentinel: the sentinels name the master, which must answer ROLE as a master (with the
+    password) within `timeout`; then a connection that asks the sentinels again before every reconnect."""
+    from router.cluster.sentinel import MasterEndpoint, sentinels_for
+
+    sentinels = sentinels_for(target, timeout)
+    try:
+        yield sentinels.ready()
+        host, port = yield sentinels.master()
+        probe = yield _open(replace(target, host=host, port=port, sentinels=()), False, timeout).addTimeout(
+            timeout, reactor)
+        try:
+            role = yield probe.role()
+        finally:
+            yield probe.disconnect()
+        if not role or role[0] != "master":
+            raise RedisUnavailable(f"the sentinels name {host}:{port}, which is a {role and role[0]}")
+    except Exception as e:
+        raise RedisUnavailable(f"cannot reach Redis at {target.display()}: {_reason(e)}") from None
+    factory = txredisapi.SentinelConnectionFactory(
+        sentinel_manager=None, service_name=target.master_name, is_master=True, uuid=None, dbid=target.db,
+        poolsize=1, charset="utf-8", password=target.password, username=target.username, replyTimeout=timeout)
+    factory.maxDelay = SENTINEL_RETRY_MAX
+    factory.startConnecting(MasterEndpoint(sentinels, target.tls, timeout))
+    conn = yield factory.deferred.addTimeout(timeout, reactor)
+    return conn
+
+
+def on_reconnect(conn: Any, callback: Any) -> None:
+    """Run `callback()` each time `conn` is connected again (a restart, a failover to another master):
+    what Redis may have lost meanwhile is the caller's to write again."""
+    factory = conn._factory
+    add = factory.addConnection
+
+    def added(c: Any) -> None:
+        add(c)
+        if c in factory.pool:
+            callback()
+
+    factory.addConnection = added
 
 
 def connected(conn: Any) -> bool:

@@ -117,6 +117,11 @@ class Membership:
     def _purged(self, _: Any) -> None:
         self._purging = False
 
+    def reconnected(self) -> None:
+        """The connection came back, perhaps between two heartbeats and to another master (a failover)
+        that lacks the last writes: the next heartbeat re-writes this node's state, as after an outage."""
+        self._lost("the connection was re-established, perhaps to another master")
+
     def _lost(self, why: str) -> None:
         if self.up:
             self.up = False
