@@ -29,7 +29,7 @@ import txredisapi
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from router.cluster.connection import ClusterUnavailable, _endpoint, connected
+from router.cluster.connection import ClusterUnavailable, _endpoint, connected, follow_failovers
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
 
@@ -94,6 +94,7 @@ class Bus:
             return p
 
         factory.buildProtocol = build_and_subscribe
+        follow_failovers(factory, self.target)
         factory.startConnecting(_endpoint(self.target, self.timeout))
         self._factory = factory
         return factory.deferred

@@ -88,11 +88,21 @@ def connect(target: RedisTarget, timeout: float = 5.0):
 SENTINEL_RETRY_MAX = 0.5  # seconds between attempts to reach a master that moved: a failover is short
 
 
+def follow_failovers(factory: Any, target: RedisTarget) -> None:
+    """Behind Sentinel, a connection of ours (the bus's subscriber) retries every SENTINEL_RETRY_MAX
+    seconds rather than backing off to txredisapi's 10: a failover lasts a second or two, and each
+    attempt costs one question to the sentinels."""
+    if target.sentinels:
+        from router.cluster.sentinel import keep_trying
+
+        keep_trying(factory, SENTINEL_RETRY_MAX)
+
+
 @defer.inlineCallbacks
 def _connect_sentinel(target: RedisTarget, timeout: float):
     """Behind Sentinel: the sentinels name the master, which must answer ROLE as a master (with the
     password) within `timeout`; then a connection that asks the sentinels again before every reconnect."""
-    from router.cluster.sentinel import MasterEndpoint, sentinels_for
+    from router.cluster.sentinel import master_factory, sentinels_for
 
     sentinels = sentinels_for(target, timeout)
     try:
@@ -108,11 +118,7 @@ def _connect_sentinel(target: RedisTarget, timeout: float):
             raise RedisUnavailable(f"the sentinels name {host}:{port}, which is a {role and role[0]}")
     except Exception as e:
         raise RedisUnavailable(f"cannot reach Redis at {target.display()}: {_reason(e)}") from None
-    factory = txredisapi.SentinelConnectionFactory(
-        sentinel_manager=None, service_name=target.master_name, is_master=True, uuid=None, dbid=target.db,
-        poolsize=1, charset="utf-8", password=target.password, username=target.username, replyTimeout=timeout)
-    factory.maxDelay = SENTINEL_RETRY_MAX
-    factory.startConnecting(MasterEndpoint(sentinels, target.tls, timeout))
+    factory = master_factory(target, sentinels, timeout, SENTINEL_RETRY_MAX)
     conn = yield factory.deferred.addTimeout(timeout, reactor)
     return conn
 

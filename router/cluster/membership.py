@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -55,6 +55,7 @@ class Membership:
         self.last_heartbeat: float | None = None
         self.up = True
         self._beating: defer.Deferred | None = None
+        self._settling: Any = None
         self._loop = task.LoopingCall(self.beat)
 
     def start(self) -> defer.Deferred:
@@ -106,6 +107,7 @@ class Membership:
             self.up = True
             self.log.info("Redis at {url} is back: re-announcing this node and its sessions", url=self.redis_name)
             self.on_back()
+            self._settle()
         if self.purger is not None and not self._purging:
             self._purging = True
             self.purger.sweep().addErrback(self._purge_failed).addBoth(self._purged)
@@ -116,6 +118,18 @@ class Membership:
 
     def _purged(self, _: Any) -> None:
         self._purging = False
+
+    def _settle(self) -> None:
+        """Once more when every node has had a heartbeat to re-announce itself: a node that re-read the
+        cluster before another re-wrote its part (Redis came back empty, or failed over to a replica
+        that lacked the last writes) could take it for gone; the second reading sees everyone."""
+        if self._settling is None or not self._settling.active():
+            self._settling = reactor.callLater(2 * self.heartbeat + 1.0, self._settled)
+
+    def _settled(self) -> None:
+        if self.up and self._loop.running:
+            self.log.info("re-reading the cluster's state once more, now that every node has re-announced itself")
+            self.on_back()
 
     def reconnected(self) -> None:
         """The connection came back, perhaps between two heartbeats and to another master (a failover)
@@ -133,6 +147,8 @@ class Membership:
         """Leave the cluster: stop beating and remove this node's key (a graceful stop is no death)."""
         if self._loop.running:
             self._loop.stop()
+        if self._settling is not None and self._settling.active():
+            self._settling.cancel()
         if connected(self.redis):
             yield self.redis.delete(node_key(self.node_id))
             yield self.redis.srem(NODES, [self.node_id])

@@ -135,7 +135,7 @@ class Sentinels:
         factory.protocol = _SwitchListener
         factory.sentinels = self
         factory.password = self.target.sentinel_password
-        factory.maxDelay = 2.0  # a sentinel back is heard from within 2 s
+        keep_trying(factory, 2.0)  # a sentinel back is heard from within 2 s
         build = factory.buildProtocol
 
         def build_and_subscribe(addr: Any) -> Any:
@@ -158,6 +158,56 @@ class _SwitchListener(txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         if channel == SWITCH:
             self.factory.sentinels.switched(message)
+
+
+class _MasterProtocol(txredisapi.RedisProtocol):
+    """A command connection that is usable only once the server says it is the master (a promoted
+    replica may still say slave for a moment). Any failure of AUTH, ROLE or SELECT during a failover
+    (the connection lost, LOADING, a demoted master) drops this connection and lets the factory try
+    again; txredisapi's own would stop reconnecting for good on such a failure."""
+
+    @defer.inlineCallbacks
+    def connectionMade(self):
+        try:
+            if self.password is not None:
+                reply = yield self.auth(self.password, self.username)
+                if isinstance(reply, Exception):
+                    raise reply
+            role = yield self.role()
+            if not role or role[0] != "master":
+                raise MasterNotFound(f"the server is a {role and role[0]}, not the master")
+            if self.dbid is not None:
+                reply = yield self.select(self.dbid)
+                if isinstance(reply, Exception):
+                    raise reply
+        except Exception as e:
+            self.log.debug("a connection to the master was not usable: {e}", e=e)
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return None
+        self.password = self.dbid = None  # done: the base only marks the connection ready
+        yield txredisapi.RedisProtocol.connectionMade(self)
+        return None
+
+    log = Logger()
+
+
+def keep_trying(factory: Any, delay: float) -> None:
+    """Retry every `delay` at most, and never give up on a failure while connecting (txredisapi's
+    stopTrying on a failed AUTH or SELECT, which during a failover is only a moment's state); only
+    `disconnect()` stops the factory."""
+    factory.initialDelay, factory.maxDelay = min(0.1, delay), delay
+    factory.stopTrying = lambda: defer.succeed(None)
+
+
+def master_factory(target: RedisTarget, sentinels: Sentinels, timeout: float, delay: float) -> Any:
+    """The command connection's factory: to the master, wherever it is, asked before each attempt."""
+    factory = txredisapi.RedisFactory(None, target.db, 1, isLazy=False, charset="utf-8", password=target.password,
+                                      username=target.username, replyTimeout=timeout)
+    factory.protocol = _MasterProtocol
+    keep_trying(factory, delay)
+    factory.startConnecting(MasterEndpoint(sentinels, target.tls, timeout))
+    return factory
 
 
 @implementer(IStreamClientEndpoint)
