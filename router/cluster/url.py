@@ -61,7 +61,7 @@ def parse_redis_url(url: str, password: str | None = None, sentinel_password: st
         return RedisTarget(url, path=parts.path, db=db, username=_u(parts.username),
                            password=password if password is not None else _u(parts.password))
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        raise ValueError("must start with redis://, rediss:// or unix://, or redis+sentinel:// for Sentinel")
     if not parts.hostname:
         raise ValueError("names no host")
     db = _db(parts.path.lstrip("/") or query.get("db", ["0"])[0])
