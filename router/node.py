@@ -185,7 +185,8 @@ class Node:
         yield self.bus.start()
         from router.cluster.probe import BusProbe
 
-        self.bus_probe = BusProbe(self.bus, cluster.node_id, cluster.heartbeat)
+        self.bus_probe = BusProbe(self.bus, cluster.node_id, cluster.heartbeat,
+                                  dropped=lambda: sum(getattr(p, "dropped", 0) for p in self.cluster_parts))
         self.bus_probe.start()
         from router.cluster.rpc import ClusterRPC
 

@@ -12,7 +12,7 @@ while nothing was delivered.)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet import task
@@ -24,8 +24,10 @@ PROBE = "probe"  # to this node itself: [sequence, wall-clock time sent]
 class BusProbe:
     log = Logger()
 
-    def __init__(self, bus: Any, node_id: str, interval: float, stale_after: float | None = None) -> None:
+    def __init__(self, bus: Any, node_id: str, interval: float, stale_after: float | None = None,
+                 dropped: Callable[[], int] = lambda: 0) -> None:
         self.bus = bus  # narrow use: on(), send()
+        self.dropped = dropped  # events not sent to other nodes so far (pub/sub's count), for /metrics
         self.node_id = node_id
         self.interval = interval
         self.stale_after = stale_after if stale_after is not None else max(2.0, 3 * interval)
@@ -89,3 +91,5 @@ class BusProbe:
         yield GaugeMetricFamily("courtyard_cluster_bus_working", "1 while this node's probe comes back through the "
                                 "bus within its limit, else 0", value=1 if self.age() <= self.stale_after else 0)
         yield CounterMetricFamily("courtyard_cluster_bus_probes_sent", "Probes sent through the bus", value=self.sent)
+        yield CounterMetricFamily("courtyard_cluster_events_dropped", "Events not sent to another node's subscribers "
+                                  "(Redis away, too much in flight): counted, never silent", value=self.dropped())
