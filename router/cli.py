@@ -14,9 +14,9 @@ from router.starter import CONFIG_NAME, default_config
 log = Logger()
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, quiet: bool = False):
     """The validated config, or None after saying on stderr everything that is wrong, one error a
-    line; warnings (the config works, but likely not as meant) go to stderr too."""
+    line; warnings (the config works, but likely not as meant) go to stderr too, unless `quiet`."""
     if args.config is None:
         args.config = default_config()
     try:
@@ -27,7 +27,7 @@ def _config(args: argparse.Namespace):
         for error in errors:
             print(f"  {error}", file=sys.stderr)
         return None
-    if getattr(args, "worker_index", None) is None:  # a worker's supervisor has said them already
+    if getattr(args, "worker_index", None) is None and not quiet:  # a worker's supervisor said them already
         for warning in warnings(cfg):
             print(f"courtyard: warning: {warning}", file=sys.stderr)
     return cfg
@@ -119,16 +119,42 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 2
     if cfg.cluster is not None:
         node.shared_ports = worker is not None
-        return _run_cluster_node(node, args.config, worker is not None, args.worker_restart)
+        return _run_cluster_node(node, args, worker is not None, args.worker_restart)
     try:
         node.start()
-    except Exception as e:  # a port in use, an address not here: say so and exit non-zero
+    except Exception as e:  # a port in use, an address not here: the environment's, like a config error
         log.critical("cannot start: {e}", e=e)
-        return 1
+        print(f"courtyard: cannot start: {e}", file=sys.stderr)
+        return 2
     _started(node, args.config)
-    reactor.addSystemEventTrigger("before", "shutdown", node.stop)
+    _serving(node, args)
     reactor.run()
     return 0
+
+
+def _serving(node, args: argparse.Namespace) -> None:
+    """Once listening: SIGHUP reloads (router/reload.py), the pid file is written (not by a worker:
+    its supervisor's is the node's), systemd hears READY=1; at shutdown STOPPING=1, and the pid file goes."""
+    from twisted.internet import reactor
+
+    from router import control, systemd
+    from router.reload import Reloader
+
+    Reloader(node, args.config, args.workers).install()
+    pid_file = node.config.pid_file if args.worker_index is None else None
+    try:
+        control.write_pid(pid_file)
+    except OSError as e:
+        log.error("cannot write the pid file {path}: {e} (courtyard stop and status will not find the node)",
+                  path=pid_file, e=e.strerror)
+    systemd.ready(f"serving {', '.join(r.uri for r in node.realms.list())}")
+
+    def stopping():
+        systemd.stopping()
+        return node.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    reactor.addSystemEventTrigger("after", "shutdown", control.remove_pid, pid_file)
 
 
 def _supervise(args: argparse.Namespace, cfg) -> int:
@@ -156,13 +182,14 @@ def _started(node, config_file: str | None) -> None:
              realms=", ".join(r.uri for r in node.realms.list()))
 
 
-def _run_cluster_node(node, config_file: str | None, worker: bool = False, restart: bool = False) -> int:
+def _run_cluster_node(node, args: argparse.Namespace, worker: bool = False, restart: bool = False) -> int:
     """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen. A
     worker removes its dead predecessor's state first (`restart`) and tells its supervisor once it serves."""
     from twisted.internet import defer, reactor
 
     from router.cluster.connection import RedisUnavailable
 
+    config_file = args.config
     outcome = {"code": 0}
 
     def fail(code: int, line: str) -> None:
@@ -174,11 +201,11 @@ def _run_cluster_node(node, config_file: str | None, worker: bool = False, resta
         try:
             node.start()
         except Exception as e:  # a port in use, an address not here
-            return fail(1, str(e))
-        reactor.addSystemEventTrigger("before", "shutdown", node.stop)
+            return fail(2, str(e))
         log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
                  url=node.config.cluster.redis.display())
         _started(node, config_file)
+        _serving(node, args)
         if worker:
             from router.workers import worker_started
 
@@ -297,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_auth_hash_secret)
     p = auth.add_parser("keygen", help="print a new Ed25519 key pair for cryptosign")
     p.set_defaults(func=cmd_auth_keygen)
-    from router import admin_client
+    from router import admin_client, control
 
+    control.add_parsers(sub, f"YAML config file of the node (default: ./{CONFIG_NAME} if there is one, else the "
+                             "embedded default config)", lambda a: _config(a, quiet=True))
     admin_client.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -79,10 +79,46 @@ def tagged_text_observer(out: IO[str], tag: str) -> ILogObserver:
     return FileLogObserver(out, format_event)
 
 
+class ReopenableFile:
+    """The log file, opened again by `reopen` (SIGHUP, after logrotate moved it away): the observers
+    write through this, so they need not be rebuilt."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, text: str) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def reopen(self) -> None:
+        """Open the path again (OSError: the old file stays in use)."""
+        new = open(self.path, "a", buffering=1, encoding="utf-8")
+        old, self._file = self._file, new
+        old.close()
+
+
+_log_file: ReopenableFile | None = None  # --log-file, once logging has begun
+
+
+def reopen() -> str | None:
+    """Reopen --log-file (None: logging to stdout, nothing to do). Returns its path; OSError if it
+    cannot be opened again (the old one is kept)."""
+    if _log_file is None:
+        return None
+    _log_file.reopen()
+    return _log_file.path
+
+
 def begin(level: str, fmt: str = "text", path: str | None = None, tag: str | None = None) -> None:
     """Start logging at `level` and above, as `fmt`, to `path` (appended to) or stdout; `tag`: a
     worker's id, on every line."""
-    out = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stdout
+    global _log_file
+    out: Any = sys.stdout
+    if path:
+        out = _log_file = ReopenableFile(path)
     if fmt == "json":
         observer = json_lines_observer(out, tag)
     else:

@@ -20,6 +20,7 @@ from router.auth.methods import METHODS
 from router.auth.throttle import throttle_key
 from router.serializers import SerializationError, Serializer
 from router.session import QuotaWindow, RateWindow, Session
+from router.transport.admission import TOO_MANY_PER_AUTHID
 from router.transport.tls import channel_id
 from router.tuplespace import TableFull
 
@@ -414,6 +415,10 @@ class WampProtocol:
         realm = self.node.realm_router(realm_uri)
         if realm is None:  # deleted through the admin realm while the client authenticated
             self.abort(wamp.NO_SUCH_REALM, f"no realm {realm_uri!r} on this router")
+            return
+        refused = self.node.admission.session(self.node.table, realm_uri, who.authid, who.authmethod)
+        if refused is not None:  # limits.max_sessions_per_authid
+            self.abort(TOO_MANY_PER_AUTHID, refused)
             return
         role = spec.role(who.authrole)
         try:

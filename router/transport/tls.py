@@ -24,6 +24,7 @@ class TlsConfig:
     ca_certificates: list[str] = field(default_factory=list)  # given: clients must present a certificate they sign
     ciphers: str | None = None  # an OpenSSL cipher string; None: Twisted's secure default
     options: Any = field(default=None, repr=False, compare=False)  # the CertificateOptions built from these
+    live: Any = field(default=None, repr=False, compare=False)  # a listening port's ReloadableCredentials
 
 
 def _read(path: str, where: str) -> bytes:

@@ -85,8 +85,12 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         if request.path != factory.config.path:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {wamp.quote(request.path)}")
         if factory.trusted_proxies:
-            self.forwarded_for = client_address(self.transport.getPeer().host,
-                                                request.headers.get("x-forwarded-for"), factory.trusted_proxies)
+            host = self.transport.getPeer().host
+            self.forwarded_for = client_address(host, request.headers.get("x-forwarded-for"), factory.trusted_proxies)
+            refused = factory.node.admission.address(self.forwarded_for or host)  # the client's, now known
+            if refused is not None:
+                raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, f"too many connections (limits.{refused})")
+            self._admitted_as = self.forwarded_for or host
         for proto in request.protocols:
             if proto in factory.codecs:
                 self._subprotocol = proto
@@ -225,16 +229,36 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
 
     _refused = False  # not counted in the node's connections (limits.max_pending_connections)
+    _admitted_as: str | None = None  # the client address admission counts this connection under
 
     def _connectionMade(self) -> None:
         super()._connectionMade()
         # Autobahn queues only chopped or synced writes, which the router never asks for: no deque
         # (760 bytes) per connection until one is needed (see sendData).
         self.send_queue = _NO_QUEUE
-        if not self.factory.node.connection_opened(self.peer):
+        node = self.factory.node
+        if not node.connection_opened(self.peer):
             self._refused = True
-            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
-            self.transport.loseConnection()
+            self._unavailable()
+            return
+        admission = node.admission
+        refused = admission.connection()
+        if refused is None and not self.factory.trusted_proxies:  # the TCP peer is the client
+            host = getattr(self.transport.getPeer(), "host", None)  # None: a unix socket
+            if host is not None:
+                refused = admission.address(host)
+                if refused is None:
+                    self._admitted_as = host
+        if refused is not None:
+            self._unavailable()
+
+    def _unavailable(self) -> None:
+        """Refused before reading anything: HTTP 503 (retry later), and close."""
+        self.wasClean = True  # refused on purpose: no line from Autobahn's drop
+        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+        self.transport.loseConnection()
+        self.state = WebSocketServerProtocol.STATE_CLOSED  # read nothing more from it
 
     def connectionLost(self, reason: Any = connectionDone) -> None:
         why = tls_error(reason.value)
@@ -246,6 +270,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         finally:
             if not self._refused:
                 self.factory.node.connection_closed()
+            if self._admitted_as is not None:
+                self.factory.node.admission.closed(self._admitted_as)
+                self._admitted_as = None
             self.free_write_buffer()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:

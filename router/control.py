@@ -1,0 +1,201 @@
+"""`courtyard status` and `courtyard stop`: find a running node from its config, as `start -c FILE`
+does, by the pid file it wrote (`node.pid_file`, default `{data_dir}/courtyard.pid`) and its HTTP
+endpoints (/health, /status.json on the first WebSocket listener).
+
+Exit codes (docs/operations.md):
+  status: 0 running and healthy; 1 not running, but a pid file was left (removed); 3 not running;
+          4 running but /health does not say ok (stopping, Redis unreachable, no answer); 2 bad config.
+  stop:   0 stopped (or was not running); 1 still running after --timeout; 2 bad config or no pid file
+          configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RUNNING, STALE, UNHEALTHY, NOT_RUNNING = 0, 1, 4, 3
+
+
+def write_pid(path: str | None) -> None:
+    """The pid file, written whole (a temporary file renamed over it); its directory made if missing."""
+    if path is None:
+        return
+    p = Path(path)
+    p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}")
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, p)
+
+
+def remove_pid(path: str | None) -> None:
+    """Remove the pid file if it still names this process (a node started since keeps its own)."""
+    if path is not None and read_pid(path) == os.getpid():
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        text = Path(path).read_text()[:32].strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _is_courtyard(pid: int) -> bool:
+    """The pid is alive and a Courtyard process (not another program that got the number later)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's: we cannot signal it anyway
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid file
+    return b"courtyard" in cmdline or b"router.cli" in cmdline
+
+
+def _running(cfg: Any) -> tuple[int | None, bool]:
+    """(the pid from the pid file, whether it is a running Courtyard process)."""
+    pid = read_pid(cfg.pid_file) if cfg.pid_file else None
+    return pid, pid is not None and _is_courtyard(pid)
+
+
+def _http_target(cfg: Any) -> tuple[str, int] | None:
+    """Where the node answers /health: its first WebSocket listener with a host and a fixed port."""
+    if not cfg.http.health:
+        return None
+    for lc in cfg.listeners:
+        if lc.type == "websocket" and lc.endpoint is None and lc.port and lc.tls is None:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(lc.host, lc.host)
+            return host, lc.port
+    return None
+
+
+def _get(target: tuple[str, int], path: str, timeout: float = 3.0) -> tuple[int, Any] | None:
+    conn = http.client.HTTPConnection(*target, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        body = r.read(1024 * 1024)
+        try:
+            return r.status, json.loads(body)
+        except ValueError:
+            return r.status, None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 86400}d {s // 3600 % 24}h {s // 60 % 60}m {s % 60}s" if s >= 86400 else \
+        f"{s // 3600}h {s // 60 % 60}m {s % 60}s" if s >= 3600 else f"{s // 60}m {s % 60}s"
+
+
+def status(cfg: Any, as_json: bool = False) -> int:
+    pid, alive = _running(cfg)
+    target = _http_target(cfg)
+    health = _get(target, "/health") if target else None
+    info = {"running": alive or health is not None, "pid": pid if alive else None, "pid_file": cfg.pid_file}
+    if health is not None:
+        code, body = health
+        info.update(health=(body or {}).get("status", f"HTTP {code}"), node=(body or {}).get("node"),
+                    version=(body or {}).get("version"), url=f"http://{target[0]}:{target[1]}/health")
+        detail = _get(target, "/status.json")
+        if detail is not None and detail[0] == 200 and isinstance(detail[1], dict):
+            d = detail[1]
+            info.update(node_id=d.get("node_id"), uptime=d.get("uptime"), sessions=d.get("sessions"),
+                        connections=d.get("connections"))
+        elif isinstance(body, dict):
+            info["sessions"] = body.get("sessions")
+    code = (RUNNING if info.get("health") == "ok" else UNHEALTHY) if info["running"] else \
+        STALE if pid is not None else NOT_RUNNING
+    if code == STALE:  # the node died without removing it: say so once, and clear it
+        try:
+            os.unlink(cfg.pid_file)
+        except OSError:
+            pass
+    if as_json:
+        print(json.dumps(info))
+        return code
+    if not info["running"]:
+        left = f" (pid file {cfg.pid_file} named pid {pid}, which is gone: removed)" if code == STALE else ""
+        print(f"not running{left}")
+        return code
+    lines = [f"running: {'pid ' + str(pid) if alive else 'pid unknown (no pid file)'}"]
+    if health is None:
+        lines.append(f"health: no answer{'' if target else ' (no WebSocket listener with host and port to ask)'}")
+    else:
+        shown = {"health": info.get("health"), "node": info.get("node"), "node id": info.get("node_id"),
+                 "version": info.get("version"), "uptime": None if info.get("uptime") is None
+                 else _uptime(info["uptime"]), "sessions": info.get("sessions"),
+                 "connections": info.get("connections")}
+        lines += [f"{k}: {v}" for k, v in shown.items() if v is not None]
+    print("\n".join(lines))
+    return code
+
+
+def stop(cfg: Any, timeout: float | None = None) -> int:
+    """SIGTERM, then wait for the graceful shutdown (GOODBYE to every session, the grace period)."""
+    if cfg.pid_file is None:
+        print("courtyard stop: no pid file (node.pid_file is null, or admin.data_dir is null and node.pid_file "
+              "not set): cannot find the node", file=sys.stderr)
+        return 2
+    pid, alive = _running(cfg)
+    if not alive:
+        print("not running" + (f" (stale pid file {cfg.pid_file} removed)" if pid is not None else ""))
+        if pid is not None:
+            try:
+                os.unlink(cfg.pid_file)
+            except OSError:
+                pass
+        return 0
+    wait = timeout if timeout is not None else cfg.shutdown_grace + 10.0
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        print("stopped")
+        return 0
+    except PermissionError:
+        print(f"courtyard stop: not allowed to signal pid {pid} (another user's)", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not _is_courtyard(pid):
+            print(f"stopped (pid {pid})")
+            return 0
+        time.sleep(0.05)
+    print(f"courtyard stop: pid {pid} still running {wait:g}s after SIGTERM", file=sys.stderr)
+    return 1
+
+
+def add_parsers(sub: Any, config_help: str, load_config: Any) -> None:
+    """`status` and `stop`, each with -c like start."""
+    p = sub.add_parser("status", help="is the node of this config running: pid, health, node id, uptime, sessions")
+    p.add_argument("-c", "--config", help=config_help)
+    p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    p.set_defaults(func=lambda a: _with(a, load_config, lambda cfg: status(cfg, a.json)))
+    p = sub.add_parser("stop", help="stop the node of this config (SIGTERM) and wait for its graceful shutdown")
+    p.add_argument("-c", "--config", help=config_help)
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="how long to wait (default: shutdown.grace_period + 10)")
+    p.set_defaults(func=lambda a: _with(a, load_config, lambda cfg: stop(cfg, a.timeout)))
+
+
+def _with(args: argparse.Namespace, load_config: Any, run: Any) -> int:
+    cfg = load_config(args)
+    return 2 if cfg is None else run(cfg)
