@@ -173,7 +173,20 @@ def _supervise(args: argparse.Namespace, cfg) -> int:
     log.info("Courtyard {v}: supervising {n} workers, cluster node ids {id}-w0..w{last}; config: {config}",
              v=__version__, n=cfg.workers, id=cfg.cluster.node_id, last=cfg.workers - 1,
              config=args.config or "the embedded default")
-    return workers.supervise(argv, cfg.workers, cfg.shutdown_grace)
+    from twisted.internet import reactor
+
+    from router import control, systemd
+
+    def ready() -> None:
+        try:
+            control.write_pid(cfg.pid_file)
+        except OSError as e:
+            log.error("cannot write the pid file {path}: {e}", path=cfg.pid_file, e=e.strerror)
+        systemd.ready(f"{cfg.workers} workers serving")
+
+    reactor.addSystemEventTrigger("before", "shutdown", systemd.stopping)
+    reactor.addSystemEventTrigger("after", "shutdown", control.remove_pid, cfg.pid_file)
+    return workers.supervise(argv, cfg.workers, cfg.shutdown_grace, ready)
 
 
 def _started(node, config_file: str | None) -> None:

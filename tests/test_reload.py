@@ -1,0 +1,214 @@
+"""SIGHUP reloads a running `courtyard start` (issue 24, point 1): a new realm is served while the
+sessions opened before stay up, a renewed certificate is what the next client sees, a broken config
+is refused (one line per error) while the node serves on, and a rotated log file is reopened."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import time
+
+import pytest_twisted
+import yaml
+from autobahn.twisted.util import sleep
+from twisted.internet import threads
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+from tests.pki import make_pki
+from tests.routerproc import RouterProcess
+from tests.wampclient import Aborted, connect, with_timeout
+
+ensure = pytest_twisted.ensureDeferred
+
+OPEN_ROLE = {"anonymous": {"permissions": [{"uri": "", "match": "prefix",
+                                              "allow": ["call", "register", "publish", "subscribe"]}]}}
+
+
+def _realm(uri: str) -> dict:
+    return {"uri": uri, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}}, "roles": OPEN_ROLE}
+
+
+def _config(router: RouterProcess, **changes) -> dict:
+    config = yaml.safe_load(router.config_path.read_text())
+    config.update(changes)
+    return config
+
+
+def _write(router: RouterProcess, config: dict) -> None:
+    router.config_path.write_text(yaml.safe_dump(config))
+
+
+async def _logged(router: RouterProcess, text: str, start: int = 0, timeout: float = 10.0) -> str:
+    """The log past offset `start` once it holds `text` (the router writes it asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = router.log()[start:]
+        if text in log:
+            return log
+        assert router.proc.poll() is None, f"the router exited ({router.proc.returncode}):\n{router.log()}"
+        await sleep(0.05)
+    raise AssertionError(f"{text!r} not logged within {timeout}s:\n{router.log()[start:]}")
+
+
+_procedures = iter(range(1_000_000))
+
+
+async def _works(client) -> None:
+    """The session still routes: a call through itself."""
+    uri = f"com.example.echo{next(_procedures)}"
+    await client.register(lambda x: x, uri)
+    assert await client.call(uri, 7) == 7
+
+
+def _reload(router: RouterProcess) -> int:
+    """SIGHUP; the log offset before it."""
+    offset = len(router.log())
+    router.signal(signal.SIGHUP)
+    return offset
+
+
+@ensure
+async def test_sighup_serves_a_new_realm_and_keeps_the_sessions_open(tmp_path):
+    router = RouterProcess(tmp_path, {"realms": [_realm("realm1")], "admin": {"data_dir": None}}).start()
+    try:
+        before = await connect(router.url)
+        _write(router, _config(router, realms=[_realm("realm1"), _realm("realm2")]))
+        log = await _logged(router, "reloaded", _reload(router))
+        assert "added: realm2" in log, log
+        after = await connect(router.url, realm="realm2")
+        await _works(after)
+        await _works(before)  # the session opened before the reload is the same, and routes
+        assert router.proc.poll() is None
+        # a realm taken out of the file is deleted: its sessions get GOODBYE with the reason
+        _write(router, _config(router, realms=[_realm("realm1")]))
+        await _logged(router, "removed: realm2", _reload(router))
+        details = await with_timeout(after.left)
+        assert details.reason == "courtyard.close.realm_deleted"
+        await _works(before)
+        try:
+            await connect(router.url, realm="realm2")
+            raise AssertionError("realm2 still served")
+        except Aborted as e:
+            assert e.reason == "wamp.error.no_such_realm"
+        before.leave()
+    finally:
+        router.stop()
+
+
+@ensure
+async def test_sighup_applies_a_removed_role_to_open_sessions(tmp_path):
+    """A reload that takes a role away closes its sessions; the others run under their new permissions."""
+    realm = {"uri": "realm1", "auth": {"anonymous": {"enabled": True, "authrole": "guest"}},
+             "roles": {"guest": OPEN_ROLE["anonymous"]}}
+    router = RouterProcess(tmp_path, {"realms": [realm], "admin": {"data_dir": None}}).start()
+    try:
+        guest = await connect(router.url)
+        await _works(guest)
+        changed = {**realm, "auth": {"anonymous": {"enabled": True, "authrole": "visitor"}},
+                   "roles": {"visitor": OPEN_ROLE["anonymous"]}}
+        _write(router, _config(router, realms=[changed]))
+        await _logged(router, "changed: realm1", _reload(router))
+        details = await with_timeout(guest.left)
+        assert details.reason == "courtyard.close.role_removed"
+        visitor = await connect(router.url)
+        assert visitor.welcome.authrole == "visitor"
+        visitor.leave()
+    finally:
+        router.stop()
+
+
+def _served_certificate(port: int) -> str:
+    return ssl.get_server_certificate(("127.0.0.1", port), timeout=5)
+
+
+def _same_pem(a: str, b: bytes) -> bool:
+    return ssl.PEM_cert_to_DER_cert(a) == ssl.PEM_cert_to_DER_cert(b.decode())
+
+
+@ensure
+async def test_sighup_reloads_a_renewed_certificate(tmp_path):
+    old, new = make_pki(tmp_path / "old", "old"), make_pki(tmp_path / "new", "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "cert.pem").write_bytes(old.certificate.read_bytes())
+    (live / "key.pem").write_bytes(old.key.read_bytes())
+    tls = {"certificate": str(live / "cert.pem"), "key": str(live / "key.pem")}
+    router = RouterProcess(tmp_path, {"listeners": [{"tls": tls}], "admin": {"data_dir": None}}).start()
+    url = f"wss://localhost:{router.port}/ws"
+    try:
+        trusting_old = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(old.ca_pem))
+        before = await connect(url, tls=trusting_old)
+        assert _same_pem(await threads.deferToThread(_served_certificate, router.port), old.certificate.read_bytes())
+        # certbot's renewal: the same paths, new files
+        (live / "cert.pem").write_bytes(new.certificate.read_bytes())
+        (live / "key.pem").write_bytes(new.key.read_bytes())
+        log = await _logged(router, "reloaded", _reload(router))
+        assert "1 TLS listener(s) with their certificates read again" in log, log
+        served = await threads.deferToThread(_served_certificate, router.port)
+        assert _same_pem(served, new.certificate.read_bytes())
+        trusting_new = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(new.ca_pem))
+        after = await connect(url, tls=trusting_new)
+        await _works(after)
+        await _works(before)  # the connection made with the old certificate stays up
+        after.leave()
+        before.leave()
+    finally:
+        router.stop()
+
+
+@ensure
+async def test_sighup_refuses_a_broken_config_and_serves_on(tmp_path):
+    router = RouterProcess(tmp_path, {"admin": {"data_dir": None}}).start()
+    try:
+        before = await connect(router.url)
+        good = _config(router)
+        broken = {**good, "realms": [_realm("realm1"), {"uri": "realm2", "auth": {"ticket": "yes"}}],
+                  "limits": {"max_sessions": -1}}
+        _write(router, broken)
+        log = await _logged(router, "still running on the previous config", _reload(router))
+        refused = [line for line in log.splitlines() if "reload refused" in line]
+        assert len(refused) == 3, log  # one per error, then the summary
+        assert any("limits.max_sessions" in line for line in refused) and \
+            any("realms[1].auth.ticket" in line for line in refused), log
+        assert "reloaded" not in log
+        await _works(before)
+        fresh = await connect(router.url)
+        await _works(fresh)
+        try:
+            await connect(router.url, realm="realm2")
+            raise AssertionError("realm2 of the refused config is served")
+        except Aborted as e:
+            assert e.reason == "wamp.error.no_such_realm"
+        # what takes a restart is said, and the node keeps its listener
+        _write(router, {**good, "listeners": [{**good["listeners"][0], "port": router.port + 1}]})
+        log = await _logged(router, "reloaded", _reload(router))
+        assert "listeners[0] changed in the file: takes effect only after a restart" in log, log
+        await _works(await connect(router.url))
+        fresh.leave()
+        before.leave()
+    finally:
+        router.stop()
+
+
+@ensure
+async def test_sighup_reopens_a_rotated_log_file(tmp_path):
+    log_file = tmp_path / "courtyard.log"
+    router = RouterProcess(tmp_path, {"admin": {"data_dir": None}}, log_file=log_file).start()
+    try:
+        rotated = tmp_path / "courtyard.log.1"
+        log_file.rename(rotated)  # logrotate's move, then its postrotate `kill -HUP`
+        router.signal(signal.SIGHUP)
+        for _ in range(200):
+            if log_file.exists() and "reloaded" in log_file.read_text():
+                break
+            assert router.proc.poll() is None, router.stdout_path.read_text()
+            await sleep(0.05)
+        assert f"log file {log_file} reopened" in log_file.read_text()
+        assert "started in" in rotated.read_text() and "reopened" not in rotated.read_text()
+        client = await connect(router.url)  # what happens next goes to the new file
+        client.leave()
+        await with_timeout(client.left)
+        await sleep(0.2)
+        assert "realm1" in log_file.read_text() and "joined" not in rotated.read_text()
+    finally:
+        router.stop()
