@@ -65,10 +65,53 @@ def _stored_changes(cfg) -> bool:
     return True
 
 
+def _redis_client(cfg, prefix: str = "") -> bool:
+    """A cluster needs the Redis client (the `redis` extra); False after saying so on stderr."""
+    if cfg.cluster is None:
+        return True
+    try:
+        import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
+    except ImportError:
+        print(f"courtyard: {prefix}cluster: needs the Redis client: pip install 'courtyard[redis]'", file=sys.stderr)
+        return False
+    return True
+
+
+def _ports_free(cfg) -> None:
+    """Warn about each listener's host and port that cannot be bound now (start would fail, exit 2);
+    one held by this config's own running node (its pid file) is only noted. A warning, not an error:
+    the port may be free by the time the node starts."""
+    import errno
+    import socket
+
+    from router import control
+
+    for i, lc in enumerate(cfg.listeners):
+        if lc.endpoint is not None or lc.port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in lc.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted listens: TIME_WAIT is no conflict
+            try:
+                s.bind((lc.host, lc.port))
+                continue
+            except OSError as e:
+                problem = e
+        pid = control.read_pid(cfg.pid_file) if cfg.pid_file else None
+        if problem.errno == errno.EADDRINUSE and pid is not None and control.is_courtyard(pid):
+            print(f"note: listeners[{i}]: {lc.host}:{lc.port} is in use by this config's running node (pid {pid})")
+            continue
+        what = "is in use (by another program?)" if problem.errno == errno.EADDRINUSE else \
+            f"cannot be bound: {problem.strerror}"
+        print(f"courtyard: warning: listeners[{i}].port: {lc.host}:{lc.port} {what} now: start would fail",
+              file=sys.stderr)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    if cfg is None or not _stored_changes(cfg):
+    if cfg is None or not _stored_changes(cfg) or not _redis_client(cfg):
         return 2
+    _ports_free(cfg)
     print(f"config OK ({args.config or 'the embedded default'}): {len(cfg.listeners)} listener(s), "
           f"realms: {', '.join(r.uri for r in cfg.realms)}")
     return 0
@@ -78,13 +121,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
         return 2
-    if cfg.cluster is not None:
-        try:
-            import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
-        except ImportError:
-            print("courtyard: cannot start: cluster: needs the Redis client: pip install 'courtyard[redis]'",
-                  file=sys.stderr)
-            return 2
+    if not _redis_client(cfg, "cannot start: "):
+        return 2
     worker = args.worker_index
     if worker is not None:
         import signal
@@ -96,6 +134,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             print("courtyard: cannot start: a worker (--worker-index) needs a cluster: section", file=sys.stderr)
             return 2
         cfg.cluster.node_id = f"{args.worker_node_id or cfg.cluster.node_id}-w{worker}"
+    logs.set_node(cfg.cluster.node_id if cfg.cluster is not None else cfg.name)
     try:
         logs.begin(args.log_level, args.log_format, args.log_file, None if worker is None else f"w{worker}")
     except OSError as e:

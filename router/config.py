@@ -410,9 +410,12 @@ def _http(raw: Any) -> HttpConfig:
 def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
     """The session table's backend: a cluster shares its table in Redis, one node keeps it in memory."""
     backend = str_value(storage, "backend", "storage", "memory" if cluster is None else "redis", ("memory", "redis"))
-    if (backend == "redis") != (cluster is not None):
-        raise ConfigError("storage.backend", "redis needs a cluster: section, and a cluster shares its session "
-                          f"table in Redis (backend redis), got {backend!r}")
+    if backend == "redis" and cluster is None:
+        raise ConfigError("storage.backend", "redis needs a cluster: section (or leave storage.backend out: "
+                          "memory on one node, redis with cluster:)")
+    if backend == "memory" and cluster is not None:
+        raise ConfigError("storage.backend", "a cluster shares its session table in Redis: set it to redis, or "
+                          "leave storage.backend out (it follows cluster:), got 'memory'")
     return backend
 
 
@@ -539,7 +542,7 @@ def _relative_to(raw: Any, base: Path) -> Any:
         tls = lc.get("tls") if isinstance(lc, dict) else None
         if not isinstance(tls, dict):
             continue
-        for key in ("certificate", "key", "ca_certificates"):
+        for key in ("certificate", "key", "ca_certificates", "key_password_file"):
             value = tls.get(key)
             if isinstance(value, str) and value:
                 tls[key] = str(base / Path(value).expanduser())

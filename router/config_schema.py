@@ -44,10 +44,11 @@ def _tls() -> dict:
     path = {"type": "string", "minLength": 1}
     schema = js.section(TLS_KEYS, {
         "certificate": {**path, "description": "PEM: the certificate, then any intermediates"},
-        "key": {**path, "description": "PEM, unencrypted"},
+        "key": {**path, "description": "PEM; encrypted: give key_password_file"},
         "ca_certificates": {"oneOf": [path, {"type": "array", "items": path}],
                             "description": "clients must present a certificate signed by one"},
         "ciphers": {**path, "description": "OpenSSL cipher string for TLS 1.2"},
+        "key_password_file": {**path, "description": "a file whose first line is the password of an encrypted key"},
     }, "wss:// or RawSocket over TLS", nullable=False)
     schema["required"] = ["certificate", "key"]
     return schema

@@ -52,7 +52,7 @@ def read_pid(path: str) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def _is_courtyard(pid: int) -> bool:
+def is_courtyard(pid: int) -> bool:
     """The pid is alive and a Courtyard process (not another program that got the number later)."""
     try:
         os.kill(pid, 0)
@@ -70,7 +70,7 @@ def _is_courtyard(pid: int) -> bool:
 def _running(cfg: Any) -> tuple[int | None, bool]:
     """(the pid from the pid file, whether it is a running Courtyard process)."""
     pid = read_pid(cfg.pid_file) if cfg.pid_file else None
-    return pid, pid is not None and _is_courtyard(pid)
+    return pid, pid is not None and is_courtyard(pid)
 
 
 def _http_target(cfg: Any) -> tuple[str, int] | None:
@@ -175,7 +175,7 @@ def stop(cfg: Any, timeout: float | None = None) -> int:
         return 1
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if not _is_courtyard(pid):
+        if not is_courtyard(pid):
             print(f"stopped (pid {pid})")
             return 0
         time.sleep(0.05)

@@ -397,7 +397,8 @@ class WampProtocol:
             stats.authenticated(method.name, False)
             stats.refused(spec.uri, "authentication_failed", method.principal(details), method.name, _peer(self.peer))
             self.log.warn("authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
-                          realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
+                          realm=spec.uri, authid=wamp.printable(str(method.principal(details)), 200),
+                          method=method.name,
                           peer=_peer(self.peer), why=outcome.message)
             self.abort(outcome.reason, outcome.message, quiet=True)
 

@@ -109,6 +109,7 @@ class Reloader:
         tls = self._apply_tls(cfg)
         self._apply_settings(cfg)
         changed = self._apply_realms(cfg, registry)
+        logs.set_node(node.config.cluster.node_id if node.config.cluster is not None else node.config.name)
         self.reloads += 1
         log.info("reloaded {path}: realms {realms}{changed}; {tls} TLS listener(s) with their certificates read "
                  "again", path=where, realms=", ".join(r.uri for r in node.realms.list()),

@@ -166,7 +166,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             if len(request) < MAX_HANDSHAKE_SIZE:
                 return
             del self._request
-        self._log.warn("refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer,
+        self._log.warn("refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer_name(),
                        max=MAX_HANDSHAKE_SIZE)
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
@@ -189,7 +189,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             host = client_address(host, plain.headers.get("x-forwarded-for"), factory.trusted_proxies) or host
         status, reply = http.answer(factory.node, plain, host)
         self._log.debug("HTTP {method} {path} from {peer}: {status}", method=plain.method,
-                        path=wamp.quote(plain.path), peer=self.peer, status=status)
+                        path=wamp.quote(plain.path), peer=self.peer_name(), status=status)
         self.wasClean = True  # answered on purpose: no line from Autobahn's drop
         self.sendData(reply)
         self.dropConnection(abort=False)
@@ -199,7 +199,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         Autobahn's two (its info line, then a warning as it drops the connection). Autobahn quotes
         the client's bytes in its reasons: a short, escaped text instead, never raw control characters."""
         reason = wamp.printable(str(reason))
-        self._log.warn("refusing WebSocket from {peer}: {reason}", peer=self.peer, reason=reason)
+        self._log.warn("refusing WebSocket from {peer}: {reason}", peer=self.peer_name(), reason=reason)
         self.wasNotCleanReason = reason
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(code, reason, responseHeaders)
@@ -222,7 +222,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
         # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
         if self.wamp is not None:
-            self.wamp.log.warn("peer {peer}: {reason}", peer=self.peer, reason=reason)
+            self.wamp.log.warn("peer {peer}: {reason}", peer=self.peer_name(), reason=reason)
             self.wamp.send([wamp.ABORT, {"message": reason}, wamp.PAYLOAD_SIZE_EXCEEDED])
             self.wamp.on_close()
             self.failByDrop = False  # an abortive drop would discard the ABORT still in the write buffer
@@ -237,7 +237,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         # (760 bytes) per connection until one is needed (see sendData).
         self.send_queue = _NO_QUEUE
         node = self.factory.node
-        if not node.connection_opened(self.peer):
+        if not node.connection_opened(self.peer_name()):
             self._refused = True
             self._unavailable()
             return
@@ -263,7 +263,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def connectionLost(self, reason: Any = connectionDone) -> None:
         why = tls_error(reason.value)
         if why is not None:  # Autobahn would log it as an error: it is the client's, one info line
-            self._log.info("TLS with {peer} failed: {why}", peer=self.peer, why=why)
+            self._log.info("TLS with {peer} failed: {why}", peer=self.peer_name(), why=why)
             reason = Failure(ConnectionLost(f"TLS: {why}"))
         try:
             super().connectionLost(reason)
