@@ -250,7 +250,7 @@ def render(result: Any) -> str:
 
 
 class _NoRealm(Exception):
-    error = "wamp.error.no_such_realm"
+    error = "courtyard.error.no_such_realm"  # as the admin procedures that take a realm say it
 
     def __init__(self, realm: str) -> None:
         super().__init__(f"no realm {realm!r}")
@@ -394,7 +394,8 @@ def _call(args: argparse.Namespace, tls: Any, host: str, port: int, signer: Any,
     class Protocol(WampWebSocketClientProtocol):
         def connectionLost(self, reason) -> None:  # before any answer: a refused TLS handshake, most often
             hint = ""
-            if self.state == self.STATE_CONNECTING and args.url.startswith("ws://") and not self.http_headers:
+            if args.url.startswith("ws://") and getattr(self, "state", None) == self.STATE_CONNECTING and \
+                    not getattr(self, "http_headers", None):
                 hint = " (no HTTP answer to the WebSocket opening: is it a TLS listener? then use wss://)"
             done("error", f"connection to {args.url} lost: {_why(reason.value)}{hint}")
             super().connectionLost(reason)
