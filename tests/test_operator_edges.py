@@ -213,6 +213,13 @@ async def test_the_admin_cli_says_no_realm_and_never_none(tmp_path):
         assert r.returncode == 0 and "None" not in r.stdout, r.stdout
         r = await threads.deferToThread(_admin, router, "sessions", "get", str(client.welcome.session))
         assert r.returncode == 0 and "None" not in r.stdout, r.stdout
+        r = await threads.deferToThread(_admin, router, "--json", "realms", "get", "realm1")
+        policy = json.loads(r.stdout)["policy"]  # the embedded realm1: no definition, the defaults' policy
+        assert policy["authmethods"] == ["anonymous"] and policy["anonymous_authrole"] == "anonymous"
+        assert policy["roles"]["anonymous"] == [{"uri": "", "match": "prefix",
+                                                 "allow": ["call", "publish", "register", "subscribe"]}]
+        r = await threads.deferToThread(_admin, router, "realms", "get", "realm1")
+        assert "policy" in r.stdout and "None" not in r.stdout, r.stdout
         r = await threads.deferToThread(_admin, router, "sessions", "list")
         rows = r.stdout.splitlines()
         assert rows[0].split() == ["id", "authid", "authrole", "authmethod", "peer", "agent", "idle", "node"]
