@@ -212,3 +212,28 @@ async def test_sighup_reopens_a_rotated_log_file(tmp_path):
         assert "realm1" in log_file.read_text() and "joined" not in rotated.read_text()
     finally:
         router.stop()
+
+
+@ensure
+async def test_sighup_on_a_cluster_node_reads_its_realms_again(tmp_path, redis_server):
+    """In a cluster the YAML is each node's base layer under the cluster's realm store: a realm added
+    to the file is served after SIGHUP; the cluster itself takes a restart, which is said."""
+    router = RouterProcess(tmp_path, {"realms": [_realm("realm1")], "admin": {"data_dir": None},
+                                      "cluster": {"redis": redis_server.url, "node_id": "a"}}).start()
+    try:
+        before = await connect(router.url)
+        config = _config(router, realms=[_realm("realm1"), _realm("realm2")])
+        config["cluster"] = {**config["cluster"], "heartbeat": 0.5, "node_timeout": 2.0}
+        _write(router, config)
+        log = await _logged(router, "reloaded", _reload(router))
+        assert "cluster changed in the file: takes effect only after a restart" in log, log
+        for _ in range(100):  # the store is read again from Redis: a moment
+            try:
+                after = await connect(router.url, realm="realm2")
+                break
+            except Aborted:
+                await sleep(0.05)
+        await _works(after)
+        await _works(before)
+    finally:
+        router.stop()
