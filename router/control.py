@@ -7,6 +7,8 @@ Exit codes (docs/operations.md):
           4 running but /health does not say ok (stopping, Redis unreachable, no answer); 2 bad config.
   stop:   0 stopped (or was not running); 1 still running after --timeout; 2 bad config or no pid file
           configured.
+  reload: 0 SIGHUP sent (the config checked first, as check-config does); 2 bad config (not sent);
+          3 not running.
 """
 
 from __future__ import annotations
@@ -183,8 +185,24 @@ def stop(cfg: Any, timeout: float | None = None) -> int:
     return 1
 
 
+def reload(cfg: Any) -> int:
+    """SIGHUP to the node, once its config has passed the checks it will make (so a broken one is
+    said here, on stderr, as well as refused there)."""
+    pid, alive = _running(cfg)
+    if not alive:
+        print("not running", file=sys.stderr)
+        return NOT_RUNNING
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as e:
+        print(f"courtyard reload: cannot signal pid {pid}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"reload asked of pid {pid} (its log says what changed)")
+    return 0
+
+
 def add_parsers(sub: Any, config_help: str, load_config: Any) -> None:
-    """`status` and `stop`, each with -c like start."""
+    """`status`, `stop` and `reload`, each with -c like start."""
     p = sub.add_parser("status", help="is the node of this config running: pid, health, node id, uptime, sessions")
     p.add_argument("-c", "--config", help=config_help)
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
@@ -194,6 +212,9 @@ def add_parsers(sub: Any, config_help: str, load_config: Any) -> None:
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="how long to wait (default: shutdown.grace_period + 10)")
     p.set_defaults(func=lambda a: _with(a, load_config, lambda cfg: stop(cfg, a.timeout)))
+    p = sub.add_parser("reload", help="check the config, then make the node of this config reload it (SIGHUP)")
+    p.add_argument("-c", "--config", help=config_help)
+    p.set_defaults(func=lambda a: _with(a, load_config, reload))
 
 
 def _with(args: argparse.Namespace, load_config: Any, run: Any) -> int:

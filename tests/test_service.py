@@ -193,3 +193,27 @@ async def test_socket_activation_with_systemd_socket_activate(tmp_path):
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+@ensure
+async def test_reload_checks_the_config_then_signals_the_node(tmp_path):
+    router = RouterProcess(tmp_path, {}).start()
+    config = str(router.config_path)
+    try:
+        good = router.config_path.read_text()
+        router.config_path.write_text(good + "limits: {max_sessions: -1}\n")
+        r = await threads.deferToThread(courtyard, "reload", "-c", config)
+        assert r.returncode == 2 and "limits.max_sessions" in r.stderr, r.stdout + r.stderr
+        assert "reloaded" not in router.log() and "reload refused" not in router.log()  # not even asked
+        router.config_path.write_text(good)
+        r = await threads.deferToThread(courtyard, "reload", "-c", config)
+        assert r.returncode == 0 and f"pid {router.proc.pid}" in r.stdout, r.stdout + r.stderr
+        for _ in range(100):
+            if "reloaded" in router.log():
+                break
+            await threads.deferToThread(time.sleep, 0.05)
+        assert "reloaded" in router.log() and router.proc.poll() is None
+    finally:
+        router.stop()
+    r = courtyard("reload", "-c", config)
+    assert r.returncode == 3 and "not running" in r.stderr
