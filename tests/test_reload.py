@@ -237,3 +237,22 @@ async def test_sighup_on_a_cluster_node_reads_its_realms_again(tmp_path, redis_s
         await _works(before)
     finally:
         router.stop()
+
+
+def test_sighup_to_a_workers_supervisor_reloads_every_worker(tmp_path, redis_server):
+    """`--workers 2`: the supervisor passes SIGHUP on, each worker reloads; the supervisor writes the pid file."""
+    from tests.test_workers import Workers
+
+    w = Workers(tmp_path, redis_server.url, config={"admin": {"data_dir": str(tmp_path / "data")}}).start()
+    try:
+        pid_file = tmp_path / "data" / "courtyard.pid"
+        for _ in range(100):
+            if pid_file.exists():
+                break
+            time.sleep(0.05)
+        assert pid_file.read_text().strip() == str(w.proc.pid)
+        w.proc.send_signal(signal.SIGHUP)
+        w.wait_for("reloaded", count=2)
+        assert w.proc.poll() is None and "SIGHUP: each worker reloads the config" in w.log()
+    finally:
+        w.stop()
