@@ -108,7 +108,30 @@ def _uptime(seconds: float) -> str:
         f"{s // 3600}h {s // 60 % 60}m {s % 60}s" if s >= 3600 else f"{s // 60}m {s % 60}s"
 
 
-def status(cfg: Any, as_json: bool = False) -> int:
+def _peers(cfg: Any, target: tuple[str, int], login: argparse.Namespace) -> list | str:
+    """The cluster's nodes from the admin realm (courtyard.node.list), logged in as `login` says;
+    a short reason instead when that cannot be done."""
+    from router import admin_client
+
+    if login.ticket is None and login.key is None:
+        return "give --ticket or --key (or COURTYARD_ADMIN_TICKET / COURTYARD_ADMIN_KEY) to list them"
+    signer = None
+    if login.key is not None:
+        from nacl.signing import SigningKey
+
+        try:
+            signer = SigningKey(bytes.fromhex(login.key))
+        except Exception:
+            return "--key must be an Ed25519 private key, 64 hex characters"
+    host = f"[{target[0]}]" if ":" in target[0] else target[0]
+    args = argparse.Namespace(url=f"ws://{host}:{target[1]}/ws", login_authid=login.authid, login_ticket=login.ticket,
+                              admin_realm=cfg.admin_realm.uri, timeout=10.0, json=True,
+                              spec=admin_client.ACTIONS["nodes"]["list"])
+    outcome = admin_client._call(args, None, target[0], target[1], signer, "courtyard.node.list", [], {})
+    return outcome["result"] if "result" in outcome else f"admin realm: {outcome.get('error')}"
+
+
+def status(cfg: Any, as_json: bool = False, login: argparse.Namespace | None = None) -> int:
     pid, alive = _running(cfg)
     target = _http_target(cfg)
     health = _get(target, "/health") if target else None
@@ -124,6 +147,8 @@ def status(cfg: Any, as_json: bool = False) -> int:
                         connections=d.get("connections"))
         elif isinstance(body, dict):
             info["sessions"] = body.get("sessions")
+        if cfg.cluster is not None and login is not None:
+            info["cluster"] = _peers(cfg, target, login)
     code = (RUNNING if info.get("health") == "ok" else UNHEALTHY) if info["running"] else \
         STALE if pid is not None else NOT_RUNNING
     if code == STALE:  # the node died without removing it: say so once, and clear it
@@ -147,6 +172,12 @@ def status(cfg: Any, as_json: bool = False) -> int:
                  else _uptime(info["uptime"]), "sessions": info.get("sessions"),
                  "connections": info.get("connections")}
         lines += [f"{k}: {v}" for k, v in shown.items() if v is not None]
+        peers = info.get("cluster")
+        if isinstance(peers, list):
+            lines.append(f"cluster: {len(peers)} node(s): " + ", ".join(
+                f"{n.get('id')} ({n.get('sessions')} sessions)" for n in peers if isinstance(n, dict)))
+        elif peers is not None:
+            lines.append(f"cluster: {peers}")
     print("\n".join(lines))
     return code
 
@@ -206,7 +237,11 @@ def add_parsers(sub: Any, config_help: str, load_config: Any) -> None:
     p = sub.add_parser("status", help="is the node of this config running: pid, health, node id, uptime, sessions")
     p.add_argument("-c", "--config", help=config_help)
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
-    p.set_defaults(func=lambda a: _with(a, load_config, lambda cfg: status(cfg, a.json)))
+    p.add_argument("--authid", default=os.environ.get("COURTYARD_ADMIN_AUTHID", "admin"),
+                   help="a cluster node's peers come from the admin realm: log in as this admin.users authid")
+    p.add_argument("--ticket", default=os.environ.get("COURTYARD_ADMIN_TICKET"), help="... by ticket")
+    p.add_argument("--key", default=os.environ.get("COURTYARD_ADMIN_KEY"), help="... or by cryptosign")
+    p.set_defaults(func=lambda a: _with(a, load_config, lambda cfg: status(cfg, a.json, a)))
     p = sub.add_parser("stop", help="stop the node of this config (SIGTERM) and wait for its graceful shutdown")
     p.add_argument("-c", "--config", help=config_help)
     p.add_argument("--timeout", type=float, metavar="SECONDS",

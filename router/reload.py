@@ -80,6 +80,9 @@ class Reloader:
         systemd.notify("RELOADING=1", systemd.monotonic_usec())
         try:
             return self._reload()
+        except Exception:  # a bug, but the node must not die of a SIGHUP: said, and it runs on
+            log.failure("reload failed part way; restart the node to be sure of its config")
+            return False
         finally:
             systemd.notify("READY=1", f"STATUS=serving; {self.reloads} reload(s)")
 

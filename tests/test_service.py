@@ -217,3 +217,24 @@ async def test_reload_checks_the_config_then_signals_the_node(tmp_path):
         router.stop()
     r = courtyard("reload", "-c", config)
     assert r.returncode == 3 and "not running" in r.stderr
+
+
+def test_status_of_a_cluster_node_lists_its_peers_from_the_admin_realm(tmp_path, redis_server):
+    from tests.test_cluster_start import _node
+
+    a = _node(tmp_path, "a", redis_server.url).start()
+    b = _node(tmp_path, "b", redis_server.url).start()
+    try:
+        for _ in range(100):  # b's heartbeat reaches Redis
+            r = courtyard("status", "-c", str(a.config_path), "--ticket", "s3cret")
+            if "cluster: 2 node(s)" in r.stdout:
+                break
+            time.sleep(0.1)
+        lines = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+        assert r.returncode == 0 and lines["node"] == "a" and lines["node id"] == "a", r.stdout + r.stderr
+        assert lines["cluster"].startswith("2 node(s): ") and "b (" in lines["cluster"], r.stdout
+        r = courtyard("status", "-c", str(a.config_path))  # no credential: said, not an error
+        assert r.returncode == 0 and "cluster: give --ticket or --key" in r.stdout, r.stdout + r.stderr
+    finally:
+        a.stop()
+        b.stop()
