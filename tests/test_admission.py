@@ -148,6 +148,10 @@ async def test_the_address_counted_behind_a_trusted_proxy_is_the_forwarded_one(t
     try:
         statuses, held = await threads.deferToThread(_flood, router.port, 3, "127.0.0.1", "10.0.0.7")
         assert statuses == [101, 101, 503], statuses
+        more_statuses, more = await threads.deferToThread(_flood, router.port, 20, "127.0.0.1", "10.0.0.7")
+        held += more
+        assert set(more_statuses) == {503}
+        assert "refusing WebSocket" not in router.log()  # the flood is admission's one line, not 21
         status, s = await threads.deferToThread(_upgrade, router.port, "127.0.0.1", "10.0.0.8")  # another client
         held.append(s)
         assert status == 101

@@ -183,6 +183,7 @@ async def test_sighup_refuses_a_broken_config_and_serves_on(tmp_path):
         _write(router, {**good, "listeners": [{**good["listeners"][0], "port": router.port + 1}]})
         log = await _logged(router, "reloaded", _reload(router))
         assert "listeners[0] changed in the file: takes effect only after a restart" in log, log
+        assert "changed:" not in log and "added:" not in log, log  # the realms are as they were
         await _works(await connect(router.url))
         fresh.leave()
         before.leave()
@@ -256,3 +257,28 @@ def test_sighup_to_a_workers_supervisor_reloads_every_worker(tmp_path, redis_ser
         assert w.proc.poll() is None and "SIGHUP: each worker reloads the config" in w.log()
     finally:
         w.stop()
+
+
+@ensure
+async def test_sighup_keeps_what_the_admin_api_changed(tmp_path):
+    """A realm created through the admin realm is in admin.data_dir, not the file: a reload keeps it,
+    as a restart would (the admin changes are laid over the file, as at start)."""
+    import subprocess
+    import sys
+
+    from realms.secrets import hash_secret
+
+    admin = {"users": {"root": {"ticket": hash_secret("pw", iterations=1000)}}}
+    router = RouterProcess(tmp_path, {"admin": admin}).start()
+    try:
+        r = await threads.deferToThread(subprocess.run, [
+            sys.executable, "-m", "router.cli", "admin", "--url", router.url, "--authid", "root", "--ticket", "pw",
+            "realms", "create", "shop"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        shopper = await connect(router.url, realm="shop")
+        log = await _logged(router, "reloaded", _reload(router))
+        assert "removed" not in log and "shop" in log, log
+        await _works(shopper)
+        shopper.leave()
+    finally:
+        router.stop()

@@ -88,7 +88,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             host = self.transport.getPeer().host
             self.forwarded_for = client_address(host, request.headers.get("x-forwarded-for"), factory.trusted_proxies)
             refused = factory.node.admission.address(self.forwarded_for or host)  # the client's, now known
-            if refused is not None:
+            if refused is not None:  # counted and logged (once per LOG_EVERY) by admission: no line here
+                self._quiet_refusal = True
                 raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, f"too many connections (limits.{refused})")
             self._admitted_as = self.forwarded_for or host
         for proto in request.protocols:
@@ -199,7 +200,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         Autobahn's two (its info line, then a warning as it drops the connection). Autobahn quotes
         the client's bytes in its reasons: a short, escaped text instead, never raw control characters."""
         reason = wamp.printable(str(reason))
-        self._log.warn("refusing WebSocket from {peer}: {reason}", peer=self.peer_name(), reason=reason)
+        if not self._quiet_refusal:
+            self._log.warn("refusing WebSocket from {peer}: {reason}", peer=self.peer_name(), reason=reason)
         self.wasNotCleanReason = reason
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(code, reason, responseHeaders)
@@ -230,6 +232,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
 
     _refused = False  # not counted in the node's connections (limits.max_pending_connections)
     _admitted_as: str | None = None  # the client address admission counts this connection under
+    _quiet_refusal = False  # refused by admission: its log line is admission's, not one per connection
 
     def _connectionMade(self) -> None:
         super()._connectionMade()
