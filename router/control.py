@@ -139,7 +139,7 @@ def status(cfg: Any, as_json: bool = False, login: argparse.Namespace | None = N
     if health is not None:
         code, body = health
         info.update(health=(body or {}).get("status", f"HTTP {code}"), node=(body or {}).get("node"),
-                    version=(body or {}).get("version"), url=f"http://{target[0]}:{target[1]}/health")
+                    url=f"http://{target[0]}:{target[1]}/health")
         detail = _get(target, "/status.json")
         if detail is not None and detail[0] == 200 and isinstance(detail[1], dict):
             d = detail[1]
@@ -168,7 +168,7 @@ def status(cfg: Any, as_json: bool = False, login: argparse.Namespace | None = N
         lines.append(f"health: no answer{'' if target else ' (no WebSocket listener with host and port to ask)'}")
     else:
         shown = {"health": info.get("health"), "node": info.get("node"), "node id": info.get("node_id"),
-                 "version": info.get("version"), "uptime": None if info.get("uptime") is None
+                 "uptime": None if info.get("uptime") is None
                  else _uptime(info["uptime"]), "sessions": info.get("sessions"),
                  "connections": info.get("connections")}
         lines += [f"{k}: {v}" for k, v in shown.items() if v is not None]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from router import __version__, metrics
+from router import metrics
 from router.transport.forwarded import ip_address
 
 if TYPE_CHECKING:
@@ -80,8 +80,8 @@ def health(node: Node) -> tuple[int, dict]:
     cannot reach the rest of the cluster, so new ones are better sent to a node that can."""
     name = node.config.cluster.node_id if node.config.cluster is not None else node.config.name  # which node
     if node.stopping:
-        return 503, {"status": "stopping", "node": name, "version": __version__}
-    body = {"status": "ok", "node": name, "version": __version__, "sessions": node.table.size()}
+        return 503, {"status": "stopping", "node": name}
+    body = {"status": "ok", "node": name, "sessions": node.table.size()}
     if node.config.cluster is not None:
         from router.cluster.connection import connected
 
