@@ -136,6 +136,12 @@ class RemoteInterest:
         """Whether another node has subscribers for exactly this subscription."""
         return bool(self.index.get(topic, match))
 
+    def others(self) -> dict[int, tuple[str, str, float]]:
+        return self.seen
+
+    def subscribers(self, topic: str, match: str) -> defer.Deferred:
+        return self.part.subscribers(self.realm, match, topic)
+
     # -- the view --------------------------------------------------------------------------------
     def add(self, node: str, match: str, topic: str) -> None:
         nodes = self.index.get(topic, match)
@@ -199,7 +205,7 @@ class ClusterPubSub:
         return self._reload_all()
 
     def realm_started(self, router: Any) -> None:
-        router.broker.cluster = self.interest(router.uri)
+        router.broker.backend = self.interest(router.uri)
 
     def node_down(self, node_id: str) -> None:
         for realm, match, topic in self.by_node.pop(node_id, ()):
