@@ -21,6 +21,7 @@ import json
 import time
 from typing import Any
 
+import txredisapi
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -532,7 +533,7 @@ class ClusterRPC:
             self.send(sender, CANCEL, [caller_id, [wamp.CANCEL, request, {"mode": "killnowait"}]], lambda: None)
 
     def log_failure(self, f: Failure, what: str) -> None:
-        if f.check(ClusterUnavailable):
+        if f.check(ClusterUnavailable, txredisapi.ConnectionError):  # Redis away, or lost mid-command
             self.log.warn("{what}: the cluster's Redis is unreachable", what=what)
             return
         self.log.failure("{what} failed", failure=f, what=what)
