@@ -261,6 +261,8 @@ class ClusterRPC:
     def realm_started(self, router: Any) -> None:
         rr = self.realms[router.uri] = RealmRPC(self, router)
         router.dealer.backend = rr
+        for entry in list(self.view.entries(router.uri)):  # what the other nodes registered before it started
+            rr.changed(entry.procedure, entry.match, entry)
 
     def node_down(self, node_id: str) -> None:
         """Its callees leave the view now; its callers' stand-ins are detached (INTERRUPT to callees
