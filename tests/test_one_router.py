@@ -161,3 +161,20 @@ async def test_events_keep_publication_order_across_nodes(node):
         assert got[0][:total] == list(range(total)) and got[1][:total] == list(range(total))
     finally:
         _leave(*subscribers, publisher)
+
+
+@ensure
+async def test_a_realm_started_later_on_a_node_routes_to_earlier_registrations(make_cluster):
+    """Node a has never served realm1 when a callee registers on node b; a's first caller finds it."""
+    a, b = await make_cluster("a"), await make_cluster("b")
+    assert "realm1" not in a.realm_routers()
+    [callee] = [await connect(b.url)]
+    try:
+        await callee.register(lambda: "from b", "com.example.early")
+        caller = await connect(a.url)
+        try:
+            assert await with_timeout(caller.call("com.example.early")) == "from b"
+        finally:
+            caller.leave()
+    finally:
+        callee.leave()
