@@ -180,7 +180,8 @@ class Node:
         self.bus.resubscribed = self._bus_back
         from router.cluster.pubsub import ClusterPubSub
 
-        self.cluster_parts.append(ClusterPubSub(self))
+        self.cluster_parts.append(ClusterPubSub(self.redis, self.bus, cluster.node_id, self._routers.get,
+                                                self.realm_routers))
         yield self.bus.start()
         from router.cluster.rpc import ClusterRPC
 

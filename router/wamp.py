@@ -236,6 +236,18 @@ def error(request_type: int, request_id: int, uri: str, args: list | None = None
     return msg
 
 
+class WampError(Exception):
+    """An answer the peer gets as ERROR: a WAMP error URI, a message, and optional args and kwargs.
+    Every layer's error derives from it, so that callers recognise them with `isinstance`."""
+
+    def __init__(self, uri: str, message: str, args: list | None = None, kwargs: dict | None = None) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.message = message
+        self.error_args = args
+        self.error_kwargs = kwargs
+
+
 class ProtocolViolation(Exception):
     """Raised by a handler for a message that breaks the protocol; the session is ABORTed with
     wamp.error.protocol_violation and this text."""
