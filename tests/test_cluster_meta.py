@@ -5,6 +5,12 @@ its GOODBYE, without waiting for the Redis mirror. Real `courtyard start` proces
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import time
+
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
@@ -85,8 +91,6 @@ async def test_a_kill_on_one_node_says_goodbye_on_another(two_nodes, redis_serve
 @ensure
 async def test_admin_session_procedures_act_on_every_node(two_nodes, redis_server):
     """courtyard.session.* through `courtyard admin` on node b, for sessions on node a."""
-    import json
-
     from tests.test_cluster_start import _admin
 
     a, b = two_nodes
@@ -190,3 +194,102 @@ async def test_a_session_is_seen_on_every_node_from_its_welcome_until_its_goodby
         b.stop()
     for n in (a, b):
         assert "Traceback" not in n.log() and "Unhandled" not in n.log(), n.log()
+
+
+def _ghost(redis_server, sid: int) -> None:
+    """A node `ghost` that is alive by its key but does not listen (stalled), with one session of
+    realm1 in its Redis mirror."""
+    from router.storage import redis as store
+
+    redis_server.command("SET", "cy:node:ghost", '{"id": "ghost"}', "PX", "60000")
+    redis_server.command("SADD", "cy:nodes", "ghost")
+    details = {"session": sid, "realm": "realm1", "authid": "ghosty", "authrole": "anonymous"}
+    redis_server.command("HSET", store.record_key(sid), "node", "ghost", "realm", "realm1", "authid", "ghosty",
+                         "authrole", "anonymous", "last_active", "0", "details", json.dumps(details),
+                         "testaments", "")
+    for key in store._index_keys("ghost", "realm1", "ghosty", "anonymous"):
+        redis_server.command("SADD", key, str(sid))
+
+
+@ensure
+async def test_a_node_that_does_not_answer_is_read_from_its_mirror(make_cluster, redis_server):
+    """A node of `cy:nodes` that does not answer (dead and not purged yet, or stalled): its sessions are
+    as its Redis mirror holds them. Not listening on the bus, it is not waited for; listening (here a
+    subscriber that never answers stands for its stalled process), it is waited for until the timeout."""
+    from router.cluster import gather
+
+    a = await make_cluster("a")
+    await make_cluster("b")
+    caller = await connect(a.url)
+    spy = socket.create_connection(("127.0.0.1", redis_server.port))
+    try:
+        started = time.monotonic()
+        assert await caller.call("wamp.session.count") == 1
+        assert time.monotonic() - started < gather.TIMEOUT / 2  # every node answered: no timeout waited
+        _ghost(redis_server, 777)
+        started = time.monotonic()
+        assert await caller.call("wamp.session.count") == 2
+        assert sorted(await caller.call("wamp.session.list")) == sorted([777, caller._session_id])
+        got = await caller.call("wamp.session.get", 777)
+        assert (got["session"], got["node"], got["authid"]) == (777, "ghost", "ghosty")
+        assert time.monotonic() - started < gather.TIMEOUT  # every listener answered
+        spy.sendall(b"SUBSCRIBE cy:bus:all\r\n")
+        assert b"subscribe" in spy.recv(1000)
+        started = time.monotonic()
+        assert await caller.call("wamp.session.count") == 2
+        assert gather.TIMEOUT <= time.monotonic() - started < gather.TIMEOUT + 1
+        assert await caller.call("wamp.session.kill_by_authid", "ghosty") == 1  # sent to ghost's channel
+    finally:
+        spy.close()
+        _leave([caller])
+
+
+@ensure
+async def test_a_listener_that_is_no_node_is_not_waited_for(make_cluster, redis_server):
+    """A foreign subscriber of the broadcast channel (an operator's redis-cli) never answers: the
+    gathering ends once every node of `cy:nodes` has."""
+    from router.cluster import gather
+
+    a = await make_cluster("a")
+    await make_cluster("b")
+    caller = await connect(a.url)
+    spy = socket.create_connection(("127.0.0.1", redis_server.port))
+    try:
+        spy.sendall(b"SUBSCRIBE cy:bus:all\r\n")
+        assert b"subscribe" in spy.recv(1000)
+        started = time.monotonic()
+        assert await caller.call("wamp.session.count") == 1
+        assert time.monotonic() - started < gather.TIMEOUT / 2
+    finally:
+        spy.close()
+        _leave([caller])
+
+
+@ensure
+async def test_a_stopped_node_s_sessions_are_still_counted(tmp_path, redis_server):
+    """Node b stopped (SIGSTOP) for less than node_timeout: a's session meta waits for its answer at most
+    gather.TIMEOUT, then reads b's sessions from b's mirror; after SIGCONT b answers again."""
+    from router.cluster import gather
+
+    a = _node(tmp_path, "a", redis_server.url, heartbeat=1.0, node_timeout=5.0).start()
+    b = _node(tmp_path, "b", redis_server.url, heartbeat=1.0, node_timeout=5.0).start()
+    caller = await connect(a.url)
+    on_b = await connect(b.url)
+    try:
+        sid = on_b._session_id
+        await _until(lambda: redis_server.command("SISMEMBER", "cy:n:b:s", str(sid)) == 1, 5, "b's mirror")
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            assert await caller.call("wamp.session.count") == 2
+            assert gather.TIMEOUT <= time.monotonic() - started < gather.TIMEOUT + 1
+            assert (await caller.call("wamp.session.get", sid))["node"] == "b"
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        started = time.monotonic()
+        assert await caller.call("wamp.session.count") == 2
+        assert time.monotonic() - started < gather.TIMEOUT / 2
+    finally:
+        _leave([caller, on_b])
+        a.stop()
+        b.stop()
