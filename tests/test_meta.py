@@ -250,6 +250,26 @@ async def test_session_join_and_leave_events(make_spread, serializer):
     assert await _next(events) == ("wamp.session.on_leave", [sid, joined["authid"], "anonymous"], {})
 
 
+@ensure
+async def test_the_meta_api_sees_a_session_from_on_join_until_on_leave(node, serializer):
+    """What a watcher hears agrees with what it reads: after on_join the session is counted, listed and
+    found; after on_leave it is none of these (spread: the watcher and the session on different nodes)."""
+    watcher = await connect(node.url, serializer)
+    events = await _events(watcher, "wamp.session.on_join", "wamp.session.on_leave")
+    for _ in range(10):
+        subject = await connect(node.url, serializer)
+        topic, args, _ = await _next(events)
+        assert topic == "wamp.session.on_join" and args[0]["session"] == _sid(subject)
+        assert (await watcher.call("wamp.session.get", _sid(subject)))["session"] == _sid(subject)
+        assert await watcher.call("wamp.session.count") == 2
+        assert sorted(await watcher.call("wamp.session.list")) == sorted([_sid(watcher), _sid(subject)])
+        subject.leave()
+        topic, args, _ = await _next(events)
+        assert (topic, args[0]) == ("wamp.session.on_leave", _sid(subject))
+        assert (await _error(watcher.call("wamp.session.get", _sid(subject)))).error == "wamp.error.no_such_session"
+        assert await watcher.call("wamp.session.list") == [_sid(watcher)]
+
+
 # -- wamp.registration.* ---------------------------------------------------------------------------
 @ensure
 async def test_registration_procedures(node, serializer):
