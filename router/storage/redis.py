@@ -1,5 +1,12 @@
 """The cluster's session store: this node's records in memory (MemoryStorage, so the hot path never
-waits on Redis), mirrored to Redis so that every node can count, list and read them.
+waits on Redis), mirrored to Redis for what must outlive the node (the purge of a dead node, its
+sessions' testaments) and for the sessions of a node that cannot answer.
+
+Cluster-wide reads (count, list, get: the session meta and admin APIs) ask every node over the bus,
+and each answers for its own sessions from memory: a session is then seen everywhere from the moment
+its WELCOME is sent until its GOODBYE or close is processed, and a join costs nothing more than on
+one node. Writing the record before WELCOME instead would add a Redis round trip to every join and
+still show a closed session until its deletion is written.
 
 Redis keys (prefix `cy:`): `cy:s:<id>` a hash per session (node, realm, authid, authrole, details as
 JSON, last_active); sets of session ids `cy:sessions` (all), `cy:r:<realm>`, `cy:a:<realm>:<authid>`,
