@@ -169,7 +169,7 @@ class Meta:
             except Exception as e:
                 self._failed(session, request, msg[3], e)
                 return
-            if isinstance(result, defer.Deferred):  # a cluster-wide answer, read from Redis
+            if isinstance(result, defer.Deferred):  # a cluster-wide answer, from every node
                 result.addCallbacks(lambda r: self._answer(session, request, r, later=True),
                                     lambda f: self._failed(session, request, msg[3], f.value, later=True))
                 return
@@ -251,8 +251,9 @@ class Meta:
 
     # -- wamp.session.* --------------------------------------------------------------------------
     # On one node the answers are immediate. In a cluster (table.clustered) count, list, get and the
-    # kills see every node's sessions and answer when Redis has (Deferreds); a kill for another
-    # node's session is sent to that node, which says GOODBYE.
+    # kills see every node's sessions and answer once every node has said which of its own match
+    # (Deferreds; router/cluster/gather.py), so a session counts from its WELCOME until its GOODBYE;
+    # a kill for another node's session is sent to that node, which says GOODBYE.
     @property
     def _clustered(self) -> bool:
         return self.table is not None and self.table.clustered

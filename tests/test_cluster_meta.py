@@ -293,3 +293,23 @@ async def test_a_stopped_node_s_sessions_are_still_counted(tmp_path, redis_serve
         _leave([caller, on_b])
         a.stop()
         b.stop()
+
+
+@ensure
+async def test_questions_waiting_for_answers_are_bounded(make_cluster, monkeypatch):
+    """Past gather.MAX_ASKING questions waiting, session meta is refused at once (the cluster's error),
+    not queued."""
+    from router.cluster import gather
+
+    a = await make_cluster("a")
+    await make_cluster("b")
+    caller = await connect(a.url)
+    try:
+        monkeypatch.setattr(gather, "MAX_ASKING", 0)
+        with pytest.raises(ApplicationError) as e:
+            await caller.call("wamp.session.count")
+        assert e.value.error == "courtyard.error.cluster_unavailable"
+        monkeypatch.setattr(gather, "MAX_ASKING", 1)
+        assert await caller.call("wamp.session.count") == 1
+    finally:
+        _leave([caller])
