@@ -169,7 +169,7 @@ class Meta:
             except Exception as e:
                 self._failed(session, request, msg[3], e)
                 return
-            if isinstance(result, defer.Deferred):  # a cluster-wide answer, from every node
+            if isinstance(result, defer.Deferred):  # a cluster-wide answer, read from Redis
                 result.addCallbacks(lambda r: self._answer(session, request, r, later=True),
                                     lambda f: self._failed(session, request, msg[3], f.value, later=True))
                 return
