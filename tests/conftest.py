@@ -204,7 +204,7 @@ def make_spread(request):
     async def make(**config):
         if redis is None:
             nodes.append(start_node(**copy.deepcopy(config)))
-            return nodes[0]
+            return nodes[-1]
         for node_id in ("a", "b"):
             nodes.append(await start_cluster_node(**cluster_config(redis.url, node_id, **copy.deepcopy(config))))
         return Spread(*nodes[-2:])
