@@ -506,8 +506,8 @@ async def test_flush_testaments_by_scope(node, serializer):
 
 
 @ensure
-async def test_testament_errors(make_node, serializer):
-    node = make_node(**_realm())
+async def test_testament_errors(make_spread, serializer):
+    node = await make_spread(**_realm())
     client = await connect(node.url, serializer)
     cases = [
         (client.call("wamp.session.add_testament"), "wamp.error.invalid_argument"),
@@ -524,26 +524,26 @@ async def test_testament_errors(make_node, serializer):
     ]
     for call, uri in cases:
         assert (await _error(call)).error == uri
-    assert node.realm_router("realm1").meta.testaments(_sid(client)) == 0
+    assert node.table.lookup(_sid(client)).realm.meta.testaments(_sid(client)) == 0
     limited = await _user(node, "lima", serializer)  # may call, may not publish
     e = await _error(limited.call("wamp.session.add_testament", "com.example.t", [], {}))
     assert e.error == "wamp.error.not_authorized"
 
 
 @ensure
-async def test_testaments_per_session_are_bounded(solo):
-    node = solo  # one node: the cluster's session meta is tested in test_cluster_meta.py
+async def test_testaments_per_session_are_bounded(node):
     client = await connect(node.url)
+    meta_api = node.table.lookup(_sid(client)).realm.meta  # the client's node's (spread: either)
     for i in range(meta.MAX_TESTAMENTS):
         await client.call("wamp.session.add_testament", "com.example.t", [i], {})
     e = await _error(client.call("wamp.session.add_testament", "com.example.t", [], {}))
     assert e.error == meta.TOO_MANY_TESTAMENTS
     await client.call("wamp.session.add_testament", "com.example.t", [], {}, scope="detached")  # per scope
-    assert node.realm_router("realm1").meta.testaments(_sid(client)) == meta.MAX_TESTAMENTS + 1
+    assert meta_api.testaments(_sid(client)) == meta.MAX_TESTAMENTS + 1
     client.leave()
     await with_timeout(client.disconnected)
     await sleep(0.05)
-    assert node.realm_router("realm1").meta._testaments == {}
+    assert meta_api._testaments == {}
 
 
 # -- cost ------------------------------------------------------------------------------------------
