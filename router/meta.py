@@ -246,8 +246,9 @@ class Meta:
 
     # -- wamp.session.* --------------------------------------------------------------------------
     # On one node the answers are immediate. In a cluster (table.clustered) count, list, get and the
-    # kills see every node's sessions and answer when Redis has (Deferreds); a kill for another
-    # node's session is sent to that node, which says GOODBYE.
+    # kills see every node's sessions and answer once every node has said which of its own match
+    # (Deferreds; router/cluster/gather.py), so a session counts from its WELCOME until its GOODBYE;
+    # a kill for another node's session is sent to that node, which says GOODBYE.
     @property
     def _clustered(self) -> bool:
         return self.table is not None and self.table.clustered

@@ -157,6 +157,7 @@ class Node:
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
         from router.cluster.cookies import ClusterCookieStore
+        from router.cluster.gather import Gather
         from router.cluster.purge import LEFT, NODE_DOWN
         from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
         from router.cluster.throttle import ClusterThrottle
@@ -165,6 +166,7 @@ class Node:
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
         self.storage.attach(self.redis)
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.storage.listen(Gather(self.bus, self.redis, cluster.node_id))  # session meta asks every node
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
         self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(

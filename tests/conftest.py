@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
@@ -107,12 +109,34 @@ class Spread:
     def __getattr__(self, name: str):
         return getattr(self.nodes[0], name)
 
+    @property
+    def table(self):
+        """Both nodes' session tables as one, for a test's look at a session wherever it is."""
+        return _Tables([n.table for n in self.nodes])
+
     def realm_router(self, uri: str):
         """Both nodes' running realm as one: its broker reports the union of their subscriptions
         (their ids are the cluster's) and retained topics, as a test on one node would see them."""
         routers = [n.realm_router(uri) for n in self.nodes]
         return type("SpreadRealm", (), {"broker": _Brokers([r.broker for r in routers]),
                                         "dealer": _Dealers([r.dealer for r in routers]), "meta": routers[0].meta})()
+
+
+class _Tables:
+    def __init__(self, tables: list) -> None:
+        self.tables = tables
+
+    def lookup(self, session_id: int):
+        return next((s for t in self.tables if (s := t.lookup(session_id)) is not None), None)
+
+    def fetch(self, session_id: int):
+        session = self.lookup(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        return session
+
+    def size(self, realm_uri: str | None = None) -> int:
+        return sum(t.size(realm_uri) for t in self.tables)
 
 
 class _Dealers:
@@ -168,6 +192,26 @@ def spread(request):
     yield Spread(a, b)
     stop_node(b)
     stop_node(a)
+
+
+@pytest.fixture(params=["one node", "two nodes"])
+def make_spread(request):
+    """`await make(**config)`: the `spread` router, its nodes started with the test's config: one node,
+    then two nodes of a cluster (Spread)."""
+    redis = request.getfixturevalue("redis_server") if request.param == "two nodes" else None
+    nodes: list[Node] = []
+
+    async def make(**config):
+        if redis is None:
+            nodes.append(start_node(**copy.deepcopy(config)))
+            return nodes[-1]
+        for node_id in ("a", "b"):
+            nodes.append(await start_cluster_node(**cluster_config(redis.url, node_id, **copy.deepcopy(config))))
+        return Spread(*nodes[-2:])
+
+    yield make
+    for n in reversed(nodes):
+        stop_node(n)
 
 
 @pytest.fixture
