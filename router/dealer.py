@@ -66,9 +66,10 @@ class Registration:
         self.own = own  # the router's own procedure (admin realm): served on every node, never shared
 
     @property
-    def callee(self) -> Session:
-        """The first local callee (the only one under `single`)."""
-        return next(iter(self.local.values())).session
+    def callee(self) -> Session | None:
+        """The first of this node's callees (the only one under `single`); None if all are elsewhere."""
+        first = next(iter(self.local.values()), None)
+        return first.session if first is not None else None
 
     def pick(self) -> Callee | RemoteCallee:
         """The callee the next call goes to, by the registration's invocation policy: `first` and `last`

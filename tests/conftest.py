@@ -152,7 +152,9 @@ class _Dealers:
         return sum(d.pending() for d in self.dealers)
 
     def lookup(self, procedure: str, match: str = "exact"):
-        return next((r for d in self.dealers if (r := d.lookup(procedure, match)) is not None), None)
+        """The registration as seen by the node of its (first) local callee: every node has it."""
+        found = [r for d in self.dealers if (r := d.lookup(procedure, match)) is not None]
+        return next((r for r in found if r.local), found[0] if found else None)
 
 
 class _Brokers:
