@@ -329,7 +329,7 @@ def test_a_bad_class_path_fails_the_config_check():
 @ensure
 async def test_the_example_cart_and_the_cli(tmp_path):
     """config/examples/session_process.yaml as shipped (plus an admin), in a real `courtyard start`:
-    the README's client example, a client with its cart, and `courtyard admin processes ...` on it."""
+    the docs/session-processes.md client example, a client with its cart, and `courtyard admin processes ...` on it."""
     import json
     import re
     import subprocess
@@ -351,7 +351,7 @@ async def test_the_example_cart_and_the_cli(tmp_path):
             assert r.returncode == 0 and r.stderr == "", r.stderr
             return r.stdout.strip()
 
-        readme = (Path(__file__).parent.parent / "README.md").read_text().split("### Session processes", 1)[1]
+        readme = (Path(__file__).parent.parent / "docs/session-processes.md").read_text()
         code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
         example = tmp_path / "example.py"
         example.write_text(code.replace("8080", str(router.port)))
