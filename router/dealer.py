@@ -115,13 +115,8 @@ class RegistrationListener(Protocol):
 BuiltIn = Callable[[Session, list], None]
 
 
-class CallRefused(Exception):
+class CallRefused(wamp.WampError):
     """A CALL option the dealer cannot honour: the caller gets this ERROR and nothing is invoked."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
 
 
 class Dealer:

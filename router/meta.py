@@ -52,13 +52,8 @@ SCOPES = ("detached", "destroyed")  # publication order on close: detached first
 Handler = Callable[[Session, list, dict], "list | None"]
 
 
-class MetaError(Exception):
+class MetaError(wamp.WampError):
     """Answered as ERROR with this URI and message."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
 
 
 def _iso(ts: float) -> str:
