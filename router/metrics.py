@@ -10,14 +10,31 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from router import wamp
 
 if TYPE_CHECKING:
     from realms.registry import RealmRegistry
-    from router.routing import RealmRouter
     from router.tuplespace import SessionTable
+
+
+class _RunningRealm(Protocol):
+    """What the counts read of a running realm (router.routing.RealmRouter; routing imports this
+    module for TopCounter, so the type is declared here rather than imported back)."""
+
+    @property
+    def calls(self) -> TopCounter: ...
+
+    @property
+    def publications(self) -> TopCounter: ...
+
+    @property
+    def events_delivered(self) -> int: ...
+
+    @property
+    def dealer(self) -> Any: ...  # its Dealer: pending(), calls_routed
 
 
 class _Identity(Protocol):
@@ -52,7 +69,7 @@ class MetricsSource(Protocol):
     @property
     def stopping(self) -> bool: ...
 
-    def realm_routers(self) -> dict[str, RealmRouter]: ...
+    def realm_routers(self) -> Mapping[str, _RunningRealm]: ...
 
 OTHER = "(other)"  # the label of whatever did not fit in a bounded table
 MAX_ERROR_URIS = 200  # distinct error URIs counted by name (callees may make up their own)

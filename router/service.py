@@ -17,8 +17,8 @@ from router import wamp
 from router.routing import RealmRouter
 from router.session import ESTABLISHED, Session
 
-# handler(details, args, kwargs) -> result. An exception with `uri` and `message` attributes is
-# answered as ERROR with that URI; anything else is a bug, logged, answered wamp.error.runtime_error.
+# handler(details, args, kwargs) -> result. A wamp.WampError is answered as ERROR with its URI, args
+# and kwargs; anything else is a bug, logged, answered wamp.error.runtime_error.
 Handler = Callable[[dict, list, dict], Any]
 RUNTIME_ERROR = "wamp.error.runtime_error"
 
