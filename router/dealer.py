@@ -119,6 +119,9 @@ class RemoteCall:
         self.streaming = streaming  # the caller is still sending progressive CALLs
 
 
+InFlight = Invocation | RemoteCall  # what a caller's table of calls in flight holds
+
+
 class RegistrationListener(Protocol):
     def registered(self, session_id: int, reg: Registration, created: bool) -> None: ...
 
@@ -129,13 +132,8 @@ class RegistrationListener(Protocol):
 BuiltIn = Callable[[Session, list], None]
 
 
-class CallRefused(Exception):
+class CallRefused(wamp.WampError):
     """A CALL option the dealer cannot honour: the caller gets this ERROR and nothing is invoked."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
 
 
 class Dealer:
@@ -160,7 +158,7 @@ class Dealer:
         self._by_id: dict[int, Registration] = {}
         self._by_callee: dict[int, dict[int, Registration]] = {}
         self._invocations: dict[int, dict[int, Invocation]] = {}  # callee id → invocation id → call
-        self._calls: dict[int, dict[int, Invocation]] = {}  # caller id → call request id → call
+        self._calls: dict[int, dict[int, InFlight]] = {}  # caller id → call request id → call
         # Told of registration changes (the meta API's on_create/on_register/...); None: nobody asks.
         self.listener: RegistrationListener | None = None
         # Router-provided procedures under the reserved `wamp.` namespace, which no client can
@@ -365,7 +363,7 @@ class Dealer:
                                                   [f"no procedure registered for {wamp.quote(procedure)}"]))
                 return
         callee = reg.pick()
-        if callee.remote:  # on another node: the backend forwards it, the caller's table keeps it
+        if isinstance(callee, RemoteCallee):  # on another node: the backend forwards it, the caller's table keeps it
             if calls is None:
                 calls = self._calls[session.id] = {}
             options = msg[2]
@@ -386,7 +384,7 @@ class Dealer:
             session.transport.abort(wamp.PROTOCOL_VIOLATION, str(e))
 
     def invoke(self, session: Session, msg: list, reg: Registration, callee: Callee,
-               calls: dict[int, Invocation] | None) -> None:
+               calls: dict[int, InFlight] | None) -> None:
         """The CALL goes to this callee (picked here, or by the caller's node in a cluster): INVOCATION.
         `calls`: the caller's table of calls in flight, if it has one."""
         request, options, procedure = msg[1], msg[2], msg[3]
@@ -459,12 +457,12 @@ class Dealer:
         if timeout:  # last: nothing after this may refuse the call and leave the timer behind
             inv.timer = self.clock.callLater(timeout / 1000.0, self._timed_out, inv)
 
-    def _call_continues(self, inv: Invocation, msg: list) -> None:
+    def _call_continues(self, inv: InFlight, msg: list) -> None:
         """A further CALL with the request id of a call in flight: the next chunk of a progressive
         call invocation, sent on to the same callee under the same invocation id."""
         if not inv.streaming:
             raise wamp.ProtocolViolation(f"CALL request id {inv.call_id} is already in flight")
-        if type(inv) is RemoteCall:
+        if isinstance(inv, RemoteCall):
             inv.streaming = msg[2].get("progress") is True
             self.backend.forward_more(inv, msg)
             return
@@ -486,7 +484,7 @@ class Dealer:
         inv = calls.get(request) if calls else None
         if inv is None or inv.canceling:
             return
-        if type(inv) is RemoteCall:
+        if isinstance(inv, RemoteCall):
             self.backend.cancel(inv, msg)
             return
         if not inv.callee.canceling:
@@ -533,7 +531,7 @@ class Dealer:
         if inv.callee.canceling:
             self._interrupt(inv, "killnowait", wamp.CANCELED)
 
-    def calls_of(self, session_id: int) -> dict[int, Invocation | RemoteCall]:
+    def calls_of(self, session_id: int) -> dict[int, InFlight]:
         """The session's calls in flight as a caller, by request id (read only)."""
         return self._calls.get(session_id) or {}
 
@@ -562,14 +560,12 @@ class Dealer:
             self._forget(inv)
             inv.caller.transport.send(wamp.error(wamp.CALL, inv.call_id, wamp.CANCELED,
                                                  ["the callee left before answering"]))
-        for inv in list(self._calls.get(session.id, {}).values()):
-            if type(inv) is RemoteCall:
-                self.forget_remote(inv)
-                self.backend.caller_left(inv)
-                continue
-            self._forget(inv)
-            if inv.callee.canceling:
-                self._interrupt(inv, "killnowait", wamp.CANCELED)
+        for call in list(self._calls.get(session.id, {}).values()):
+            if isinstance(call, RemoteCall):
+                self.forget_remote(call)
+                self.backend.caller_left(call)
+            else:
+                self.drop(call)
 
     def _remove(self, session: Session, reg: Registration) -> defer.Deferred:
         """The session is no callee of `reg` any more: no call goes to it from now on. Fires once every

@@ -499,7 +499,8 @@ class Meta:
         match = _match_policy(args, 1)
         sub = self.broker.lookup(topic, match)
         if sub is None and self.broker.backend.elsewhere(topic, match):
-            sub = Subscription(self.broker.backend.id_for(topic, match), topic, match)
+            sub_id = self.broker.backend.id_for(topic, match)  # a backend with other places names ids
+            sub = Subscription(sub_id, topic, match) if sub_id is not None else None
         return [sub.id if sub is not None and not wamp.is_reserved(sub.topic) else None]
 
     def subscription_match(self, caller: Session, args: list, kwargs: dict) -> list:

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from router.session import Session
+from router.session import Peer, Session
 from router.storage import SessionStorage
 from router.wamp import MAX_ID
 
@@ -65,7 +65,7 @@ class SessionTable:
         (session processes' terminate)."""
         self._on_ended.append(callback)
 
-    def open(self, realm_uri: str, transport: Any, **fields: Any) -> Session:
+    def open(self, realm_uri: str, transport: Peer, **fields: Any) -> Session:
         """Create and store a record with a fresh id drawn at random from [1, 2^53] (WAMP spec, IDs)."""
         if self.max_sessions is not None:
             limit = self.max_sessions + self.reserves.get(realm_uri, 0)

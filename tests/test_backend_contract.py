@@ -11,7 +11,8 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 
 from router import wamp
-from tests.conftest import cluster_config, start_cluster_node, start_node, stop_node
+from tests.helpers.cluster import cluster_config
+from tests.helpers.nodes import start_cluster_node, start_node, stop_node
 
 ensure = pytest_twisted.ensureDeferred
 ROLES = {"caller": {}, "callee": {}, "publisher": {}, "subscriber": {}}

@@ -1,4 +1,4 @@
-"""The node's connection to Redis (txredisapi, chosen by measurement: README, Cluster).
+"""The node's connection to Redis (txredisapi, chosen by measurement: docs/performance.md, Why txredisapi).
 
 `connect` fails fast at start: one attempt without retries, so an unreachable Redis or a refused
 password becomes one clear error naming the URL; after that the long-lived connection reconnects by

@@ -80,6 +80,7 @@ class _Relay:
     """A stand-in caller's transport: what the dealer sends the caller goes back to the caller's node."""
 
     __slots__ = ("rpc", "node", "session")
+    codec = None  # a Peer (router.session) that is sent message lists, never prepared frames
 
     def __init__(self, rpc: ClusterRPC, node: str) -> None:
         self.rpc = rpc
