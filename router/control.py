@@ -136,7 +136,7 @@ def status(cfg: Any, as_json: bool = False, login: argparse.Namespace | None = N
     target = _http_target(cfg)
     health = _get(target, "/health") if target else None
     info = {"running": alive or health is not None, "pid": pid if alive else None, "pid_file": cfg.pid_file}
-    if health is not None:
+    if health is not None and target is not None:
         code, body = health
         info.update(health=(body or {}).get("status", f"HTTP {code}"), node=(body or {}).get("node"),
                     url=f"http://{target[0]}:{target[1]}/health")
@@ -189,7 +189,7 @@ def stop(cfg: Any, timeout: float | None = None) -> int:
               "not set): cannot find the node", file=sys.stderr)
         return 2
     pid, alive = _running(cfg)
-    if not alive:
+    if not alive or pid is None:
         print("not running" + (f" (stale pid file {cfg.pid_file} removed)" if pid is not None else ""))
         if pid is not None:
             try:
@@ -220,7 +220,7 @@ def reload(cfg: Any) -> int:
     """SIGHUP to the node, once its config has passed the checks it will make (so a broken one is
     said here, on stderr, as well as refused there)."""
     pid, alive = _running(cfg)
-    if not alive:
+    if not alive or pid is None:
         print("not running", file=sys.stderr)
         return NOT_RUNNING
     try:

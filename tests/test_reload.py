@@ -242,21 +242,35 @@ async def test_sighup_on_a_cluster_node_reads_its_realms_again(tmp_path, redis_s
 
 def test_sighup_to_a_workers_supervisor_reloads_every_worker(tmp_path, redis_server):
     """`--workers 2`: the supervisor passes SIGHUP on, each worker reloads; the supervisor writes the pid file."""
-    from tests.test_workers import Workers
+    import subprocess
+    import sys
 
-    w = Workers(tmp_path, redis_server.url, config={"admin": {"data_dir": str(tmp_path / "data")}}).start()
+    from tests.helpers.cluster import cluster_config
+    from tests.helpers.poll import wait
+    from tests.routerproc import free_port
+
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(cluster_config(redis_server.url, "n", listeners=[{"port": free_port()}],
+                                                    admin={"data_dir": str(tmp_path / "data")})))
+    log = tmp_path / "router.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(config), "--workers", "2"],
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
+        wait(lambda: "all 2 workers serving" in log.read_text(), 30, "both workers")
         pid_file = tmp_path / "data" / "courtyard.pid"
-        for _ in range(100):
-            if pid_file.exists():
-                break
-            time.sleep(0.05)
-        assert pid_file.read_text().strip() == str(w.proc.pid)
-        w.proc.send_signal(signal.SIGHUP)
-        w.wait_for("reloaded", count=2)
-        assert w.proc.poll() is None and "SIGHUP: each worker reloads the config" in w.log()
+        wait(pid_file.exists, 5, "the pid file")
+        assert pid_file.read_text().strip() == str(proc.pid)
+        proc.send_signal(signal.SIGHUP)
+        wait(lambda: log.read_text().count("reloaded") == 2, 15, "both workers reloaded")
+        assert proc.poll() is None and "SIGHUP: each worker reloads the config" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not pid_file.exists()
     finally:
-        w.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @ensure

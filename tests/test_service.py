@@ -220,13 +220,13 @@ async def test_reload_checks_the_config_then_signals_the_node(tmp_path):
 
 
 def test_status_of_a_cluster_node_lists_its_peers_from_the_admin_realm(tmp_path, redis_server):
-    from tests.test_cluster_start import _node
+    from tests.helpers.cluster import ADMIN_TICKET, node_process
 
-    a = _node(tmp_path, "a", redis_server.url).start()
-    b = _node(tmp_path, "b", redis_server.url).start()
+    a = node_process(tmp_path, "a", redis_server.url).start()
+    b = node_process(tmp_path, "b", redis_server.url).start()
     try:
         for _ in range(100):  # b's heartbeat reaches Redis
-            r = courtyard("status", "-c", str(a.config_path), "--ticket", "s3cret")
+            r = courtyard("status", "-c", str(a.config_path), "--ticket", ADMIN_TICKET)
             if "cluster: 2 node(s)" in r.stdout:
                 break
             time.sleep(0.1)
