@@ -13,6 +13,9 @@ goes on with the one it runs. A good one is applied in place:
   closed (`courtyard.close.user_removed`, `courtyard.close.role_removed`);
 - limits, `http:`, `node.name`, `shutdown.grace_period`, `node.sweep_interval`.
 
+SIGUSR1 writes one line of the node's state to the log (sessions, connections, realms, admission
+refusals, reloads, uptime).
+
 What needs a restart (a listener's address, type or transport settings, `cluster:`, `storage:`,
 `node.workers`, `admin.realm`, `admin.data_dir`) is logged as such and left as it runs.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +78,20 @@ class Reloader:
         """SIGHUP reloads (its default would end the process). The handler only schedules: the reload
         runs in the reactor's thread, between two events, like any other."""
         signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
+        signal.signal(signal.SIGUSR1, lambda signum, frame: reactor.callFromThread(self.summary))
+
+    def summary(self) -> str:
+        """SIGUSR1: one line of the node's state in the log (what `courtyard status` shows, and more)."""
+        node = self.node
+        routers = node.realm_routers()
+        realms = ", ".join(f"{r.uri} {node.table.size(r.uri)}" for r in node.realms.list())
+        refused = {reason: n for (realm, reason), n in node.stats.refusals.items() if realm == ""}
+        line = (f"state: {node.table.size()} session(s), {node.connections} connection(s); realms (sessions): "
+                f"{realms}; pending calls {sum(r.dealer.pending() for r in routers.values())}; "
+                f"admission refusals {refused or 'none'}; {self.reloads} reload(s) applied; "
+                f"uptime {time.time() - node.stats.started:.0f}s")
+        log.info("{line}", line=line)
+        return line
 
     def reload(self) -> bool:
         """Reopen the log, then read, check and apply the config. False: refused, nothing changed."""

@@ -296,3 +296,18 @@ async def test_sighup_keeps_what_the_admin_api_changed(tmp_path):
         shopper.leave()
     finally:
         router.stop()
+
+
+@ensure
+async def test_sigusr1_logs_the_state_and_the_node_serves_on(tmp_path):
+    router = RouterProcess(tmp_path, {"admin": {"data_dir": None}}).start()
+    try:
+        client = await connect(router.url)
+        offset = len(router.log())
+        router.signal(signal.SIGUSR1)
+        log = await _logged(router, "state: ", offset)
+        assert "1 session(s)" in log and "realm1 1" in log and "0 reload(s) applied" in log, log
+        await _works(client)
+        client.leave()
+    finally:
+        router.stop()
