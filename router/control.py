@@ -75,19 +75,32 @@ def _running(cfg: Any) -> tuple[int | None, bool]:
     return pid, pid is not None and is_courtyard(pid)
 
 
-def _http_target(cfg: Any) -> tuple[str, int] | None:
-    """Where the node answers /health: its first WebSocket listener with a host and a fixed port."""
+Target = tuple[str, int, bool]  # host, port, TLS
+
+
+def _http_target(cfg: Any) -> Target | None:
+    """Where the node answers /health: its first WebSocket listener with a host and a fixed port
+    (plain ones first)."""
     if not cfg.http.health:
         return None
-    for lc in cfg.listeners:
-        if lc.type == "websocket" and lc.endpoint is None and lc.port and lc.tls is None:
-            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(lc.host, lc.host)
-            return host, lc.port
+    found = [lc for lc in cfg.listeners if lc.type == "websocket" and lc.endpoint is None and lc.port]
+    for lc in sorted(found, key=lambda lc: lc.tls is not None):
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(lc.host, lc.host)
+        return host, lc.port, lc.tls is not None
     return None
 
 
-def _get(target: tuple[str, int], path: str, timeout: float = 3.0) -> tuple[int, Any] | None:
-    conn = http.client.HTTPConnection(*target, timeout=timeout)
+def _get(target: Target, path: str, timeout: float = 3.0) -> tuple[int, Any] | None:
+    host, port, tls = target
+    if tls:  # the node's own certificate, asked on its own host: who answers is known, not verified
+        import ssl
+
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
         r = conn.getresponse()
@@ -108,7 +121,7 @@ def _uptime(seconds: float) -> str:
         f"{s // 3600}h {s // 60 % 60}m {s % 60}s" if s >= 3600 else f"{s // 60}m {s % 60}s"
 
 
-def _peers(cfg: Any, target: tuple[str, int], login: argparse.Namespace) -> list | str:
+def _peers(cfg: Any, target: Target, login: argparse.Namespace) -> list | str:
     """The cluster's nodes from the admin realm (courtyard.node.list), logged in as `login` says;
     a short reason instead when that cannot be done."""
     from router import admin_client
@@ -123,9 +136,12 @@ def _peers(cfg: Any, target: tuple[str, int], login: argparse.Namespace) -> list
             signer = SigningKey(bytes.fromhex(login.key))
         except Exception:
             return "--key must be an Ed25519 private key, 64 hex characters"
+    if target[2]:
+        return "the admin realm over wss:// is not asked by status: use courtyard admin --cafile ... nodes list"
     host = f"[{target[0]}]" if ":" in target[0] else target[0]
-    args = argparse.Namespace(url=f"ws://{host}:{target[1]}/ws", login_authid=login.authid, login_ticket=login.ticket,
-                              admin_realm=cfg.admin_realm.uri, timeout=10.0, json=True,
+    path = next((lc.path for lc in cfg.listeners if lc.port == target[1]), "/ws")
+    args = argparse.Namespace(url=f"ws://{host}:{target[1]}{path}", login_authid=login.authid,
+                              login_ticket=login.ticket, admin_realm=cfg.admin_realm.uri, timeout=10.0, json=True,
                               spec=admin_client.ACTIONS["nodes"]["list"])
     outcome = admin_client._call(args, None, target[0], target[1], signer, "courtyard.node.list", [], {})
     return outcome["result"] if "result" in outcome else f"admin realm: {outcome.get('error')}"
@@ -139,7 +155,7 @@ def status(cfg: Any, as_json: bool = False, login: argparse.Namespace | None = N
     if health is not None and target is not None:
         code, body = health
         info.update(health=(body or {}).get("status", f"HTTP {code}"), node=(body or {}).get("node"),
-                    url=f"http://{target[0]}:{target[1]}/health")
+                    url=f"http{'s' if target[2] else ''}://{target[0]}:{target[1]}/health")
         detail = _get(target, "/status.json")
         if detail is not None and detail[0] == 200 and isinstance(detail[1], dict):
             d = detail[1]

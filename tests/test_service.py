@@ -238,3 +238,16 @@ def test_status_of_a_cluster_node_lists_its_peers_from_the_admin_realm(tmp_path,
     finally:
         a.stop()
         b.stop()
+
+
+def test_status_asks_a_tls_only_node_over_https(tmp_path):
+    from tests.pki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    router = RouterProcess(tmp_path, {"listeners": [{"tls": {"certificate": str(pki.certificate),
+                                                             "key": str(pki.key)}}]}).start()
+    try:
+        r = courtyard("status", "-c", str(router.config_path))
+        assert r.returncode == 0 and "health: ok" in r.stdout, r.stdout + r.stderr
+    finally:
+        router.stop()
