@@ -162,7 +162,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: the environment's, like a config error
-        log.critical("cannot start: {e}", e=e)
+        if args.log_file is not None:  # the log file has it too; on stdout one line is enough
+            log.critical("cannot start: {e}", e=e)
         print(f"courtyard: cannot start: {e}", file=sys.stderr)
         return 2
     _started(node, args.config)
@@ -179,17 +180,19 @@ def _serving(node, args: argparse.Namespace) -> None:
     from router import control, systemd
     from router.reload import Reloader
 
-    Reloader(node, args.config, args.workers).install()
+    Reloader(node, args.config, args.workers, notify=args.worker_index is None).install()
     pid_file = node.config.pid_file if args.worker_index is None else None
     try:
         control.write_pid(pid_file)
     except OSError as e:
         log.error("cannot write the pid file {path}: {e} (courtyard stop and status will not find the node)",
                   path=pid_file, e=e.strerror)
-    systemd.ready(f"serving {', '.join(r.uri for r in node.realms.list())}")
+    if args.worker_index is None:  # a worker's readiness goes to its supervisor, which tells systemd
+        systemd.ready(f"serving {', '.join(r.uri for r in node.realms.list())}")
 
     def stopping():
-        systemd.stopping()
+        if args.worker_index is None:
+            systemd.stopping()
         return node.stop()
 
     reactor.addSystemEventTrigger("before", "shutdown", stopping)

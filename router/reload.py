@@ -68,10 +68,11 @@ def _restart_needed(old: NodeConfig, new: NodeConfig) -> list[str]:
 class Reloader:
     """Reloads one node from its config file; `install` makes SIGHUP call it."""
 
-    def __init__(self, node: Any, path: str | None, workers: int | None = None) -> None:
+    def __init__(self, node: Any, path: str | None, workers: int | None = None, notify: bool = True) -> None:
         self.node = node
         self.path = path
         self.workers = workers
+        self.notify = notify  # tell systemd (not a worker: its supervisor is the service's main process)
         self.reloads = 0  # reloads applied (a refused one does not count)
 
     def install(self) -> None:
@@ -95,14 +96,16 @@ class Reloader:
 
     def reload(self) -> bool:
         """Reopen the log, then read, check and apply the config. False: refused, nothing changed."""
-        systemd.notify("RELOADING=1", systemd.monotonic_usec())
+        if self.notify:
+            systemd.notify("RELOADING=1", systemd.monotonic_usec())
         try:
             return self._reload()
         except Exception:  # a bug, but the node must not die of a SIGHUP: said, and it runs on
             log.failure("reload failed part way; restart the node to be sure of its config")
             return False
         finally:
-            systemd.notify("READY=1", f"STATUS=serving; {self.reloads} reload(s)")
+            if self.notify:
+                systemd.notify("READY=1", f"STATUS=serving; {self.reloads} reload(s)")
 
     def _reload(self) -> bool:
         try:

@@ -4,7 +4,9 @@ is refused (one line per error) while the node serves on, and a rotated log file
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import ssl
 import time
 
@@ -253,11 +255,17 @@ def test_sighup_to_a_workers_supervisor_reloads_every_worker(tmp_path, redis_ser
     config.write_text(yaml.safe_dump(cluster_config(redis_server.url, "n", listeners=[{"port": free_port()}],
                                                     admin={"data_dir": str(tmp_path / "data")})))
     log = tmp_path / "router.log"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(config), "--workers", "2"],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")})
     try:
         wait(lambda: "all 2 workers serving" in log.read_text(), 30, "both workers")
+        notify.settimeout(5)
+        ready = notify.recv(4096).decode().splitlines()  # the supervisor's, once both serve: the service's
+        assert "READY=1" in ready and f"MAINPID={proc.pid}" in ready, ready
         pid_file = tmp_path / "data" / "courtyard.pid"
         wait(pid_file.exists, 5, "the pid file")
         assert pid_file.read_text().strip() == str(proc.pid)
@@ -267,7 +275,16 @@ def test_sighup_to_a_workers_supervisor_reloads_every_worker(tmp_path, redis_ser
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert not pid_file.exists()
+        notify.settimeout(0.5)
+        rest = []
+        while True:
+            try:
+                rest.append(notify.recv(4096).decode())
+            except TimeoutError:
+                break
+        assert not any("READY=1" in m for m in rest), rest  # no worker says it is the service
     finally:
+        notify.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)

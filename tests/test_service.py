@@ -101,10 +101,7 @@ def test_sd_notify_ready_only_once_listening_then_reloading_and_stopping(tmp_pat
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
-        router = RouterProcess(tmp_path, {"admin": {"data_dir": None}}, env={"NOTIFY_SOCKET": path})
-        router._log = open(router.stdout_path, "w")
-        router.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(router.config_path)],
-                                       stdout=router._log, stderr=subprocess.STDOUT, env=router.env)
+        router = RouterProcess(tmp_path, {"admin": {"data_dir": None}}, env={"NOTIFY_SOCKET": path}).start()
         try:
             ready = _notifications(sock, "READY=1")
             # at the moment READY=1 arrives the port already takes connections
