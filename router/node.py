@@ -162,6 +162,7 @@ class Node:
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
         from router.cluster.cookies import ClusterCookieStore
+        from router.cluster.gather import Gather
         from router.cluster.purge import LEFT, NODE_DOWN
         from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
         from router.cluster.throttle import ClusterThrottle
@@ -170,6 +171,7 @@ class Node:
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
         self.storage.attach(self.redis)
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.storage.listen(Gather(self.bus, self.redis, cluster.node_id))  # session meta asks every node
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
         self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
@@ -185,7 +187,8 @@ class Node:
         self.bus.resubscribed = self._bus_back
         from router.cluster.pubsub import ClusterPubSub
 
-        self.cluster_parts.append(ClusterPubSub(self))
+        self.cluster_parts.append(ClusterPubSub(self.redis, self.bus, cluster.node_id, self._routers.get,
+                                                self.realm_routers))
         yield self.bus.start()
         from router.cluster.rpc import ClusterRPC
 

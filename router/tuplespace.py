@@ -4,7 +4,8 @@ Callers use open / fetch / lookup / to_details_map / size / list / incr_seq / up
 storage backend behind it is chosen in config and never seen by them. Those calls are synchronous
 and see this node's sessions (in a cluster too: the hot path never waits on Redis). The cluster-wide
 reads, `cluster_size`, `cluster_list` and `cluster_details`, return Deferreds: on one node they fire
-at once with the same answers, in a cluster they read Redis and see every node's sessions.
+at once with the same answers, in a cluster they ask every node (each answers for its own sessions,
+exactly) and see every node's sessions.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -61,6 +63,26 @@ def spread(request):
     yield Spread(a, b)
     stop_node(b)
     stop_node(a)
+
+
+@pytest.fixture(params=["one node", "two nodes"])
+def make_spread(request):
+    """`await make(**config)`: the `spread` router, its nodes started with the test's config: one node,
+    then two nodes of a cluster (Spread)."""
+    redis = request.getfixturevalue("redis_server") if request.param == "two nodes" else None
+    nodes: list[Node] = []
+
+    async def make(**config):
+        if redis is None:
+            nodes.append(start_node(**copy.deepcopy(config)))
+            return nodes[-1]
+        for node_id in ("a", "b"):
+            nodes.append(await start_cluster_node(**cluster_config(redis.url, node_id, **copy.deepcopy(config))))
+        return Spread(*nodes[-2:])
+
+    yield make
+    for n in reversed(nodes):
+        stop_node(n)
 
 
 @pytest.fixture

@@ -142,8 +142,8 @@ async def test_js_caller_calls_a_callee_on_another_node(make_cluster, serializer
         await callee.register(lambda x, y: x + y, "com.cross.add")
         await callee.register(countdown, "com.cross.countdown", options=RegisterOptions(details_arg="details"))
         await callee.register(fail, "com.cross.fail")
-        rpc = a.realm_router("realm1").dealer.cluster
-        await until(lambda: rpc.lookup("com.cross.fail", "exact") is not None, 5, "the registrations on a")
+        dealer = a.realm_router("realm1").dealer
+        await until(lambda: dealer.lookup("com.cross.fail", "exact") is not None, 5, "the registrations on a")
         lines = await run_js("caller", a.url, serializer)
     finally:
         callee.leave()

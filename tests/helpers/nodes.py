@@ -72,12 +72,34 @@ class Spread:
     def __getattr__(self, name: str):
         return getattr(self.nodes[0], name)
 
+    @property
+    def table(self):
+        """Both nodes' session tables as one, for a test's look at a session wherever it is."""
+        return _Tables([n.table for n in self.nodes])
+
     def realm_router(self, uri: str):
         """Both nodes' running realm as one: its broker reports the union of their subscriptions
         (their ids are the cluster's) and retained topics, as a test on one node would see them."""
         routers = [n.realm_router(uri) for n in self.nodes]
         return type("SpreadRealm", (), {"broker": _Brokers([r.broker for r in routers]),
                                         "dealer": _Dealers([r.dealer for r in routers]), "meta": routers[0].meta})()
+
+
+class _Tables:
+    def __init__(self, tables: list) -> None:
+        self.tables = tables
+
+    def lookup(self, session_id: int):
+        return next((s for t in self.tables if (s := t.lookup(session_id)) is not None), None)
+
+    def fetch(self, session_id: int):
+        session = self.lookup(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        return session
+
+    def size(self, realm_uri: str | None = None) -> int:
+        return sum(t.size(realm_uri) for t in self.tables)
 
 
 class _Dealers:
@@ -93,7 +115,9 @@ class _Dealers:
         return sum(d.pending() for d in self.dealers)
 
     def lookup(self, procedure: str, match: str = "exact"):
-        return next((r for d in self.dealers if (r := d.lookup(procedure, match)) is not None), None)
+        """The registration as seen by the node of its (first) local callee: every node has it."""
+        found = [r for d in self.dealers if (r := d.lookup(procedure, match)) is not None]
+        return next((r for r in found if r.local), found[0] if found else None)
 
 
 class _Brokers:
