@@ -261,6 +261,9 @@ def _run_cluster_node(node, args: argparse.Namespace, worker: bool = False, rest
                  url=node.config.cluster.redis.display())
         _started(node, config_file)
         _serving(node, args)
+        from router.reload import compare_admin_users
+
+        compare_admin_users(node)
         if worker:
             from router.workers import worker_started
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
@@ -140,6 +139,7 @@ class Reloader:
                  changed=f" ({changed})" if changed else "", tls=tls)
         for key in restart:
             log.warn("reload: {key} changed in the file: takes effect only after a restart", key=key)
+        compare_admin_users(node)
         return True
 
     def _check(self) -> tuple[list, Any, Any]:
@@ -252,6 +252,15 @@ def _replace(node: Any, old: Realm, new: Realm) -> None:
             s.authorizer = None if role.allows_everything() else role
 
 
-def sighup_forwarder(send: Callable[[], None]) -> None:
-    """A supervisor (`--workers N`): SIGHUP goes on to every worker, each reloads itself."""
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(send))
+def compare_admin_users(node: Any) -> Any:
+    """A cluster node: its YAML's admin users against the other live nodes' (router/cluster/adminusers.py);
+    a warning per node that differs. None on one node."""
+    if node.config.cluster is None or node.redis is None:
+        return None
+    from router.cluster.adminusers import compare
+
+    d = node.nodes()
+    d.addCallback(lambda nodes: compare(node.redis, node.config.cluster.node_id, node.config.admin_realm.users,
+                                        [n.get("id") for n in nodes if isinstance(n, dict)]))
+    d.addErrback(lambda f: log.warn("admin users: cannot compare with the other nodes: {e}", e=f.getErrorMessage()))
+    return d
