@@ -28,9 +28,8 @@ from twisted.python.failure import Failure
 
 from router import wamp
 from router.backend import RemoteCallee
-from router.cluster import purge
+from router.cluster import barrier, purge
 from router.cluster.connection import ClusterUnavailable, connected
-from router.cluster.membership import MAX_NODES, NODES
 from router.cluster.registry import (
     ADD,
     COUNTER,
@@ -57,8 +56,6 @@ CANCEL = "rpc.cancel"  # [caller id, CANCEL]
 GONE = "rpc.gone"  # the caller left: [caller id]
 ANSWER = "rpc.answer"  # to the caller's node: [caller id, RESULT or ERROR, bulk]
 SYNC = "rpc.sync"  # to this node itself: [token]; back once every earlier broadcast is
-SEEN = "rpc.seen"  # a request to another node: answered at once (see seen_everywhere)
-SEEN_TIMEOUT = 1.0  # seconds a REGISTER waits at most for a node that does not answer
 MAX_SYNCS = 1_000  # CALLs waiting for their node to catch up with Redis; more are answered at once
 SYNC_TIMEOUT = 1.0  # seconds a CALL waits for that at most
 UNREACHABLE = "the callee's node cannot be reached"
@@ -246,7 +243,7 @@ class ClusterRPC:
         self._syncs: dict[int, Any] = {}
         self._sync_ids = 0
         bus.on(SYNC, self._synced)
-        bus.on(SEEN, lambda sender, body: True)  # a request: answered once every earlier broadcast is applied
+        barrier.answer_seen(bus)
         bus.on(REG_KIND, self._reg_changed)
         self.outbox = bus.outbox
         self.outbox.on(CALL, self._call_here)
@@ -334,12 +331,7 @@ class ClusterRPC:
         """Fires once every other live node has answered a message sent now: it travels on the same
         connection as the broadcasts and after them, so each has applied every change made before
         (a node that does not answer within SEEN_TIMEOUT, or listens nowhere, is not waited for)."""
-        def ask(ids: Any) -> defer.Deferred:
-            others = sorted(i for i in ids if i != self.node_id)[:MAX_NODES]
-            return defer.DeferredList([self.bus.request(n, SEEN, None, timeout=SEEN_TIMEOUT) for n in others],
-                                      consumeErrors=True)
-
-        return self.redis.smembers(NODES).addCallbacks(ask, lambda f: None)
+        return barrier.seen_everywhere(self.redis, self.bus, self.node_id)
 
     # -- Redis -------------------------------------------------------------------------------------
     def eval(self, script: str, keys: list, args: list) -> defer.Deferred:
