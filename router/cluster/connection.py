@@ -98,6 +98,13 @@ def connected(conn: Any) -> bool:
     return bool(conn._factory.size) if conn is not None else False
 
 
+def link(conn: Any) -> Any:
+    """The connection's socket now (its txredisapi protocol), or None: another one than before means it
+    was lost and re-established, however briefly (Redis may have restarted empty meanwhile)."""
+    pool = conn._factory.pool if conn is not None else ()
+    return pool[0] if pool else None
+
+
 def _reason(e: Exception) -> str:
     text = str(e) or type(e).__name__
     if isinstance(e, defer.TimeoutError):

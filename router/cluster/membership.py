@@ -38,7 +38,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router.cluster.connection import connected, require
+from router.cluster.connection import connected, link, require
 
 NODES = "cy:nodes"
 MAX_NODES = 1000  # node ids listed at most
@@ -102,6 +102,7 @@ class Membership:
         self._renewed_at = time.monotonic()  # when the last acknowledged renewal was sent
         self._back_at: float | None = None  # when Redis came back after an outage (purges wait a while)
         self._announced = False
+        self._link: Any = None  # the connection's socket at the last beat (connection.link)
         self._resync = False  # this beat found the key gone: everything of this node is written again
         self._purging = False
         self.started = time.time()
@@ -136,6 +137,10 @@ class Membership:
         if not connected(self.redis):
             self._lost("the connection is down")
             return defer.succeed(None)
+        current = link(self.redis)
+        if self._link is not None and current is not self._link:  # back before this beat saw it go
+            self._lost("the connection was lost and re-established")
+        self._link = current
         sent = time.monotonic()
         self._beating = self._renew()
         self._beating.addCallback(self._acknowledged, sent)
