@@ -120,7 +120,7 @@ class Membership:
 
     def announcement(self) -> dict:
         return {"id": self.node_id, "address": self.address, "sessions": self.sessions(),
-                "started": _iso(self.started), "heartbeat": _iso(time.time()), "incarnation": self.incarnation}
+                "started": _iso(self.started), "heartbeat": _iso(time.time())}
 
     def stale(self) -> bool:
         """True once no renewal has been acknowledged for node_timeout: this node's key may have expired
