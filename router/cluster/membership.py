@@ -224,9 +224,9 @@ class Membership:
             self._watch.start(0.05, now=False)
 
     def _watch_connection(self) -> None:
-        """Beat as soon as the connection is back, not at the next heartbeat: recovery starts at once."""
-        if connected(self.redis):
-            self._watch.stop()
+        """Beat as soon as the connection is back, not at the next heartbeat: recovery starts at once.
+        (The watch stops in `_beaten`, once a beat has gone through.)"""
+        if connected(self.redis) and self._beating is None:
             self.beat()
 
     @defer.inlineCallbacks
