@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import PublishOptions
+from autobahn.wamp.types import CallOptions, PublishOptions
 from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
 
@@ -157,7 +157,8 @@ async def test_redis_lost_alone_closes_nobody(tmp_path, redis_server, snapshot):
 
 @ensure
 async def test_redis_killed_and_restarted_empty_under_cross_node_load(tmp_path, redis_server):
-    """A caller on a calls a callee on b (which answers after 50 ms) every 10 ms, and publishes to a
+    """A caller on a calls a callee on b (which answers after 50 ms) every 10 ms, every other call with
+    a CALL timeout of 300 ms, and publishes to a
     subscriber on b; Redis is killed (kill -9) for 5 s, calls in flight, and restarted empty. Every call
     gets RESULT or ERROR within node_timeout (plus a scan's slack); cross-node calls and events work
     again within 2 s of Redis's return."""
@@ -188,7 +189,8 @@ async def test_redis_killed_and_restarted_empty_under_cross_node_load(tmp_path, 
             while running and i < 5000:
                 i += 1
                 sent[i] = time.monotonic()
-                caller.call("com.example.echo", i).addBoth(answered, i)
+                options = CallOptions(timeout=300) if i % 2 else None  # half with a CALL timeout
+                caller.call("com.example.echo", i, options=options).addBoth(answered, i)
                 caller.publish("com.example.tick", i)
                 await sleep(0.01)
 
@@ -217,12 +219,15 @@ async def test_redis_killed_and_restarted_empty_under_cross_node_load(tmp_path, 
         assert later and all(isinstance(v, int) for v in later), [v for v in later if not isinstance(v, int)][:5]
         slowest = max(t - s for s, t, _ in outcomes.values())
         assert slowest <= NODE_TIMEOUT + 0.3, slowest
+        slowest_timed = max(outcomes[i][1] - outcomes[i][0] for i in outcomes if i % 2)
+        assert slowest_timed <= 0.3 + 0.15, slowest_timed  # answered by its CALL timeout
         failed = {v for _, _, v in outcomes.values() if not isinstance(v, int)}
-        assert failed <= {"wamp.error.canceled"}, failed
+        assert failed <= {"wamp.error.canceled", "wamp.error.timeout"}, failed
         print(f"\nRedis away 5 s (kill -9, back empty): first cross-node call answered {call_recovery:.2f} s and "
               f"first event {event_recovery:.2f} s after its return; {len(sent)} calls, "
-              f"{sum(1 for v in (o[2] for o in outcomes.values()) if not isinstance(v, int))} canceled, "
-              f"slowest answer {slowest:.2f} s, 0 unanswered; killed at +{t_kill - min(sent.values()):.1f} s")
+              f"{sum(1 for v in (o[2] for o in outcomes.values()) if not isinstance(v, int))} canceled or timed out, "
+              f"slowest answer {slowest:.2f} s ({slowest_timed:.2f} s with timeout 300 ms), "
+              f"0 unanswered; killed at +{t_kill - min(sent.values()):.1f} s")
         _clean(a, b)
     finally:
         await _leave_all(clients)
