@@ -13,10 +13,12 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, PublishOptions
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
+from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.python.failure import Failure
 
 from tests.redisproc import RedisServer
+from tests.routerproc import free_port
 from tests.test_cluster_purge import HEARTBEAT, NODE_TIMEOUT, _until
 from tests.test_cluster_start import _node
 from tests.wampclient import connect, with_timeout
@@ -35,6 +37,34 @@ async def _leave_all(clients) -> None:
     for cl in clients:
         if cl.is_connected():
             cl.leave()
+
+
+class _Link(ProxyFactory):
+    """A TCP forwarder between one node and Redis, on a loopback port of its own: `cut` drops its
+    connections and refuses new ones (a partition of that node alone), `heal` forwards again."""
+
+    def __init__(self, redis_port: int) -> None:
+        super().__init__("127.0.0.1", redis_port)
+        self.port_number = free_port()
+        self.url = f"redis://127.0.0.1:{self.port_number}/0"
+        self.open: set[ProxyServer] = set()
+        self.listening = None
+
+    def buildProtocol(self, addr):
+        p = super().buildProtocol(addr)
+        self.open.add(p)
+        return p
+
+    def heal(self) -> None:
+        self.listening = reactor.listenTCP(self.port_number, self, interface="127.0.0.1")
+
+    async def cut(self) -> None:
+        await self.listening.stopListening()
+        for p in list(self.open):
+            for side in (p, p.peer):
+                if side is not None and side.transport is not None:
+                    side.transport.abortConnection()
+        self.open.clear()
 
 
 @ensure
@@ -118,6 +148,54 @@ async def test_a_node_stopped_past_node_timeout_is_fenced_when_it_wakes(tmp_path
         await _leave_all(clients)
         for n in (a, b):
             n.stop()
+
+
+@ensure
+async def test_a_node_cut_off_from_redis_alone_serves_locally_then_is_fenced(tmp_path, redis_server):
+    """b alone loses Redis for 3 node_timeouts (its link cut, the others unaffected): b keeps serving
+    its sessions to each other, a purges b and publishes their leaving once; when the link is back b
+    finds the tombstone, closes them (courtyard.close.node_fenced) and joins again."""
+    link = _Link(redis_server.port)
+    link.heal()
+    a = _node(tmp_path, "a", redis_server.url).start()
+    b = _node(tmp_path, "b", link.url)
+    await threads.deferToThread(b.start)  # the link forwards in this reactor: it must run meanwhile
+    clients = []
+    try:
+        leaves: list[int] = []
+        watcher = await connect(a.url)
+        await watcher.subscribe(lambda sid, *_: leaves.append(sid), "wamp.session.on_leave")
+        callee, caller = await connect(b.url), await connect(b.url)
+        clients += [watcher, callee, caller]
+        await callee.register(lambda x: x * 2, "com.example.double")
+        ids = sorted(cl._session_id for cl in (callee, caller))
+        await _until(lambda: redis_server.command("SCARD", "cy:n:b:s") == 2, 5, "b's sessions in Redis")
+        await link.cut()
+        t_cut = time.monotonic()
+        await _until(lambda: sorted(leaves) == ids, 3 * NODE_TIMEOUT, f"on_leave of {ids}, got {leaves}")
+        purged_after = time.monotonic() - t_cut
+        assert await with_timeout(caller.call("com.example.double", 21)) == 42  # served on b meanwhile
+        await sleep(max(0.0, 3 * NODE_TIMEOUT - (time.monotonic() - t_cut)))
+        link.heal()
+        t_heal = time.monotonic()
+        details = [await with_timeout(cl.left, 5) for cl in (callee, caller)]
+        fenced_after = time.monotonic() - t_heal
+        assert [d.reason for d in details] == [FENCED] * 2, [(d.reason, d.message) for d in details]
+        await sleep(5 * HEARTBEAT)
+        assert sorted(leaves) == ids, leaves  # once: b published nothing for them
+        again = await connect(b.url)
+        clients.append(again)
+        await _until(lambda: redis_server.command("SCARD", "cy:n:b:s") == 1, 5, "b's new session in Redis")
+        assert b.log().count("this node was purged by the cluster") == 1
+        print(f"\npartition of b for 3 s: purged after {purged_after:.2f} s, its clients fenced "
+              f"{fenced_after:.2f} s after the link was back")
+        _clean(a, b)
+    finally:
+        await _leave_all(clients)
+        for n in (a, b):
+            n.stop()
+        if link.listening is not None and link.listening.connected:
+            await link.cut()
 
 
 @pytest.mark.parametrize("snapshot", [False, True], ids=["empty", "from_a_snapshot"])
