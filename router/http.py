@@ -26,7 +26,7 @@ from router import metrics
 from router.transport.forwarded import ip_address
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import HttpNode
 
 _REASONS = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 _KEPT = (b"authorization", b"x-forwarded-for")  # the only headers read
@@ -74,17 +74,15 @@ def response(status: int, body: bytes = b"", content_type: str = "text/plain; ch
     return head.encode("ascii") + (b"" if head_only else body)
 
 
-def health(node: Node) -> tuple[int, dict]:
+def health(node: HttpNode) -> tuple[int, dict]:
     """200 while the node accepts sessions (and, in a cluster, reaches Redis); 503 once it is shutting
     down, or while a cluster node cannot reach Redis: it still serves its own sessions, but its clients
     cannot reach the rest of the cluster, so new ones are better sent to a node that can."""
     if node.stopping:
         return 503, {"status": "stopping", "node": node.config.name}
     body = {"status": "ok", "node": node.config.name, "sessions": node.table.size()}
-    if node.config.cluster is not None:
-        from router.cluster.connection import connected
-
-        up = connected(node.redis)
+    up = node.redis_reachable()
+    if up is not None:
         body["redis"] = "ok" if up else "unreachable"
         if not up:
             body["status"] = "degraded"
@@ -92,7 +90,7 @@ def health(node: Node) -> tuple[int, dict]:
     return 200, body
 
 
-def allowed(node: Node, request: Request, client: str | None) -> bool:
+def allowed(node: HttpNode, request: Request, client: str | None) -> bool:
     """From a network in `http.allow` (a unix-socket client, `client` None, counts as local), or with
     the bearer token."""
     conf = node.config.http
@@ -104,7 +102,7 @@ def allowed(node: Node, request: Request, client: str | None) -> bool:
     return ip is not None and any(ip in net for net in conf.networks)
 
 
-def answer(node: Node, request: Request, client: str | None = None) -> tuple[int, bytes]:
+def answer(node: HttpNode, request: Request, client: str | None = None) -> tuple[int, bytes]:
     """The status and full response for a plain HTTP request to a WebSocket listener; `client` is the
     peer's address (or the forwarded one from a trusted proxy), None on a unix socket."""
     method, path = request.method, request.path

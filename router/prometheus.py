@@ -14,13 +14,13 @@ from router import wamp
 from router.metrics import OTHER, outgoing_bytes
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.metrics import MetricsSource
 
 
 class NodeCollector:
     """A prometheus_client Collector reading the node's counters at scrape time."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: MetricsSource) -> None:
         self.node = node
 
     def collect(self) -> Iterator[Any]:
@@ -85,7 +85,7 @@ def _per_realm(routers: dict) -> Iterator[Any]:
     yield from (calls, routed, pubs, events, pending)
 
 
-def registry(node: Node) -> CollectorRegistry:
+def registry(node: MetricsSource) -> CollectorRegistry:
     """The node's own registry: its counters and the process's CPU, memory and file descriptors."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(NodeCollector(node))

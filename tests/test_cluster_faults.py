@@ -17,20 +17,15 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.python.failure import Failure
 
+from tests.helpers.cluster import HEARTBEAT, NODE_TIMEOUT, assert_clean
+from tests.helpers.cluster import node_process as _node
+from tests.helpers.poll import until as _until
 from tests.redisproc import RedisServer
 from tests.routerproc import free_port
-from tests.test_cluster_purge import HEARTBEAT, NODE_TIMEOUT, _until
-from tests.test_cluster_start import _node
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 FENCED = "courtyard.close.node_fenced"
-
-
-def _clean(*nodes) -> None:
-    for n in nodes:
-        log = n.log()
-        assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
 
 
 async def _leave_all(clients) -> None:
@@ -143,7 +138,7 @@ async def test_a_node_stopped_past_node_timeout_is_fenced_when_it_wakes(tmp_path
         assert incarnation and incarnation != redis_server.command("GET", "cy:fenced:b")
         print(f"\nSIGSTOP 3 s: purged after {purged_after:.2f} s, clients fenced {fenced_after:.2f} s after SIGCONT, "
               f"b's subscriber got {len(got_b)} of {sent} events before GOODBYE, a's all {len(got_a) - 1}")
-        _clean(a, b)
+        assert_clean(a, b)
     finally:
         await _leave_all(clients)
         for n in (a, b):
@@ -189,7 +184,7 @@ async def test_a_node_cut_off_from_redis_alone_serves_locally_then_is_fenced(tmp
         assert b.log().count("this node was purged by the cluster") == 1
         print(f"\npartition of b for 3 s: purged after {purged_after:.2f} s, its clients fenced "
               f"{fenced_after:.2f} s after the link was back")
-        _clean(a, b)
+        assert_clean(a, b)
     finally:
         await _leave_all(clients)
         for n in (a, b):
@@ -224,7 +219,7 @@ async def test_redis_lost_alone_closes_nobody(tmp_path, redis_server, snapshot):
         for n in (a, b):
             assert "purged by the cluster" not in n.log() and "fenced" not in n.log() and " is dead" not in n.log()
         assert restarted.command("KEYS", "cy:fenced:*") == []
-        _clean(a, b)
+        assert_clean(a, b)
     finally:
         await _leave_all(clients)
         for n in (a, b):
@@ -306,7 +301,7 @@ async def test_redis_killed_and_restarted_empty_under_cross_node_load(tmp_path, 
               f"{sum(1 for v in (o[2] for o in outcomes.values()) if not isinstance(v, int))} canceled or timed out, "
               f"slowest answer {slowest:.2f} s ({slowest_timed:.2f} s with timeout 300 ms), "
               f"0 unanswered; killed at +{t_kill - min(sent.values()):.1f} s")
-        _clean(a, b)
+        assert_clean(a, b)
     finally:
         await _leave_all(clients)
         for n in (a, b):
@@ -350,7 +345,7 @@ async def test_a_node_killed_mid_register_does_not_block_others_after_the_purge(
         assert took < NODE_TIMEOUT + HEARTBEAT + 1.0, took
         assert redis_server.command("EXISTS", "cy:n:b:reg") == 0
         print(f"\nkill -9 mid-REGISTER: the procedure was free again {took:.2f} s after the kill")
-        _clean(a)
+        assert_clean(a)
     finally:
         await _leave_all(clients)
         for n in (a, b):
