@@ -10,7 +10,10 @@ the caller's table of calls in flight (dealer.RemoteCall), so that further progr
 follow it, until the final RESULT or ERROR comes back.
 
 Failure: a bus message that cannot be sent fails the call at once (`wamp.error.canceled`); a callee's node
-that dies fails its pending callers (`wamp.error.canceled`, when the node is seen dead); a caller that
+that dies fails its pending callers (`wamp.error.canceled`, when the node is seen dead); an answer lost
+with Redis is not waited for: the caller's node ends the call at its CALL timeout (`wamp.error.timeout`,
+as the callee's node would) or, without one, after node_timeout if Redis is away then
+(`wamp.error.canceled`; `Deadlines`); a caller that
 leaves, or whose node dies, has its stand-in detached, so callees that announced call_canceling get
 INTERRUPT.
 """
@@ -22,7 +25,7 @@ import time
 from typing import Any
 
 import txredisapi
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -64,6 +67,53 @@ NODE_BATCH = 10_000  # entries a dead or leaving node's cleanup handles per scri
 
 if node_key not in purge.NODE_KEYS:
     purge.NODE_KEYS.append(node_key)
+
+
+class Deadlines:
+    """The caller's node's own end of forwarded calls, for when their answer is lost (Redis away or
+    restarted): a call with a CALL timeout ends at it; one without, after node_timeout if Redis is away
+    then (else it waits on, checked again every node_timeout). One scan every SCAN seconds while calls
+    are forwarded; a call's entry goes at the first scan after its answer."""
+
+    SCAN = 0.05
+
+    def __init__(self, redis: Any, node_timeout: float) -> None:
+        self.redis = redis
+        self.node_timeout = node_timeout
+        self._at: dict[RemoteCall, tuple[RealmRPC, float, bool]] = {}
+        self._loop = task.LoopingCall(self._scan)
+
+    def add(self, rr: RealmRPC, call: RemoteCall, timeout: Any) -> None:
+        timed = type(timeout) is int and timeout > 0
+        self._at[call] = (rr, time.monotonic() + (timeout / 1000.0 if timed else self.node_timeout), timed)
+        if not self._loop.running:
+            self._loop.start(self.SCAN, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def _scan(self) -> None:
+        now, up = time.monotonic(), None
+        for call, (rr, at, timed) in list(self._at.items()):
+            if rr.dealer.calls_of(call.caller.id).get(call.call_id) is not call:
+                del self._at[call]  # answered, canceled or failed
+            elif now >= at:
+                if timed:
+                    del self._at[call]
+                    if rr.dealer.forget_remote(call):
+                        call.caller.transport.send(wamp.error(wamp.CALL, call.call_id, wamp.TIMEOUT, [
+                            "the call timed out (CALL.Options.timeout)"]))
+                    continue
+                if up is None:
+                    up = connected(self.redis)
+                if up:
+                    self._at[call] = (rr, now + self.node_timeout, False)
+                else:
+                    del self._at[call]
+                    rr.fail(call, "the cluster's Redis is unreachable: the call's answer cannot arrive")
+        if not self._at:
+            self._loop.stop()
 
 
 _META = ["meta"]  # what a meta API call waits as, for ClusterRPC.sync (never a CALL being routed again)
@@ -180,6 +230,8 @@ class RealmRPC:
     # -- CALL --------------------------------------------------------------------------------------
     def forward(self, call: RemoteCall, msg: list, procedure: str, match: str, callee: RemoteCallee) -> None:
         caller = call.caller
+        options = msg[2]
+        self.rpc.deadlines.add(self, call, options.get("timeout") if options else None)
         roles = caller.roles
         features = roles.get("caller") if type(roles) is dict else None
         self.rpc.send(callee.node, CALL, [self.uri, caller.id, caller.authid, caller.authrole, features, match,
@@ -231,8 +283,9 @@ class ClusterRPC:
 
     log = Logger()
 
-    def __init__(self, redis: Any, bus: Any, node_id: str, table: Any) -> None:
+    def __init__(self, redis: Any, bus: Any, node_id: str, table: Any, node_timeout: float = 3.0) -> None:
         self.redis = redis
+        self.deadlines = Deadlines(redis, node_timeout)
         self.bus = bus
         self.node_id = node_id
         self.table = table
@@ -324,6 +377,7 @@ class ClusterRPC:
     @defer.inlineCallbacks
     def stop(self):
         """Graceful stop (this node's sessions are closed): whatever of this node is left in Redis goes."""
+        self.deadlines.stop()
         if connected(self.redis):
             yield self._remove_node(self.node_id)
 
