@@ -364,9 +364,15 @@ class Dealer:
                 return
         callee = reg.pick()
         if isinstance(callee, RemoteCallee):  # on another node: the backend forwards it, the caller's table keeps it
+            options = msg[2]
+            if options:  # what only the caller decides is refused here, as for a local callee
+                try:
+                    _caller_options(session, options)
+                except CallRefused as e:
+                    session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
+                    return
             if calls is None:
                 calls = self._calls[session.id] = {}
-            options = msg[2]
             call = calls[request] = RemoteCall(callee.node, session, request,
                                                bool(options) and options.get("progress") is True)
             self.backend.forward(call, msg, reg.procedure, reg.match, callee)
@@ -432,6 +438,7 @@ class Dealer:
     def _call_options(self, inv: Invocation, options: dict, details: dict) -> None:
         """The Advanced Profile's CALL options: receive_progress, progress, timeout, ppt_*."""
         callee = inv.callee
+        timeout, ppt = _caller_options(inv.caller, options)
         if options.get("receive_progress") is True and callee.progressive_out:
             inv.progress = details["receive_progress"] = True
         if options.get("progress") is True:
@@ -439,18 +446,7 @@ class Dealer:
                 raise CallRefused(wamp.FEATURE_NOT_SUPPORTED,
                                   "the callee does not support progressive_call_invocations")
             inv.streaming = details["progress"] = True
-        timeout = options.get("timeout")
-        if timeout is not None:
-            if type(timeout) is not int or timeout < 0:
-                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.timeout must be a non-negative integer (ms)")
-        ppt = {key: options[key] for key in wamp.PPT_KEYS if key in options}
         if ppt:
-            if type(ppt.get("ppt_scheme")) is not str or not ppt["ppt_scheme"] or any(
-                    type(v) is not str for v in ppt.values()):
-                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.ppt_* must be strings, ppt_scheme non-empty")
-            if not inv.caller.announces("caller", "payload_passthru_mode"):
-                raise wamp.ProtocolViolation("CALL with ppt_scheme from a caller that did not announce "
-                                             "payload_passthru_mode")
             if not callee.passthru:
                 raise CallRefused(wamp.FEATURE_NOT_SUPPORTED, "the callee does not support payload_passthru_mode")
             details.update(ppt)
@@ -612,6 +608,23 @@ class Dealer:
 
     def pending(self) -> int:
         return sum(len(p) for p in self._invocations.values())
+
+
+def _caller_options(caller: Session, options: dict) -> tuple[int | None, dict]:
+    """The CALL options that depend on the caller alone: (timeout, ppt_* options). CallRefused for a bad
+    value; ProtocolViolation for passthru from a caller that did not announce payload_passthru_mode."""
+    timeout = options.get("timeout")
+    if timeout is not None and (type(timeout) is not int or timeout < 0):
+        raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.timeout must be a non-negative integer (ms)")
+    ppt = {key: options[key] for key in wamp.PPT_KEYS if key in options}
+    if ppt:
+        if type(ppt.get("ppt_scheme")) is not str or not ppt["ppt_scheme"] or any(
+                type(v) is not str for v in ppt.values()):
+            raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.ppt_* must be strings, ppt_scheme non-empty")
+        if not caller.announces("caller", "payload_passthru_mode"):
+            raise wamp.ProtocolViolation("CALL with ppt_scheme from a caller that did not announce "
+                                         "payload_passthru_mode")
+    return timeout, ppt
 
 
 def _result_details(options: dict, progress: bool) -> dict:

@@ -121,6 +121,7 @@ class Meta:
         self.dealer = dealer
         self.table = table
         self._testaments: dict[int, dict[str, list[tuple]]] = {}  # session id → scope → testaments
+        self._reported: set[int] = set()  # sessions whose leaving the cluster has published already
         broker.listener = self
         dealer.listener = self
         procedures: dict[str, Handler] = {
@@ -199,10 +200,19 @@ class Meta:
 
     def left(self, session: Session) -> None:
         """The session is gone, whatever the cause: its testaments (detached scope first), then on_leave."""
+        if self._reported and session.id in self._reported:
+            self._reported.discard(session.id)
+            return
         testaments = self._testaments.pop(session.id, None)
         if testaments:
             self.publish_testaments(session, testaments)
         self.publish("wamp.session.on_leave", [session.id, session.authid, session.authrole])
+
+    def reported_left(self, session_id: int) -> None:
+        """The cluster has published this session's testaments and on_leave already (its node was
+        purged while it stalled, router/cluster/membership.py): when it closes, neither is published again."""
+        self._testaments.pop(session_id, None)
+        self._reported.add(session_id)
 
     def publish_testaments(self, session: Session, testaments: dict) -> None:
         """`testaments` ({scope: [(topic, args, kwargs, options, ...)]}), detached scope first. Also

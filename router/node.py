@@ -194,7 +194,8 @@ class Node:
         yield self.bus.start()
         from router.cluster.rpc import ClusterRPC
 
-        self.cluster_parts.append(ClusterRPC(self.redis, self.bus, cluster.node_id, self.table))
+        self.cluster_parts.append(ClusterRPC(self.redis, self.bus, cluster.node_id, self.table,
+                                             cluster.node_timeout))
         for part in self.cluster_parts:
             yield part.start()
         yield self.store.load()  # after subscribing: a change made meanwhile is read twice, not missed
@@ -244,6 +245,27 @@ class Node:
         self.storage.resync()
         self._bus_back()  # and the broadcasts sent meanwhile were lost: every part re-reads the cluster
 
+    def _fenced(self) -> None:
+        """The cluster purged this node (it stalled or was cut off past node_timeout) and published its
+        sessions' testaments and on_leave: those sessions are closed with GOODBYE
+        courtyard.close.node_fenced, without publishing either again, so that their clients reconnect
+        into a cluster that agrees with them. A session opened after this node may have been taken for
+        dead was never reported as left: it is closed as usual. Then membership joins again."""
+        from router.cluster.membership import FENCED
+
+        self.bus.release(drop=True)  # what the bus held was for the sessions closed here
+        since = time.time() - self.membership.stale_for()
+        sessions = self.table.list()
+        for s in sessions:
+            try:
+                if s.created <= since and s.realm is not None:
+                    s.realm.meta.reported_left(s.id)
+                s.transport.close(FENCED, "this node was cut off from the cluster, which reported this "
+                                          "session as left; join again")
+            except Exception:  # a bug, but one session's: every other is still closed
+                self.log.failure("closing session {sid} of a purged node failed", sid=s.id)
+        self.log.warn("fenced: closed {n} session(s) the cluster had reported as left", n=len(sessions))
+
     def _kill_here(self, sender: str, body: dict) -> None:
         """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
         for sid in body["sessions"][:100_000]:
@@ -283,7 +305,9 @@ class Node:
         address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
                    else f"rawsocket://{port.host}:{port.port}")
         self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
-                                     self.table.size, cluster.redis.display(), self._resync, purger)
+                                     self.table.size, cluster.redis.display(), self._resync, purger,
+                                     on_fenced=self._fenced, on_member=self.bus.release)
+        self.bus.stale = self.membership.stale
         self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
                                                                    e=f.getErrorMessage()))
 

@@ -5,13 +5,24 @@
 from __future__ import annotations
 
 import copy
+import signal
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
 from router.node import Node
 from tests.helpers.cluster import assert_clean, cluster_config, node_process
 from tests.helpers.nodes import Spread, start_cluster_node, start_node, start_two_nodes, stop_node
+
+# A suite launched from a background job inherits SIGINT and SIGQUIT ignored, and so would every router,
+# worker and redis-server it starts (an ignored disposition survives exec; a handler does not): the
+# signal tests would then see nothing. Handled here, the children get the default dispositions.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, lambda signum, frame: None)
 
 
 @pytest.fixture
@@ -49,15 +60,22 @@ def make_node():
         stop_node(n)
 
 
-@pytest.fixture(params=["one node", "two nodes"])
+@pytest.fixture(params=["one node", "two nodes", "workers"])
 def spread(request):
     """The router a test drives: one node, then two nodes of a cluster with the test's clients spread
-    over them (Spread). A test module runs its end-to-end tests both ways by asking for it as its
-    `node` (`@pytest.fixture def node(spread): return spread`)."""
+    over them (Spread), then a real `courtyard start --workers 2` where the kernel spreads them
+    (WorkersRouter: a test that reads the node's internals is skipped there). A test module runs its
+    end-to-end tests all three ways by asking for it as its `node` (`@pytest.fixture def node(spread):
+    return spread`)."""
     if request.param == "one node":
         n = start_node()
         yield n
         stop_node(n)
+        return
+    if request.param == "workers":
+        router = request.getfixturevalue("workers_router")
+        yield router
+        pytest_twisted.blockon(defer.ensureDeferred(router.wait_clean()))  # the next test starts from nothing
         return
     a, b = start_two_nodes(request.getfixturevalue("redis_server").url)
     yield Spread(a, b)
@@ -146,6 +164,20 @@ def no_unhandled_errors():
     yield failures
     globalLogPublisher.removeObserver(observe)
     assert not failures, [f"{e.get('log_format')}: {e['log_failure'].getTraceback()[-1500:]}" for e in failures]
+
+
+@pytest.fixture(scope="session")
+def workers_router(tmp_path_factory):
+    """One `courtyard start --workers 2` on a redis-server, shared by every test that runs spread (each
+    starts and leaves its own clients); started on first use, stopped at the end of the run."""
+    from tests.helpers.workers import Workers, WorkersRouter
+    from tests.redisproc import RedisServer
+
+    redis = RedisServer(tmp_path_factory.mktemp("workers-redis")).start()
+    workers = Workers(tmp_path_factory.mktemp("workers"), redis.url).start()
+    yield WorkersRouter(workers)
+    workers.stop()
+    redis.stop()
 
 
 @pytest.fixture

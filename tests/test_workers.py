@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -24,73 +23,14 @@ from twisted.internet import error
 from realms.schema import ConfigError
 from router.config import parse
 from router.node import Node
-from tests.helpers.cluster import TIMINGS
 from tests.helpers.poll import until
+from tests.helpers.workers import Workers
+from tests.helpers.workers import alive as _alive
 from tests.pki import make_pki
-from tests.routerproc import free_port, stop_process
+from tests.routerproc import free_port
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
-CLUSTER = {"node_id": "n", **TIMINGS}
-
-
-class Workers:
-    """`courtyard start --workers N` as a process: its log (the supervisor's and the workers' lines)."""
-
-    def __init__(self, tmp_path: Path, redis_url: str, count: int = 2, config: dict | None = None,
-                 **cluster) -> None:
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
-        self.count = count
-        config = {"listeners": [{"port": self.port}], "admin": {"data_dir": None}, "shutdown": {"grace_period": 2},
-                  "cluster": {"redis": redis_url, **CLUSTER, **cluster}, **(config or {})}
-        self.config_path = tmp_path / "router.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = tmp_path / "router.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, wait: bool = True) -> Workers:
-        """In a process group of its own, as a shell's foreground job is (a Ctrl-C reaches the group)."""
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(self.config_path),
-                                      "--workers", str(self.count)], stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        if wait:
-            self.wait_for(f"all {self.count} workers serving")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for(self, text: str, count: int = 1, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log().count(text) >= count:
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise RuntimeError(f"no {text!r} ({count}) in {timeout}s:\n{self.log()}")
-
-    def pids(self) -> dict[str, int]:
-        """Each worker's latest PID, as the supervisor logged it."""
-        return {w: int(pid) for w, pid in re.findall(r"worker (w\d+) started \(pid (\d+)\)", self.log())}
-
-    def stop(self) -> None:
-        pids = self.pids() if self.proc is not None else {}
-        stop_process(self.proc, self._log)
-        for pid in pids.values():  # a test that failed half way: no worker of ours left behind
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie, exited but not yet reaped by whoever adopted it, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 def _clean(log: str) -> None:

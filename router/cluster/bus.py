@@ -30,7 +30,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
 from router import wamp
-from router.cluster.connection import ClusterUnavailable, _endpoint, connected
+from router.cluster.connection import ClusterUnavailable, _endpoint, connected, fast_reconnect
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
 
@@ -46,6 +46,7 @@ def node_channel(node_id: str) -> str:
 MAX_MESSAGE = 8 * 1024 * 1024  # bytes; a larger message is refused by the sender
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # sent to Redis, not yet acknowledged by it
 MAX_REQUESTS = 10_000  # requests to other nodes waiting for their answer
+MAX_HELD = 100_000  # messages held while this node may have been purged; past it they are lost (resync)
 
 
 class _Listener(txredisapi.SubscriberProtocol):
@@ -68,6 +69,12 @@ class Bus:
         self._ids = itertools.count(1)
         self._listened = False
         self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
+        # Membership's: True while this node may have been purged (no renewal acknowledged for
+        # node_timeout). What arrives meanwhile is held until Redis says (`release`), so that a node
+        # waking from a stall delivers nothing to sessions the cluster may have reported as left.
+        self.stale: Callable[[], bool] | None = None
+        self._held: list[tuple[Any, Any]] | None = None
+        self._held_lost = False
         self.on(REPLY, self._replied)
         self.outbox = Outbox(self, redis)  # what one reactor turn has for a node, as one message
 
@@ -79,7 +86,7 @@ class Bus:
     def start(self) -> defer.Deferred:
         """A subscriber connection of its own (Redis reserves a subscribed connection for messages),
         subscribing again after every reconnect."""
-        factory = txredisapi.SubscriberFactory()
+        factory = fast_reconnect(txredisapi.SubscriberFactory())
         factory.protocol = _Listener
         factory.bus = self
         factory.charset = None  # messages are msgpack: bytes, never decoded as text
@@ -171,6 +178,42 @@ class Bus:
         return self.redis.publish(channel, data).addBoth(acknowledged)
 
     def received(self, channel: Any, message: Any) -> None:
+        if self._held is not None or (self.stale is not None and self.stale()):
+            self._hold(channel, message)
+            return
+        self._handle(channel, message)
+
+    def _hold(self, channel: Any, message: Any) -> None:
+        if self._held is None:
+            self._held = []
+            self.log.info("this node may have been taken for dead: holding the cluster's messages until "
+                          "Redis confirms it is a member")
+        if len(self._held) < MAX_HELD:
+            self._held.append((channel, message))
+        else:
+            self._held_lost = True
+
+    def held(self) -> int:
+        return len(self._held) if self._held is not None else 0
+
+    def release(self, drop: bool = False) -> None:
+        """This node is a member (again): handle what was held, in order; `drop`: this node was purged
+        and its sessions are closed, so what was held was for them (the parts re-read the cluster)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        lost, self._held_lost = self._held_lost, False
+        if drop:
+            self.log.info("dropped {n} cluster message(s) held for this node's purged sessions", n=len(held))
+            return
+        for channel, message in held:
+            self._handle(channel, message)
+        if lost and self.resubscribed is not None:  # as after a reconnect: what was missed is re-read
+            self.log.warn("more than {n} cluster messages arrived while held: re-reading the cluster's state",
+                          n=MAX_HELD)
+            self.resubscribed()
+
+    def _handle(self, channel: Any, message: Any) -> None:
         try:
             sender, kind, body = msgpack.unpackb(message, raw=False, strict_map_key=False)
             handler = self._handlers.get(kind)

@@ -29,6 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from router.broker import Receivers, Retained, pattern_matches
+from router.cluster.barrier import seen_everywhere
 from router.cluster.connection import connected, require
 from router.cluster.membership import NODES
 from router.cluster.purge import NODE_KEYS
@@ -232,7 +233,10 @@ class ClusterPubSub:
         member = _member(realm, match, topic)
         write = self.redis.sadd(subs_key(self.me), member) if present else self.redis.srem(subs_key(self.me), member)
         write.addErrback(lambda f: None)
-        return self.bus.broadcast(SUB, [realm, match, topic, 1 if present else 0]).addErrback(lambda f: None)
+        # Once every other node has applied it (not only once Redis passed it on): a PUBLISH or SUBSCRIBE
+        # made next on any node sees the change.
+        told = self.bus.broadcast(SUB, [realm, match, topic, 1 if present else 0])
+        return told.addCallback(lambda _: seen_everywhere(self.redis, self.bus, self.me)).addErrback(lambda f: None)
 
     def _local(self) -> list[str]:
         found = []

@@ -10,7 +10,10 @@ the caller's table of calls in flight (dealer.RemoteCall), so that further progr
 follow it, until the final RESULT or ERROR comes back.
 
 Failure: a bus message that cannot be sent fails the call at once (`wamp.error.canceled`); a callee's node
-that dies fails its pending callers (`wamp.error.canceled`, when the node is seen dead); a caller that
+that dies fails its pending callers (`wamp.error.canceled`, when the node is seen dead); an answer lost
+with Redis is not waited for: the caller's node ends the call at its CALL timeout (`wamp.error.timeout`,
+as the callee's node would) or, without one, after node_timeout if Redis is away then
+(`wamp.error.canceled`; `Deadlines`); a caller that
 leaves, or whose node dies, has its stand-in detached, so callees that announced call_canceling get
 INTERRUPT.
 """
@@ -22,15 +25,14 @@ import time
 from typing import Any
 
 import txredisapi
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from router import wamp
 from router.backend import RemoteCallee
-from router.cluster import purge
+from router.cluster import barrier, purge
 from router.cluster.connection import ClusterUnavailable, connected
-from router.cluster.membership import MAX_NODES, NODES
 from router.cluster.registry import (
     ADD,
     COUNTER,
@@ -57,8 +59,6 @@ CANCEL = "rpc.cancel"  # [caller id, CANCEL]
 GONE = "rpc.gone"  # the caller left: [caller id]
 ANSWER = "rpc.answer"  # to the caller's node: [caller id, RESULT or ERROR, bulk]
 SYNC = "rpc.sync"  # to this node itself: [token]; back once every earlier broadcast is
-SEEN = "rpc.seen"  # a request to another node: answered at once (see seen_everywhere)
-SEEN_TIMEOUT = 1.0  # seconds a REGISTER waits at most for a node that does not answer
 MAX_SYNCS = 1_000  # CALLs waiting for their node to catch up with Redis; more are answered at once
 SYNC_TIMEOUT = 1.0  # seconds a CALL waits for that at most
 UNREACHABLE = "the callee's node cannot be reached"
@@ -67,6 +67,53 @@ NODE_BATCH = 10_000  # entries a dead or leaving node's cleanup handles per scri
 
 if node_key not in purge.NODE_KEYS:
     purge.NODE_KEYS.append(node_key)
+
+
+class Deadlines:
+    """The caller's node's own end of forwarded calls, for when their answer is lost (Redis away or
+    restarted): a call with a CALL timeout ends at it; one without, after node_timeout if Redis is away
+    then (else it waits on, checked again every node_timeout). One scan every SCAN seconds while calls
+    are forwarded; a call's entry goes at the first scan after its answer."""
+
+    SCAN = 0.05
+
+    def __init__(self, redis: Any, node_timeout: float) -> None:
+        self.redis = redis
+        self.node_timeout = node_timeout
+        self._at: dict[RemoteCall, tuple[RealmRPC, float, bool]] = {}
+        self._loop = task.LoopingCall(self._scan)
+
+    def add(self, rr: RealmRPC, call: RemoteCall, timeout: Any) -> None:
+        timed = type(timeout) is int and timeout > 0
+        self._at[call] = (rr, time.monotonic() + (timeout / 1000.0 if timed else self.node_timeout), timed)
+        if not self._loop.running:
+            self._loop.start(self.SCAN, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def _scan(self) -> None:
+        now, up = time.monotonic(), None
+        for call, (rr, at, timed) in list(self._at.items()):
+            if rr.dealer.calls_of(call.caller.id).get(call.call_id) is not call:
+                del self._at[call]  # answered, canceled or failed
+            elif now >= at:
+                if timed:
+                    del self._at[call]
+                    if rr.dealer.forget_remote(call):
+                        call.caller.transport.send(wamp.error(wamp.CALL, call.call_id, wamp.TIMEOUT, [
+                            "the call timed out (CALL.Options.timeout)"]))
+                    continue
+                if up is None:
+                    up = connected(self.redis)
+                if up:
+                    self._at[call] = (rr, now + self.node_timeout, False)
+                else:
+                    del self._at[call]
+                    rr.fail(call, "the cluster's Redis is unreachable: the call's answer cannot arrive")
+        if not self._at:
+            self._loop.stop()
 
 
 _META = ["meta"]  # what a meta API call waits as, for ClusterRPC.sync (never a CALL being routed again)
@@ -183,6 +230,8 @@ class RealmRPC:
     # -- CALL --------------------------------------------------------------------------------------
     def forward(self, call: RemoteCall, msg: list, procedure: str, match: str, callee: RemoteCallee) -> None:
         caller = call.caller
+        options = msg[2]
+        self.rpc.deadlines.add(self, call, options.get("timeout") if options else None)
         roles = caller.roles
         features = roles.get("caller") if type(roles) is dict else None
         self.rpc.send(callee.node, CALL, [self.uri, caller.id, caller.authid, caller.authrole, features, match,
@@ -234,8 +283,9 @@ class ClusterRPC:
 
     log = Logger()
 
-    def __init__(self, redis: Any, bus: Any, node_id: str, table: Any) -> None:
+    def __init__(self, redis: Any, bus: Any, node_id: str, table: Any, node_timeout: float = 3.0) -> None:
         self.redis = redis
+        self.deadlines = Deadlines(redis, node_timeout)
         self.bus = bus
         self.node_id = node_id
         self.table = table
@@ -246,7 +296,7 @@ class ClusterRPC:
         self._syncs: dict[int, Any] = {}
         self._sync_ids = 0
         bus.on(SYNC, self._synced)
-        bus.on(SEEN, lambda sender, body: True)  # a request: answered once every earlier broadcast is applied
+        barrier.answer_seen(bus)
         bus.on(REG_KIND, self._reg_changed)
         self.outbox = bus.outbox
         self.outbox.on(CALL, self._call_here)
@@ -327,6 +377,7 @@ class ClusterRPC:
     @defer.inlineCallbacks
     def stop(self):
         """Graceful stop (this node's sessions are closed): whatever of this node is left in Redis goes."""
+        self.deadlines.stop()
         if connected(self.redis):
             yield self._remove_node(self.node_id)
 
@@ -334,12 +385,7 @@ class ClusterRPC:
         """Fires once every other live node has answered a message sent now: it travels on the same
         connection as the broadcasts and after them, so each has applied every change made before
         (a node that does not answer within SEEN_TIMEOUT, or listens nowhere, is not waited for)."""
-        def ask(ids: Any) -> defer.Deferred:
-            others = sorted(i for i in ids if i != self.node_id)[:MAX_NODES]
-            return defer.DeferredList([self.bus.request(n, SEEN, None, timeout=SEEN_TIMEOUT) for n in others],
-                                      consumeErrors=True)
-
-        return self.redis.smembers(NODES).addCallbacks(ask, lambda f: None)
+        return barrier.seen_everywhere(self.redis, self.bus, self.node_id)
 
     # -- Redis -------------------------------------------------------------------------------------
     def eval(self, script: str, keys: list, args: list) -> defer.Deferred:
