@@ -92,6 +92,17 @@ def _then(recorded: Any, apply: Callable[[], Any]) -> Any:
     return apply()
 
 
+def _policy(realm: Any) -> dict:
+    """The auth methods and roles a realm runs with, whatever its definition left to the defaults."""
+    auth = realm.auth
+    roles = None if realm.roles is None else {
+        name: [{"uri": p.uri, "match": p.match, "allow": sorted(p.allow), **({"disclose": sorted(p.disclose)}
+                                                                           if p.disclose else {})}
+               for p in role.permissions] for name, role in realm.roles.items()}
+    return {"authmethods": auth.enabled(), "anonymous_authrole": auth.anonymous_authrole if auth.anonymous else None,
+            "roles": roles if roles is not None else "none defined: every session may do everything"}
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=lambda v: f"<{type(v).__name__}>")
 
@@ -244,6 +255,7 @@ class AdminAPI:
         definition["uri"] = realm.uri
         definition["users"] = sorted(realm.users)
         definition["sessions"] = self.sessions.size(realm.uri)
+        definition["policy"] = _policy(realm)  # what it runs with, defaults included
         return definition
 
     def realm_create(self, uri: str, definition: dict | None = None) -> dict:

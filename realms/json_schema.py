@@ -114,7 +114,8 @@ def auth() -> dict:
                                          "authrole": string(default.anonymous_authrole)})
     cookie = section(COOKIE_KEYS, {"max_age": number(1, default.cookie_max_age, description="seconds")})
     return section(AUTH_KEYS, {
-        "anonymous": {"description": "anonymous clients (random authid); false: none",
+        "anonymous": {"description": ("anonymous clients (random authid); false: none; not given: on unless "
+                                      "another method is named"),
                       "oneOf": [{"type": "boolean"}, anonymous]},
         "ticket": boolean(default.ticket, "ticket authentication (users' `ticket:`)"),
         "wampcra": boolean(default.wampcra, "WAMP-CRA (users' `wampcra:`)"),

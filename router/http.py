@@ -78,9 +78,10 @@ def health(node: HttpNode) -> tuple[int, dict]:
     """200 while the node accepts sessions (and, in a cluster, reaches Redis); 503 once it is shutting
     down, or while a cluster node cannot reach Redis: it still serves its own sessions, but its clients
     cannot reach the rest of the cluster, so new ones are better sent to a node that can."""
+    name = node.config.cluster.node_id if node.config.cluster is not None else node.config.name  # which node
     if node.stopping:
-        return 503, {"status": "stopping", "node": node.config.name}
-    body = {"status": "ok", "node": node.config.name, "sessions": node.table.size()}
+        return 503, {"status": "stopping", "node": name}
+    body = {"status": "ok", "node": name, "sessions": node.table.size()}
     up = node.redis_reachable()
     if up is not None:
         body["redis"] = "ok" if up else "unreachable"

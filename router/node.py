@@ -25,6 +25,7 @@ from router.routing import RealmRouter
 from router.serializers import JsonSerializer
 from router.service import ServiceSession
 from router.session import Session
+from router.transport.admission import Admission
 from router.transport.listen import describe, listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
@@ -82,6 +83,7 @@ class Node:
         self.membership = None
         self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
+        self.admission = Admission(config, self.stats)  # limits against reconnect storms
         self._registry = None  # the Prometheus registry, made on the first scrape
 
     def realm_router(self, uri: str) -> RealmRouter | None:

@@ -20,6 +20,7 @@ from router.auth.methods import METHODS
 from router.auth.throttle import throttle_key
 from router.serializers import SerializationError, Serializer
 from router.session import AUTHENTICATING, CLOSED, CLOSING, ESTABLISHED, ESTABLISHING, QuotaWindow, RateWindow, Session
+from router.transport.admission import TOO_MANY_PER_AUTHID
 from router.transport.tls import channel_id
 from router.tuplespace import TableFull
 
@@ -395,7 +396,8 @@ class WampProtocol:
             stats.authenticated(method.name, False)
             stats.refused(spec.uri, "authentication_failed", method.principal(details), method.name, _peer(self.peer))
             self.log.warn("authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
-                          realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
+                          realm=spec.uri, authid=wamp.printable(str(method.principal(details)), 200),
+                          method=method.name,
                           peer=_peer(self.peer), why=outcome.message)
             self.abort(outcome.reason, outcome.message, quiet=True)
 
@@ -413,6 +415,10 @@ class WampProtocol:
         realm = self.node.realm_router(realm_uri)
         if realm is None:  # deleted through the admin realm while the client authenticated
             self.abort(wamp.NO_SUCH_REALM, f"no realm {realm_uri!r} on this router")
+            return
+        refused = self.node.admission.session(self.node.table, realm_uri, who.authid, who.authmethod)
+        if refused is not None:  # limits.max_sessions_per_authid
+            self.abort(TOO_MANY_PER_AUTHID, refused)
             return
         role = spec.role(who.authrole)
         try:

@@ -51,9 +51,15 @@ async def test_every_action_answers_in_words(router):
     anon = [await connect(router.url) for _ in range(2)]
     sid = anon[0].welcome.session
     assert await say("sessions", "count", "--realm", "realm1") == "2"
-    assert sorted(map(int, (await say("sessions", "list", "--realm", "realm1")).split())) == \
-        sorted(c.welcome.session for c in anon)
-    assert await say("sessions", "list", "--realm", "shop", "--authid-filter", "bob") == str(bob.welcome.session)
+    table = (await say("sessions", "list", "--realm", "realm1")).splitlines()
+    assert table[0].split() == ["id", "authid", "authrole", "authmethod", "peer", "agent", "idle", "node"]
+    assert sorted(int(line.split()[0]) for line in table[1:]) == sorted(c.welcome.session for c in anon)
+    assert all(line.split()[3] == "anonymous" and line.split()[4].startswith("127.0.0.1:") for line in table[1:])
+    table = (await say("sessions", "list", "--realm", "shop", "--authid-filter", "bob")).splitlines()
+    assert [line.split()[:3] for line in table[1:]] == [[str(bob.welcome.session), "bob", "vip"]]
+    ids = json.loads(await say("--json", "sessions", "list", "--realm", "realm1"))  # --json: the ids, for scripts
+    assert sorted(ids) == sorted(c.welcome.session for c in anon)
+    assert "None" not in await say("sessions", "get", str(bob.welcome.session))
     assert await say("sessions", "set-data", str(sid), '{"tier": "gold"}') == f'session {sid} data: {{"tier": "gold"}}'
     assert '"tier": "gold"' in await say("sessions", "get", str(sid))
     assert await say("sessions", "activity", "realm1", "60") == "2 sessions active in the last 60 s"

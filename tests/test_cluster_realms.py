@@ -67,7 +67,7 @@ async def test_a_realm_and_user_made_on_a_join_on_b_within_a_second(two_nodes, r
         bob.leave()
         # nothing of it is in a node's SQLite file: the store is Redis
         assert redis_server.command("SISMEMBER", "cy:rs:realms", "shop") == 1
-        assert not (a.config_path.parent / "data").exists()
+        assert not (a.config_path.parent / "data" / "courtyard.db").exists()  # (the pid file is there)
         # an update on b (a new ticket) is seen on a
         admin_b = await _admin(b)
         await admin_b.call("courtyard.user.update", "shop", "bob", ticket="new-pw")

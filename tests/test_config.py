@@ -15,7 +15,7 @@ from tests.helpers.configs import BAD, ROOT
 def test_embedded_default_matches_the_shipped_file():
     shipped = load(ROOT / "config" / "router.yaml")
     assert shipped.data_dir == str(ROOT / "config" / ".data")  # relative to the file's directory
-    assert load(None) == replace(shipped, data_dir=".data")
+    assert load(None) == replace(shipped, data_dir=".data", pid_file=".data/courtyard.pid")
     cfg = load(None)
     lc = cfg.listeners[0]
     assert (lc.host, lc.port, lc.path) == ("127.0.0.1", 8080, "/ws")
