@@ -12,6 +12,7 @@ from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from prometheus_client.parser import text_string_to_metric_families
 
+from router import __version__
 from router.config import ConfigError, parse
 from tests import opsload
 from tests.opsload import http_get, run_load
@@ -65,14 +66,34 @@ async def test_a_known_load_shows_in_the_counts(make_node):
     assert d("courtyard_events_delivered_total", realm="realm1") == opsload.PUBLISHES * opsload.SUBSCRIBERS
     assert after[("courtyard_pending_calls", (("realm", "realm1"),))] == opsload.CALLS_HANGING
     # errors per URI (ERROR and ABORT sent)
-    assert d("courtyard_errors_total", uri="wamp.error.no_such_procedure") == opsload.CALLS_MISSING
-    assert d("courtyard_errors_total", uri="wamp.error.not_authorized") == opsload.DENIED
-    assert d("courtyard_errors_total", uri="courtyard.error.rate_limited") == 1
-    assert d("courtyard_errors_total", uri="wamp.error.authentication_failed") == 1  # the ABORT
-    # authentication per method, refusals per realm and reason
-    assert d("courtyard_auth_total", method="ticket", result="success") == 1
-    assert d("courtyard_auth_total", method="ticket", result="failure") == 1
-    assert d("courtyard_auth_total", method="anonymous", result="success") == 5
+    assert d("courtyard_errors_total", realm="realm1", uri="wamp.error.no_such_procedure") == opsload.CALLS_MISSING
+    assert d("courtyard_errors_total", realm="realm1", uri="wamp.error.not_authorized") == opsload.DENIED
+    assert d("courtyard_errors_total", realm="realm2", uri="courtyard.error.rate_limited") == 1
+    assert d("courtyard_errors_total", realm="realm1", uri="wamp.error.authentication_failed") == 1  # the ABORT
+    # authentication per realm, method and result, refusals per realm and reason
+    assert d("courtyard_auth_total", realm="realm1", method="ticket", result="success") == 1
+    assert d("courtyard_auth_total", realm="realm1", method="ticket", result="failure") == 1
+    assert d("courtyard_auth_total", realm="realm1", method="anonymous", result="success") == 4
+    assert d("courtyard_auth_total", realm="realm2", method="anonymous", result="success") == 1
+    # every known label value was there before the load, at 0 (a first sample of 50 hides from increase())
+    for key in after:
+        if key[0] in ("courtyard_errors_total", "courtyard_auth_total", "courtyard_refusals_total",
+                      "courtyard_messages_received_total", "courtyard_messages_sent_total"):
+            assert key in before, key
+    # latency: every call timed (realm1's hanging calls are not answered yet), every join, every publication
+    calls_answered = opsload.CALLS_ADD + opsload.CALLS_MISSING + opsload.DENIED
+    assert d("courtyard_call_duration_seconds_count", realm="realm1") == calls_answered
+    assert d("courtyard_call_duration_seconds_bucket", realm="realm1", le="+Inf") == calls_answered
+    assert 0 < d("courtyard_call_duration_seconds_sum", realm="realm1") < calls_answered * 1.0
+    assert d("courtyard_call_duration_seconds_bucket", realm="realm1", le="0.0001") <= calls_answered
+    assert d("courtyard_join_duration_seconds_count") == opsload.SESSIONS_REALM1 + opsload.SESSIONS_REALM2
+    assert d("courtyard_publish_fanout_duration_seconds_count") == opsload.PUBLISHES + 3
+    # registrations and subscriptions per realm (gauges), the version
+    assert after[("courtyard_registrations", (("realm", "realm1"),))] >= 1
+    assert after[("courtyard_subscriptions", (("realm", "realm1"),))] >= 1
+    assert after[("courtyard_subscriptions", (("realm", "realm2"),))] == 0
+    build = [k for k in after if k[0] == "courtyard_build_info"]
+    assert len(build) == 1 and dict(build[0][1])["version"] == __version__ and after[build[0]] == 1
     assert d("courtyard_refusals_total", realm="realm1", reason="not_authorized") == opsload.DENIED
     assert d("courtyard_refusals_total", realm="realm1", reason="authentication_failed") == 1
     assert d("courtyard_refusals_total", realm="realm2", reason="rate_limited") == 1
