@@ -241,3 +241,56 @@ async def test_the_status_page_is_self_contained(node):
     assert status == 200 and head["content-type"] == "text/html; charset=utf-8"
     assert re.search(rb"""(src|href)\s*=|@import|url\(|//[a-z0-9.-]+\.[a-z]{2,}/""", page, re.I) is None
     assert b'fetch("status.json"' in page and b"default-src 'self'" in head["content-security-policy"].encode()
+
+
+@ensure
+async def test_a_callees_own_error_uri_is_counted_as_other(make_node):
+    """Only the spec's and Courtyard's error URIs are label values: a callee's own is `other`."""
+    from autobahn.wamp.exception import ApplicationError
+
+    node = make_node()
+    before = await scrape(node.port)
+    assert ("courtyard_errors_total", (("realm", "realm1"), ("uri", "other"))) in before
+
+    def fail():
+        raise ApplicationError("com.example.error.made_up")
+
+    callee = await connect(node.url)
+    await callee.register(fail, "com.example.fail")
+    caller = await connect(node.url)
+    for _ in range(3):
+        with pytest.raises(ApplicationError):
+            await caller.call("com.example.fail")
+    after = await scrape(node.port)
+    assert delta(before, after, "courtyard_errors_total", realm="realm1", uri="other") == 3
+    assert not [k for k in after if "com.example.error.made_up" in str(k)]
+    assert delta(before, after, "courtyard_call_duration_seconds_count", realm="realm1") == 3
+    for c in (callee, caller):
+        c.leave()
+
+
+def test_every_courtyard_uri_in_the_source_is_a_known_label():
+    """A new courtyard.error.* / courtyard.close.* URI must be added to router.metrics' list, or its
+    errors would be counted as `other`."""
+    from pathlib import Path
+
+    from router.metrics import COURTYARD_ERRORS
+
+    root = Path(__file__).resolve().parent.parent
+    found = set()
+    for path in [*root.glob("router/**/*.py"), *root.glob("realms/**/*.py")]:
+        found |= set(re.findall(r'"(courtyard\.(?:error|close)\.[a-z_]+)"', path.read_text()))
+    assert found <= set(COURTYARD_ERRORS), found - set(COURTYARD_ERRORS)
+
+
+def test_histogram_buckets_and_quantiles():
+    from router.metrics import CALL_BUCKETS, Histogram
+
+    h = Histogram(CALL_BUCKETS)
+    assert h.quantile(0.5) is None
+    for v in (0.0001, 0.0002, 0.0004, 0.002, 100.0):
+        h.observe(v)
+    cum = dict(h.cumulative())
+    assert cum["0.0001"] == 1 and cum["0.00025"] == 2 and cum["0.0005"] == 3 and cum["0.0025"] == 4
+    assert cum["30.0"] == 4 and cum["+Inf"] == 5 and h.count() == 5
+    assert 0.00025 <= h.quantile(0.5) <= 0.0005
