@@ -285,8 +285,20 @@ def outgoing_bytes(wire: Any) -> int:
     return total
 
 
+def _timed(entry: dict, h: Histogram | None) -> dict:
+    """A top table's row with its error count and latency percentiles (ms), from its histogram."""
+    if h is not None:
+        entry["errors"] = h.errors
+        for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+            v = h.quantile(q)
+            entry[name] = None if v is None else round(v * 1000, 3)
+    return entry
+
+
 def status(node: Node, top: int = 10) -> dict:
     """The status page's data: totals only; the page computes rates from successive polls."""
+    from router import __version__
+
     stats = node.stats
     routers = node.realm_routers()
     realms = []
@@ -294,12 +306,21 @@ def status(node: Node, top: int = 10) -> dict:
         r = routers.get(realm.uri)
         realms.append({"uri": realm.uri, "sessions": node.table.size(realm.uri),
                        "calls": r.calls.total() if r else 0, "publications": r.publications.total() if r else 0,
-                       "events": r.events_delivered if r else 0, "pending": r.dealer.pending() if r else 0})
-    procedures = [{"realm": u, "uri": k, "count": n} for u, r in routers.items() for k, n in r.calls.top(top)]
-    topics = [{"realm": u, "uri": k, "count": n} for u, r in routers.items() for k, n in r.publications.top(top)]
+                       "events": r.events_delivered if r else 0, "pending": r.dealer.pending() if r else 0,
+                       "registrations": r.dealer.size() if r else 0, "subscriptions": r.broker.size() if r else 0})
+    none = RealmTimings()
+    timings = {u: stats.timings.get(u, none) for u in routers}
+    procedures = [_timed({"realm": u, "uri": k, "count": n}, timings[u].procedures.by_key.get(k))
+                  for u, r in routers.items() for k, n in r.calls.top(top)]
+    topics = [_timed({"realm": u, "uri": k, "count": n}, timings[u].topics.by_key.get(k))
+              for u, r in routers.items() for k, n in r.publications.top(top)]
+    calls = Histogram(CALL_BUCKETS)  # every realm's, for the page's latency chart
+    for t in stats.timings.values():
+        calls.counts = [a + b for a, b in zip(calls.counts, t.calls.counts, strict=True)]
     cluster = node.config.cluster
     return {
-        "node": node.config.name, "node_id": cluster.node_id if cluster else None, "time": round(time.time(), 3),
+        "node": node.config.name, "node_id": cluster.node_id if cluster else None, "version": __version__,
+        "time": round(time.time(), 3),
         "uptime": round(time.time() - stats.started, 1), "connections": node.connections,
         "sessions": node.table.size(), "stopping": node.stopping,
         "messages": {"received": sum(stats.msgs_in),
@@ -309,4 +330,5 @@ def status(node: Node, top: int = 10) -> dict:
         "topics": sorted(topics, key=lambda p: -p["count"])[:top],
         "refusals": list(reversed(stats.recent)),
         "slow_consumer": {"drops": stats.slow_drops, "disconnects": stats.slow_disconnects},
+        "latency": {"bounds": list(CALL_BUCKETS), "calls": calls.counts},
     }

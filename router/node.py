@@ -169,6 +169,9 @@ class Node:
         self.stats.cluster = self.bus.stats
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
+        from router import http
+
+        self.bus.on(http.STATUS, lambda sender, body: http.node_status(self, body))  # the status page's
         self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
             body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
