@@ -107,6 +107,11 @@ class Histogram:
     def count(self) -> int:
         return sum(self.counts)
 
+    def add(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+        self.errors += other.errors
+
     def cumulative(self) -> list[tuple[str, int]]:
         """[(le, count)], +Inf last, as the exposition format wants them."""
         out, total = [], 0
@@ -156,15 +161,23 @@ class Timings:
             self._bytes += len(key)
         return h
 
+    def total(self) -> Histogram:
+        """Every key's together (at scrape time: the hot path observes each value once, per key)."""
+        out = Histogram(self.bounds)
+        out.add(self.other)
+        for h in self.by_key.values():
+            out.add(h)
+        return out
+
 
 class RealmTimings:
-    """What the protocol of one session of a realm times: its calls (per realm and per procedure) and
-    its publications' fan-out (per topic). Fetched once at WELCOME, so a call costs no lookup by realm."""
+    """What the protocol of one session of a realm times: its calls' round trips (per procedure) and its
+    publications' fan-out (per topic); the realm's and the node's histograms are their sums, made at
+    scrape time. Fetched once at WELCOME, so a call costs no lookup by realm."""
 
-    __slots__ = ("calls", "procedures", "topics")
+    __slots__ = ("procedures", "topics")
 
     def __init__(self) -> None:
-        self.calls = Histogram(CALL_BUCKETS)
         self.procedures = Timings(CALL_BUCKETS)
         self.topics = Timings(FANOUT_BUCKETS)
 
@@ -218,7 +231,7 @@ class Stats:
     """The node's counters. `msgs_in`/`msgs_out` are indexed by WAMP message code."""
 
     __slots__ = ("msgs_in", "msgs_out", "errors", "error_labels", "auth", "refusals", "recent", "slow_drops",
-                 "slow_disconnects", "started", "joins", "fanout", "timings", "cluster")
+                 "slow_disconnects", "started", "joins", "timings", "cluster")
 
     def __init__(self) -> None:
         self.msgs_in = [0] * 128
@@ -232,7 +245,6 @@ class Stats:
         self.slow_disconnects = 0  # peers disconnected for reading too slowly
         self.started = time.time()
         self.joins = Histogram(JOIN_BUCKETS)  # HELLO received -> WELCOME sent
-        self.fanout = Histogram(FANOUT_BUCKETS)  # a PUBLISH's routing: local EVENTs written, remote ones queued
         self.timings: dict[str, RealmTimings] = {}  # by realm
         self.cluster: ClusterStats | None = None  # in a cluster: the bus's counts
 
@@ -316,7 +328,7 @@ def status(node: Node, top: int = 10) -> dict:
               for u, r in routers.items() for k, n in r.publications.top(top)]
     calls = Histogram(CALL_BUCKETS)  # every realm's, for the page's latency chart
     for t in stats.timings.values():
-        calls.counts = [a + b for a, b in zip(calls.counts, t.calls.counts, strict=True)]
+        calls.add(t.procedures.total())
     cluster = node.config.cluster
     return {
         "node": node.config.name, "node_id": cluster.node_id if cluster else None, "version": __version__,

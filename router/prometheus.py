@@ -24,6 +24,7 @@ from router.metrics import (
     AUTH_RESULTS,
     CALL_BUCKETS,
     COURTYARD_ERRORS,
+    FANOUT_BUCKETS,
     OTHER,
     REFUSAL_REASONS,
     SPEC_ERRORS,
@@ -145,18 +146,21 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -
 def _histograms(stats: Any, realms: list[str]) -> Iterator[Any]:
     calls = HistogramMetricFamily("courtyard_call_duration_seconds", "A call's round trip in the router: CALL "
                                   "received to RESULT or ERROR written, per realm", labels=["realm"])
+    fanout = Histogram(FANOUT_BUCKETS)
     for realm in sorted(set(realms) | set(stats.timings)):
         t = stats.timings.get(realm)
-        _histogram(calls, [realm], t.calls if t is not None else _EMPTY_CALLS)
+        _histogram(calls, [realm], t.procedures.total() if t is not None else _EMPTY_CALLS)
+        if t is not None:
+            fanout.add(t.topics.total())
     yield calls
     joins = HistogramMetricFamily("courtyard_join_duration_seconds", "HELLO received to WELCOME sent "
                                   "(authentication included)")
     _histogram(joins, [], stats.joins)
     yield joins
-    fanout = HistogramMetricFamily("courtyard_publish_fanout_duration_seconds", "Routing one PUBLISH: its EVENTs "
+    family = HistogramMetricFamily("courtyard_publish_fanout_duration_seconds", "Routing one PUBLISH: its EVENTs "
                                    "written to this node's subscribers and queued for other nodes'")
-    _histogram(fanout, [], stats.fanout)
-    yield fanout
+    _histogram(family, [], fanout)
+    yield family
 
 
 def _cluster(node: Node, cs: ClusterStats) -> Iterator[Any]:
