@@ -289,7 +289,7 @@ def _kill(node: Node, request: Request, client: str | None) -> Any:
     table = node.table
     if table.lookup(sid) is not None or not table.clustered:
         killed = table.kill(sid, wamp.KILLED, "killed by an operator (status page)")
-        return _json({"killed": int(bool(killed))})
+        return _json(lambda: {"killed": int(bool(killed))})
     return _json(lambda: table.cluster_details(sid).addCallback(
         lambda d: table.cluster_kill([d], wamp.KILLED, "killed by an operator (status page)") if d else 0
     ).addCallback(lambda n: {"killed": n}))
