@@ -4,7 +4,9 @@ round trip, live nodes, a kill -9 purged and counted, items dropped while Redis 
 from __future__ import annotations
 
 import math
+import re
 import time
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -16,6 +18,7 @@ from tests.test_metrics import scrape
 from tests.wampclient import connect
 
 ensure = pytest_twisted.ensureDeferred
+DOC = Path(__file__).resolve().parent.parent / "docs" / "observability.md"
 
 
 def _v(samples: dict, name: str, **labels: str) -> float:
@@ -43,6 +46,11 @@ async def test_kill_9_of_a_node_shows_in_live_nodes_and_purges(tmp_path, redis_s
         assert _v(s, "courtyard_cluster_purges_total") == 0
         assert _v(s, "courtyard_cluster_messages_received_total", peer="b") >= 0  # the peer's series, from the start
         assert _v(s, "courtyard_cluster_messages_sent_total", peer="all") >= 0
+        # docs/observability.md lists exactly what a cluster node exports
+        documented = set(re.findall(r"`(courtyard_[a-z_]+)`", DOC.read_text()))
+        exported = {re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n) in documented
+                    else n for n, _ in s if n.startswith("courtyard_")}
+        assert exported == documented, (exported - documented, documented - exported)
         b.proc.kill()
         b.proc.wait(10)
         s = await _until(a.port, lambda s: _v(s, "courtyard_cluster_purges_total") == 1 and
