@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from router import wamp
@@ -187,7 +188,7 @@ class ClusterStats:
     and read at scrape time. A message to every node (a broadcast) is counted under the peer `all`."""
 
     __slots__ = ("sent_messages", "sent_bytes", "received_messages", "received_bytes", "dropped", "failed",
-                 "purges", "live_nodes", "nodes", "roundtrip", "roundtrip_at", "started")
+                 "purges", "live_nodes", "nodes", "roundtrip", "roundtrip_at", "started", "redis_up", "bus_up")
 
     def __init__(self) -> None:
         self.sent_messages: dict[str, int] = {}
@@ -202,6 +203,8 @@ class ClusterStats:
         self.roundtrip: float | None = None  # seconds, the last bus round trip (a message to itself)
         self.roundtrip_at: float | None = None  # monotonic time of the last one completed
         self.started = time.monotonic()
+        self.redis_up: Callable[[], bool] = lambda: False  # set by the cluster (router/cluster/probe.py)
+        self.bus_up: Callable[[], bool] = lambda: False
 
     def sent(self, peer: str, size: int) -> None:
         n = self.sent_messages.get(peer)

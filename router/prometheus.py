@@ -164,15 +164,10 @@ def _histograms(stats: Any, realms: list[str]) -> Iterator[Any]:
 
 
 def _cluster(node: Node, cs: ClusterStats) -> Iterator[Any]:
-    from router.cluster.connection import connected
-
-    redis_up = connected(node.redis)
-    bus = node.bus
-    listening = bus is not None and bus._factory is not None and bool(bus._factory.size)
     yield GaugeMetricFamily("courtyard_cluster_redis_connected", "1 while this node's command connection to Redis "
-                            "is up", value=int(redis_up))
+                            "is up", value=int(cs.redis_up()))
     yield GaugeMetricFamily("courtyard_cluster_bus_connected", "1 while the cluster bus can send and listen (both "
-                            "Redis connections up)", value=int(redis_up and listening))
+                            "Redis connections up)", value=int(cs.bus_up()))
     yield GaugeMetricFamily("courtyard_cluster_bus_roundtrip_age_seconds", "Seconds since a message this node "
                             "sent itself through the bus last came back (since start, if none has)",
                             value=round(cs.roundtrip_age(time.monotonic()), 3))

@@ -11,6 +11,8 @@ from typing import Any
 from twisted.internet import task
 from twisted.logger import Logger
 
+from router.cluster.connection import connected
+
 PROBE = "probe"  # to this node itself: [monotonic time sent]
 
 
@@ -24,6 +26,8 @@ class BusProbe:
         self._loop = task.LoopingCall(self.probe)
         self.interval = interval
         bus.on(PROBE, self._back)
+        self.stats.redis_up = lambda: connected(bus.redis)
+        self.stats.bus_up = lambda: connected(bus.redis) and bus._factory is not None and bool(bus._factory.size)
 
     def start(self) -> None:
         self._loop.start(self.interval, now=True)
