@@ -177,6 +177,8 @@ def _json(result: Any, head_only: bool = False) -> Any:
     def failed(failure: Any) -> tuple[int, bytes]:
         if failure.check(BadRequest):
             return 400, response(400, f"{failure.value}\n".encode(), head_only=head_only)
+        if getattr(failure.value, "uri", None) == "courtyard.error.cluster_unavailable":  # said by /health already
+            return 503, response(503, b"the cluster's Redis is unreachable\n", head_only=head_only)
         log.warn("status page query failed: {e}", e=failure.getErrorMessage())
         return 503, response(503, b"not available now (see the log)\n", head_only=head_only)
 
@@ -204,8 +206,9 @@ def summary(node: Node) -> dict:
     return {"id": cluster.node_id if cluster else node.config.name, "name": node.config.name,
             "version": __version__, "uptime": round(time.time() - node.stats.started, 1),
             "sessions": node.table.size(), "connections": node.connections, "health": body["status"],
-            "redis": body.get("redis"), "messages": {"received": sum(node.stats.msgs_in),
-                                                     "sent": sum(node.stats.msgs_out)}}
+            "redis": body.get("redis"), "messages": {
+                "received": sum(node.stats.msgs_in),
+                "sent": sum(node.stats.msgs_out) + sum(r.events_delivered for r in node.realm_routers().values())}}
 
 
 def node_status(node: Node, body: Any) -> dict:
@@ -247,9 +250,13 @@ def _sessions(node: Node, query: dict) -> Any:
         start = (page - 1) * per_page
         return {"total": len(found), "page": page, "per_page": per_page, "sessions": found[start:start + per_page]}
 
-    if table.clustered:
-        return table.cluster_list(realm, authid=authid, authrole=authrole).addCallback(paged)
-    return paged([_local(node, s) for s in table.list(realm, authid=authid, authrole=authrole)])
+    def local() -> list[dict]:
+        return [_local(node, s) for s in table.list(realm, authid=authid, authrole=authrole)]
+
+    if table.clustered:  # without Redis: this node's own, said so
+        return table.cluster_list(realm, authid=authid, authrole=authrole).addCallbacks(
+            paged, lambda f: {**paged(local()), "partial": f.getErrorMessage()})
+    return paged(local())
 
 
 def _local(node: Node, session: Any) -> dict:

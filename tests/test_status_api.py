@@ -80,7 +80,7 @@ async def test_without_a_token_no_session_can_be_killed(make_node):
 
 
 @ensure
-async def test_a_cluster_node_lists_every_node_and_every_session(make_cluster):
+async def test_a_cluster_node_lists_every_node_and_every_session(make_cluster, redis_server):
     a = await make_cluster("a", http={"token": TOKEN})
     b = await make_cluster("b", http={"token": TOKEN})
     on_a, on_b = await connect(a.url), await connect(b.url)
@@ -105,4 +105,14 @@ async def test_a_cluster_node_lists_every_node_and_every_session(make_cluster):
     b.bus.on("status", lambda sender, body: defer.Deferred())  # b stops answering: listed as "no answer"
     status, s = await _json(a.port, "/status.json")
     assert {n["id"]: n["health"] for n in s["nodes"]} == {"a": "ok", "b": "no answer"}
+    # without Redis: this node's own sessions, said to be only those; its status still answers
+    redis_server.stop()
+    for _ in range(100):
+        status, page = await _json(a.port, "/sessions.json")
+        if status == 200 and "partial" in page:
+            break
+        await sleep(0.05)
+    assert "partial" in page and [d["session"] for d in page["sessions"]] == [on_a.welcome.session], page
+    status, s = await _json(a.port, "/status.json")
+    assert status == 200 and [n["id"] for n in s["nodes"]] == ["a"]
     on_a.leave()
