@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from realms.checks import check_realm, check_user
+from realms.errors import WampError
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import MASK, hash_secret, is_secret_name, redact, salted_cra
@@ -35,13 +36,8 @@ STORAGE_FAILED = "courtyard.error.storage_failed"  # the change could not be rec
 MAX_LISTED = 10_000  # entries of courtyard.process.list
 
 
-class AdminError(Exception):
+class AdminError(WampError):
     """Answered to the caller as a WAMP ERROR with this URI."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
 
 
 def _cra(value: Any) -> dict:

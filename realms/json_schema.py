@@ -169,7 +169,7 @@ def session_process() -> dict:
         "mailbox": integer(1, MAILBOX_MAX, default.mailbox, description="requests waiting; more: process_busy"),
         "call_timeout": number(0.001, default.call_timeout, description="seconds; then wamp.error.timeout"),
         "restart": restart,
-    }, "a supervised process per session (README: Session processes)")
+    }, "a supervised process per session (docs/session-processes.md)")
     schema["required"] = ["class"]
     return schema
 

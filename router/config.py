@@ -95,7 +95,7 @@ def _admin_realm(uri: str, users: dict) -> Realm:
 
 @dataclass
 class ClusterConfig:
-    """`cluster:`: several nodes on one Redis share their session table and membership (README, Cluster)."""
+    """`cluster:`: several nodes on one Redis share their session table and membership (docs/cluster.md)."""
 
     redis: RedisTarget
     node_id: str

@@ -38,7 +38,7 @@ from router import __version__, metrics, wamp
 from router.transport.forwarded import ip_address
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import HttpNode
 
 log = Logger()
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -93,17 +93,15 @@ def response(status: int, body: bytes = b"", content_type: str = "text/plain; ch
     return head.encode("ascii") + (b"" if head_only else body)
 
 
-def health(node: Node) -> tuple[int, dict]:
+def health(node: HttpNode) -> tuple[int, dict]:
     """200 while the node accepts sessions (and, in a cluster, reaches Redis); 503 once it is shutting
     down, or while a cluster node cannot reach Redis: it still serves its own sessions, but its clients
     cannot reach the rest of the cluster, so new ones are better sent to a node that can."""
     if node.stopping:
         return 503, {"status": "stopping", "node": node.config.name}
     body = {"status": "ok", "node": node.config.name, "sessions": node.table.size()}
-    if node.config.cluster is not None:
-        from router.cluster.connection import connected
-
-        up = connected(node.redis)
+    up = node.redis_reachable()
+    if up is not None:
         body["redis"] = "ok" if up else "unreachable"
         if not up:
             body["status"] = "degraded"
@@ -111,7 +109,7 @@ def health(node: Node) -> tuple[int, dict]:
     return 200, body
 
 
-def has_token(node: Node, request: Request) -> bool:
+def has_token(node: HttpNode, request: Request) -> bool:
     """`Authorization: Bearer <http.token>` (never, when no token is configured)."""
     conf = node.config.http
     token = request.headers.get("authorization", "")
@@ -119,7 +117,7 @@ def has_token(node: Node, request: Request) -> bool:
         hmac.compare_digest(token[7:].strip().encode(), conf.token.encode())
 
 
-def allowed(node: Node, request: Request, client: str | None) -> bool:
+def allowed(node: HttpNode, request: Request, client: str | None) -> bool:
     """From a network in `http.allow` (a unix-socket client, `client` None, counts as local), or with
     the bearer token."""
     conf = node.config.http
@@ -129,7 +127,7 @@ def allowed(node: Node, request: Request, client: str | None) -> bool:
     return ip is not None and any(ip in net for net in conf.networks)
 
 
-def answer(node: Node, request: Request, client: str | None = None) -> Any:
+def answer(node: HttpNode, request: Request, client: str | None = None) -> Any:
     """The status and full response for a plain HTTP request to a WebSocket listener, or a Deferred of
     them (what needs Redis or another node); `client` is the peer's address (or the forwarded one from a
     trusted proxy), None on a unix socket."""
@@ -199,7 +197,7 @@ def _int(query: dict, name: str, default: int | None = None, low: int = 1, high:
     return int(text)
 
 
-def summary(node: Node) -> dict:
+def summary(node: HttpNode) -> dict:
     """What the status page's node table shows of one node (each node answers for itself)."""
     status, body = health(node)
     cluster = node.config.cluster
@@ -211,35 +209,35 @@ def summary(node: Node) -> dict:
                 "sent": sum(node.stats.msgs_out) + sum(r.events_delivered for r in node.realm_routers().values())}}
 
 
-def node_status(node: Node, body: Any) -> dict:
+def node_status(node: HttpNode, body: Any) -> dict:
     """The bus request STATUS, answered for this node: its full status or its summary."""
     return metrics.status(node) if type(body) is dict and body.get("full") else summary(node)
 
 
-def _status(node: Node, query: dict) -> Any:
+def _status(node: HttpNode, query: dict) -> Any:
     """This node's status with every node's summary, or (`node=<id>`) another node's full status."""
     me = summary(node)["id"]
     wanted = query.get("node", me)
     if wanted != me:
-        if node.bus is None:
+        asked = node.ask_node(wanted, STATUS, {"full": True}, NODE_WAIT)
+        if asked is None:
             raise BadRequest(f"no node {wamp.quote(wanted)}")
-        return node.bus.request(wanted, STATUS, {"full": True}, NODE_WAIT).addCallback(
-            lambda s: {**s, "nodes": None})
+        return asked.addCallback(lambda s: {**s, "nodes": None})
     own = metrics.status(node)
-    if node.bus is None:
+    if node.config.cluster is None:
         return {**own, "nodes": [summary(node)]}
 
     def ask(found: list[dict]) -> Any:
         ids = sorted({str(n.get("id")) for n in found} | {me})[:100]
         asks = [defer.succeed(summary(node)) if i == me else
-                node.bus.request(i, STATUS, {"full": False}, NODE_WAIT).addErrback(
+                node.ask_node(i, STATUS, {"full": False}, NODE_WAIT).addErrback(
                     lambda f, i=i: {"id": i, "health": "no answer"}) for i in ids]
         return defer.gatherResults(asks).addCallback(lambda nodes: {**own, "nodes": nodes})
 
     return node.nodes().addCallbacks(ask, lambda f: {**own, "nodes": [summary(node)]})
 
 
-def _sessions(node: Node, query: dict) -> Any:
+def _sessions(node: HttpNode, query: dict) -> Any:
     """Sessions of every node (this one's only, without a cluster), filtered and paged."""
     page, per_page = _int(query, "page", 1, 1, 10_000), _int(query, "per_page", 50, 1, MAX_PER_PAGE)
     realm, authid, authrole = (query.get(k) or None for k in ("realm", "authid", "authrole"))
@@ -259,14 +257,14 @@ def _sessions(node: Node, query: dict) -> Any:
     return paged(local())
 
 
-def _local(node: Node, session: Any) -> dict:
+def _local(node: HttpNode, session: Any) -> dict:
     d = session.to_details_map()
     d.setdefault("realm", session.realm_uri)
     d.setdefault("node", summary(node)["id"])
     return d
 
 
-def _session(node: Node, query: dict) -> Any:
+def _session(node: HttpNode, query: dict) -> Any:
     sid = _int(query, "id")
     session = node.table.lookup(sid)
     if session is not None:
@@ -282,7 +280,7 @@ def _session(node: Node, query: dict) -> Any:
     return node.table.cluster_details(sid).addCallback(found)
 
 
-def _kill(node: Node, request: Request, client: str | None) -> Any:
+def _kill(node: HttpNode, request: Request, client: str | None) -> Any:
     """POST /sessions/kill?id=N, with the bearer token only: GOODBYE wamp.close.killed, on any node."""
     if request.method != "POST":
         return 405, response(405, b"method not allowed\n", extra="Allow: POST\r\n")

@@ -11,13 +11,69 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from router import wamp
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from realms.registry import RealmRegistry
+    from router.tuplespace import SessionTable
+
+
+class _RunningRealm(Protocol):
+    """What the counts read of a running realm (router.routing.RealmRouter; routing imports this
+    module for TopCounter, so the type is declared here rather than imported back)."""
+
+    @property
+    def calls(self) -> TopCounter: ...
+
+    @property
+    def publications(self) -> TopCounter: ...
+
+    @property
+    def events_delivered(self) -> int: ...
+
+    @property
+    def dealer(self) -> Any: ...  # its Dealer: pending(), calls_routed
+
+
+class _Identity(Protocol):
+    """What the status data reads of the node's config."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cluster(self) -> Any: ...  # its ClusterConfig (for `node_id`), None on one node
+
+    @property
+    def max_sessions(self) -> int | None: ...
+
+
+class MetricsSource(Protocol):
+    """What the status page's data and the Prometheus collector read of a node (router.node.Node is
+    one): its counters, sessions, realms and running realms, connections, and whether it is stopping."""
+
+    @property
+    def stats(self) -> Stats: ...
+
+    @property
+    def table(self) -> SessionTable: ...
+
+    @property
+    def realms(self) -> RealmRegistry: ...
+
+    @property
+    def config(self) -> _Identity: ...
+
+    @property
+    def connections(self) -> int: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def realm_routers(self) -> Mapping[str, _RunningRealm]: ...
 
 OTHER = "other"  # the label of whatever did not fit in a bounded table, or is no known value
 NO_REALM = "none"  # the realm label of an ABORT before the client named an existing realm
@@ -310,7 +366,7 @@ def _timed(entry: dict, h: Histogram | None) -> dict:
     return entry
 
 
-def status(node: Node, top: int = 10) -> dict:
+def status(node: MetricsSource, top: int = 10) -> dict:
     """The status page's data: totals only; the page computes rates from successive polls."""
     from router import __version__
 

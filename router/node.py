@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
@@ -36,7 +36,12 @@ PROCESS = "process"  # a bus request: an admin process procedure for a session o
 class _Gone:
     """The transport of a session whose node died: nothing can reach it any more."""
 
+    codec = None
+
     def send(self, msg: list, bulk: bool = False) -> None:
+        return None
+
+    def send_prepared(self, frame: Any) -> None:
         return None
 
     def close(self, reason: str = "", message: str | None = None) -> None:
@@ -158,6 +163,7 @@ class Node:
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
         from router.cluster.cookies import ClusterCookieStore
+        from router.cluster.gather import Gather
         from router.cluster.purge import LEFT, NODE_DOWN
         from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
         from router.cluster.throttle import ClusterThrottle
@@ -167,6 +173,7 @@ class Node:
         self.storage.attach(self.redis)
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
         self.stats.cluster = self.bus.stats
+        self.storage.listen(Gather(self.bus, self.redis, cluster.node_id))  # session meta asks every node
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
         from router import http
@@ -185,7 +192,8 @@ class Node:
         self.bus.resubscribed = self._bus_back
         from router.cluster.pubsub import ClusterPubSub
 
-        self.cluster_parts.append(ClusterPubSub(self))
+        self.cluster_parts.append(ClusterPubSub(self.redis, self.bus, cluster.node_id, self._routers.get,
+                                                self.realm_routers))
         yield self.bus.start()
         from router.cluster.rpc import ClusterRPC
 
@@ -367,6 +375,18 @@ class Node:
             return 1
         return 0
 
+    def ask_node(self, node_id: str, kind: str, body: Any, timeout: float):
+        """A bus request to another node (the status page's): Deferred of its answer; None on one node."""
+        return self.bus.request(node_id, kind, body, timeout) if self.bus is not None else None
+
+    def redis_reachable(self) -> bool | None:
+        """None on one node; in a cluster, whether its Redis connection is up (/health says so)."""
+        if self.config.cluster is None:
+            return None
+        from router.cluster.connection import connected
+
+        return connected(self.redis)
+
     def tracks_cookies(self) -> bool:
         """Cookies are set on WebSocket upgrades only where some realm authenticates by cookie."""
         return any(r.auth.cookie for r in self.realms.list())
@@ -425,3 +445,12 @@ class Node:
             yield self.bus.stop()
         yield self.redis.disconnect()
         self.redis = None
+
+
+if TYPE_CHECKING:
+    from router.edges import HttpNode, Listeners
+    from router.metrics import MetricsSource
+
+    def _node_is(node: Node) -> tuple[Listeners, HttpNode, MetricsSource]:
+        """Node is what the edges' interfaces declare: the type checker fails here when it is not."""
+        return node, node, node

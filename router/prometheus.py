@@ -34,7 +34,7 @@ from router.metrics import (
 )
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.metrics import MetricsSource
 
 _EMPTY_CALLS = Histogram(CALL_BUCKETS)
 BROADCAST_PEER = "all"  # the peer label of a message to every node
@@ -43,7 +43,7 @@ BROADCAST_PEER = "all"  # the peer label of a message to every node
 class NodeCollector:
     """A prometheus_client Collector reading the node's counters at scrape time."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: MetricsSource) -> None:
         self.node = node
         self.build = {"version": __version__, "python": platform.python_version(),
                       "twisted": twisted.__version__, "autobahn": autobahn.__version__}
@@ -111,7 +111,7 @@ def _per_realm(realms: list[str], routers: dict) -> Iterator[Any]:
     yield from (calls, routed, pubs, events, pending, regs, subs)
 
 
-def _outcomes(node: Node, realms: list[str]) -> Iterator[Any]:
+def _outcomes(node: MetricsSource, realms: list[str]) -> Iterator[Any]:
     stats = node.stats
     c = CounterMetricFamily("courtyard_errors", "ERROR and ABORT messages sent, per realm and error URI (the "
                             "WAMP spec's and Courtyard's own; any other URI is `other`)", labels=["realm", "uri"])
@@ -163,7 +163,7 @@ def _histograms(stats: Any, realms: list[str]) -> Iterator[Any]:
     yield family
 
 
-def _cluster(node: Node, cs: ClusterStats) -> Iterator[Any]:
+def _cluster(node: MetricsSource, cs: ClusterStats) -> Iterator[Any]:
     yield GaugeMetricFamily("courtyard_cluster_redis_connected", "1 while this node's command connection to Redis "
                             "is up", value=int(cs.redis_up()))
     yield GaugeMetricFamily("courtyard_cluster_bus_connected", "1 while the cluster bus can send and listen (both "
@@ -198,7 +198,7 @@ def _cluster(node: Node, cs: ClusterStats) -> Iterator[Any]:
                               value=cs.purges)
 
 
-def registry(node: Node) -> CollectorRegistry:
+def registry(node: MetricsSource) -> CollectorRegistry:
     """The node's own registry: its counters and the process's CPU, memory and file descriptors."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(NodeCollector(node))

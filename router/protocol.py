@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from router import __version__, wamp
+from router import wamp
 from router.auth import FAILED, Challenge, Deny, Welcome
 from router.auth.cookie import LOGOUT
 from router.auth.methods import METHODS
 from router.auth.throttle import throttle_key
 from router.metrics import NO_REALM
 from router.serializers import SerializationError, Serializer
-from router.session import QuotaWindow, RateWindow, Session
+from router.session import AUTHENTICATING, CLOSED, CLOSING, ESTABLISHED, ESTABLISHING, QuotaWindow, RateWindow, Session
 from router.transport.tls import channel_id
 from router.tuplespace import TableFull
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import Router
 
-ROUTER_AGENT = f"Courtyard-{__version__}"
+ROUTER_AGENT = wamp.ROUTER_AGENT
 CLIENT_ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
 MAX_AGENT = 256  # characters of HELLO.Details.agent kept in the session record
 # Requests counted against a session's rate and quota windows (answers such as YIELD are not).
@@ -40,7 +40,6 @@ REQUESTS = frozenset({wamp.PUBLISH, wamp.SUBSCRIBE, wamp.UNSUBSCRIBE, wamp.CALL,
 ACTIONS = {wamp.CALL: "call", wamp.REGISTER: "register", wamp.PUBLISH: "publish", wamp.SUBSCRIBE: "subscribe"}
 PATTERNED = frozenset({wamp.REGISTER, wamp.SUBSCRIBE})  # requests that may carry a match policy
 
-ESTABLISHING, AUTHENTICATING, ESTABLISHED, CLOSING, CLOSED = range(5)
 
 # `courtyard start --log-level debug` logs each routed message (one short line). A module flag set once
 # at start, so that with it off a message costs one global read, not a logger call building an event.
@@ -94,7 +93,7 @@ class WampProtocol:
                  "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request", "_in", "_out",
                  "_hello_at", "_timings", "_calls", "_pub")
 
-    def __init__(self, node: Node, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
+    def __init__(self, node: Router, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
                  hello_timeout: float = 0.0, cookie: str | None = None) -> None:
         self.node = node
         self.cookie = cookie  # the transport's tracking cookie, if it has one (WebSocket)

@@ -5,31 +5,18 @@ line on stderr with exit 2 (usage) or 1 (the router said no, or is not there), n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 import pytest_twisted
 from nacl.signing import SigningKey
 from twisted.internet import threads
 
-from realms.secrets import hash_secret
+from tests.helpers.admin import ADMIN, KEY, cli
 from tests.routerproc import RouterProcess
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
-KEY = SigningKey(bytes(range(32)))
-ADMIN = {"data_dir": None, "users": {"root": {"ticket": hash_secret("root-pw", iterations=1000)},
-                                     "robot": {"cryptosign": [KEY.verify_key.encode().hex()]}}}
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("COURTYARD_")}
-
-
-def cli(*argv: str, url: str | None = None, login: tuple[str, ...] = ("--authid", "root", "--ticket", "root-pw")):
-    cmd = [sys.executable, "-m", "router.cli", "admin", *(("--url", url) if url else ()), *login, *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=ENV)
-
-
 @pytest.fixture
 def router(tmp_path):
     r = RouterProcess(tmp_path, {"admin": ADMIN}).start()

@@ -11,7 +11,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from router import __version__
 from router.transport.websocket import MAX_HANDSHAKE_SIZE
-from tests.conftest import start_node
+from tests.helpers.nodes import start_node
 from tests.wampclient import connect, recv_until_closed, with_timeout
 
 ensure = pytest_twisted.ensureDeferred

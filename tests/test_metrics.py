@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from router import __version__
 from router.config import ConfigError, parse
 from tests import opsload
+from tests.helpers.poll import until
 from tests.opsload import http_get, run_load
 from tests.wampclient import connect, raw_connect
 
@@ -215,18 +216,15 @@ def test_http_config_defaults():
 async def test_health_reports_redis_in_a_cluster_and_is_503_without_it(tmp_path, redis_server):
     """A cluster node says whether it reaches Redis; without it, 503 `degraded` (issue 14: 200 when
     the node accepts sessions and reaches Redis)."""
-    from tests.test_cluster_start import _node
+    from tests.helpers.cluster import node_process
 
-    a = _node(tmp_path, "a", redis_server.url).start()
+    a = node_process(tmp_path, "a", redis_server.url).start()
     try:
         status, _, body = await http_get(a.port, "/health")
         assert status == 200 and json.loads(body) == {"status": "ok", "node": "courtyard", "sessions": 0,
                                                      "redis": "ok"}, body
         redis_server.stop()
-        for _ in range(250):
-            if "lost Redis at" in a.log():
-                break
-            await sleep(0.02)
+        await until(lambda: "lost Redis at" in a.log(), 5, "the node to notice", fail=False)
         status, _, body = await http_get(a.port, "/health")
         assert status == 503 and json.loads(body)["redis"] == "unreachable", body
         assert json.loads(body)["status"] == "degraded"

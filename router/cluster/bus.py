@@ -29,6 +29,7 @@ import txredisapi
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
+from router import wamp
 from router.cluster.connection import ClusterUnavailable, _endpoint, connected
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
@@ -203,13 +204,11 @@ class Bus:
         defer.maybeDeferred(handler, sender, body).addCallbacks(reply, fail)
 
 
-class RemoteError(Exception):
+class RemoteError(wamp.WampError):
     """Another node answered a request with an error (its WAMP error URI and message)."""
 
     def __init__(self, uri: str, message: Any) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message if type(message) is str else str(message)
+        super().__init__(uri, message if type(message) is str else str(message))
 
 
 def _unavailable() -> None:

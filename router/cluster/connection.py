@@ -1,4 +1,4 @@
-"""The node's connection to Redis (txredisapi, chosen by measurement: README, Cluster).
+"""The node's connection to Redis (txredisapi, chosen by measurement: docs/performance.md, Why txredisapi).
 
 `connect` fails fast at start: one attempt without retries, so an unreachable Redis or a refused
 password becomes one clear error naming the URL; after that the long-lived connection reconnects by
@@ -14,21 +14,21 @@ import txredisapi
 from twisted.internet import defer, reactor
 
 from router.cluster.url import RedisTarget
+from router.wamp import WampError
 
 
 class RedisUnavailable(Exception):
     """Redis could not be reached (or refused us) at start."""
 
 
-class ClusterUnavailable(Exception):
+class ClusterUnavailable(WampError):
     """A cluster-wide read or action while Redis is away: answered at once as an error with this URI,
     not queued (txredisapi would hold it, and every one after it, until Redis is back)."""
 
-    uri = "courtyard.error.cluster_unavailable"
+    URI = "courtyard.error.cluster_unavailable"
 
     def __init__(self) -> None:
-        super().__init__("the cluster's Redis is unreachable; this node serves its own sessions meanwhile")
-        self.message = str(self)
+        super().__init__(self.URI, "the cluster's Redis is unreachable; this node serves its own sessions meanwhile")
 
 
 def require(conn: Any) -> None:

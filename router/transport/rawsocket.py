@@ -22,7 +22,7 @@ from router.transport.flow import FlowControlled
 from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import Listeners
 
 MAGIC = 0x7F
 MESSAGE, PING, PONG = 0, 1, 2
@@ -188,7 +188,7 @@ class WampRawSocketFactory(protocol.Factory):
     protocol = WampRawSocketProtocol
     noisy = False
 
-    def __init__(self, node: Node, config: ListenerConfig) -> None:
+    def __init__(self, node: Listeners, config: ListenerConfig) -> None:
         self.node = node
         self.config = config
         self.codecs = {name: RawSocketCodec(create(name, config.max_depth)) for name in config.serializers}

@@ -29,7 +29,7 @@ from router.transport.forwarded import client_address, networks
 from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import Listeners
 
 SUBPROTOCOL_PREFIX = "wamp.2."
 # The opening HTTP request (request line and headers) may be this long; a longer one gets HTTP 431
@@ -304,7 +304,7 @@ class WampWebSocketFactory(WebSocketServerFactory):
     protocol = WampWebSocketProtocol
     noisy = False  # no 'Starting factory' lines in the log
 
-    def __init__(self, node: Node, config: ListenerConfig) -> None:
+    def __init__(self, node: Listeners, config: ListenerConfig) -> None:
         # No url: the port may be 0 (ephemeral); onConnect checks the path itself. No Server header.
         super().__init__(server=None)
         self.wamp_request_line = b"GET " + config.path.encode()
