@@ -200,8 +200,7 @@ def _int(query: dict, name: str, default: int | None = None, low: int = 1, high:
 def summary(node: HttpNode) -> dict:
     """What the status page's node table shows of one node (each node answers for itself)."""
     status, body = health(node)
-    cluster = node.config.cluster
-    return {"id": cluster.node_id if cluster else node.config.name, "name": node.config.name,
+    return {"id": _node_id(node), "name": node.config.name,
             "version": __version__, "uptime": round(time.time() - node.stats.started, 1),
             "sessions": node.table.size(), "connections": node.connections, "health": body["status"],
             "redis": body.get("redis"), "messages": {
@@ -219,10 +218,15 @@ def _status(node: HttpNode, query: dict) -> Any:
     me = summary(node)["id"]
     wanted = query.get("node", me)
     if wanted != me:
-        asked = node.ask_node(wanted, STATUS, {"full": True}, NODE_WAIT)
+        asked = node.ask_node(wanted, STATUS, {"full": True}, NODE_WAIT) if len(wanted) <= 100 else None
         if asked is None:
             raise BadRequest(f"no node {wamp.quote(wanted)}")
-        return asked.addCallback(lambda s: {**s, "nodes": None})
+
+        def silent(failure: Any) -> Any:
+            failure.trap(Exception)
+            raise BadRequest(f"node {wamp.quote(wanted)} did not answer")
+
+        return asked.addCallbacks(lambda s: {**s, "nodes": None}, silent)
     own = metrics.status(node)
     if node.config.cluster is None:
         return {**own, "nodes": [summary(node)]}
@@ -249,7 +253,8 @@ def _sessions(node: HttpNode, query: dict) -> Any:
         return {"total": len(found), "page": page, "per_page": per_page, "sessions": found[start:start + per_page]}
 
     def local() -> list[dict]:
-        return [_local(node, s) for s in table.list(realm, authid=authid, authrole=authrole)]
+        me = _node_id(node)
+        return [_local(me, s) for s in table.list(realm, authid=authid, authrole=authrole)]
 
     if table.clustered:  # without Redis: this node's own, said so
         return table.cluster_list(realm, authid=authid, authrole=authrole).addCallbacks(
@@ -257,10 +262,15 @@ def _sessions(node: HttpNode, query: dict) -> Any:
     return paged(local())
 
 
-def _local(node: HttpNode, session: Any) -> dict:
+def _node_id(node: HttpNode) -> str:
+    cluster = node.config.cluster
+    return cluster.node_id if cluster else node.config.name
+
+
+def _local(node_id: str, session: Any) -> dict:
     d = session.to_details_map()
     d.setdefault("realm", session.realm_uri)
-    d.setdefault("node", summary(node)["id"])
+    d.setdefault("node", node_id)
     return d
 
 
@@ -268,7 +278,7 @@ def _session(node: HttpNode, query: dict) -> Any:
     sid = _int(query, "id")
     session = node.table.lookup(sid)
     if session is not None:
-        return {**_local(node, session), "messages": {"received": session.msgs_in, "sent": session.msgs_out}}
+        return {**_local(_node_id(node), session), "messages": {"received": session.msgs_in, "sent": session.msgs_out}}
     if not node.table.clustered:
         raise BadRequest(f"no session {sid}")
 

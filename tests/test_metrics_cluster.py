@@ -13,7 +13,7 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 
-from tests.test_cluster_start import _node
+from tests.helpers.cluster import node_process
 from tests.test_metrics import scrape
 from tests.wampclient import connect
 
@@ -37,7 +37,7 @@ async def _until(port: int, check, seconds: float, what: str) -> dict:
 
 @ensure
 async def test_kill_9_of_a_node_shows_in_live_nodes_and_purges(tmp_path, redis_server):
-    a, b = (_node(tmp_path, n, redis_server.url).start() for n in "ab")
+    a, b = (node_process(tmp_path, n, redis_server.url).start() for n in "ab")
     try:
         s = await _until(a.port, lambda s: _v(s, "courtyard_cluster_live_nodes") == 2, 10, "two live nodes")
         assert _v(s, "courtyard_cluster_redis_connected") == 1 and _v(s, "courtyard_cluster_bus_connected") == 1

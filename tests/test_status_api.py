@@ -90,6 +90,8 @@ async def test_a_cluster_node_lists_every_node_and_every_session(make_cluster, r
     assert set(nodes) == {"a", "b"} and all(n["health"] == "ok" and n["sessions"] == 1 for n in nodes.values())
     status, other = await _json(a.port, "/status.json?node=b")
     assert status == 200 and other["node_id"] == "b" and other["sessions"] == 1
+    assert (await _json(a.port, "/status.json?node=nobody"))[0] == 400  # no node listens there
+    assert (await _json(a.port, "/status.json?node=" + "x" * 101))[0] == 400
     want = {(on_a.welcome.session, "a"), (on_b.welcome.session, "b")}
     for _ in range(100):  # each node writes its session records to Redis within a moment
         status, page = await _json(a.port, "/sessions.json")
