@@ -3,7 +3,7 @@ numbers its JavaScript rendered from /status.json (read from the DOM) are the lo
 page again while calls and publications keep coming, and takes a screenshot of it.
 
 Chromium is required, not optional: .ci/run installs Debian's `chromium`. Set COURTYARD_SCREENSHOT=PATH
-to keep the screenshot (docs/status.png is made so)."""
+to keep the two-node cluster test's screenshot (docs/status.png is made so)."""
 
 from __future__ import annotations
 
@@ -150,9 +150,6 @@ async def test_the_status_page_shows_the_load_in_a_browser(make_node, tmp_path):
     assert opsload.CALLS_ADD < shown <= opsload.CALLS_ADD + done
     assert float(dom.ids["k-in-rate"].replace(",", "")) > 0, dom.ids
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    keep = os.environ.get("COURTYARD_SCREENSHOT")
-    if keep:
-        shutil.copyfile(shot, keep)
     for c in clients:
         c.leave()
 
