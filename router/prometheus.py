@@ -25,6 +25,7 @@ from router.metrics import (
     CALL_BUCKETS,
     COURTYARD_ERRORS,
     FANOUT_BUCKETS,
+    NO_REALM,
     OTHER,
     REFUSAL_REASONS,
     SPEC_ERRORS,
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from router.metrics import MetricsSource
 
 _EMPTY_CALLS = Histogram(CALL_BUCKETS)
+NO_REALM_ERRORS = (wamp.PROTOCOL_VIOLATION, wamp.NO_SUCH_REALM, wamp.INVALID_URI, wamp.NO_AUTH_METHOD,
+                   wamp.PAYLOAD_SIZE_EXCEEDED, OTHER)
 BROADCAST_PEER = "all"  # the peer label of a message to every node
 
 
@@ -116,6 +119,7 @@ def _outcomes(node: MetricsSource, realms: list[str]) -> Iterator[Any]:
     c = CounterMetricFamily("courtyard_errors", "ERROR and ABORT messages sent, per realm and error URI (the "
                             "WAMP spec's and Courtyard's own; any other URI is `other`)", labels=["realm", "uri"])
     counts = dict.fromkeys(((r, u) for r in realms for u in (*SPEC_ERRORS, *COURTYARD_ERRORS, OTHER)), 0)
+    counts.update(dict.fromkeys(((NO_REALM, u) for u in NO_REALM_ERRORS), 0))  # ABORTs before a realm is known
     counts.update(stats.error_labels)
     for (realm, uri), n in sorted(counts.items()):
         c.add_metric([realm, uri], n)

@@ -250,6 +250,11 @@ async def test_a_callees_own_error_uri_is_counted_as_other(make_node):
     node = make_node()
     before = await scrape(node.port)
     assert ("courtyard_errors_total", (("realm", "realm1"), ("uri", "other"))) in before
+    key = ("courtyard_errors_total", (("realm", "none"), ("uri", "wamp.error.no_such_realm")))
+    assert before[key] == 0  # an ABORT before a realm is known has its series from the start too
+    peer = await raw_connect(node.url)
+    peer.send([1, "no.such.realm", {"roles": {"caller": {}}}])
+    assert (await peer.recv())[0] == 3  # ABORT
 
     def fail():
         raise ApplicationError("com.example.error.made_up")
@@ -262,6 +267,7 @@ async def test_a_callees_own_error_uri_is_counted_as_other(make_node):
             await caller.call("com.example.fail")
     after = await scrape(node.port)
     assert delta(before, after, "courtyard_errors_total", realm="realm1", uri="other") == 3
+    assert delta(before, after, "courtyard_errors_total", realm="none", uri="wamp.error.no_such_realm") == 1
     assert not [k for k in after if "com.example.error.made_up" in str(k)]
     assert delta(before, after, "courtyard_call_duration_seconds_count", realm="realm1") == 3
     for c in (callee, caller):
