@@ -7,7 +7,7 @@ router.node."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from router.metrics import MetricsSource
 
@@ -70,3 +70,7 @@ class HttpNode(MetricsSource, Protocol):
     def redis_reachable(self) -> bool | None: ...
 
     def metrics(self) -> bytes: ...
+
+    def nodes(self) -> Any: ...  # Deferred[list[dict]]: the live nodes' announcements (the status page)
+
+    def ask_node(self, node_id: str, kind: str, body: Any, timeout: float) -> Any: ...  # Deferred; None: no cluster

@@ -81,6 +81,7 @@ class Node:
         self.redis = None  # a cluster's Redis connection (join_cluster)
         self.bus = None
         self.membership = None
+        self.probe = None  # the bus round trip and live nodes, for /metrics (router/cluster/probe.py)
         self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
         self.admission = Admission(config, self.stats)  # limits against reconnect storms
@@ -173,9 +174,13 @@ class Node:
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
         self.storage.attach(self.redis)
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.stats.cluster = self.bus.stats
         self.storage.listen(Gather(self.bus, self.redis, cluster.node_id))  # session meta asks every node
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
+        from router import http
+
+        self.bus.on(http.STATUS, lambda sender, body: http.node_status(self, body))  # the status page's
         self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
             body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
@@ -295,12 +300,12 @@ class Node:
     def _announce(self) -> None:
         """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""
         from router.cluster.membership import Membership
-        from router.cluster.purge import LEFT, NODE_DOWN, Purger
+        from router.cluster.purge import LEFT, Purger
 
         cluster = self.config.cluster
         purger = Purger(self.redis, cluster.node_id, claim_ttl=max(10.0, 3 * cluster.node_timeout),
                         announce=lambda leavers: self.bus.broadcast(LEFT, leavers),
-                        gone=lambda node: self.bus.broadcast(NODE_DOWN, node), dead=self._node_down)
+                        gone=self._purged, dead=self._node_down)
         lc, port = self.config.listeners[0], self.ports[0].getHost()
         address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
                    else f"rawsocket://{port.host}:{port.port}")
@@ -310,6 +315,17 @@ class Node:
         self.bus.stale = self.membership.stale
         self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
                                                                    e=f.getErrorMessage()))
+        from router.cluster.probe import BusProbe
+
+        self.probe = BusProbe(self.bus, self.membership, cluster.heartbeat)
+        self.probe.start()
+
+    def _purged(self, node_id: str):
+        """This node purged a dead one: counted (/metrics), and every node told it is gone."""
+        from router.cluster.purge import NODE_DOWN
+
+        self.stats.cluster.purges += 1
+        return self.bus.broadcast(NODE_DOWN, node_id)
 
     def nodes(self):
         """Deferred[list[dict]]: the cluster's live nodes; on one node, this one."""
@@ -385,6 +401,10 @@ class Node:
             return 1
         return 0
 
+    def ask_node(self, node_id: str, kind: str, body: Any, timeout: float):
+        """A bus request to another node (the status page's): Deferred of its answer; None on one node."""
+        return self.bus.request(node_id, kind, body, timeout) if self.bus is not None else None
+
     def redis_reachable(self) -> bool | None:
         """None on one node; in a cluster, whether its Redis connection is up (/health says so)."""
         if self.config.cluster is None:
@@ -437,6 +457,8 @@ class Node:
                 if not self.storage.backlog():
                     break
                 yield self.storage.flush()
+            if self.probe is not None:
+                self.probe.stop()
             for part in self.cluster_parts:
                 yield part.stop()
             if self.membership is not None:

@@ -33,6 +33,7 @@ from router import wamp
 from router.cluster.connection import ClusterUnavailable, _endpoint, connected, fast_reconnect
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
+from router.metrics import ClusterStats
 
 BROADCAST = "cy:bus:all"
 KILL = "kill"  # to one node: {realm, sessions, reason, message}: say GOODBYE to these sessions of yours
@@ -43,6 +44,7 @@ def node_channel(node_id: str) -> str:
     return f"cy:bus:node:{node_id}"
 
 
+_PREFIX = len(node_channel(""))
 MAX_MESSAGE = 8 * 1024 * 1024  # bytes; a larger message is refused by the sender
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # sent to Redis, not yet acknowledged by it
 MAX_REQUESTS = 10_000  # requests to other nodes waiting for their answer
@@ -76,6 +78,7 @@ class Bus:
         self._held: list[tuple[Any, Any]] | None = None
         self._held_lost = False
         self.on(REPLY, self._replied)
+        self.stats = ClusterStats()  # messages and bytes per peer node, for /metrics (router.metrics)
         self.outbox = Outbox(self, redis)  # what one reactor turn has for a node, as one message
 
     def on(self, kind: str, handler: Callable[[str, Any], Any]) -> None:
@@ -170,6 +173,7 @@ class Bus:
         if self.inflight + size > MAX_INFLIGHT_BYTES:
             return defer.fail(ClusterUnavailable())
         self.inflight += size
+        self.stats.sent("all" if channel == BROADCAST else channel[_PREFIX:], size)
 
         def acknowledged(result: Any) -> Any:
             self.inflight -= size
@@ -216,6 +220,7 @@ class Bus:
     def _handle(self, channel: Any, message: Any) -> None:
         try:
             sender, kind, body = msgpack.unpackb(message, raw=False, strict_map_key=False)
+            self.stats.received(sender, len(message))
             handler = self._handlers.get(kind)
             if handler is None:
                 return

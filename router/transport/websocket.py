@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -188,7 +189,16 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         host = getattr(self.transport.getPeer(), "host", None)  # None: a unix socket
         if factory.trusted_proxies and host is not None:
             host = client_address(host, plain.headers.get("x-forwarded-for"), factory.trusted_proxies) or host
-        status, reply = http.answer(factory.node, plain, host)
+        answered = http.answer(factory.node, plain, host)
+        if isinstance(answered, Deferred):  # it needs Redis or another node (the status page)
+            answered.addCallback(self._answered, plain).addErrback(lambda f: self.dropConnection(abort=True))
+        else:
+            self._answered(answered, plain)
+
+    def _answered(self, answered: tuple[int, bytes], plain: Any) -> None:
+        status, reply = answered
+        if self.transport is None or getattr(self.transport, "disconnected", False):
+            return  # the client went while the answer was being gathered
         self._log.debug("HTTP {method} {path} from {peer}: {status}", method=plain.method,
                         path=wamp.quote(plain.path), peer=self.peer_name(), status=status)
         self.wasClean = True  # answered on purpose: no line from Autobahn's drop
