@@ -96,9 +96,10 @@ SPEC_ERRORS = tuple(f"wamp.error.{n}" for n in (
 COURTYARD_ERRORS = tuple(f"courtyard.error.{n}" for n in (
     "rate_limited", "quota_exceeded", "too_many_sessions", "too_many_subscriptions", "too_many_registrations",
     "too_many_testaments", "too_many_authentications", "cluster_unavailable", "process_busy", "process_failed",
-    "no_such_process", "no_such_realm", "realm_exists", "no_such_user", "user_exists", "storage_failed")) + tuple(
+    "no_such_process", "no_such_realm", "realm_exists", "no_such_user", "user_exists", "storage_failed",
+    "too_many_sessions_per_authid")) + tuple(
     f"courtyard.close.{n}" for n in ("session_expired", "idle_timeout", "session_id_taken", "process_failed",
-                                     "realm_deleted", "user_removed"))
+                                     "realm_deleted", "user_removed", "role_removed", "node_fenced"))
 KNOWN_ERRORS = frozenset(SPEC_ERRORS + COURTYARD_ERRORS)
 REFUSAL_REASONS = ("rate_limited", "quota_exceeded", "not_authorized", "authentication_failed",
                    "authentication_throttled")
