@@ -165,16 +165,23 @@ class Broker:
             if match != "exact":
                 self._patterns += 1
         added = session.id not in sub.subscribers
-        sub.subscribers[session.id] = session
         self._by_session.setdefault(session.id, set()).add(sub.id)
         if created:
-            # SUBSCRIBED once every other place knows: a PUBLISH the client then makes on another
-            # node finds this subscription there (the local backend fires at once).
-            self.backend.created(topic, match).addBoth(lambda _: self._subscribed(session, request, sub, get_retained))
+            # SUBSCRIBED once every other place knows: a PUBLISH the client then makes on another node
+            # finds this subscription there (the local backend fires at once). Until then the session
+            # is no subscriber yet: the spec sends EVENTs only for an acknowledged subscription.
+            self.backend.created(topic, match).addBoth(lambda _: self._confirmed(session, request, sub, get_retained))
         else:
+            sub.subscribers[session.id] = session
             self._subscribed(session, request, sub, get_retained)
         if added and self.listener is not None:
             self.listener.subscribed(session.id, sub, created)
+
+    def _confirmed(self, session: Session, request: int, sub: Subscription, get_retained: bool) -> None:
+        """The backend knows the new subscription: its first subscriber joins it, unless it left meanwhile."""
+        if sub.id in self._by_session.get(session.id, ()) and self._by_id.get(sub.id) is sub:
+            sub.subscribers[session.id] = session
+            self._subscribed(session, request, sub, get_retained)
 
     def _subscribed(self, session: Session, request: int, sub: Subscription, get_retained: bool) -> None:
         session.transport.send([wamp.SUBSCRIBED, request, sub.id])
@@ -393,7 +400,7 @@ class Broker:
 
     def _remove(self, session_id: int, sub: Subscription) -> defer.Deferred:
         """Fires once every other place knows (at once while the subscription keeps subscribers here)."""
-        del sub.subscribers[session_id]
+        sub.subscribers.pop(session_id, None)  # (not there yet if its SUBSCRIBED is still waiting)
         deleted = not sub.subscribers
         told = defer.succeed(None)
         if deleted:
