@@ -40,12 +40,15 @@ class Outbox:
         """`send` to several nodes, the item packed once for all of them (an event's payload is
         serialized once per publication, not once per node). False: nothing queued (see `send`)."""
         if not connected(self.redis):
+            self.bus.stats.dropped += len(nodes)
             return False
         try:
             item = msgpack.packb([kind, body], use_bin_type=True)
         except Exception:  # not representable in msgpack (an int past 64 bits)
+            self.bus.stats.dropped += len(nodes)
             return False
         if len(item) > MAX_ITEM_BYTES:
+            self.bus.stats.dropped += len(nodes)
             return False
         for node in nodes:
             self._queue(node, item, failed)
@@ -55,9 +58,11 @@ class Outbox:
         """Queue for `node`; `failed()` later if the batch cannot be sent or nobody listens there.
         False (and nothing queued): Redis is away, or the item is too large for the bus."""
         if not connected(self.redis):
+            self.bus.stats.dropped += 1
             return False
         item = msgpack.packb([kind, body], use_bin_type=True)
         if len(item) > MAX_ITEM_BYTES:
+            self.bus.stats.dropped += 1
             return False
         self._queue(node, item, failed)
         return True
@@ -87,6 +92,7 @@ class Outbox:
         items, fails, _ = box
 
         def lost(*_: Any) -> None:
+            self.bus.stats.failed += len(fails)
             for failed in fails:
                 failed()
 
