@@ -276,8 +276,8 @@ class ClusterPubSub:
         nodes = [n for n in (yield self.redis.smembers(NODES)) if n != self.me]
         # Gone only if absent from two readings in a row: after Redis came back empty or failed over to
         # a replica that lacked the last writes, a live node is absent until its next heartbeat
-        # re-announces it, and dropping its interest meanwhile would drop events silently. (Membership
-        # reads again once every node has had a heartbeat; NODE_DOWN is the prompt way out.)
+        # re-announces it, and dropping its interest meanwhile would drop events silently. (NODE_DOWN is
+        # the prompt way out for a node that did die.)
         absent = set(self.by_node) - set(nodes)
         for gone in absent & self._absent:
             self.node_down(gone)
