@@ -64,7 +64,8 @@ NODE_KEYS = ("name", "sweep_interval", "workers", "pid_file")
 STORAGE_KEYS = ("backend",)
 SHUTDOWN_KEYS = ("grace_period",)
 ADMIN_KEYS = ("realm", "data_dir", "users")
-CLUSTER_KEYS = ("redis", "password", "node_id", "heartbeat", "node_timeout", "activity_interval")
+CLUSTER_KEYS = ("redis", "password", "sentinel_password", "sentinel_tls", "node_id", "heartbeat", "node_timeout",
+                "activity_interval")
 HTTP_KEYS = ("health", "metrics", "status", "allow", "token")
 HTTP_SWITCHES = ("health", "metrics", "status")
 LISTENER_TYPES = ("websocket", "rawsocket")
@@ -332,8 +333,14 @@ def _cluster(raw: Any) -> ClusterConfig | None:
     password = d.get("password")
     if password is not None and not isinstance(password, str):
         raise ConfigError("cluster.password", "must be a string")
+    sentinel_password = d.get("sentinel_password")
+    if sentinel_password is not None and not isinstance(sentinel_password, str):
+        raise ConfigError("cluster.sentinel_password", "must be a string")
+    sentinel_tls = d.get("sentinel_tls", False)
+    if type(sentinel_tls) is not bool:
+        raise ConfigError("cluster.sentinel_tls", f"must be true or false, got {sentinel_tls!r}")
     try:
-        target = parse_redis_url(url, password)
+        target = parse_redis_url(url, password, sentinel_password, sentinel_tls)
     except ValueError as e:
         shown = repr(url) if "@" not in url else "a URL with a password (not shown)"
         raise ConfigError("cluster.redis", f"{e}, got {shown}") from None

@@ -75,8 +75,11 @@ def _limits() -> dict:
 def _cluster() -> dict:
     d = {f.name: f.default for f in fields(c.ClusterConfig)}
     return js.section(c.CLUSTER_KEYS, {
-        "redis": js.string("redis://127.0.0.1:6379/0", "redis://, rediss:// or unix:// URL"),
+        "redis": js.string("redis://127.0.0.1:6379/0", "redis://, rediss://, unix:// or "
+                           "redis+sentinel://[:password@]host:port[,host:port...]/MASTER_NAME[/db] URL"),
         "password": {"type": "string"},
+        "sentinel_password": {"type": "string", "description": "the sentinels' own password (redis+sentinel://)"},
+        "sentinel_tls": js.boolean(False, "TLS to the sentinels (redis+sentinel://)"),
         "node_id": js.string(description="1-64 letters, digits, '-', '_', '.'", maxLength=64,
                              pattern="^[A-Za-z0-9_.-]+$"),
         "heartbeat": js.number(0.05, d["heartbeat"], description="seconds"),

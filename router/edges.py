@@ -69,6 +69,8 @@ class HttpNode(MetricsSource, Protocol):
 
     def redis_reachable(self) -> bool | None: ...
 
+    def bus_delivery(self) -> tuple[bool, float] | None: ...  # the bus probe's (working, age); None: no probe
+
     def metrics(self) -> bytes: ...
 
     def nodes(self) -> Any: ...  # Deferred[list[dict]]: the live nodes' announcements (the status page)

@@ -104,7 +104,11 @@ def health(node: HttpNode) -> tuple[int, dict]:
     up = node.redis_reachable()
     if up is not None:
         body["redis"] = "ok" if up else "unreachable"
-        if not up:
+        delivery = node.bus_delivery()  # cross-node delivery itself, not only a socket that is up
+        if delivery is not None:
+            body["bus"] = "ok" if delivery[0] else "stale"
+            body["bus_probe_age"] = round(delivery[1], 3)
+        if not up or body.get("bus") == "stale":
             body["status"] = "degraded"
             return 503, body
     return 200, body

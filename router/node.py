@@ -413,6 +413,13 @@ class Node:
 
         return connected(self.redis)
 
+    def bus_delivery(self) -> tuple[bool, float] | None:
+        """Whether this node's own message through the bus came back lately (router/cluster/probe.py),
+        and how long ago; None without a probe (one node, or not joined yet)."""
+        if self.probe is None:
+            return None
+        return self.probe.working(), self.probe.age()
+
     def tracks_cookies(self) -> bool:
         """Cookies are set on WebSocket upgrades only where some realm authenticates by cookie."""
         return any(r.auth.cookie for r in self.realms.list())

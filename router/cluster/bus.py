@@ -30,7 +30,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
 from router import wamp
-from router.cluster.connection import ClusterUnavailable, _endpoint, connected, fast_reconnect
+from router.cluster.connection import ClusterUnavailable, _endpoint, connected, fast_reconnect, follow_failovers
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
 from router.metrics import ClusterStats
@@ -105,6 +105,7 @@ class Bus:
             return p
 
         factory.buildProtocol = build_and_subscribe
+        follow_failovers(factory, self.target)
         factory.startConnecting(_endpoint(self.target, self.timeout))
         self._factory = factory
         return factory.deferred

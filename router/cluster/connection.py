@@ -13,6 +13,7 @@ per node every half second while Redis is away costs nothing, and recovery start
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import txredisapi
@@ -70,6 +71,10 @@ def _tls(target: RedisTarget) -> Any:
 
 def _endpoint(target: RedisTarget, timeout: float) -> Any:
     """A client endpoint for `target`, for connections we build ourselves (the bus's subscriber)."""
+    if target.sentinels:
+        from router.cluster.sentinel import MasterEndpoint, sentinels_for
+
+        return MasterEndpoint(sentinels_for(target, timeout), target.tls, timeout)
     if target.path is not None:
         from twisted.internet.endpoints import UNIXClientEndpoint
 
@@ -80,6 +85,9 @@ def _endpoint(target: RedisTarget, timeout: float) -> Any:
 @defer.inlineCallbacks
 def connect(target: RedisTarget, timeout: float = 5.0):
     """A reconnecting connection to `target`, after one probe that must answer PING within `timeout`."""
+    if target.sentinels:
+        conn = yield _connect_sentinel(target, timeout)
+        return conn
     try:
         probe = yield _open(target, False, timeout).addTimeout(timeout, reactor)
         try:
@@ -91,6 +99,58 @@ def connect(target: RedisTarget, timeout: float = 5.0):
     conn = yield _open(target, True, timeout).addTimeout(timeout, reactor)
     fast_reconnect(conn._factory)
     return conn
+
+
+SENTINEL_RETRY_MAX = 0.5  # seconds between attempts to reach a master that moved: a failover is short
+
+
+def follow_failovers(factory: Any, target: RedisTarget) -> None:
+    """Behind Sentinel, a connection of ours (the bus's subscriber) retries every SENTINEL_RETRY_MAX
+    seconds rather than backing off to txredisapi's 10: a failover lasts a second or two, and each
+    attempt costs one question to the sentinels."""
+    if target.sentinels:
+        from router.cluster.sentinel import keep_trying
+
+        keep_trying(factory, SENTINEL_RETRY_MAX)
+
+
+@defer.inlineCallbacks
+def _connect_sentinel(target: RedisTarget, timeout: float):
+    """Behind Sentinel: the sentinels name the master, which must answer ROLE as a master (with the
+    password) within `timeout`; then a connection that asks the sentinels again before every reconnect."""
+    from router.cluster.sentinel import master_factory, sentinels_for
+
+    sentinels = sentinels_for(target, timeout)
+    try:
+        yield sentinels.ready()
+        host, port = yield sentinels.master()
+        probe = yield _open(replace(target, host=host, port=port, sentinels=()), False, timeout).addTimeout(
+            timeout, reactor)
+        try:
+            role = yield probe.role()
+        finally:
+            yield probe.disconnect()
+        if not role or role[0] != "master":
+            raise RedisUnavailable(f"the sentinels name {host}:{port}, which is a {role and role[0]}")
+    except Exception as e:
+        raise RedisUnavailable(f"cannot reach Redis at {target.display()}: {_reason(e)}") from None
+    factory = master_factory(target, sentinels, timeout, SENTINEL_RETRY_MAX)
+    conn = yield factory.deferred.addTimeout(timeout, reactor)
+    return conn
+
+
+def on_reconnect(conn: Any, callback: Any) -> None:
+    """Run `callback()` each time `conn` is connected again (a restart, a failover to another master):
+    what Redis may have lost meanwhile is the caller's to write again."""
+    factory = conn._factory
+    add = factory.addConnection
+
+    def added(c: Any) -> None:
+        add(c)
+        if c in factory.pool:
+            callback()
+
+    factory.addConnection = added
 
 
 def connected(conn: Any) -> bool:

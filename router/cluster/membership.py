@@ -216,6 +216,7 @@ class Membership:
         self._purging = False
 
     def _lost(self, why: str) -> None:
+        self._announced = False  # once back, announce in full (key and NODES): Redis may have lost either
         if self.up:
             self.up = False
             self.log.warn("lost Redis at {url} ({why}): serving this node's sessions, cluster state paused",

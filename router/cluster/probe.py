@@ -1,7 +1,12 @@
 """The cluster's health as an on-call engineer alerts on it: every heartbeat, a message this node sends
 to its own bus channel through Redis (a true round trip: the command connection, Redis's pub/sub and the
 subscriber connection), and the count of live nodes. Both land in the bus's ClusterStats, which /metrics
-reads; a round trip that stops coming back ages, and that age is what an alert watches."""
+reads; a round trip that stops coming back ages, and that age is what an alert watches.
+
+It is also what /health reads (`working`): a subscription loop wedged after a failover, a proxy that holds
+the socket open and passes nothing, a master that accepts PUBLISH and delivers nowhere all keep the
+connections "up", and only a round trip that stops coming back shows them (Centrifugo's failover bugs
+were of this kind: publishes succeeded and health stayed green while nothing was delivered)."""
 
 from __future__ import annotations
 
@@ -19,8 +24,10 @@ PROBE = "probe"  # to this node itself: [monotonic time sent]
 class BusProbe:
     log = Logger()
 
-    def __init__(self, bus: Any, membership: Any, interval: float) -> None:
+    def __init__(self, bus: Any, membership: Any, interval: float, stale_after: float | None = None) -> None:
         self.bus = bus
+        self.stale_after = stale_after if stale_after is not None else max(2.0, 3 * interval)
+        self._stale = False
         self.membership = membership
         self.stats = bus.stats
         self._loop = task.LoopingCall(self.probe)
@@ -36,7 +43,24 @@ class BusProbe:
         if self._loop.running:
             self._loop.stop()
 
+    def age(self) -> float:
+        """Seconds since the last round trip came back (since start, if none has)."""
+        return self.stats.roundtrip_age()
+
+    def working(self) -> bool:
+        """True while the last round trip came back within `stale_after`; one log line each way."""
+        ok = self.age() <= self.stale_after
+        if ok == self._stale:
+            self._stale = not ok
+            if ok:
+                self.log.info("cross-node delivery works again: this node hears itself on the bus")
+            else:
+                self.log.warn("cross-node delivery is not working: no message sent to this node through the bus "
+                              "came back in {age:.1f}s", age=self.age())
+        return ok
+
     def probe(self) -> None:
+        self.working()  # notice a wedge even when nobody asks /health
         self.bus.send(self.bus.node_id, PROBE, time.monotonic()).addErrback(lambda f: None)  # no answer: it ages
         self.membership.list_nodes().addCallbacks(self._listed, lambda f: None)
 
@@ -44,6 +68,7 @@ class BusProbe:
         if sender == self.bus.node_id and type(sent) is float:
             now = time.monotonic()
             self.stats.roundtrip, self.stats.roundtrip_at = now - sent, now
+            self.working()
 
     def _listed(self, nodes: list[dict]) -> None:
         self.stats.live_nodes = len(nodes)

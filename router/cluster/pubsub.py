@@ -191,6 +191,7 @@ class ClusterPubSub:
         self.running_realms = realms
         self.realms: dict[str, RemoteInterest] = {}
         self.by_node: dict[str, set[tuple[str, str, str]]] = {}  # node → its (realm, match, topic)
+        self._absent: set[str] = set()  # nodes with interest here, absent from cy:nodes at the last reading
         self.sent = 0  # events sent to other nodes: one per publication and interested node
         self.dropped = 0  # events not sent to another node (Redis away, bus over budget, not encodable)
         self._dropping = False
@@ -273,8 +274,14 @@ class ClusterPubSub:
     def _reload_all(self):
         require(self.redis)
         nodes = [n for n in (yield self.redis.smembers(NODES)) if n != self.me]
-        for gone in set(self.by_node) - set(nodes):
+        # Gone only if absent from two readings in a row: after Redis came back empty or failed over to
+        # a replica that lacked the last writes, a live node is absent until its next heartbeat
+        # re-announces it, and dropping its interest meanwhile would drop events silently. (NODE_DOWN is
+        # the prompt way out for a node that did die.)
+        absent = set(self.by_node) - set(nodes)
+        for gone in absent & self._absent:
             self.node_down(gone)
+        self._absent = absent
         for node_id in sorted(nodes)[:1000]:
             yield self._reload_node(node_id)
 
