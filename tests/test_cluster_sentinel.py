@@ -364,6 +364,50 @@ async def test_a_wedged_bus_turns_health_degraded_within_seconds(tmp_path, redis
             proxy.wait(10)
 
 
+# On SIGUSR1 the connections open so far stop passing anything (they stay open, read by nobody); new
+# connections pass as before: a connection that is up but silent, as seen after some failovers.
+FREEZING_PROXY = PROXY.replace("import selectors, socket, sys", """import selectors, signal, socket, sys
+frozen = set()
+def freeze(*_):
+    for s in list(peer):
+        frozen.add(s)
+        try:
+            sel.unregister(s)
+        except (KeyError, ValueError):
+            pass
+signal.signal(signal.SIGUSR1, freeze)""").replace("    for key, _ in sel.select():", """    try:
+        events = sel.select()
+    except InterruptedError:
+        continue
+    for key, _ in events:""")
+
+
+@ensure
+async def test_a_bus_silent_with_its_connections_up_heals_by_connecting_anew(tmp_path, redis_server):
+    """Node a's connections to Redis stay open but pass nothing (the proxy freezes them; new ones pass):
+    its probe goes stale, /health says degraded, and the node drops its connections and connects anew
+    instead of staying wedged: /health is ok again without anyone's help."""
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, "-c", FREEZING_PROXY, str(port), str(redis_server.port)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        a = _node(tmp_path, "a", f"redis://127.0.0.1:{port}/0", heartbeat=0.2, node_timeout=30.0).start()
+        try:
+            await _until(lambda: _ready_health(a, "ok"), 5, "a healthy")
+            os.kill(proxy.pid, signal.SIGUSR1)
+            await _until(lambda: _ready_health(a, "degraded"), 10, "a degraded")
+            t0 = time.monotonic()
+            await _until(lambda: _ready_health(a, "ok"), 20, "a healed")
+            assert "to connect anew" in a.log(), a.log()
+            print(f"\nsilent bus healed {time.monotonic() - t0:.2f}s after it was seen degraded")
+        finally:
+            a.stop()
+    finally:
+        proxy.kill()
+        proxy.wait(10)
+
+
 async def _ready_health(node, status: str):
     try:
         code, body = await _health(node)

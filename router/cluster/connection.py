@@ -61,6 +61,16 @@ def _open(target: RedisTarget, reconnect: bool, timeout: float) -> defer.Deferre
     return txredisapi.Connection(target.host, target.port, ssl_context_factory=_tls(target), **common)
 
 
+def drop_connections(conn: Any) -> int:
+    """Abort every live connection of a txredisapi pool (its slots reconnect, asking the sentinels
+    again): for a connection that is up but answers nothing. Returns how many were dropped."""
+    factory = getattr(conn, "_factory", conn)
+    pool = list(getattr(factory, "pool", ()) or ())
+    for proto in pool:
+        proto.transport.abortConnection()
+    return len(pool)
+
+
 def _tls(target: RedisTarget) -> Any:
     if not target.tls:
         return False

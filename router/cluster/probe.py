@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import task
 from twisted.logger import Logger
 
-from router.cluster.connection import connected
+from router.cluster.connection import connected, drop_connections
 
 PROBE = "probe"  # to this node itself: [monotonic time sent]
 
@@ -28,6 +28,7 @@ class BusProbe:
         self.bus = bus
         self.stale_after = stale_after if stale_after is not None else max(2.0, 3 * interval)
         self._stale = False
+        self._reconnected = 0.0
         self.membership = membership
         self.stats = bus.stats
         self._loop = task.LoopingCall(self.probe)
@@ -60,9 +61,20 @@ class BusProbe:
         return ok
 
     def probe(self) -> None:
-        self.working()  # notice a wedge even when nobody asks /health
+        if not self.working() and connected(self.bus.redis) and self.age() > 2 * self.stale_after:
+            self._reconnect()  # up but silent (seen after failovers): connect anew rather than stay wedged
         self.bus.send(self.bus.node_id, PROBE, time.monotonic()).addErrback(lambda f: None)  # no answer: it ages
         self.membership.list_nodes().addCallbacks(self._listed, lambda f: None)
+
+    def _reconnect(self) -> None:
+        """Drop the command and bus connections so that they reconnect; at most once per stale_after."""
+        now = time.monotonic()
+        if now - self._reconnected < self.stale_after:
+            return
+        self._reconnected = now
+        n = drop_connections(self.bus.redis) + drop_connections(self.bus._factory)
+        self.log.warn("the bus has been silent for {age:.1f}s with Redis connected: dropped {n} connection(s) "
+                      "to connect anew", age=self.age(), n=n)
 
     def _back(self, sender: str, sent: Any) -> None:
         if sender == self.bus.node_id and type(sent) is float:
