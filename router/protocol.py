@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
 from router import __version__, wamp
-from router.auth import FAILED, Challenge, Deny, Welcome
+from router.auth import FAILED, TOO_MANY_AUTHENTICATIONS, Challenge, Deny, Welcome
 from router.auth.cookie import LOGOUT
 from router.auth.methods import METHODS
 from router.auth.throttle import throttle_key
@@ -362,6 +362,9 @@ class WampProtocol:
         throttle = self.node.throttle
         refused = throttle.begin(key, config)
         if refused is not None:
+            if refused[0] == TOO_MANY_AUTHENTICATIONS and throttle.wait(
+                    key, config, lambda free: self._slot(free, key, signature, extra, refused)):
+                return  # an in-flight cap: wait a moment for a slot (router/auth/throttle.py)
             self.node.stats.refused(spec.uri, "authentication_throttled", method.principal(details), method.name,
                                     _peer(self.peer))
             self.abort(*refused)
@@ -373,6 +376,17 @@ class WampProtocol:
 
         outcome = defer.maybeDeferred(method.authenticate, signature, extra)
         outcome.addBoth(done).addCallback(self._answer).addErrback(self._auth_crashed)
+
+    def _slot(self, free: bool, key: Any, signature: str, extra: dict, refused: tuple[str, str]) -> bool:
+        """A waiting answer's turn (`free`) or its time up; True if it took the verification slot."""
+        if self.state == CLOSED or self._auth is None:
+            return False
+        if not free:
+            self.abort(*refused)
+            return False
+        before = self.node.throttle.in_flight
+        self._verify_now(key, signature, extra)
+        return self.node.throttle.in_flight > before
 
     def _answer(self, outcome: Welcome | Challenge | Deny | defer.Deferred) -> None:
         """Act on an authentication method's answer, which may come later (a Deferred)."""
