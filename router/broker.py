@@ -25,6 +25,12 @@ MAX_RETAINED_BYTES = 16 * 1024 * 1024
 MAX_SUBSCRIPTIONS = 10_000  # per session (limits.max_subscriptions_per_session)
 # PUBLISH options the Basic Profile path reads itself; any other key sends the PUBLISH through _advanced().
 _BASIC_OPTIONS = frozenset({"acknowledge", "exclude_me", "disclose_me"})
+# Why a publication did not reach the other nodes (the cluster's outbox causes) → the publisher's ERROR.
+_UNSENT = {"too_large": (wamp.PAYLOAD_SIZE_EXCEEDED, "delivered on this node only: too large for the cluster's bus"),
+           "unencodable": (wamp.INVALID_ARGUMENT, "delivered on this node only: a value cannot cross nodes"),
+           "unavailable": ("courtyard.error.cluster_unavailable", "delivered on this node only: Redis is away"),
+           "lost": ("courtyard.error.cluster_unavailable", "delivered on this node only: the other nodes are "
+                                                           "not reachable")}
 
 
 class Subscription:
@@ -225,7 +231,11 @@ class Broker:
                 self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
         cluster = self.cluster
         if cluster is not None and cluster.wants(topic):
-            cluster.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None, None)
+            unsent = cluster.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None,
+                                     None)
+            if unsent is not None:
+                self._unsent(session, request, acknowledge, unsent)
+                return
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
@@ -245,12 +255,15 @@ class Broker:
             details.update(ppt)
         payload = msg[4:]
         self._fan_out(topic, publication, details, payload, exclude, receivers)
+        unsent = None
         if self.cluster is not None and self.cluster.wants(topic):
-            self.cluster.forward(topic, publication, details, payload, None, receivers)
+            unsent = self.cluster.forward(topic, publication, details, payload, None, receivers)
         if retain:
             self._retain(session, topic, Retained(publication, details, payload, exclude, receivers,
                                                   approx_size((topic, options, payload), self.max_retained_bytes)))
-        if acknowledge:
+        if unsent is not None:
+            self._unsent(session, request, acknowledge, unsent)
+        elif acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
     def emit(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
@@ -314,6 +327,13 @@ class Broker:
     def check_options(self, session: Session, options: dict) -> None:
         """Raise ValueError (or ProtocolViolation) for PUBLISH options this broker would refuse."""
         self._advanced(session, options)
+
+    def _unsent(self, session: Session, request: int, acknowledge: bool, cause: str) -> None:
+        """Delivered here but not to every other node: an acknowledged PUBLISH gets an ERROR (not
+        PUBLISHED) saying why (cluster/outbox.py's causes), so its publisher learns the event is partial."""
+        if acknowledge:
+            uri, why = _UNSENT.get(cause, _UNSENT["lost"])
+            session.transport.send(wamp.error(wamp.PUBLISH, request, uri, [why]))
 
     def _refuse(self, session: Session, request: int, acknowledge: bool, uri: str, why: str) -> None:
         """A PUBLISH that is not delivered: ERROR if acknowledged, else nothing — an ERROR for an

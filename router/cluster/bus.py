@@ -30,6 +30,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
 from router.cluster.connection import ClusterUnavailable, _endpoint, connected
+from router.cluster.limits import MAX_MESSAGE
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
 
@@ -42,7 +43,6 @@ def node_channel(node_id: str) -> str:
     return f"cy:bus:node:{node_id}"
 
 
-MAX_MESSAGE = 8 * 1024 * 1024  # bytes; a larger message is refused by the sender
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # sent to Redis, not yet acknowledged by it
 MAX_REQUESTS = 10_000  # requests to other nodes waiting for their answer
 
