@@ -13,7 +13,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from router import wamp
+from router import lograte, wamp
 from router.matching import MATCH_POLICIES, PatternIndex
 from router.session import Session
 
@@ -156,8 +156,9 @@ class Broker:
         sub = self._subs.get(topic, match)
         mine = self._by_session.get(session.id)
         if mine is not None and len(mine) >= self.max_subscriptions and (sub is None or sub.id not in mine):
-            self.log.info("session {sid} refused a subscription: it has {n} (limits.max_subscriptions_per_session)",
-                          sid=session.id, n=len(mine))
+            lograte.refused(self.log, "info", "too_many_subscriptions", session.id, "session {sid} refused a "
+                            "subscription: it has {n} (limits.max_subscriptions_per_session)", sid=session.id,
+                            n=len(mine))
             send(wamp.error(wamp.SUBSCRIBE, request, wamp.TOO_MANY_SUBSCRIPTIONS,
                             [f"this session has {len(mine)} subscriptions, the most it may have"]))
             return
@@ -338,7 +339,8 @@ class Broker:
     def _refuse(self, session: Session, request: int, acknowledge: bool, uri: str, why: str) -> None:
         """A PUBLISH that is not delivered: ERROR if acknowledged, else nothing — an ERROR for an
         unacknowledged PUBLISH would answer a request the client forgot. Logged either way."""
-        self.log.info("PUBLISH {request} from session {sid} refused: {why}", request=request, sid=session.id, why=why)
+        lograte.refused(self.log, "info", f"publish {uri}", session.id, "PUBLISH {request} from session {sid} refused: "
+                        "{why}", request=request, sid=session.id, why=why)
         if acknowledge:
             session.transport.send(wamp.error(wamp.PUBLISH, request, uri, [why]))
 
@@ -352,8 +354,9 @@ class Broker:
         if old is not None:
             self._retained_bytes -= old.size
         if event.size > self.max_retained_bytes:
-            self.log.info("PUBLISH from session {sid} not retained: about {size} bytes, over the realm's "
-                          "{max}", sid=session.id, size=event.size, max=self.max_retained_bytes)
+            lograte.refused(self.log, "info", "not_retained", session.id, "PUBLISH from session {sid} not retained: "
+                            "about {size} bytes, over the realm's {max}", sid=session.id, size=event.size,
+                            max=self.max_retained_bytes)
             return
         while store and (len(store) >= MAX_RETAINED or self._retained_bytes + event.size > self.max_retained_bytes):
             self._retained_bytes -= store.pop(next(iter(store))).size
@@ -405,8 +408,8 @@ class Broker:
                 if refused is not None and refused == wamp.PAYLOAD_SIZE_EXCEEDED:
                     too_big += 1
         if too_big:
-            Broker.log.info("EVENT on {topic} is larger than {n} subscribers take; they miss it",
-                            topic=wamp.quote(sub.topic), n=too_big)
+            lograte.refused(Broker.log, "info", "event_too_large", sub.topic, "EVENT on {topic} is larger than {n} "
+                            "subscribers take; they miss it", topic=wamp.quote(sub.topic), n=too_big)
 
     # -- session lifetime ------------------------------------------------------------------------
     def detach(self, session: Session) -> None:
@@ -479,9 +482,9 @@ def _prepare(codec, event: list, topic: str):
     try:
         return codec.prepare(event)
     except Exception as e:
-        Broker.log.info("EVENT on {topic} cannot be written in {serializer}: {why}; its subscribers of that "
-                        "kind miss it", topic=wamp.quote(topic), serializer=codec.serializer.name,
-                        why=wamp.quote(str(e)))
+        lograte.refused(Broker.log, "info", f"event_unencodable {codec.serializer.name}", topic,
+                        "EVENT on {topic} cannot be written in {serializer}: {why}; its subscribers of that kind miss "
+                        "it", topic=wamp.quote(topic), serializer=codec.serializer.name, why=wamp.quote(str(e)))
         return None
 
 

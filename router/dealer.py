@@ -16,7 +16,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from router import wamp
+from router import lograte, wamp
 from router.matching import MATCH_POLICIES, PatternIndex
 from router.session import Session
 
@@ -177,8 +177,8 @@ class Dealer:
         if self.cluster is not None:  # REGISTERs still in Redis count too
             held += self.cluster.registering.get(session.id, 0)
         if capped and held >= self.max_registrations:  # each success adds one
-            self.log.info("session {sid} refused a registration: it has {n} (limits.max_registrations_per_session)",
-                          sid=session.id, n=held)
+            lograte.refused(self.log, "info", "too_many_registrations", session.id, "session {sid} refused a "
+                            "registration: it has {n} (limits.max_registrations_per_session)", sid=session.id, n=held)
             send(wamp.error(wamp.REGISTER, request, wamp.TOO_MANY_REGISTRATIONS,
                             [f"this session has {held} registrations, the most it may have"]))
             return

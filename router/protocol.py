@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from router import __version__, wamp
+from router import __version__, lograte, wamp
 from router.auth import FAILED, TOO_MANY_AUTHENTICATIONS, Challenge, Deny, Welcome
 from router.auth.cookie import LOGOUT
 from router.auth.methods import METHODS
@@ -217,8 +217,9 @@ class WampProtocol:
     def _not_authorized(self, session: Session, msg: list) -> None:
         code, action, uri = msg[0], ACTIONS[msg[0]], msg[3]
         self.node.stats.refused(session.realm_uri, "not_authorized", session.authid, _request(msg), _peer(self.peer))
-        self.log.info("session {sid} ({authid}/{authrole}) denied {action} on {uri}", sid=session.id,
-                      authid=session.authid, authrole=session.authrole, action=action, uri=uri)
+        lograte.refused(self.log, "info", "not_authorized", session.id,
+                        "session {sid} ({authid}/{authrole}) denied {action} on {uri}", sid=session.id,
+                        authid=session.authid, authrole=session.authrole, action=action, uri=uri)
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
             self.send(wamp.error(code, msg[1], wamp.NOT_AUTHORIZED,
                                  [f"role {session.authrole!r} may not {action} {wamp.quote(uri)}"]))
@@ -226,7 +227,8 @@ class WampProtocol:
     def _uri_too_long(self, session: Session, msg: list) -> None:
         code = msg[0]
         text = wamp.uri_refusal(ACTIONS[code], msg[3])
-        self.log.info("session {sid}: {msg} refused: {why}", sid=session.id, msg=wamp.MESSAGE_NAMES[code], why=text)
+        lograte.refused(self.log, "info", "uri_too_long", session.id, "session {sid}: {msg} refused: {why}",
+                        sid=session.id, msg=wamp.MESSAGE_NAMES[code], why=text)
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
             self.send(wamp.error(code, msg[1], wamp.INVALID_URI, [text]))
 
@@ -409,9 +411,10 @@ class WampProtocol:
             stats = self.node.stats
             stats.authenticated(method.name, False)
             stats.refused(spec.uri, "authentication_failed", method.principal(details), method.name, _peer(self.peer))
-            self.log.warn("authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
-                          realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
-                          peer=_peer(self.peer), why=outcome.message)
+            lograte.refused(self.log, "warn", "authentication_failed", _address(self.peer),
+                            "authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
+                            realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
+                            peer=_peer(self.peer), why=outcome.message)
             self.abort(outcome.reason, outcome.message, quiet=True)
 
     def _auth_crashed(self, failure) -> None:
@@ -508,8 +511,8 @@ class WampProtocol:
             if refused == SLOW_CONSUMER:
                 return uri, text  # logged once per episode by the flow control
             text = f"{text} ({len(payload)} bytes)"
-        self.log.info("not sending {msg} to {peer}: {why}", msg=wamp.MESSAGE_NAMES.get(msg[0], "?"),
-                      peer=_peer(self.peer), why=text)
+        lograte.refused(self.log, "info", "not_sent", _peer(self.peer), "not sending {msg} to {peer}: {why}",
+                        msg=wamp.MESSAGE_NAMES.get(msg[0], "?"), peer=_peer(self.peer), why=text)
         return uri, text
 
     def _error_sent(self, msg: list) -> None:
@@ -546,8 +549,9 @@ class WampProtocol:
         if self.state == CLOSED:
             return
         if not quiet:
-            self.log.warn("aborting connection from {peer}: {reason}: {message}",
-                          peer=_peer(self.peer), reason=reason, message=message)
+            lograte.refused(self.log, "warn", f"abort {reason}", _address(self.peer),
+                            "aborting connection from {peer}: {reason}: {message}", peer=_peer(self.peer),
+                            reason=reason, message=message)
         self.send([wamp.ABORT, {"message": message}, reason])
         self._end_session(f"aborted ({reason})")
         self.state = CLOSED
@@ -578,7 +582,8 @@ class WampProtocol:
     def _no_hello(self) -> None:
         self._hello_timer = None
         if self.session is None and self.state in (ESTABLISHING, AUTHENTICATING):
-            self.log.warn("closing connection from {peer}: no HELLO in time", peer=_peer(self.peer))
+            lograte.refused(self.log, "warn", "no_hello", _address(self.peer),
+                            "closing connection from {peer}: no HELLO in time", peer=_peer(self.peer))
             self.state = CLOSED
             self.wire.close_transport("no HELLO in time")
 

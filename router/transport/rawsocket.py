@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import protocol, reactor
 from twisted.logger import Logger
 
-from router import wamp
+from router import lograte, wamp
 from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import RAWSOCKET_IDS, Serializer, create
@@ -74,7 +74,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     def _no_handshake(self) -> None:
         self._handshake_timer = None
         if self.wamp is None:
-            self.log.warn("closing RawSocket from {peer}: no handshake in time", peer=self.peer_name())
+            lograte.refused(self.log, "warn", "rawsocket_no_handshake", lograte.host(self.peer_name()),
+                            "closing RawSocket from {peer}: no handshake in time", peer=self.peer_name())
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -108,7 +109,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
 
     def _handshake(self, octets: bytes) -> bool:
         if octets[0] != MAGIC:
-            self.log.warn("RawSocket from {peer}: not a RawSocket handshake", peer=self.peer_name())
+            lograte.refused(self.log, "warn", "rawsocket_bad_handshake", lograte.host(self.peer_name()),
+                            "RawSocket from {peer}: not a RawSocket handshake", peer=self.peer_name())
             self._close()
             return False
         if octets[2] or octets[3]:
@@ -129,7 +131,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
         return True
 
     def _refuse(self, code: int, why: str) -> bool:
-        self.log.warn("RawSocket from {peer} refused: {why}", peer=self.peer_name(), why=why)
+        lograte.refused(self.log, "warn", "rawsocket_refused", lograte.host(self.peer_name()),
+                        "RawSocket from {peer} refused: {why}", peer=self.peer_name(), why=why)
         self.transport.write(bytes((MAGIC, code << 4, 0, 0)))
         self._close()
         return False

@@ -18,7 +18,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router import http, wamp
+from router import http, lograte, wamp
 from router.auth.cookie import COOKIE_NAME
 from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
@@ -162,8 +162,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             if len(request) < MAX_HANDSHAKE_SIZE:
                 return
             del self._request
-        self._log.warn("refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer,
-                       max=MAX_HANDSHAKE_SIZE)
+        lograte.refused(self._log, "warn", "websocket_handshake_size", lograte.host(self.peer),
+                        "refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer,
+                        max=MAX_HANDSHAKE_SIZE)
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
         self.dropConnection(abort=False)
@@ -195,7 +196,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         Autobahn's two (its info line, then a warning as it drops the connection). Autobahn quotes
         the client's bytes in its reasons: a short, escaped text instead, never raw control characters."""
         reason = wamp.printable(str(reason))
-        self._log.warn("refusing WebSocket from {peer}: {reason}", peer=self.peer, reason=reason)
+        lograte.refused(self._log, "warn", "websocket_refused", lograte.host(self.peer),
+                        "refusing WebSocket from {peer}: {reason}", peer=self.peer, reason=reason)
         self.wasNotCleanReason = reason
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(code, reason, responseHeaders)
@@ -218,7 +220,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
         # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
         if self.wamp is not None:
-            self.wamp.log.warn("peer {peer}: {reason}", peer=self.peer, reason=reason)
+            lograte.refused(self.wamp.log, "warn", "payload_size_exceeded", lograte.host(self.peer),
+                            "peer {peer}: {reason}", peer=self.peer, reason=reason)
             self.wamp.send([wamp.ABORT, {"message": reason}, wamp.PAYLOAD_SIZE_EXCEEDED])
             self.wamp.on_close()
             self.failByDrop = False  # an abortive drop would discard the ABORT still in the write buffer
