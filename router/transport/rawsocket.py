@@ -18,7 +18,7 @@ from router import lograte, wamp
 from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import RAWSOCKET_IDS, Serializer, create
-from router.transport.flow import FlowControlled
+from router.transport.flow import HELD, FlowControlled
 from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
@@ -157,15 +157,20 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     def send_payload(self, payload: bytes, bulk: bool) -> str | None:
         if len(payload) > self._peer_max:  # the peer announced what it takes in the handshake
             return wamp.PAYLOAD_SIZE_EXCEEDED
-        if not self.admit(len(payload) + 4, bulk):
+        admitted = self.admit(len(payload) + 4, bulk)
+        if not admitted:
             return SLOW_CONSUMER
-        self.transport.write(_header(MESSAGE, len(payload)) + payload)
+        data = _header(MESSAGE, len(payload)) + payload
+        if admitted is HELD:
+            self.hold(lambda: self.transport.write(data), len(data))
+            return None
+        self.transport.write(data)
         return None
 
     def send_prepared(self, frame: bytes) -> str | None:
         if len(frame) - 4 > self._peer_max:
             return wamp.PAYLOAD_SIZE_EXCEEDED
-        if not self.admit(len(frame), True):
+        if self.admit(len(frame), True) is not True:  # bulk: never held
             return SLOW_CONSUMER
         self.transport.write(frame)
         return None

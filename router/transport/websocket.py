@@ -23,7 +23,7 @@ from router.auth.cookie import COOKIE_NAME
 from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import Serializer, create
-from router.transport.flow import FlowControlled
+from router.transport.flow import HELD, FlowControlled
 from router.transport.forwarded import client_address, networks
 from router.transport.tls import tls_error
 
@@ -268,8 +268,13 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             return wamp.PAYLOAD_SIZE_EXCEEDED
         if self.state != _OPEN:
             return None  # closing: nothing more reaches the peer, and nothing is owed
-        if not self.admit(_framed(len(payload)), bulk):
+        admitted = self.admit(_framed(len(payload)), bulk)
+        if not admitted:
             return SLOW_CONSUMER
+        if admitted is HELD:
+            binary = self.factory.binary[self._subprotocol]
+            self.hold(lambda: self.state == _OPEN and self.sendMessage(payload, binary), _framed(len(payload)))
+            return None
         self.sendMessage(payload, self.factory.binary[self._subprotocol])
         return None
 
@@ -278,7 +283,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             return wamp.PAYLOAD_SIZE_EXCEEDED
         if self.state != _OPEN:
             return None
-        if not self.admit(len(frame.payloadHybi), True):
+        if self.admit(len(frame.payloadHybi), True) is not True:  # bulk: never held
             return SLOW_CONSUMER
         self.sendPreparedMessage(frame)
         return None
