@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -34,6 +35,7 @@ SUBPROTOCOL_PREFIX = "wamp.2."
 # The opening HTTP request (request line and headers) may be this long; a longer one gets HTTP 431
 # and the connection closes. Autobahn would buffer it without bound and rescan all of it per chunk.
 MAX_HANDSHAKE_SIZE = 64 * 1024
+FINAL_CLOSE = 5.0  # seconds a graceful end (FIN) may take before the connection is reset
 _END_OF_HEADER = b"\r\n\r\n"
 
 
@@ -76,6 +78,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     _log = Logger()
 
     wamp: WampProtocol | None = None
+    _hard_drop = False
+    _final_close = None  # DelayedCall: resets a connection whose graceful end takes too long
 
     cookie: str | None = None
     forwarded_for: str | None = None  # the client's address, when a trusted proxy says so
@@ -250,6 +254,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             if not self._refused:
                 self.factory.node.connection_closed()
             self.free_write_buffer()
+            if self._final_close is not None and self._final_close.active():
+                self._final_close.cancel()
+            self._final_close = None
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Autobahn's sendData, minus the debug line whose arguments it formats on every write (a fifth
@@ -292,7 +299,25 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         return self.factory.config
 
     def drop(self) -> None:
+        """A peer that reads too slowly: reset at once, nothing more is flushed to it."""
+        self._hard_drop = True
         self.dropConnection(abort=True)
+
+    def dropConnection(self, abort: bool = False) -> None:
+        """Autobahn resets the connection (abort) after the closing handshake and when a peer is slow to
+        answer it: a client busy elsewhere (an authentication storm) could lose the ABORT it has not read
+        yet to that reset. End with a FIN instead, so what was written reaches it; a peer that still
+        holds the connection after FINAL_CLOSE seconds is reset then. Only `drop` resets at once."""
+        if abort and not self._hard_drop and self.transport is not None:
+            abort = False
+            if self._final_close is None:
+                self._final_close = reactor.callLater(FINAL_CLOSE, self._reset)
+        super().dropConnection(abort)
+
+    def _reset(self) -> None:
+        self._final_close = None
+        if self.transport is not None and self.transport.connected:
+            self.transport.abortConnection()
 
     def close_transport(self, reason: str) -> None:
         self.sendClose(1000, reason[:100])
