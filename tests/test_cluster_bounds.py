@@ -111,3 +111,23 @@ def test_check_config_refuses_a_clustered_listener_larger_than_the_bus_carries()
         parse({"cluster": cluster, "listeners": [{"max_message_size": 32 * 1024 * 1024}]})
     assert "listeners[0].max_message_size" in str(e.value)
     parse({"listeners": [{"max_message_size": 32 * 1024 * 1024}]})  # one node: no bus to fit
+
+
+@ensure
+async def test_a_node_warns_when_redis_would_drop_its_bus_for_a_burst(make_cluster, redis_server, log_lines):
+    """Redis's default client-output-buffer-limit for pubsub (32 MiB) is under what a node may send
+    another at once (the bus's 64 MiB in flight): 8 parallel 6 MiB events then made Redis drop the other
+    node's bus connection and lose them. The node says so at start; with a raised limit it is quiet."""
+    from router.cluster.bus import MAX_INFLIGHT_BYTES, pubsub_hard_limit
+
+    a = await make_cluster("a")
+    assert await a.bus.check_redis_limits() == 32 * 1024 * 1024
+    assert [line for line in log_lines if "client-output-buffer-limit for pubsub is 32 MiB" in line]
+    redis_server.command("CONFIG", "SET", "client-output-buffer-limit", "pubsub 256mb 64mb 60")
+    try:
+        before = len(log_lines)
+        assert await a.bus.check_redis_limits() == 256 * 1024 * 1024 > MAX_INFLIGHT_BYTES
+        assert not [line for line in log_lines[before:] if "client-output-buffer-limit" in line]
+    finally:
+        redis_server.command("CONFIG", "SET", "client-output-buffer-limit", "pubsub 32mb 8mb 60")
+    assert pubsub_hard_limit([b"client-output-buffer-limit", b"normal 0 0 0 pubsub 1gb 2m 60"]) == 2**30
