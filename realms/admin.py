@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from realms.checks import check_realm, check_user
+from realms.errors import WampError
 from realms.registry import RealmRegistry
 from realms.schema import ConfigError, apply_changes, parse_realm, parse_user
 from realms.secrets import MASK, hash_secret, is_secret_name, redact, salted_cra
@@ -35,13 +36,8 @@ STORAGE_FAILED = "courtyard.error.storage_failed"  # the change could not be rec
 MAX_LISTED = 10_000  # entries of courtyard.process.list
 
 
-class AdminError(Exception):
+class AdminError(WampError):
     """Answered to the caller as a WAMP ERROR with this URI."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
 
 
 def _cra(value: Any) -> dict:
@@ -94,6 +90,17 @@ def _then(recorded: Any, apply: Callable[[], Any]) -> Any:
     if hasattr(recorded, "addCallback"):
         return recorded.addCallback(lambda _: apply())
     return apply()
+
+
+def _policy(realm: Any) -> dict:
+    """The auth methods and roles a realm runs with, whatever its definition left to the defaults."""
+    auth = realm.auth
+    roles = None if realm.roles is None else {
+        name: [{"uri": p.uri, "match": p.match, "allow": sorted(p.allow), **({"disclose": sorted(p.disclose)}
+                                                                           if p.disclose else {})}
+               for p in role.permissions] for name, role in realm.roles.items()}
+    return {"authmethods": auth.enabled(), "anonymous_authrole": auth.anonymous_authrole if auth.anonymous else None,
+            "roles": roles if roles is not None else "none defined: every session may do everything"}
 
 
 def _json(value: Any) -> str:
@@ -248,6 +255,7 @@ class AdminAPI:
         definition["uri"] = realm.uri
         definition["users"] = sorted(realm.users)
         definition["sessions"] = self.sessions.size(realm.uri)
+        definition["policy"] = _policy(realm)  # what it runs with, defaults included
         return definition
 
     def realm_create(self, uri: str, definition: dict | None = None) -> dict:

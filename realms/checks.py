@@ -59,7 +59,10 @@ def check_realm(realm: Realm, path: str, max_uri_length: int = 4096,
                 what = "no URI" if p.match == "exact" else "only one-component URIs"
                 warnings.append(f"{path}.roles.{name}.permissions[{i}]: uri \"\" with match {p.match} matches "
                                 f"{what} (write match: prefix for every URI)")
-    if realm.roles is None and realm.users:
+    if realm.roles is None and auth.anonymous and realm.uri:
+        warnings.append(f"{path}: anonymous clients and no roles: anyone who connects may do everything "
+                        "(define roles, or set auth.anonymous: false)")
+    elif realm.roles is None and realm.users:
         warnings.append(f"{path}: users but no roles: every session may do everything (define roles to "
                         "restrict them)")
     return errors, warnings

@@ -114,7 +114,8 @@ def auth() -> dict:
                                          "authrole": string(default.anonymous_authrole)})
     cookie = section(COOKIE_KEYS, {"max_age": number(1, default.cookie_max_age, description="seconds")})
     return section(AUTH_KEYS, {
-        "anonymous": {"description": "anonymous clients (random authid); false: none",
+        "anonymous": {"description": ("anonymous clients (random authid); false: none; not given: on unless "
+                                      "another method is named"),
                       "oneOf": [{"type": "boolean"}, anonymous]},
         "ticket": boolean(default.ticket, "ticket authentication (users' `ticket:`)"),
         "wampcra": boolean(default.wampcra, "WAMP-CRA (users' `wampcra:`)"),
@@ -169,7 +170,7 @@ def session_process() -> dict:
         "mailbox": integer(1, MAILBOX_MAX, default.mailbox, description="requests waiting; more: process_busy"),
         "call_timeout": number(0.001, default.call_timeout, description="seconds; then wamp.error.timeout"),
         "restart": restart,
-    }, "a supervised process per session (README: Session processes)")
+    }, "a supervised process per session (docs/session-processes.md)")
     schema["required"] = ["class"]
     return schema
 

@@ -211,7 +211,9 @@ def parse_auth(raw: Any, path: str) -> AuthConfig:
     cookie_d = collect(errors, mapping, {} if isinstance(cookie, bool) else cookie, f"{path}.cookie", default={})
     collect(errors, known_keys, cookie_d, f"{path}.cookie", COOKIE_KEYS)
     auth = AuthConfig(
-        anonymous=collect(errors, bool_value, anon, "enabled", f"{path}.anonymous", True),
+        # Not given: on, unless another method is named (`auth: {ticket: true}` means ticket only).
+        anonymous=collect(errors, bool_value, anon, "enabled", f"{path}.anonymous",
+                          "anonymous" in d or not any(d.get(m) for m in ("ticket", "wampcra", "cryptosign", "cookie"))),
         anonymous_authrole=collect(errors, str_value, anon, "authrole", f"{path}.anonymous",
                                    default.anonymous_authrole),
         ticket=collect(errors, bool_value, d, "ticket", path, False),

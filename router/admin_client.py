@@ -26,6 +26,7 @@ class Action:
     help: str
     positional: tuple[tuple[str, Callable, str], ...] = ()  # (name, type, help), passed in order
     say: Callable[[Any, argparse.Namespace], str] | None = None  # the human answer; None: a table
+    expand: str | None = None  # for people: each id of the answer shown by this procedure, as a table row
 
 
 def _plural(n: int, word: str) -> str:
@@ -64,7 +65,8 @@ ACTIONS: dict[str, dict[str, Action]] = {
     "realms": {
         "list": Action("courtyard.realm.list", "list the realms"),
         "get": Action("courtyard.realm.get", "show a realm's definition, users and session count", (REALM,)),
-        "create": Action("courtyard.realm.create", "create a realm (--definition: auth, roles, limits)", (REALM,),
+        "create": Action("courtyard.realm.create", "create a realm (--definition: auth, roles, limits; naming an "
+                         "auth method other than anonymous turns anonymous off unless it is given)", (REALM,),
                          lambda r, a: f"realm {a.realm} created"),
         "update": Action("courtyard.realm.update", "replace top-level keys (auth, roles, limits) of a realm",
                          (REALM,), lambda r, a: f"realm {a.realm} updated"),
@@ -73,7 +75,9 @@ ACTIONS: dict[str, dict[str, Action]] = {
     },
     "sessions": {
         "count": Action("courtyard.session.count", "count sessions (--realm: in one realm)"),
-        "list": Action("courtyard.session.list", "list session ids (filters: --realm, --authid, --authrole, --dt)"),
+        "list": Action("courtyard.session.list", "list sessions as a table: id, authid, authrole, authmethod, "
+                       "peer, agent, idle, node (--json: the ids; filters: --realm, --authid-filter, --authrole, "
+                       "--dt)", expand="courtyard.session.get"),
         "get": Action("courtyard.session.get", "show one session's details", (SESSION,)),
         "kill": Action("courtyard.session.kill", "close one session with GOODBYE", (SESSION,),
                        lambda r, a: f"{KILLED} 1 session"),
@@ -206,12 +210,34 @@ def call_arguments(args: argparse.Namespace) -> tuple[list, dict]:
     return pos, kw
 
 
+MAX_EXPANDED = 1000  # rows fetched one by one for a table (sessions list); more: the ids
+SESSION_COLUMNS = ("id", "authid", "authrole", "authmethod", "peer", "agent", "idle", "node")
+
+
+def _cell(value: Any) -> str:
+    """A table cell or value: nothing known is '-', never Python's None."""
+    if value is None or value == "":
+        return "-"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def session_row(details: dict) -> dict:
+    """A session's details (courtyard.session.get) as a table row."""
+    peer = (details.get("transport") or {}).get("peername")
+    if isinstance(peer, str) and peer.startswith(("tcp4:", "tcp6:")):
+        peer = peer[5:]
+    idle = details.get("idle")
+    return {"id": details.get("session"), "authid": details.get("authid"), "authrole": details.get("authrole"),
+            "authmethod": details.get("authmethod"), "peer": peer, "agent": details.get("agent"),
+            "idle": f"{idle:.1f}s" if isinstance(idle, (int, float)) else idle, "node": details.get("node")}
+
+
 def render(result: Any) -> str:
     """A readable table: a list of ids or names one a line, a list of mappings as columns, a mapping
     as key/value rows."""
     if isinstance(result, list) and result and all(isinstance(x, dict) for x in result):
         cols = list(dict.fromkeys(k for row in result for k in row))
-        rows = [[str(row.get(c, "")) for c in cols] for row in result]
+        rows = [[_cell(row.get(c)) for c in cols] for row in result]
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
         return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
                          for line in [cols, *rows])
@@ -219,9 +245,15 @@ def render(result: Any) -> str:
         return "\n".join(str(x) for x in result) if result else "(none)"
     if isinstance(result, dict):
         width = max((len(str(k)) for k in result), default=0)
-        return "\n".join(f"{k:<{width}}  {json.dumps(v) if isinstance(v, (dict, list)) else v}"
-                         for k, v in result.items())
+        return "\n".join(f"{k:<{width}}  {_cell(v)}" for k, v in result.items())
     return "" if result is None else str(result)
+
+
+class _NoRealm(Exception):
+    error = "courtyard.error.no_such_realm"  # as the admin procedures that take a realm say it
+
+    def __init__(self, realm: str) -> None:
+        super().__init__(f"no realm {realm!r}")
 
 
 def _fail(text: str, code: int) -> int:
@@ -328,11 +360,28 @@ def _call(args: argparse.Namespace, tls: Any, host: str, port: int, signer: Any,
 
         async def onJoin(self, details) -> None:
             try:
-                outcome["result"] = await self.call(procedure, *pos, **kw)
+                result = await self.call(procedure, *pos, **kw)
+                realm = kw.get("realm")
+                if realm is not None and not result and realm not in await self.call("courtyard.realm.list"):
+                    raise _NoRealm(realm)  # an empty answer about a realm that is not there says so
+                expand = args.spec.expand
+                if expand is not None and not args.json and isinstance(result, list) and \
+                        len(result) <= MAX_EXPANDED:
+                    result = await self._expanded(expand, result)
+                outcome["result"] = result
             except Exception as e:
                 text = " ".join(map(str, getattr(e, "args", ()))) or type(e).__name__
                 outcome["error"] = f"{getattr(e, 'error', type(e).__name__)}: {text}"
             self.leave()
+
+        async def _expanded(self, expand: str, ids: list) -> list:
+            rows = []
+            for sid in ids:
+                try:
+                    rows.append(session_row(await self.call(expand, sid)))
+                except Exception:  # gone meanwhile
+                    continue
+            return rows or ids
 
         def onLeave(self, details) -> None:
             if "result" not in outcome and "error" not in outcome:
@@ -344,7 +393,11 @@ def _call(args: argparse.Namespace, tls: Any, host: str, port: int, signer: Any,
 
     class Protocol(WampWebSocketClientProtocol):
         def connectionLost(self, reason) -> None:  # before any answer: a refused TLS handshake, most often
-            done("error", f"connection to {args.url} lost: {_why(reason.value)}")
+            hint = ""
+            if args.url.startswith("ws://") and getattr(self, "state", None) == self.STATE_CONNECTING and \
+                    not getattr(self, "http_headers", None):
+                hint = " (no HTTP answer to the WebSocket opening: is it a TLS listener? then use wss://)"
+            done("error", f"connection to {args.url} lost: {_why(reason.value)}{hint}")
             super().connectionLost(reason)
 
     factory = WampWebSocketClientFactory(lambda: AdminCall(ComponentConfig(args.admin_realm)), url=args.url)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from router import lograte, wamp
+from router.backend import BrokerBackend
+from router.backend.local import LocalBroker
 from router.matching import MATCH_POLICIES, PatternIndex
 from router.session import Session
 
@@ -119,7 +122,7 @@ class Broker:
     log = Logger()
 
     def __init__(self, realm_uri: str, max_retained_bytes: int = MAX_RETAINED_BYTES,
-                 max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
+                 max_subscriptions: int = MAX_SUBSCRIPTIONS, backend: BrokerBackend | None = None) -> None:
         self.realm_uri = realm_uri
         self.max_retained_bytes = max_retained_bytes
         self.max_subscriptions = max_subscriptions  # per session: each holds its topic URI
@@ -133,9 +136,8 @@ class Broker:
         self._by_session: dict[int, set[int]] = {}
         self._retained: dict[str, Retained] = {}  # insertion order: the oldest retained topic first
         self._retained_bytes = 0
-        # In a cluster, the other nodes' subscriptions (router/cluster/pubsub.py RemoteInterest); None
-        # on one node, where PUBLISH pays one attribute test for it.
-        self.cluster = None
+        # The rest of the router (router/backend): the other nodes' subscribers in a cluster.
+        self.backend: BrokerBackend = backend if backend is not None else LocalBroker()
 
     # -- requests --------------------------------------------------------------------------------
     def subscribe(self, session: Session, msg: list) -> None:
@@ -170,28 +172,33 @@ class Broker:
             if match != "exact":
                 self._patterns += 1
         added = session.id not in sub.subscribers
-        sub.subscribers[session.id] = session
         self._by_session.setdefault(session.id, set()).add(sub.id)
-        if created and self.cluster is not None:
-            # SUBSCRIBED once Redis has passed the news to the other nodes: a PUBLISH the client
-            # then makes on another node finds this subscription there.
-            self.cluster.created(topic, match).addBoth(lambda _: self._subscribed(session, request, sub, get_retained))
+        if created:
+            # SUBSCRIBED once every other place knows: a PUBLISH the client then makes on another node
+            # finds this subscription there (the local backend fires at once). Until then the session
+            # is no subscriber yet: the spec sends EVENTs only for an acknowledged subscription.
+            self.backend.created(topic, match).addBoth(lambda _: self._confirmed(session, request, sub, get_retained))
         else:
-            send([wamp.SUBSCRIBED, request, sub.id])
+            sub.subscribers[session.id] = session
+            self._subscribed(session, request, sub, get_retained)
         if added and self.listener is not None:
             self.listener.subscribed(session.id, sub, created)
-        if not created or self.cluster is None:
-            self._give_retained(session, sub, get_retained)
+
+    def _confirmed(self, session: Session, request: int, sub: Subscription, get_retained: bool) -> None:
+        """The backend knows the new subscription: its first subscriber joins it, unless it left meanwhile."""
+        if sub.id in self._by_session.get(session.id, ()) and self._by_id.get(sub.id) is sub:
+            sub.subscribers[session.id] = session
+            self._subscribed(session, request, sub, get_retained)
 
     def _subscribed(self, session: Session, request: int, sub: Subscription, get_retained: bool) -> None:
         session.transport.send([wamp.SUBSCRIBED, request, sub.id])
-        self._give_retained(session, sub, get_retained)
-
-    def _give_retained(self, session: Session, sub: Subscription, get_retained: bool) -> None:
-        if get_retained and self.cluster is not None:
-            self.cluster.retained_for(sub).addCallbacks(lambda found: self._send_found(session, sub, found),
-                                                        lambda f: self._send_retained(session, sub))
-        elif get_retained and self._retained:
+        if not get_retained:
+            return
+        shared = self.backend.retained_for(sub)
+        if shared is not None:
+            shared.addCallbacks(lambda found: self._send_found(session, sub, found),
+                                lambda f: self._send_retained(session, sub))
+        elif self._retained:
             self._send_retained(session, sub)
 
     def unsubscribe(self, session: Session, msg: list) -> None:
@@ -205,10 +212,8 @@ class Broker:
         mine.discard(sub_id)
         if not mine:
             del self._by_session[session.id]
-        if told is not None:  # in a cluster, once the other nodes know there is none here any more
-            told.addBoth(lambda _: session.transport.send([wamp.UNSUBSCRIBED, request]))
-        else:
-            session.transport.send([wamp.UNSUBSCRIBED, request])
+        # UNSUBSCRIBED once every other place knows there is no subscriber here any more.
+        told.addBoth(lambda _: session.transport.send([wamp.UNSUBSCRIBED, request]))
 
     def publish(self, session: Session, msg: list) -> None:
         request, options, topic = msg[1], msg[2], msg[3]
@@ -230,9 +235,9 @@ class Broker:
                 self._fan_out(topic, publication, details, msg[4:], exclude, None)
             else:
                 self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
-        cluster = self.cluster
-        if cluster is not None and cluster.wants(topic):
-            unsent = cluster.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None,
+        backend = self.backend
+        if backend.wants(topic):
+            unsent = backend.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None,
                                      None)
             if unsent is not None:
                 self._unsent(session, request, acknowledge, unsent)
@@ -257,8 +262,8 @@ class Broker:
         payload = msg[4:]
         self._fan_out(topic, publication, details, payload, exclude, receivers)
         unsent = None
-        if self.cluster is not None and self.cluster.wants(topic):
-            unsent = self.cluster.forward(topic, publication, details, payload, None, receivers)
+        if self.backend.wants(topic):
+            unsent = self.backend.forward(topic, publication, details, payload, None, receivers)
         if retain:
             self._retain(session, topic, Retained(publication, details, payload, exclude, receivers,
                                                   approx_size((topic, options, payload), self.max_retained_bytes)))
@@ -269,14 +274,13 @@ class Broker:
 
     def emit(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
         """Publish as the router (meta events, testaments): nobody is excluded. With no subscription
-        matching `topic` this is one dict lookup (and one more in a cluster)."""
-        cluster = self.cluster
-        remote = cluster is not None and cluster.wants(topic)
+        matching `topic` this is two dict lookups."""
+        remote = self.backend.wants(topic)
         if self._patterns or topic in self._exact or remote:
             publication, payload = wamp.global_id(), [args, kwargs] if kwargs else [args]
             self._fan_out(topic, publication, details or {}, payload, None, None)
             if remote:
-                cluster.forward(topic, publication, details or {}, payload, None, None)
+                self.backend.forward(topic, publication, details or {}, payload, None, None)
 
     def deliver_remote(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
                        lists: dict | None) -> None:
@@ -362,8 +366,7 @@ class Broker:
             self._retained_bytes -= store.pop(next(iter(store))).size
         store[topic] = event  # re-inserted: the most recently retained topic is last
         self._retained_bytes += event.size
-        if self.cluster is not None:  # kept in Redis too, for the other nodes' subscribers
-            self.cluster.retain(topic, event, self.max_retained_bytes, MAX_RETAINED)
+        self.backend.retain(topic, event, self.max_retained_bytes, MAX_RETAINED)  # for other nodes' subscribers
 
     def _send_retained(self, session: Session, sub: Subscription) -> None:
         """After SUBSCRIBED: the retained event of every topic the subscription matches, if the session
@@ -418,29 +421,26 @@ class Broker:
             if sub is not None:
                 self._remove(session.id, sub)
 
-    def _remove(self, session_id: int, sub: Subscription):
-        """Returns, in a cluster when the subscription is gone from this node, a Deferred that fires
-        once the other nodes have been told; else None."""
-        del sub.subscribers[session_id]
+    def _remove(self, session_id: int, sub: Subscription) -> defer.Deferred:
+        """Fires once every other place knows (at once while the subscription keeps subscribers here)."""
+        sub.subscribers.pop(session_id, None)  # (not there yet if its SUBSCRIBED is still waiting)
         deleted = not sub.subscribers
-        told = None
+        told = defer.succeed(None)
         if deleted:
             self._subs.remove(sub.topic, sub.match)
             del self._by_id[sub.id]
             if sub.match != "exact":
                 self._patterns -= 1
-            if self.cluster is not None:
-                told = self.cluster.deleted(sub.topic, sub.match)
+            told = self.backend.deleted(sub.topic, sub.match)
         if self.listener is not None:
             self.listener.unsubscribed(session_id, sub, deleted)
         return told
 
     def _new_id(self, topic: str, match: str) -> int:
-        """Random on one node; in a cluster the same id on every node (a hash of the subscription)."""
-        if self.cluster is not None:
-            sub_id = self.cluster.id_for(topic, match)
-            if sub_id not in self._by_id:
-                return sub_id
+        """The backend's router-wide id (the same on every node of a cluster), else random."""
+        sub_id = self.backend.id_for(topic, match)
+        if sub_id is not None and sub_id not in self._by_id:
+            return sub_id
         while True:
             sub_id = wamp.global_id()
             if sub_id not in self._by_id:

@@ -14,9 +14,9 @@ from router.starter import CONFIG_NAME, default_config
 log = Logger()
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, quiet: bool = False):
     """The validated config, or None after saying on stderr everything that is wrong, one error a
-    line; warnings (the config works, but likely not as meant) go to stderr too."""
+    line; warnings (the config works, but likely not as meant) go to stderr too, unless `quiet`."""
     if args.config is None:
         args.config = default_config()
     try:
@@ -27,7 +27,7 @@ def _config(args: argparse.Namespace):
         for error in errors:
             print(f"  {error}", file=sys.stderr)
         return None
-    if getattr(args, "worker_index", None) is None:  # a worker's supervisor has said them already
+    if getattr(args, "worker_index", None) is None and not quiet:  # a worker's supervisor said them already
         for warning in warnings(cfg):
             print(f"courtyard: warning: {warning}", file=sys.stderr)
     return cfg
@@ -65,10 +65,53 @@ def _stored_changes(cfg) -> bool:
     return True
 
 
+def _redis_client(cfg, prefix: str = "") -> bool:
+    """A cluster needs the Redis client (the `redis` extra); False after saying so on stderr."""
+    if cfg.cluster is None:
+        return True
+    try:
+        import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
+    except ImportError:
+        print(f"courtyard: {prefix}cluster: needs the Redis client: pip install 'courtyard[redis]'", file=sys.stderr)
+        return False
+    return True
+
+
+def _ports_free(cfg) -> None:
+    """Warn about each listener's host and port that cannot be bound now (start would fail, exit 2);
+    one held by this config's own running node (its pid file) is only noted. A warning, not an error:
+    the port may be free by the time the node starts."""
+    import errno
+    import socket
+
+    from router import control
+
+    for i, lc in enumerate(cfg.listeners):
+        if lc.endpoint is not None or lc.port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in lc.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted listens: TIME_WAIT is no conflict
+            try:
+                s.bind((lc.host, lc.port))
+                continue
+            except OSError as e:
+                problem = e
+        pid = control.read_pid(cfg.pid_file) if cfg.pid_file else None
+        if problem.errno == errno.EADDRINUSE and pid is not None and control.is_courtyard(pid):
+            print(f"note: listeners[{i}]: {lc.host}:{lc.port} is in use by this config's running node (pid {pid})")
+            continue
+        what = "is in use (by another program?)" if problem.errno == errno.EADDRINUSE else \
+            f"cannot be bound: {problem.strerror}"
+        print(f"courtyard: warning: listeners[{i}].port: {lc.host}:{lc.port} {what} now: start would fail",
+              file=sys.stderr)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    if cfg is None or not _stored_changes(cfg):
+    if cfg is None or not _stored_changes(cfg) or not _redis_client(cfg):
         return 2
+    _ports_free(cfg)
     print(f"config OK ({args.config or 'the embedded default'}): {len(cfg.listeners)} listener(s), "
           f"realms: {', '.join(r.uri for r in cfg.realms)}")
     return 0
@@ -78,13 +121,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
         return 2
-    if cfg.cluster is not None:
-        try:
-            import txredisapi  # noqa: F401 - only to say clearly that the extra is missing
-        except ImportError:
-            print("courtyard: cannot start: cluster: needs the Redis client: pip install 'courtyard[redis]'",
-                  file=sys.stderr)
-            return 2
+    if not _redis_client(cfg, "cannot start: "):
+        return 2
     worker = args.worker_index
     if worker is not None:
         import signal
@@ -96,6 +134,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             print("courtyard: cannot start: a worker (--worker-index) needs a cluster: section", file=sys.stderr)
             return 2
         cfg.cluster.node_id = f"{args.worker_node_id or cfg.cluster.node_id}-w{worker}"
+    logs.set_node(cfg.cluster.node_id if cfg.cluster is not None else cfg.name)
     try:
         logs.begin(args.log_level, args.log_format, args.log_file, None if worker is None else f"w{worker}")
     except OSError as e:
@@ -119,16 +158,45 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 2
     if cfg.cluster is not None:
         node.shared_ports = worker is not None
-        return _run_cluster_node(node, args.config, worker is not None, args.worker_restart)
+        return _run_cluster_node(node, args, worker is not None, args.worker_restart)
     try:
         node.start()
-    except Exception as e:  # a port in use, an address not here: say so and exit non-zero
-        log.critical("cannot start: {e}", e=e)
-        return 1
+    except Exception as e:  # a port in use, an address not here: the environment's, like a config error
+        if args.log_file is not None:  # the log file has it too; on stdout one line is enough
+            log.critical("cannot start: {e}", e=e)
+        print(f"courtyard: cannot start: {e}", file=sys.stderr)
+        return 2
     _started(node, args.config)
-    reactor.addSystemEventTrigger("before", "shutdown", node.stop)
+    _serving(node, args)
     reactor.run()
     return 0
+
+
+def _serving(node, args: argparse.Namespace) -> None:
+    """Once listening: SIGHUP reloads (router/reload.py), the pid file is written (not by a worker:
+    its supervisor's is the node's), systemd hears READY=1; at shutdown STOPPING=1, and the pid file goes."""
+    from twisted.internet import reactor
+
+    from router import control, systemd
+    from router.reload import Reloader
+
+    Reloader(node, args.config, args.workers, notify=args.worker_index is None).install()
+    pid_file = node.config.pid_file if args.worker_index is None else None
+    try:
+        control.write_pid(pid_file)
+    except OSError as e:
+        log.error("cannot write the pid file {path}: {e} (courtyard stop and status will not find the node)",
+                  path=pid_file, e=e.strerror)
+    if args.worker_index is None:  # a worker's readiness goes to its supervisor, which tells systemd
+        systemd.ready(f"serving {', '.join(r.uri for r in node.realms.list())}")
+
+    def stopping():
+        if args.worker_index is None:
+            systemd.stopping()
+        return node.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    reactor.addSystemEventTrigger("after", "shutdown", control.remove_pid, pid_file)
 
 
 def _supervise(args: argparse.Namespace, cfg) -> int:
@@ -147,7 +215,20 @@ def _supervise(args: argparse.Namespace, cfg) -> int:
     log.info("Courtyard {v}: supervising {n} workers, cluster node ids {id}-w0..w{last}; config: {config}",
              v=__version__, n=cfg.workers, id=cfg.cluster.node_id, last=cfg.workers - 1,
              config=args.config or "the embedded default")
-    return workers.supervise(argv, cfg.workers, cfg.shutdown_grace)
+    from twisted.internet import reactor
+
+    from router import control, systemd
+
+    def ready() -> None:
+        try:
+            control.write_pid(cfg.pid_file)
+        except OSError as e:
+            log.error("cannot write the pid file {path}: {e}", path=cfg.pid_file, e=e.strerror)
+        systemd.ready(f"{cfg.workers} workers serving")
+
+    reactor.addSystemEventTrigger("before", "shutdown", systemd.stopping)
+    reactor.addSystemEventTrigger("after", "shutdown", control.remove_pid, cfg.pid_file)
+    return workers.supervise(argv, cfg.workers, cfg.shutdown_grace, ready)
 
 
 def _started(node, config_file: str | None) -> None:
@@ -159,13 +240,14 @@ def _started(node, config_file: str | None) -> None:
     memory.start()  # freed memory back to the system after a load (router/memory.py)
 
 
-def _run_cluster_node(node, config_file: str | None, worker: bool = False, restart: bool = False) -> int:
+def _run_cluster_node(node, args: argparse.Namespace, worker: bool = False, restart: bool = False) -> int:
     """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen. A
     worker removes its dead predecessor's state first (`restart`) and tells its supervisor once it serves."""
     from twisted.internet import defer, reactor
 
     from router.cluster.connection import RedisUnavailable
 
+    config_file = args.config
     outcome = {"code": 0}
 
     def fail(code: int, line: str) -> None:
@@ -177,11 +259,14 @@ def _run_cluster_node(node, config_file: str | None, worker: bool = False, resta
         try:
             node.start()
         except Exception as e:  # a port in use, an address not here
-            return fail(1, str(e))
-        reactor.addSystemEventTrigger("before", "shutdown", node.stop)
+            return fail(2, str(e))
         log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
                  url=node.config.cluster.redis.display())
         _started(node, config_file)
+        _serving(node, args)
+        from router.reload import compare_admin_users
+
+        compare_admin_users(node)
         if worker:
             from router.workers import worker_started
 
@@ -300,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_auth_hash_secret)
     p = auth.add_parser("keygen", help="print a new Ed25519 key pair for cryptosign")
     p.set_defaults(func=cmd_auth_keygen)
-    from router import admin_client
+    from router import admin_client, control
 
+    control.add_parsers(sub, f"YAML config file of the node (default: ./{CONFIG_NAME} if there is one, else the "
+                             "embedded default config)", lambda a: _config(a, quiet=True))
     admin_client.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)

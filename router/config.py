@@ -61,7 +61,7 @@ class ListenerConfig:
 # read these same definitions. A listener's keys are ListenerConfig's fields.
 CONFIG_VERSION = 1  # `version:`, the config format; any other value is refused
 TOP_KEYS = ("version", "node", "listeners", "storage", "limits", "shutdown", "realms", "admin", "cluster", "http")
-NODE_KEYS = ("name", "sweep_interval", "workers")
+NODE_KEYS = ("name", "sweep_interval", "workers", "pid_file")
 STORAGE_KEYS = ("backend",)
 SHUTDOWN_KEYS = ("grace_period",)
 ADMIN_KEYS = ("realm", "data_dir", "users")
@@ -76,8 +76,15 @@ LISTENER_INTS = {"port": (0, 65535), "max_message_size": (64, None), "max_depth"
 LIMIT_INTS = {"max_sessions": (1, None, False), "admin_reserve": (0, None, True),
               "max_pending_connections": (1, None, True), "max_pending_calls": (1, None, False),
               "max_retained_bytes": (0, None, True), "max_uri_length": (64, 1024 * 1024, True),
-              "max_subscriptions_per_session": (1, None, True), "max_registrations_per_session": (1, None, True)}
+              "max_subscriptions_per_session": (1, None, True), "max_registrations_per_session": (1, None, True),
+              # admission (router/transport/admission.py): null, the default, is no limit
+              "max_connections_per_address": (1, None, False), "connections_per_second_per_address": (1, None, False),
+              "connections_per_second": (1, None, False), "max_sessions_per_authid": (1, None, False)}
 LIMIT_KEYS = (*LIMIT_INTS, "sequential_request_ids")
+
+
+DATA_DIR_MARK = "{data_dir}"  # in node.pid_file: admin.data_dir
+PID_DEFAULT = DATA_DIR_MARK + "/courtyard.pid"
 
 
 def _open_realm(uri: str) -> Realm:
@@ -96,7 +103,7 @@ def _admin_realm(uri: str, users: dict) -> Realm:
 
 @dataclass
 class ClusterConfig:
-    """`cluster:`: several nodes on one Redis share their session table and membership (README, Cluster)."""
+    """`cluster:`: several nodes on one Redis share their session table and membership (docs/cluster.md)."""
 
     redis: RedisTarget
     node_id: str
@@ -138,6 +145,12 @@ class NodeConfig:
     max_subscriptions_per_session: int = 10_000
     max_registrations_per_session: int = 10_000
     sequential_request_ids: bool = False  # enforce the spec's 1, 2, 3, … request ids from clients
+    # Admission (router/transport/admission.py); None: no limit. Per address: the client's (X-Forwarded-For
+    # from a trusted proxy), per second: a token bucket holding one second's worth.
+    max_connections_per_address: int | None = None
+    connections_per_second_per_address: int | None = None
+    connections_per_second: int | None = None  # the whole node's new connections
+    max_sessions_per_authid: int | None = None  # per realm, on this node (anonymous sessions not counted)
     shutdown_grace: float = 5.0
     sweep_interval: float = 1.0
     realms: list[Realm] = field(default_factory=lambda: [_open_realm("realm1")])
@@ -146,6 +159,8 @@ class NodeConfig:
     cluster: ClusterConfig | None = None  # None: one node, nothing of Redis loaded
     workers: int = 1  # router processes sharing the listening ports (router/workers.py)
     http: HttpConfig = field(default_factory=HttpConfig)
+    # `courtyard stop` and `status` find the node by it; None: none written. Default: in admin.data_dir.
+    pid_file: str | None = None
 
 
 def _timer(d: dict, key: str, path: str, default: float) -> float:
@@ -406,9 +421,12 @@ def _http(raw: Any) -> HttpConfig:
 def _backend(storage: dict, cluster: ClusterConfig | None) -> str:
     """The session table's backend: a cluster shares its table in Redis, one node keeps it in memory."""
     backend = str_value(storage, "backend", "storage", "memory" if cluster is None else "redis", ("memory", "redis"))
-    if (backend == "redis") != (cluster is not None):
-        raise ConfigError("storage.backend", "redis needs a cluster: section, and a cluster shares its session "
-                          f"table in Redis (backend redis), got {backend!r}")
+    if backend == "redis" and cluster is None:
+        raise ConfigError("storage.backend", "redis needs a cluster: section (or leave storage.backend out: "
+                          "memory on one node, redis with cluster:)")
+    if backend == "memory" and cluster is not None:
+        raise ConfigError("storage.backend", "a cluster shares its session table in Redis: set it to redis, or "
+                          "leave storage.backend out (it follows cluster:), got 'memory'")
     return backend
 
 
@@ -468,6 +486,9 @@ def parse(raw: Any) -> NodeConfig:
     name = collect(errors, str_value, node, "name", "node", default.name)
     shutdown_grace = collect(errors, num_value, shutdown, "grace_period", "shutdown", default.shutdown_grace)
     sweep_interval = collect(errors, num_value, node, "sweep_interval", "node", default.sweep_interval, 0.01)
+    pid_file = node.get("pid_file", PID_DEFAULT)
+    if pid_file is not None and not (isinstance(pid_file, str) and pid_file):
+        errors.append(ConfigError("node.pid_file", f"must be a file path or null, got {pid_file!r}"))
     raise_any(errors)
     return NodeConfig(
         name=name,
@@ -479,6 +500,7 @@ def parse(raw: Any) -> NodeConfig:
         realms=realms,
         admin_realm=admin_realm,
         data_dir=data_dir,
+        pid_file=pid_file,
         cluster=cluster,
         workers=workers,
         http=http,
@@ -499,7 +521,9 @@ def load(path: str | Path | None, workers: int | None = None) -> NodeConfig:
     wherever it is started from. `workers` (the command line's `--workers`) replaces `node.workers`,
     and is checked as it is."""
     if path is None:
-        return parse(_with_workers({}, workers))
+        cfg = parse(_with_workers({}, workers))
+        cfg.pid_file = pid_path(cfg, Path("."))
+        return cfg
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -511,7 +535,16 @@ def load(path: str | Path | None, workers: int | None = None) -> NodeConfig:
     cfg = parse(_with_workers(_relative_to(raw, Path(path).parent), workers))
     if cfg.data_dir is not None:
         cfg.data_dir = str(Path(path).parent / Path(cfg.data_dir).expanduser())
+    cfg.pid_file = pid_path(cfg, Path(path).parent)
     return cfg
+
+
+def pid_path(cfg: NodeConfig, base: Path) -> str | None:
+    """Where the pid file goes: node.pid_file from the config file's directory, `{data_dir}` in it
+    standing for admin.data_dir (the default, `{data_dir}/courtyard.pid`, without a data_dir: none)."""
+    if cfg.pid_file is None or (DATA_DIR_MARK in cfg.pid_file and cfg.data_dir is None):
+        return None
+    return str(base / Path(cfg.pid_file.replace(DATA_DIR_MARK, cfg.data_dir or "")).expanduser())
 
 
 def _relative_to(raw: Any, base: Path) -> Any:
@@ -522,7 +555,7 @@ def _relative_to(raw: Any, base: Path) -> Any:
         tls = lc.get("tls") if isinstance(lc, dict) else None
         if not isinstance(tls, dict):
             continue
-        for key in ("certificate", "key", "ca_certificates"):
+        for key in ("certificate", "key", "ca_certificates", "key_password_file"):
             value = tls.get(key)
             if isinstance(value, str) and value:
                 tls[key] = str(base / Path(value).expanduser())

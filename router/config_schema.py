@@ -44,13 +44,22 @@ def _tls() -> dict:
     path = {"type": "string", "minLength": 1}
     schema = js.section(TLS_KEYS, {
         "certificate": {**path, "description": "PEM: the certificate, then any intermediates"},
-        "key": {**path, "description": "PEM, unencrypted"},
+        "key": {**path, "description": "PEM; encrypted: give key_password_file"},
         "ca_certificates": {"oneOf": [path, {"type": "array", "items": path}],
                             "description": "clients must present a certificate signed by one"},
         "ciphers": {**path, "description": "OpenSSL cipher string for TLS 1.2"},
+        "key_password_file": {**path, "description": "a file whose first line is the password of an encrypted key"},
     }, "wss:// or RawSocket over TLS", nullable=False)
     schema["required"] = ["certificate", "key"]
     return schema
+
+
+ADMISSION = {  # limits.<key>: what it refuses (docs/operations.md, Admission)
+    "max_connections_per_address": "open connections from one client address; null: no limit",
+    "connections_per_second_per_address": "new connections a second from one client address; null: no limit",
+    "connections_per_second": "new connections a second on this node; null: no limit",
+    "max_sessions_per_authid": "sessions of one authid in one realm on this node; null: no limit",
+}
 
 
 def _limits() -> dict:
@@ -58,6 +67,8 @@ def _limits() -> dict:
     props = {k: js.integer(lo, hi, getattr(d, k), nullable=not required)
              for k, (lo, hi, required) in c.LIMIT_INTS.items()}
     props["sequential_request_ids"] = js.boolean(d.sequential_request_ids)
+    for key, text in ADMISSION.items():
+        props[key]["description"] = text
     return js.section(c.LIMIT_KEYS, props, "node-wide limits")
 
 
@@ -85,6 +96,12 @@ def _http() -> dict:
     }, "plain HTTP on WebSocket listeners: /health, /metrics, the status page")
 
 
+def _pid_file() -> dict:
+    return {"type": ["string", "null"], "minLength": 1, "default": c.PID_DEFAULT,
+            "description": "for courtyard stop and status; relative to the config file's directory, "
+                           "{data_dir} standing for admin.data_dir; null: none"}
+
+
 def schema() -> dict:
     """The whole config's JSON Schema."""
     d = c.NodeConfig()
@@ -96,7 +113,8 @@ def schema() -> dict:
                                          "sweep_interval": js.number(0.01, d.sweep_interval, description="seconds"),
                                          "workers": js.integer(1, c.MAX_WORKERS, d.workers, description=(
                                              "router processes sharing the ports (SO_REUSEPORT); more than 1 "
-                                             "needs cluster:"))}),
+                                             "needs cluster:")),
+                                         "pid_file": _pid_file()}),
         "listeners": {"type": "array", "minItems": 1, "items": _listener()},
         "storage": js.section(c.STORAGE_KEYS, {"backend": {"enum": ["memory", "redis"], "default": "memory"}}),
         "limits": _limits(),

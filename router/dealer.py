@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from router import lograte, wamp
+from router.backend import DealerBackend, RemoteCallee
+from router.backend.local import LocalDealer
 from router.matching import MATCH_POLICIES, PatternIndex
 from router.session import Session
 
@@ -29,10 +33,13 @@ MAX_REGISTRATIONS = 10_000  # per session (limits.max_registrations_per_session)
 class Callee:
     """One session's part in a registration (several under a shared registration)."""
 
-    __slots__ = ("session", "disclose_caller", "canceling", "progressive_in", "progressive_out", "passthru")
+    __slots__ = ("session", "session_id", "disclose_caller", "canceling", "progressive_in", "progressive_out",
+                 "passthru")
+    remote = False  # a RemoteCallee (router/backend) lives on another node
 
     def __init__(self, session: Session, options: dict) -> None:
         self.session = session
+        self.session_id = session.id
         self.disclose_caller = options.get("disclose_caller") is True  # the callee wants to know who calls
         self.canceling = session.announces("callee", "call_canceling")  # understands INTERRUPT
         self.progressive_out = session.announces("callee", "progressive_call_results")
@@ -41,26 +48,33 @@ class Callee:
 
 
 class Registration:
-    __slots__ = ("id", "procedure", "match", "invoke", "callees", "created", "_turn", "in_cluster", "clustered")
+    """One registration of the whole router: its callees on this node (`Callee`) and, in a cluster, on
+    the others (`RemoteCallee`), in router-wide registration order, so that precedence and the shared
+    registration policies are decided once, over every callee."""
 
-    def __init__(self, id: int, procedure: str, match: str, invoke: str) -> None:
+    __slots__ = ("id", "procedure", "match", "invoke", "callees", "local", "created", "_turn", "own")
+
+    def __init__(self, id: int, procedure: str, match: str, invoke: str, own: bool = False) -> None:
         self.id = id
         self.procedure = procedure
         self.match = match
         self.invoke = invoke
-        self.callees: list[Callee] = []  # in the order they registered
+        self.callees: list[Callee | RemoteCallee] = []  # in the order they registered, router-wide
+        self.local: dict[int, Callee] = {}  # this node's routable callees, by session id
         self.created = time.time()
         self._turn = 0
-        self.in_cluster = False  # registered through the cluster (not the router's own callees)
-        self.clustered = False  # in a cluster, callees on other nodes share it: CALLs pick over all
+        self.own = own  # the router's own procedure (admin realm): served on every node, never shared
 
     @property
-    def callee(self) -> Session:
-        """The first callee (the only one under `single`)."""
-        return self.callees[0].session
+    def callee(self) -> Session | None:
+        """The first of this node's callees (the only one under `single`); None if all are elsewhere."""
+        first = next(iter(self.local.values()), None)
+        return first.session if first is not None else None
 
-    def pick(self) -> Callee:
-        """The callee the next call goes to, by the registration's invocation policy."""
+    def pick(self) -> Callee | RemoteCallee:
+        """The callee the next call goes to, by the registration's invocation policy: `first` and `last`
+        by router-wide registration order, `random` uniform over all callees, `roundrobin` turns over
+        the same order (each node keeps its own turn, so every node's callers are spread fairly)."""
         callees = self.callees
         if self.invoke == "single" or self.invoke == "first" or len(callees) == 1:
             return callees[0]
@@ -92,7 +106,7 @@ class Invocation:
 
 
 class RemoteCall:
-    """A CALL forwarded to the callee's node (router/cluster/rpc.py), kept in the caller's table of
+    """A CALL forwarded to the callee's node (the backend's `forward`), kept in the caller's table of
     calls in flight so that further progressive CALLs and CANCEL follow it there."""
 
     __slots__ = ("node", "caller", "call_id", "streaming")
@@ -105,6 +119,9 @@ class RemoteCall:
         self.streaming = streaming  # the caller is still sending progressive CALLs
 
 
+InFlight = Invocation | RemoteCall  # what a caller's table of calls in flight holds
+
+
 class RegistrationListener(Protocol):
     def registered(self, session_id: int, reg: Registration, created: bool) -> None: ...
 
@@ -115,13 +132,8 @@ class RegistrationListener(Protocol):
 BuiltIn = Callable[[Session, list], None]
 
 
-class CallRefused(Exception):
+class CallRefused(wamp.WampError):
     """A CALL option the dealer cannot honour: the caller gets this ERROR and nothing is invoked."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
 
 
 class Dealer:
@@ -134,7 +146,7 @@ class Dealer:
     log = Logger()
 
     def __init__(self, realm_uri: str, max_pending_calls: int | None = None, clock=None,
-                 max_registrations: int = MAX_REGISTRATIONS) -> None:
+                 max_registrations: int = MAX_REGISTRATIONS, backend: DealerBackend | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.realm_uri = realm_uri
@@ -146,14 +158,15 @@ class Dealer:
         self._by_id: dict[int, Registration] = {}
         self._by_callee: dict[int, dict[int, Registration]] = {}
         self._invocations: dict[int, dict[int, Invocation]] = {}  # callee id → invocation id → call
-        self._calls: dict[int, dict[int, Invocation]] = {}  # caller id → call request id → call
+        self._calls: dict[int, dict[int, InFlight]] = {}  # caller id → call request id → call
         # Told of registration changes (the meta API's on_create/on_register/...); None: nobody asks.
         self.listener: RegistrationListener | None = None
         # Router-provided procedures under the reserved `wamp.` namespace, which no client can
         # register. Consulted only when no exact registration matches, so an ordinary CALL pays nothing.
         self.builtins: dict[str, BuiltIn] = {}
-        # In a cluster: registrations and calls across nodes (router/cluster/rpc.py RealmRPC); None alone.
-        self.cluster = None
+        # Where registrations are agreed and remote callees are reached (router/backend).
+        self.backend: DealerBackend = backend if backend is not None else LocalDealer()
+        self._registering: dict[int, int] = {}  # session id → its REGISTERs the backend has not agreed yet
 
     # -- callee side -----------------------------------------------------------------------------
     def register(self, session: Session, msg: list, capped: bool = True) -> None:
@@ -173,9 +186,7 @@ class Dealer:
                             f"invalid or reserved procedure URI {wamp.quote(procedure)} (match {match})"]))
             return
         mine = self._by_callee.get(session.id)
-        held = len(mine) if mine is not None else 0
-        if self.cluster is not None:  # REGISTERs still in Redis count too
-            held += self.cluster.registering.get(session.id, 0)
+        held = (len(mine) if mine is not None else 0) + self._registering.get(session.id, 0)  # agreed or not yet
         if capped and held >= self.max_registrations:  # each success adds one
             lograte.refused(self.log, "info", "too_many_registrations", session.id, "session {sid} refused a "
                             "registration: it has {n} (limits.max_registrations_per_session)", sid=session.id, n=held)
@@ -188,32 +199,102 @@ class Dealer:
                 send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY,
                                 [f"{wamp.quote(procedure)} is registered with invoke {reg.invoke!r}, not {invoke!r}"]))
                 return
-            if invoke == "single" or any(c.session is session for c in reg.callees):
+            if invoke == "single" or session.id in reg.local:
                 send(wamp.error(wamp.REGISTER, request, wamp.PROCEDURE_ALREADY_EXISTS,
                                 [f"procedure {wamp.quote(procedure)} is already registered"]))
                 return
-        if capped and self.cluster is not None:  # atomic in Redis first; answered once Redis has
-            self.cluster.register(session, request, procedure, match, invoke, options)
+        callee = Callee(session, options)
+        reg_id = reg.id if reg is not None else self._new_id()
+        if not capped:  # the router's own procedure: every node serves it with its own callee
+            self._add(callee, request, procedure, match, invoke, reg_id, reg is None, own=True)
             return
-        self.add(session, request, procedure, match, invoke, options, self._new_id() if reg is None else reg.id,
-                 reg is None)
+        self._registering[session.id] = self._registering.get(session.id, 0) + 1
+        self.backend.register(session, procedure, match, invoke, reg_id, reg is None).addCallbacks(
+            lambda agreed: self._agreed(callee, request, procedure, match, invoke, *agreed),
+            lambda f: self._not_agreed(session, request, procedure, f)).addErrback(
+            lambda f: self.log.failure("completing a REGISTER failed", failure=f))
 
-    def add(self, session: Session, request: int, procedure: str, match: str, invoke: str, options: dict,
-            reg_id: int, created: bool, in_cluster: bool = False) -> Registration:
-        """Add the session as a callee (a REGISTER accepted: here, or by the cluster) and answer REGISTERED;
-        `created`: the registration is new (on one node: here; in a cluster: cluster-wide)."""
+    def _done_registering(self, session: Session) -> bool:
+        """One REGISTER of the session is answered; False if the session left meanwhile."""
+        n = self._registering.get(session.id)
+        if n is None:
+            return False
+        if n > 1:
+            self._registering[session.id] = n - 1
+        else:
+            del self._registering[session.id]
+        return True
+
+    def _agreed(self, callee: Callee, request: int, procedure: str, match: str, invoke: str, reg_id: int,
+                created: bool) -> None:
+        session = callee.session
+        if not self._done_registering(session):  # it left: the backend forgets it again
+            self.backend.unregister(session, procedure, match, False).addErrback(lambda f: None)
+            return
+        self._add(callee, request, procedure, match, invoke, reg_id, created)
+        self.backend.registered(session, procedure, match)
+
+    def _not_agreed(self, session: Session, request: int, procedure: str, f: Failure) -> None:
+        if not self._done_registering(session):
+            return
+        e = f.value
+        if not isinstance(e, wamp.WampError):
+            self.log.warn("registering {procedure} failed: {e}", procedure=wamp.quote(procedure),
+                          e=f.getErrorMessage())
+            e = wamp.WampError(wamp.CANCELED, "the registration could not be agreed")
+        session.transport.send(wamp.error(wamp.REGISTER, request, e.uri, [e.message]))
+
+    def _add(self, callee: Callee, request: int, procedure: str, match: str, invoke: str, reg_id: int,
+             created: bool, own: bool = False) -> Registration:
+        """The session is a routable callee now: REGISTERED, and the meta events."""
+        session = callee.session
         reg = self._index.get(procedure, match)
         if reg is None:
-            reg = Registration(reg_id, procedure, match, invoke)
-            reg.in_cluster = in_cluster
+            reg = Registration(reg_id, procedure, match, invoke, own)
             self._index.add(procedure, match, reg)
             self._by_id[reg.id] = reg
-        reg.callees.append(Callee(session, options))
+        reg.local[session.id] = callee
+        reg.callees.append(callee)
         self._by_callee.setdefault(session.id, {})[reg.id] = reg
         session.transport.send([wamp.REGISTERED, request, reg.id])
         if self.listener is not None:
             self.listener.registered(session.id, reg, created)
         return reg
+
+    def apply_shared(self, procedure: str, match: str, reg_id: int, invoke: str, created: float,
+                     callees: list[tuple[str | None, int]]) -> None:
+        """The backend's router-wide record of a registration changed: its callees in registration order,
+        as (node, session id), node None for this node's. This node's callees are routable only once
+        REGISTERED was sent (`reg.local`); those the record does not list yet keep their place last."""
+        reg = self._index.get(procedure, match)
+        if reg is None:
+            if all(node is None for node, _ in callees):
+                return  # only this node's callees: they are added as their REGISTERs complete
+            reg = Registration(reg_id, procedure, match, invoke)
+            reg.created = created
+            self._index.add(procedure, match, reg)
+            self._by_id[reg.id] = reg
+        elif reg.own:
+            return
+        order: list[Callee | RemoteCallee] = []
+        listed = set()
+        for node, sid in callees:
+            if node is None:
+                callee = reg.local.get(sid)
+                if callee is not None:
+                    order.append(callee)
+                    listed.add(sid)
+            else:
+                order.append(RemoteCallee(node, sid))
+        order.extend(c for sid, c in reg.local.items() if sid not in listed)
+        reg.callees = order
+        if not order:
+            self._drop(reg)
+
+    def _drop(self, reg: Registration) -> None:
+        if self._index.get(reg.procedure, reg.match) is reg:
+            self._index.remove(reg.procedure, reg.match)
+            del self._by_id[reg.id]
 
     def unregister(self, session: Session, msg: list) -> None:
         request, reg_id = msg[1], msg[2]
@@ -221,8 +302,8 @@ class Dealer:
         if reg is None:
             session.transport.send(wamp.error(wamp.UNREGISTER, request, wamp.NO_SUCH_REGISTRATION))
             return
-        self._remove(session, reg)
-        session.transport.send([wamp.UNREGISTERED, request])
+        # UNREGISTERED once every other node has applied it, as REGISTERED waits for them too.
+        self._remove(session, reg).addBoth(lambda _: session.transport.send([wamp.UNREGISTERED, request]))
 
     def _answered(self, callee: Session, inv_id: int) -> Invocation | None:
         """The call a YIELD or ERROR answers; None when nobody waits for it any more."""
@@ -267,32 +348,49 @@ class Dealer:
             self._call_continues(calls[request], msg)
             return
         reg = self._exact.get(procedure)
-        callee = None
-        if reg is None or reg.clustered:
-            if self.cluster is not None:
-                routed = self.cluster.route(session, msg)
-                if routed is True:
-                    return  # forwarded to the callee's node, or answered
-                if routed is not None:
-                    reg, callee = routed
+        if reg is None:
+            builtin = self.builtins.get(procedure)
+            if builtin is not None:
+                builtin(session, msg)
+                return
+            if len(self._index) > len(self._exact) and not wamp.is_reserved(procedure):
+                reg = self._index.best(procedure)
             if reg is None:
-                builtin = self.builtins.get(procedure)
-                if builtin is not None:
-                    builtin(session, msg)
+                if self.backend.catch_up(session, msg, lambda: self._call_again(session, msg)):
+                    return  # asked again once this node has every registration made before the CALL
+                uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
+                session.transport.send(wamp.error(wamp.CALL, request, uri,
+                                                  [f"no procedure registered for {wamp.quote(procedure)}"]))
+                return
+        callee = reg.pick()
+        if isinstance(callee, RemoteCallee):  # on another node: the backend forwards it, the caller's table keeps it
+            options = msg[2]
+            if options:  # what only the caller decides is refused here, as for a local callee
+                try:
+                    _caller_options(session, options)
+                except CallRefused as e:
+                    session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
                     return
-                if len(self._index) > len(self._exact) and not wamp.is_reserved(procedure):
-                    reg = self._index.best(procedure)
-                if reg is None:
-                    if self.cluster is not None and self.cluster.unknown(session, msg):
-                        return  # asked again once this node has every registration made before the CALL
-                    uri = wamp.NO_SUCH_PROCEDURE if wamp.is_valid_uri(procedure) else wamp.INVALID_URI
-                    session.transport.send(wamp.error(wamp.CALL, request, uri,
-                                                      [f"no procedure registered for {wamp.quote(procedure)}"]))
-                    return
-        self.invoke(session, msg, reg, reg.pick() if callee is None else callee, calls)
+            if calls is None:
+                calls = self._calls[session.id] = {}
+            call = calls[request] = RemoteCall(callee.node, session, request,
+                                               bool(options) and options.get("progress") is True)
+            self.backend.forward(call, msg, reg.procedure, reg.match, callee)
+            return
+        self.invoke(session, msg, reg, callee, calls)
+
+    def _call_again(self, session: Session, msg: list) -> None:
+        """A CALL that missed, routed again now that this node has caught up with the router."""
+        calls = self._calls.get(session.id)
+        if calls is not None and msg[1] in calls:
+            return  # the caller reused the request id meanwhile: the later CALL wins
+        try:
+            self.call(session, msg)
+        except wamp.ProtocolViolation as e:
+            session.transport.abort(wamp.PROTOCOL_VIOLATION, str(e))
 
     def invoke(self, session: Session, msg: list, reg: Registration, callee: Callee,
-               calls: dict[int, Invocation] | None) -> None:
+               calls: dict[int, InFlight] | None) -> None:
         """The CALL goes to this callee (picked here, or by the caller's node in a cluster): INVOCATION.
         `calls`: the caller's table of calls in flight, if it has one."""
         request, options, procedure = msg[1], msg[2], msg[3]
@@ -340,6 +438,7 @@ class Dealer:
     def _call_options(self, inv: Invocation, options: dict, details: dict) -> None:
         """The Advanced Profile's CALL options: receive_progress, progress, timeout, ppt_*."""
         callee = inv.callee
+        timeout, ppt = _caller_options(inv.caller, options)
         if options.get("receive_progress") is True and callee.progressive_out:
             inv.progress = details["receive_progress"] = True
         if options.get("progress") is True:
@@ -347,32 +446,21 @@ class Dealer:
                 raise CallRefused(wamp.FEATURE_NOT_SUPPORTED,
                                   "the callee does not support progressive_call_invocations")
             inv.streaming = details["progress"] = True
-        timeout = options.get("timeout")
-        if timeout is not None:
-            if type(timeout) is not int or timeout < 0:
-                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.timeout must be a non-negative integer (ms)")
-        ppt = {key: options[key] for key in wamp.PPT_KEYS if key in options}
         if ppt:
-            if type(ppt.get("ppt_scheme")) is not str or not ppt["ppt_scheme"] or any(
-                    type(v) is not str for v in ppt.values()):
-                raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.ppt_* must be strings, ppt_scheme non-empty")
-            if not inv.caller.announces("caller", "payload_passthru_mode"):
-                raise wamp.ProtocolViolation("CALL with ppt_scheme from a caller that did not announce "
-                                             "payload_passthru_mode")
             if not callee.passthru:
                 raise CallRefused(wamp.FEATURE_NOT_SUPPORTED, "the callee does not support payload_passthru_mode")
             details.update(ppt)
         if timeout:  # last: nothing after this may refuse the call and leave the timer behind
             inv.timer = self.clock.callLater(timeout / 1000.0, self._timed_out, inv)
 
-    def _call_continues(self, inv: Invocation, msg: list) -> None:
+    def _call_continues(self, inv: InFlight, msg: list) -> None:
         """A further CALL with the request id of a call in flight: the next chunk of a progressive
         call invocation, sent on to the same callee under the same invocation id."""
         if not inv.streaming:
             raise wamp.ProtocolViolation(f"CALL request id {inv.call_id} is already in flight")
-        if type(inv) is RemoteCall:
+        if isinstance(inv, RemoteCall):
             inv.streaming = msg[2].get("progress") is True
-            self.cluster.forward(inv, msg)
+            self.backend.forward_more(inv, msg)
             return
         inv.streaming = msg[2].get("progress") is True
         details = {"progress": True} if inv.streaming else {}
@@ -392,8 +480,8 @@ class Dealer:
         inv = calls.get(request) if calls else None
         if inv is None or inv.canceling:
             return
-        if type(inv) is RemoteCall:
-            self.cluster.cancel(inv, msg)
+        if isinstance(inv, RemoteCall):
+            self.backend.cancel(inv, msg)
             return
         if not inv.callee.canceling:
             mode = "skip"
@@ -433,6 +521,16 @@ class Dealer:
         if calls is not None and calls.pop(inv.call_id, None) is not None and not calls:
             del self._calls[inv.caller.id]
 
+    def drop(self, inv: Invocation) -> None:
+        """End a call in flight that its caller gave up on: forgotten, and the callee told if it understands."""
+        self._forget(inv)
+        if inv.callee.canceling:
+            self._interrupt(inv, "killnowait", wamp.CANCELED)
+
+    def calls_of(self, session_id: int) -> dict[int, InFlight]:
+        """The session's calls in flight as a caller, by request id (read only)."""
+        return self._calls.get(session_id) or {}
+
     def forget_remote(self, call: RemoteCall) -> bool:
         """Take a forwarded call out of its caller's table; False if it was not there (answered already)."""
         calls = self._calls.get(call.caller.id)
@@ -451,35 +549,39 @@ class Dealer:
     def detach(self, session: Session) -> None:
         """Drop a leaving session's registrations; callers waiting on it get an ERROR at once, and
         its own calls in flight are forgotten (callees that understand INTERRUPT are told)."""
+        self._registering.pop(session.id, None)  # REGISTERs still being agreed are undone as they complete
         for reg in list(self._by_callee.get(session.id, {}).values()):
-            self._remove(session, reg)
+            self._remove(session, reg).addErrback(lambda f: None)
         for inv in list(self._invocations.get(session.id, {}).values()):
             self._forget(inv)
             inv.caller.transport.send(wamp.error(wamp.CALL, inv.call_id, wamp.CANCELED,
                                                  ["the callee left before answering"]))
-        for inv in list(self._calls.get(session.id, {}).values()):
-            if type(inv) is RemoteCall:
-                self.forget_remote(inv)
-                self.cluster.caller_left(inv)
-                continue
-            self._forget(inv)
-            if inv.callee.canceling:
-                self._interrupt(inv, "killnowait", wamp.CANCELED)
+        for call in list(self._calls.get(session.id, {}).values()):
+            if isinstance(call, RemoteCall):
+                self.forget_remote(call)
+                self.backend.caller_left(call)
+            else:
+                self.drop(call)
 
-    def _remove(self, session: Session, reg: Registration) -> None:
-        reg.callees = [c for c in reg.callees if c.session is not session]
-        deleted = not reg.callees
-        if deleted:
-            self._index.remove(reg.procedure, reg.match)
-            del self._by_id[reg.id]
+    def _remove(self, session: Session, reg: Registration) -> defer.Deferred:
+        """The session is no callee of `reg` any more: no call goes to it from now on. Fires once every
+        other node has applied it, after the meta events (on_delete once the whole router has none)."""
+        callee = reg.local.pop(session.id)
+        reg.callees = [c for c in reg.callees if c is not callee]
+        if not reg.callees:
+            self._drop(reg)
         mine = self._by_callee[session.id]
         del mine[reg.id]
         if not mine:
             del self._by_callee[session.id]
-        if reg.in_cluster and self.cluster is not None:
-            self.cluster.unregistered(session, reg)  # tells the listener once Redis has (deleted cluster-wide?)
-        elif self.listener is not None:
-            self.listener.unregistered(session.id, reg, deleted)
+        if reg.own:
+            told = defer.succeed(not reg.callees)
+        else:
+            told = self.backend.unregister(session, reg.procedure, reg.match, not reg.callees)
+        listener = self.listener
+        if listener is not None:
+            told.addCallback(lambda deleted: listener.unregistered(session.id, reg, deleted))
+        return told
 
     def _new_id(self) -> int:
         while True:
@@ -506,6 +608,23 @@ class Dealer:
 
     def pending(self) -> int:
         return sum(len(p) for p in self._invocations.values())
+
+
+def _caller_options(caller: Session, options: dict) -> tuple[int | None, dict]:
+    """The CALL options that depend on the caller alone: (timeout, ppt_* options). CallRefused for a bad
+    value; ProtocolViolation for passthru from a caller that did not announce payload_passthru_mode."""
+    timeout = options.get("timeout")
+    if timeout is not None and (type(timeout) is not int or timeout < 0):
+        raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.timeout must be a non-negative integer (ms)")
+    ppt = {key: options[key] for key in wamp.PPT_KEYS if key in options}
+    if ppt:
+        if type(ppt.get("ppt_scheme")) is not str or not ppt["ppt_scheme"] or any(
+                type(v) is not str for v in ppt.values()):
+            raise CallRefused(wamp.INVALID_ARGUMENT, "CALL.Options.ppt_* must be strings, ppt_scheme non-empty")
+        if not caller.announces("caller", "payload_passthru_mode"):
+            raise wamp.ProtocolViolation("CALL with ppt_scheme from a caller that did not announce "
+                                         "payload_passthru_mode")
+    return timeout, ppt
 
 
 def _result_details(options: dict, progress: bool) -> dict:

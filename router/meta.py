@@ -52,13 +52,8 @@ SCOPES = ("detached", "destroyed")  # publication order on close: detached first
 Handler = Callable[[Session, list, dict], "list | None"]
 
 
-class MetaError(Exception):
+class MetaError(wamp.WampError):
     """Answered as ERROR with this URI and message."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
 
 
 def _iso(ts: float) -> str:
@@ -126,6 +121,7 @@ class Meta:
         self.dealer = dealer
         self.table = table
         self._testaments: dict[int, dict[str, list[tuple]]] = {}  # session id → scope → testaments
+        self._reported: set[int] = set()  # sessions whose leaving the cluster has published already
         broker.listener = self
         dealer.listener = self
         procedures: dict[str, Handler] = {
@@ -185,7 +181,7 @@ class Meta:
     def _failed(self, session: Session, request: int, procedure: str, e: BaseException, later: bool = False) -> None:
         if later and self.table.lookup(session.id) is not session:
             return
-        if isinstance(e, MetaError) or getattr(e, "uri", None):  # (a cluster's ClusterUnavailable too)
+        if isinstance(e, wamp.WampError):  # (MetaError, a cluster's ClusterUnavailable)
             session.transport.send(wamp.error(wamp.CALL, request, e.uri, [e.message]))
             return
         self.log.failure("meta procedure {procedure} failed", failure=Failure(e), procedure=procedure)
@@ -204,10 +200,19 @@ class Meta:
 
     def left(self, session: Session) -> None:
         """The session is gone, whatever the cause: its testaments (detached scope first), then on_leave."""
+        if self._reported and session.id in self._reported:
+            self._reported.discard(session.id)
+            return
         testaments = self._testaments.pop(session.id, None)
         if testaments:
             self.publish_testaments(session, testaments)
         self.publish("wamp.session.on_leave", [session.id, session.authid, session.authrole])
+
+    def reported_left(self, session_id: int) -> None:
+        """The cluster has published this session's testaments and on_leave already (its node was
+        purged while it stalled, router/cluster/membership.py): when it closes, neither is published again."""
+        self._testaments.pop(session_id, None)
+        self._reported.add(session_id)
 
     def publish_testaments(self, session: Session, testaments: dict) -> None:
         """`testaments` ({scope: [(topic, args, kwargs, options, ...)]}), detached scope first. Also
@@ -251,8 +256,9 @@ class Meta:
 
     # -- wamp.session.* --------------------------------------------------------------------------
     # On one node the answers are immediate. In a cluster (table.clustered) count, list, get and the
-    # kills see every node's sessions and answer when Redis has (Deferreds); a kill for another
-    # node's session is sent to that node, which says GOODBYE.
+    # kills see every node's sessions and answer once every node has said which of its own match
+    # (Deferreds; router/cluster/gather.py), so a session counts from its WELCOME until its GOODBYE;
+    # a kill for another node's session is sent to that node, which says GOODBYE.
     @property
     def _clustered(self) -> bool:
         return self.table is not None and self.table.clustered
@@ -413,18 +419,18 @@ class Meta:
         return sum(len(b) for b in self._testaments.get(session_id, {}).values())
 
     # -- wamp.registration.* ---------------------------------------------------------------------
-    # In a cluster the dealer's `cluster` (router/cluster/rpc.py) answers for every node's registrations,
-    # from its in-memory view: cluster.Entry records, with callees as (node, session id).
+    # The dealer's index holds the whole router's registrations (other nodes' callees as RemoteCallee).
     @property
-    def _registry(self) -> Any:
-        return self.dealer if self.dealer.cluster is None else self.dealer.cluster
+    def _registry(self) -> Dealer:
+        return self.dealer
 
     def _when_synced(self, answer: Callable[[], list]) -> Any:
-        """On one node: the answer now. In a cluster: once this node has every registration made before
-        the call (one bus round trip), so a registration just confirmed on another node is seen."""
-        if self.dealer.cluster is None:
+        """The answer once this node has every registration made before the call (in a cluster one bus
+        round trip, so a registration just confirmed on another node is seen; on one node at once)."""
+        synced = self.dealer.backend.synced()
+        if synced.called:
             return answer()
-        return self.dealer.cluster.synced().addCallback(lambda _: answer())
+        return synced.addCallback(lambda _: answer())
 
     def _registration(self, args: list) -> Any:
         reg_id = _arg(args, 0, int, "registration")
@@ -471,17 +477,16 @@ class Meta:
         return self._when_synced(lambda: [len(self._registration(args).callees)])
 
     # -- wamp.subscription.* ---------------------------------------------------------------------
-    # In a cluster these answer for every node: the other nodes' subscriptions are known here (their
-    # ids are the same on every node), their subscribers are asked of their nodes.
+    # These answer for the whole router: the broker's backend knows the other nodes' subscriptions
+    # (their ids are the same on every node) and asks those nodes for their subscribers.
     def _elsewhere(self, sub: Subscription) -> bool:
-        cluster = self.broker.cluster
-        return cluster is not None and cluster.elsewhere(sub.topic, sub.match)
+        return self.broker.backend.elsewhere(sub.topic, sub.match)
 
     def _subscription(self, args: list) -> Subscription:
         sub_id = _arg(args, 0, int, "subscription")
         sub = self.broker.subscription(sub_id)
-        if sub is None and self.broker.cluster is not None:
-            seen = self.broker.cluster.seen.get(sub_id)
+        if sub is None:
+            seen = self.broker.backend.others().get(sub_id)
             if seen is not None:  # another node's: its shape, without subscribers here
                 sub = Subscription(sub_id, seen[1], seen[0])
                 sub.created = seen[2]
@@ -494,38 +499,37 @@ class Meta:
         for sub in self.broker.subscriptions():
             if not wamp.is_reserved(sub.topic):
                 lists[sub.match].append(sub.id)
-        cluster = self.broker.cluster
-        if cluster is not None:
-            for sub_id, (match, topic, _) in cluster.seen.items():
-                if self.broker.subscription(sub_id) is None and not wamp.is_reserved(topic):
-                    lists[match].append(sub_id)
+        for sub_id, (match, topic, _) in self.broker.backend.others().items():
+            if self.broker.subscription(sub_id) is None and not wamp.is_reserved(topic):
+                lists[match].append(sub_id)
         return [lists]
 
     def subscription_lookup(self, caller: Session, args: list, kwargs: dict) -> list:
         topic = _uri_arg(args, 0, "topic")
         match = _match_policy(args, 1)
         sub = self.broker.lookup(topic, match)
-        if sub is None and self.broker.cluster is not None and self.broker.cluster.elsewhere(topic, match):
-            sub = Subscription(self.broker.cluster.id_for(topic, match), topic, match)
+        if sub is None and self.broker.backend.elsewhere(topic, match):
+            sub_id = self.broker.backend.id_for(topic, match)  # a backend with other places names ids
+            sub = Subscription(sub_id, topic, match) if sub_id is not None else None
         return [sub.id if sub is not None and not wamp.is_reserved(sub.topic) else None]
 
     def subscription_match(self, caller: Session, args: list, kwargs: dict) -> list:
         """Every subscription an event to the topic would go to (exact, prefix, wildcard), or None."""
         topic = _uri_arg(args, 0, "topic")
         ids = [s.id for s in self.broker.matching(topic) if not wamp.is_reserved(s.topic)]
-        if self.broker.cluster is not None and not wamp.is_reserved(topic):
-            ids += [i for i in self.broker.cluster.matching(topic) if i not in ids]
+        if not wamp.is_reserved(topic):
+            ids += [i for i in self.broker.backend.matching(topic) if i not in ids]
         return [ids or None]
 
     def subscription_get(self, caller: Session, args: list, kwargs: dict) -> list:
         return [_subscription_details(self._subscription(args))]
 
     def _subscribers(self, sub: Subscription) -> Any:
-        """The subscription's subscriber ids: a list, or in a cluster a Deferred of every node's."""
+        """The subscription's subscriber ids: a list, or a Deferred of every node's when others have some."""
         here = list(sub.subscribers)
         if not self._elsewhere(sub):
             return here
-        return self.broker.cluster.part.subscribers(self.realm_uri, sub.match, sub.topic).addCallback(
+        return self.broker.backend.subscribers(sub.topic, sub.match).addCallback(
             lambda there: here + [i for i in there if i not in here])
 
     def subscription_list_subscribers(self, caller: Session, args: list, kwargs: dict) -> Any:
@@ -537,11 +541,9 @@ class Meta:
         return found.addCallback(lambda ids: [len(ids)]) if isinstance(found, defer.Deferred) else [len(found)]
 
 
-def _callee_ids(reg: Any) -> list[int]:
-    """A registration's callees' session ids: a local Registration's, or a cluster entry's (node, id)."""
-    if isinstance(reg, Registration):
-        return [c.session.id for c in reg.callees]
-    return [sid for _, sid in reg.callees]
+def _callee_ids(reg: Registration) -> list[int]:
+    """A registration's callees' session ids, on every node."""
+    return [c.session_id for c in reg.callees]
 
 
 def _registration_details(reg: Any) -> dict:

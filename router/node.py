@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
@@ -25,6 +25,7 @@ from router.routing import RealmRouter
 from router.serializers import JsonSerializer
 from router.service import ServiceSession
 from router.session import Session
+from router.transport.admission import Admission
 from router.transport.listen import describe, listen
 from router.transport.rawsocket import WampRawSocketFactory
 from router.transport.websocket import WampWebSocketFactory
@@ -36,7 +37,12 @@ PROCESS = "process"  # a bus request: an admin process procedure for a session o
 class _Gone:
     """The transport of a session whose node died: nothing can reach it any more."""
 
+    codec = None
+
     def send(self, msg: list, bulk: bool = False) -> None:
+        return None
+
+    def send_prepared(self, frame: Any) -> None:
         return None
 
     def close(self, reason: str = "", message: str | None = None) -> None:
@@ -75,8 +81,10 @@ class Node:
         self.redis = None  # a cluster's Redis connection (join_cluster)
         self.bus = None
         self.membership = None
+        self.probe = None  # the bus round trip and live nodes, for /metrics (router/cluster/probe.py)
         self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
+        self.admission = Admission(config, self.stats)  # limits against reconnect storms
         self._registry = None  # the Prometheus registry, made on the first scrape
 
     def realm_router(self, uri: str) -> RealmRouter | None:
@@ -157,6 +165,7 @@ class Node:
         from router.cluster.bus import KILL, Bus
         from router.cluster.connection import connect
         from router.cluster.cookies import ClusterCookieStore
+        from router.cluster.gather import Gather
         from router.cluster.purge import LEFT, NODE_DOWN
         from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
         from router.cluster.throttle import ClusterThrottle
@@ -165,8 +174,13 @@ class Node:
         self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
         self.storage.attach(self.redis)
         self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.stats.cluster = self.bus.stats
+        self.storage.listen(Gather(self.bus, self.redis, cluster.node_id))  # session meta asks every node
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
+        from router import http
+
+        self.bus.on(http.STATUS, lambda sender, body: http.node_status(self, body))  # the status page's
         self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
             body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
@@ -180,11 +194,13 @@ class Node:
         self.bus.resubscribed = self._bus_back
         from router.cluster.pubsub import ClusterPubSub
 
-        self.cluster_parts.append(ClusterPubSub(self))
+        self.cluster_parts.append(ClusterPubSub(self.redis, self.bus, cluster.node_id, self._routers.get,
+                                                self.realm_routers))
         yield self.bus.start()
         from router.cluster.rpc import ClusterRPC
 
-        self.cluster_parts.append(ClusterRPC(self.redis, self.bus, cluster.node_id, self.table))
+        self.cluster_parts.append(ClusterRPC(self.redis, self.bus, cluster.node_id, self.table,
+                                             cluster.node_timeout))
         for part in self.cluster_parts:
             yield part.start()
         yield self.store.load()  # after subscribing: a change made meanwhile is read twice, not missed
@@ -234,6 +250,27 @@ class Node:
         self.storage.resync()
         self._bus_back()  # and the broadcasts sent meanwhile were lost: every part re-reads the cluster
 
+    def _fenced(self) -> None:
+        """The cluster purged this node (it stalled or was cut off past node_timeout) and published its
+        sessions' testaments and on_leave: those sessions are closed with GOODBYE
+        courtyard.close.node_fenced, without publishing either again, so that their clients reconnect
+        into a cluster that agrees with them. A session opened after this node may have been taken for
+        dead was never reported as left: it is closed as usual. Then membership joins again."""
+        from router.cluster.membership import FENCED
+
+        self.bus.release(drop=True)  # what the bus held was for the sessions closed here
+        since = time.time() - self.membership.stale_for()
+        sessions = self.table.list()
+        for s in sessions:
+            try:
+                if s.created <= since and s.realm is not None:
+                    s.realm.meta.reported_left(s.id)
+                s.transport.close(FENCED, "this node was cut off from the cluster, which reported this "
+                                          "session as left; join again")
+            except Exception:  # a bug, but one session's: every other is still closed
+                self.log.failure("closing session {sid} of a purged node failed", sid=s.id)
+        self.log.warn("fenced: closed {n} session(s) the cluster had reported as left", n=len(sessions))
+
     def _kill_here(self, sender: str, body: dict) -> None:
         """Another node's meta or admin API killed sessions of this node: GOODBYE with its reason."""
         for sid in body["sessions"][:100_000]:
@@ -263,19 +300,32 @@ class Node:
     def _announce(self) -> None:
         """In a cluster, after the listeners are up: the node's key and heartbeat (membership)."""
         from router.cluster.membership import Membership
-        from router.cluster.purge import LEFT, NODE_DOWN, Purger
+        from router.cluster.purge import LEFT, Purger
 
         cluster = self.config.cluster
         purger = Purger(self.redis, cluster.node_id, claim_ttl=max(10.0, 3 * cluster.node_timeout),
                         announce=lambda leavers: self.bus.broadcast(LEFT, leavers),
-                        gone=lambda node: self.bus.broadcast(NODE_DOWN, node), dead=self._node_down)
+                        gone=self._purged, dead=self._node_down)
         lc, port = self.config.listeners[0], self.ports[0].getHost()
         address = (f"ws://{port.host}:{port.port}{lc.path}" if lc.type == "websocket"
                    else f"rawsocket://{port.host}:{port.port}")
         self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
-                                     self.table.size, cluster.redis.display(), self._resync, purger)
+                                     self.table.size, cluster.redis.display(), self._resync, purger,
+                                     on_fenced=self._fenced, on_member=self.bus.release)
+        self.bus.stale = self.membership.stale
         self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
                                                                    e=f.getErrorMessage()))
+        from router.cluster.probe import BusProbe
+
+        self.probe = BusProbe(self.bus, self.membership, cluster.heartbeat)
+        self.probe.start()
+
+    def _purged(self, node_id: str):
+        """This node purged a dead one: counted (/metrics), and every node told it is gone."""
+        from router.cluster.purge import NODE_DOWN
+
+        self.stats.cluster.purges += 1
+        return self.bus.broadcast(NODE_DOWN, node_id)
 
     def nodes(self):
         """Deferred[list[dict]]: the cluster's live nodes; on one node, this one."""
@@ -351,6 +401,18 @@ class Node:
             return 1
         return 0
 
+    def ask_node(self, node_id: str, kind: str, body: Any, timeout: float):
+        """A bus request to another node (the status page's): Deferred of its answer; None on one node."""
+        return self.bus.request(node_id, kind, body, timeout) if self.bus is not None else None
+
+    def redis_reachable(self) -> bool | None:
+        """None on one node; in a cluster, whether its Redis connection is up (/health says so)."""
+        if self.config.cluster is None:
+            return None
+        from router.cluster.connection import connected
+
+        return connected(self.redis)
+
     def tracks_cookies(self) -> bool:
         """Cookies are set on WebSocket upgrades only where some realm authenticates by cookie."""
         return any(r.auth.cookie for r in self.realms.list())
@@ -395,6 +457,8 @@ class Node:
                 if not self.storage.backlog():
                     break
                 yield self.storage.flush()
+            if self.probe is not None:
+                self.probe.stop()
             for part in self.cluster_parts:
                 yield part.stop()
             if self.membership is not None:
@@ -407,3 +471,12 @@ class Node:
             yield self.bus.stop()
         yield self.redis.disconnect()
         self.redis = None
+
+
+if TYPE_CHECKING:
+    from router.edges import HttpNode, Listeners
+    from router.metrics import MetricsSource
+
+    def _node_is(node: Node) -> tuple[Listeners, HttpNode, MetricsSource]:
+        """Node is what the edges' interfaces declare: the type checker fails here when it is not."""
+        return node, node, node

@@ -45,13 +45,8 @@ MAX_TEXT = 300  # characters of an exception's text in an ERROR or a log line
 MAX_TRACE = 5000  # characters of a traceback in the log (its last frames and the exception)
 
 
-class ProcessError(Exception):
-    """Answered as a WAMP ERROR with this URI (the admin service and the built-ins read `uri`)."""
-
-    def __init__(self, uri: str, message: str) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message
+class ProcessError(wamp.WampError):
+    """A session process's request failed: answered as a WAMP ERROR with this URI."""
 
 
 class SessionProcess:
@@ -263,8 +258,10 @@ class Processes:
         def refuse(failure: Failure) -> None:
             e = failure.value
             if self.table.lookup(session.id) is session:
-                uri = getattr(e, "uri", PROCESS_FAILED)
-                session.transport.send(wamp.error(wamp.CALL, request_id, uri, [getattr(e, "message", str(e))]))
+                if isinstance(e, wamp.WampError):
+                    session.transport.send(wamp.error(wamp.CALL, request_id, e.uri, e.wamp_args, e.wamp_kwargs))
+                else:
+                    session.transport.send(wamp.error(wamp.CALL, request_id, PROCESS_FAILED, [str(e)]))
 
         d: defer.Deferred = defer.Deferred()
         d.addCallbacks(answer, refuse)

@@ -8,25 +8,29 @@ back through the transport's `send_payload` / `send_prepared` / `close_transport
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from router import __version__, lograte, wamp
+from router import lograte, wamp
 from router.auth import FAILED, TOO_MANY_AUTHENTICATIONS, Challenge, Deny, Welcome
 from router.auth.cookie import LOGOUT
 from router.auth.methods import METHODS
 from router.auth.throttle import throttle_key
+from router.metrics import NO_REALM
 from router.serializers import SerializationError, Serializer
-from router.session import QuotaWindow, RateWindow, Session
+from router.session import AUTHENTICATING, CLOSED, CLOSING, ESTABLISHED, ESTABLISHING, QuotaWindow, RateWindow, Session
+from router.transport.admission import TOO_MANY_PER_AUTHID
 from router.transport.tls import channel_id
 from router.tuplespace import TableFull
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import Router
 
-ROUTER_AGENT = f"Courtyard-{__version__}"
+ROUTER_AGENT = wamp.ROUTER_AGENT
 CLIENT_ROLES = frozenset({"caller", "callee", "publisher", "subscriber"})
 MAX_AGENT = 256  # characters of HELLO.Details.agent kept in the session record
 # Requests counted against a session's rate and quota windows (answers such as YIELD are not).
@@ -37,11 +41,12 @@ REQUESTS = frozenset({wamp.PUBLISH, wamp.SUBSCRIBE, wamp.UNSUBSCRIBE, wamp.CALL,
 ACTIONS = {wamp.CALL: "call", wamp.REGISTER: "register", wamp.PUBLISH: "publish", wamp.SUBSCRIBE: "subscribe"}
 PATTERNED = frozenset({wamp.REGISTER, wamp.SUBSCRIBE})  # requests that may carry a match policy
 
-ESTABLISHING, AUTHENTICATING, ESTABLISHED, CLOSING, CLOSED = range(5)
 
 # `courtyard start --log-level debug` logs each routed message (one short line). A module flag set once
 # at start, so that with it off a message costs one global read, not a logger call building an event.
 TRACE = False
+_CALL, _PUBLISH, _RESULT = wamp.CALL, wamp.PUBLISH, wamp.RESULT
+MAX_TIMED_CALLS = 10_000  # a session's calls timed at once (router.metrics); more go untimed
 _URI_AT = {wamp.CALL: 3, wamp.PUBLISH: 3, wamp.SUBSCRIBE: 3, wamp.REGISTER: 3, wamp.ERROR: 4}
 
 
@@ -86,9 +91,10 @@ class WampProtocol:
     log = Logger()
 
     __slots__ = ("node", "cookie", "_auth", "_verifying", "wire", "codec", "peer", "session", "state", "_encode",
-                 "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request", "_in", "_out")
+                 "_decode", "_hello_timer", "_hello_timeout", "_sequential", "_last_request", "_in", "_out",
+                 "_hello_at", "_timings", "_calls", "_pub")
 
-    def __init__(self, node: Node, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
+    def __init__(self, node: Router, wire: Wire, codec: Codec, peer: tuple[str, int] | None,
                  hello_timeout: float = 0.0, cookie: str | None = None) -> None:
         self.node = node
         self.cookie = cookie  # the transport's tracking cookie, if it has one (WebSocket)
@@ -106,6 +112,10 @@ class WampProtocol:
         self._sequential = node.config.sequential_request_ids
         self._last_request = 0  # the session's latest request id, when they must be sequential
         self._in, self._out = node.stats.msgs_in, node.stats.msgs_out  # the node's counts per message type
+        self._hello_at = 0.0  # perf_counter() at HELLO, for the join time
+        self._timings: Any = None  # the realm's RealmTimings (router.metrics), from WELCOME on
+        self._calls: dict[int, tuple[float, str]] | None = None  # request id -> (time.time() at CALL, procedure)
+        self._pub: tuple[int, str] | None = None  # the latest PUBLISH's (request id, topic): its ERROR's topic
 
     # -- inbound ---------------------------------------------------------------------------------
     def on_message(self, payload: bytes) -> None:
@@ -125,6 +135,14 @@ class WampProtocol:
             return
         code = msg[0]
         now = time.time()
+        if code == _CALL:  # timed until its RESULT or ERROR is written (send, _error_sent)
+            calls = self._calls
+            if calls is None:
+                calls = self._calls = {}
+            if msg[1] not in calls and len(calls) < MAX_TIMED_CALLS:
+                calls[msg[1]] = (now, msg[3])
+        elif code == _PUBLISH:
+            self._pub = (msg[1], msg[3])
         session.msgs_in += 1
         session.last_active = now
         handler = session.realm.handlers.get(code)
@@ -155,7 +173,16 @@ class WampProtocol:
         if TRACE:
             self._trace(session, code, msg)
         try:
-            handler(session, msg)
+            if code == _PUBLISH:  # the fan-out time: local EVENTs written, remote ones queued
+                handler(session, msg)
+                timings = self._timings  # None only for a session made without WELCOME (bench.inprocess)
+                if timings is not None:  # Histogram.observe, inlined: this is the hot path
+                    h = timings.topics.by_key.get(msg[3]) or timings.topics.get(msg[3])
+                    dt = time.time() - now
+                    h.counts[bisect_left(h.bounds, dt)] += 1
+                    h.sum += dt
+            else:
+                handler(session, msg)
         except wamp.ProtocolViolation as e:
             self.abort(wamp.PROTOCOL_VIOLATION, str(e))
         except Exception:
@@ -243,6 +270,7 @@ class WampProtocol:
         if self.state == CLOSED:
             return
         if code == wamp.HELLO and self.state == ESTABLISHING and not self._verifying:
+            self._hello_at = perf_counter()
             self._hello(msg[1], msg[2])
         elif code == wamp.AUTHENTICATE and self.state == AUTHENTICATING and not self._verifying:
             self._verifying = True
@@ -409,12 +437,12 @@ class WampProtocol:
         else:
             # warn: what an operator watches for (guessing); who and where, client text quoted short
             stats = self.node.stats
-            stats.authenticated(method.name, False)
+            stats.authenticated(method.name, False, spec.uri)
             stats.refused(spec.uri, "authentication_failed", method.principal(details), method.name, _peer(self.peer))
             lograte.refused(self.log, "warn", "authentication_failed", _address(self.peer),
                             "authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
-                            realm=spec.uri, authid=wamp.quote(method.principal(details)), method=method.name,
-                            peer=_peer(self.peer), why=outcome.message)
+                            realm=spec.uri, authid=wamp.printable(str(method.principal(details)), 200),
+                            method=method.name, peer=_peer(self.peer), why=outcome.message)
             self.abort(outcome.reason, outcome.message, quiet=True)
 
     def _auth_crashed(self, failure) -> None:
@@ -432,6 +460,10 @@ class WampProtocol:
         if realm is None:  # deleted through the admin realm while the client authenticated
             self.abort(wamp.NO_SUCH_REALM, f"no realm {realm_uri!r} on this router")
             return
+        refused = self.node.admission.session(self.node.table, realm_uri, who.authid, who.authmethod)
+        if refused is not None:  # limits.max_sessions_per_authid
+            self.abort(TOO_MANY_PER_AUTHID, refused)
+            return
         role = spec.role(who.authrole)
         try:
             session = self.node.table.open(
@@ -445,7 +477,7 @@ class WampProtocol:
             self.abort(wamp.TOO_MANY_SESSIONS, str(e))
             return
         session.authorizer = None if role is None or role.allows_everything() else role
-        self.node.stats.authenticated(who.authmethod, True)
+        self.node.stats.authenticated(who.authmethod, True, realm_uri)
         if spec.auth.cookie and self.cookie and who.authmethod != "cookie":
             self.node.cookies.bind(self.cookie, realm_uri, who, spec.auth.cookie_max_age)
         self.session = session
@@ -464,6 +496,10 @@ class WampProtocol:
             if self.send(welcome) is not None:
                 self.abort(wamp.PAYLOAD_SIZE_EXCEEDED, "WELCOME is larger than this connection takes")
                 return
+        stats = self.node.stats
+        stats.joins.observe(perf_counter() - self._hello_at)
+        self._timings = stats.realm_timings(realm_uri)
+        self._calls = None  # a previous session's unanswered calls on this connection are not this one's
         self.log.info("session {sid} joined realm {realm} from {peer} as {authid}/{authrole} by {method} ({agent})",
                       sid=session.id, realm=realm_uri, peer=_peer(self.peer), authid=who.authid,
                       authrole=who.authrole, method=who.authmethod,
@@ -481,6 +517,8 @@ class WampProtocol:
         if self.state == CLOSED:
             return None
         code = msg[0]
+        if code == _RESULT and self._calls and not msg[2].get("progress"):
+            self._call_done(msg[1], False)
         why = self._write(msg, bulk or code in BULK)
         if why is None:
             return None
@@ -517,10 +555,31 @@ class WampProtocol:
 
     def _error_sent(self, msg: list) -> None:
         code = msg[0]
+        session = self.session
+        realm = session.realm_uri if session is not None else self._auth[0].uri if self._auth else NO_REALM
         if code == wamp.ERROR:
-            self.node.stats.errors.hit(msg[4])
+            self.node.stats.error_sent(realm, msg[4])
+            if msg[1] == _CALL and self._calls:
+                self._call_done(msg[2], True)
+            elif msg[1] == _PUBLISH and self._pub is not None and self._pub[0] == msg[2] and self._timings:
+                self._timings.topics.get(self._pub[1]).errors += 1
         elif code == wamp.ABORT:
-            self.node.stats.errors.hit(msg[2])
+            self.node.stats.error_sent(realm, msg[2])
+
+    def _call_done(self, request: int, error: bool) -> None:
+        """A call's RESULT or ERROR is written: its round trip, for the realm and the procedure."""
+        started = self._calls.pop(request, None)
+        if started is None:
+            return
+        timings = self._timings
+        if timings is None:
+            return
+        dt = time.time() - started[0]
+        h = timings.procedures.by_key.get(started[1]) or timings.procedures.get(started[1])
+        h.counts[bisect_left(h.bounds, dt)] += 1  # Histogram.observe, inlined: this is the hot path
+        h.sum += dt
+        if error:
+            h.errors += 1
 
     def send_prepared(self, frame: Any) -> str | None:
         """Write a frame prepared once for many peers (an EVENT); None when written, else why not."""

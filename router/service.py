@@ -14,23 +14,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from router import wamp
-from router.protocol import ESTABLISHED, ROUTER_AGENT
 from router.routing import RealmRouter
-from router.session import Session
+from router.session import ESTABLISHED, Session
 
-# handler(details, args, kwargs) -> result. An exception with `uri` and `message` attributes is
-# answered as ERROR with that URI; anything else is a bug, logged, answered wamp.error.runtime_error.
+# handler(details, args, kwargs) -> result. A wamp.WampError is answered as ERROR with its URI, args
+# and kwargs; anything else is a bug, logged, answered wamp.error.runtime_error.
 Handler = Callable[[dict, list, dict], Any]
 RUNTIME_ERROR = "wamp.error.runtime_error"
 
 
-class CallFailed(Exception):
+class CallFailed(wamp.WampError):
     """A CALL made by an in-router session got ERROR `uri`."""
 
-    def __init__(self, uri: str, message: Any) -> None:
-        super().__init__(f"{uri}: {message}")
-        self.uri = uri
-        self.message = message
+    def __str__(self) -> str:
+        return f"{self.uri}: {self.message}"
 
 
 class ServiceSession:
@@ -40,7 +37,7 @@ class ServiceSession:
 
     def __init__(self, realm: RealmRouter, authid: str = "courtyard", authrole: str = "trusted") -> None:
         self.realm = realm
-        self.session = Session(wamp.global_id(), realm.uri, self, peer=None, agent=ROUTER_AGENT,
+        self.session = Session(wamp.global_id(), realm.uri, self, peer=None, agent=wamp.ROUTER_AGENT,
                                roles={"callee": {}}, authid=authid, authrole=authrole, authmethod="trusted",
                                authprovider="courtyard", realm=realm)
         self._handlers: dict[int, Handler] = {}  # registration id → handler
@@ -123,13 +120,14 @@ class ServiceSession:
         self.realm.dealer.yield_(self.session, answer)
 
     def _fail(self, inv_id: int, e: BaseException) -> None:
-        uri = getattr(e, "uri", None)
-        if uri is None:
-            self.log.failure("service procedure failed", failure=Failure(e))
-            uri, message = RUNTIME_ERROR, "the procedure failed; see the router log"
+        if isinstance(e, wamp.WampError):
+            msg = [wamp.ERROR, wamp.INVOCATION, inv_id, {}, e.uri, e.wamp_args]
+            if e.wamp_kwargs:
+                msg.append(e.wamp_kwargs)
         else:
-            message = getattr(e, "message", str(e))
-        self.realm.dealer.error(self.session, [wamp.ERROR, wamp.INVOCATION, inv_id, {}, uri, [message]])
+            self.log.failure("service procedure failed", failure=Failure(e))
+            msg = [wamp.ERROR, wamp.INVOCATION, inv_id, {}, RUNTIME_ERROR, ["the procedure failed; see the router log"]]
+        self.realm.dealer.error(self.session, msg)
 
     def send_prepared(self, frame: Any) -> None:
         """Service sessions subscribe to nothing."""

@@ -8,9 +8,30 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from router.wamp import MAX_ID
+
+# The states of a session's connection, HELLO to the end (router.protocol drives them; an in-router
+# session is ESTABLISHED from the start).
+ESTABLISHING, AUTHENTICATING, ESTABLISHED, CLOSING, CLOSED = range(5)
+
+
+class Peer(Protocol):
+    """What a session's messages are sent to (Bondy's `pid`): a socket's WampProtocol, an in-router
+    ServiceSession, a cluster stand-in that relays to another node, a departed session. The broker and
+    the dealer send to it without knowing which. A send returns None when the message went (or the peer
+    is going anyway), else why not (wamp.PAYLOAD_SIZE_EXCEEDED, or the transport's slow-consumer mark)."""
+
+    @property
+    def codec(self) -> Any: ...  # what a prepared EVENT frame is made with (router.protocol.Codec); None in-router
+
+    def send(self, msg: list, bulk: bool = ...) -> str | None: ...
+
+    def send_prepared(self, frame: Any) -> str | None: ...
+
+    def close(self, reason: str = ..., message: str | None = ...) -> None: ...
+
 
 
 class RateWindow:
@@ -81,14 +102,14 @@ class Session:
         "msgs_in", "msgs_out", "last_active", "realm", "data", "authorizer",
     )
 
-    def __init__(self, id: int, realm_uri: str, transport: Any, peer: tuple[str, int] | None,
+    def __init__(self, id: int, realm_uri: str, transport: Peer, peer: tuple[str, int] | None,
                  agent: str | None, roles: dict, authid: str, authrole: str, authmethod: str,
                  authprovider: str, authextra: dict | None = None, expires_in: float | None = None,
                  rate: RateWindow | None = None, quota: QuotaWindow | None = None,
                  realm: Any = None) -> None:
         self.id = id
         self.realm_uri = realm_uri
-        self.transport = transport  # the connection that owns this session (Bondy's pid)
+        self.transport: Peer = transport  # the connection that owns this session (Bondy's pid)
         self.peer = peer
         self.agent = agent
         self.roles = roles

@@ -4,7 +4,8 @@ Callers use open / fetch / lookup / to_details_map / size / list / incr_seq / up
 storage backend behind it is chosen in config and never seen by them. Those calls are synchronous
 and see this node's sessions (in a cluster too: the hot path never waits on Redis). The cluster-wide
 reads, `cluster_size`, `cluster_list` and `cluster_details`, return Deferreds: on one node they fire
-at once with the same answers, in a cluster they read Redis and see every node's sessions.
+at once with the same answers, in a cluster they ask every node (each answers for its own sessions,
+exactly) and see every node's sessions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from router.session import Session
+from router.session import Peer, Session
 from router.storage import SessionStorage
 from router.wamp import MAX_ID
 
@@ -64,7 +65,7 @@ class SessionTable:
         (session processes' terminate)."""
         self._on_ended.append(callback)
 
-    def open(self, realm_uri: str, transport: Any, **fields: Any) -> Session:
+    def open(self, realm_uri: str, transport: Peer, **fields: Any) -> Session:
         """Create and store a record with a fresh id drawn at random from [1, 2^53] (WAMP spec, IDs)."""
         if self.max_sessions is not None:
             self._admit(realm_uri)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import random
 import reprlib
 
+from realms.errors import WampError as WampError  # the one error type answered as ERROR (re-exported)
 from realms.uris import is_loose_uri, no_forbidden
+from router import __version__
 
 # -- message codes (WAMP spec, "Message Codes and Direction") -------------------------------------
 HELLO = 1
@@ -85,6 +87,7 @@ TOO_MANY_SUBSCRIPTIONS = "courtyard.error.too_many_subscriptions"
 TOO_MANY_REGISTRATIONS = "courtyard.error.too_many_registrations"
 
 MAX_ID = 2**53
+ROUTER_AGENT = f"Courtyard-{__version__}"  # the router's own agent, in WELCOME and its in-router sessions
 
 # -- URIs (WAMP spec, "URIs"): the loose rule lives in realms/uris.py, shared with the config checks --
 _uri_cache: dict[str, bool] = {}

@@ -106,6 +106,8 @@ class Supervisor:
         if not self.all_ready and all(w.ready for w in self.workers.values()) and len(self.workers) == self.count:
             self.all_ready = True
             log.info("all {n} workers serving", n=self.count)
+            if self.ready is not None:
+                self.ready()
 
     def worker_ended(self, worker: _Worker, code: int | None, sig: int | None) -> None:
         how = f"was killed by signal {sig}" if sig is not None else f"exited with code {code}"
@@ -136,6 +138,13 @@ class Supervisor:
         if not self.stopping:
             self.stopping = True  # no restart from here on
             reactor.stop()
+
+    ready: Any = None  # called once every worker serves
+
+    def reload(self) -> None:
+        log.info("SIGHUP: each worker reloads the config")
+        for w in list(self.workers.values()):
+            self._signal(w, "HUP")
 
     @defer.inlineCallbacks
     def stop(self):
@@ -174,9 +183,14 @@ class Supervisor:
             pass
 
 
-def supervise(argv: list[str], count: int, grace: float) -> int:
-    """Run the supervisor until SIGTERM/SIGINT (0) or a worker that cannot live (1)."""
+def supervise(argv: list[str], count: int, grace: float, ready: Any = None) -> int:
+    """Run the supervisor until SIGTERM/SIGINT (0) or a worker that cannot live (1). SIGHUP goes on to
+    every worker (each reloads itself, router/reload.py); `ready()` once all serve (pid file, sd_notify)."""
+    import signal
+
     supervisor = Supervisor(argv, count, grace)
+    supervisor.ready = ready
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
     reactor.callWhenRunning(supervisor.start)
     reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
     reactor.run()

@@ -1,51 +1,28 @@
-"""Fixtures: a real router node on an ephemeral loopback port, in the test's own reactor."""
+"""Fixtures, built from tests/helpers/ (read its __init__ first): routers in the test's own reactor
+(`node`, `solo`, `make_node`, `spread`, `make_cluster`), real `courtyard start` cluster members
+(`node_processes`), a redis-server of the test's own, and the log checks every test gets."""
 
 from __future__ import annotations
 
+import copy
+import signal
+
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
-from router.config import parse
 from router.node import Node
+from tests.helpers.cluster import assert_clean, cluster_config, node_process
+from tests.helpers.nodes import Spread, start_cluster_node, start_node, start_two_nodes, stop_node
 
-
-def _defaults(config: dict) -> dict:
-    config.setdefault("listeners", [{"port": 0}])
-    config.setdefault("admin", {})
-    config["admin"].setdefault("data_dir", None)  # admin changes in memory, unless a test gives a directory
-    for lc in config["listeners"]:
-        if "endpoint" not in lc:
-            lc.setdefault("port", 0)
-    return config
-
-
-def start_node(**config) -> Node:
-    """A node from a config dict (listener port 0 unless given); the caller stops it. With a
-    `cluster` section it joins the cluster (its Redis must be running) before it listens."""
-    node = Node(parse(_defaults(config)))
-    if node.config.cluster is not None:
-        pytest_twisted.blockon(node.join_cluster())
-    return _listening(node)
-
-
-async def start_cluster_node(**config) -> Node:
-    """start_node for a cluster member, from inside a test (the reactor's own greenlet)."""
-    node = Node(parse(_defaults(config)))
-    await node.join_cluster()
-    return _listening(node)
-
-
-def _listening(node: Node) -> Node:
-    node.start()
-    node.url = f"ws://127.0.0.1:{node.ports[0].getHost().port}/ws"
-    node.port = node.ports[0].getHost().port
-    return node
-
-
-def stop_node(node: Node) -> None:
-    node.config.shutdown_grace = 0.1  # raw test peers never answer GOODBYE
-    pytest_twisted.blockon(node.stop())
+# A suite launched from a background job inherits SIGINT and SIGQUIT ignored, and so would every router,
+# worker and redis-server it starts (an ignored disposition survives exec; a handler does not): the
+# signal tests would then see nothing. Handled here, the children get the default dispositions.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, lambda signum, frame: None)
 
 
 @pytest.fixture
@@ -83,91 +60,47 @@ def make_node():
         stop_node(n)
 
 
-def cluster_config(redis_url: str, node_id: str, **config) -> dict:
-    """A node's config as a member of the cluster on `redis_url` (fast heartbeats for tests)."""
-    config["cluster"] = {"redis": redis_url, "node_id": node_id, "heartbeat": 0.2, "node_timeout": 1.0,
-                         **config.get("cluster", {})}
-    return config
-
-
-class Spread:
-    """Two nodes of one cluster that a test drives as one router: each read of `url` gives the
-    other node's address, so consecutive clients land on different nodes; everything else is
-    node A's."""
-
-    def __init__(self, a: Node, b: Node) -> None:
-        self.nodes = (a, b)
-        self._turn = 0
-
-    @property
-    def url(self) -> str:
-        self._turn += 1
-        return self.nodes[self._turn % 2].url
-
-    def __getattr__(self, name: str):
-        return getattr(self.nodes[0], name)
-
-    def realm_router(self, uri: str):
-        """Both nodes' running realm as one: its broker reports the union of their subscriptions
-        (their ids are the cluster's) and retained topics, as a test on one node would see them."""
-        routers = [n.realm_router(uri) for n in self.nodes]
-        return type("SpreadRealm", (), {"broker": _Brokers([r.broker for r in routers]),
-                                        "dealer": _Dealers([r.dealer for r in routers]), "meta": routers[0].meta})()
-
-
-class _Dealers:
-    """Both nodes' dealers as one: registrations (their ids are the cluster's) and calls in flight."""
-
-    def __init__(self, dealers: list) -> None:
-        self.dealers = dealers
-
-    def size(self) -> int:
-        return len({r.id for d in self.dealers for r in d.registrations()})
-
-    def pending(self) -> int:
-        return sum(d.pending() for d in self.dealers)
-
-    def lookup(self, procedure: str, match: str = "exact"):
-        return next((r for d in self.dealers if (r := d.lookup(procedure, match)) is not None), None)
-
-
-class _Brokers:
-    def __init__(self, brokers: list) -> None:
-        self.brokers = brokers
-
-    def _subs(self, found: list) -> list:
-        return list({s.id: s for s in found}.values())
-
-    def size(self) -> int:
-        return len(self._subs([s for b in self.brokers for s in b.subscriptions()]))
-
-    @property
-    def _patterns(self) -> int:
-        return len([s for s in self._subs([s for b in self.brokers for s in b.subscriptions()]) if s.match != "exact"])
-
-    def matching(self, topic: str) -> list:
-        return self._subs([s for b in self.brokers for s in b.matching(topic)])
-
-    def retained(self) -> int:
-        return len({t for b in self.brokers for t in b._retained})
-
-
-@pytest.fixture(params=["one node", "two nodes"])
+@pytest.fixture(params=["one node", "two nodes", "workers"])
 def spread(request):
     """The router a test drives: one node, then two nodes of a cluster with the test's clients spread
-    over them (Spread). A test module runs its end-to-end tests both ways by asking for it as its
-    `node` (`@pytest.fixture def node(spread): return spread`)."""
+    over them (Spread), then a real `courtyard start --workers 2` where the kernel spreads them
+    (WorkersRouter: a test that reads the node's internals is skipped there). A test module runs its
+    end-to-end tests all three ways by asking for it as its `node` (`@pytest.fixture def node(spread):
+    return spread`)."""
     if request.param == "one node":
         n = start_node()
         yield n
         stop_node(n)
         return
-    redis = request.getfixturevalue("redis_server")
-    a = start_node(**cluster_config(redis.url, "a"))
-    b = start_node(**cluster_config(redis.url, "b"))
+    if request.param == "workers":
+        router = request.getfixturevalue("workers_router")
+        yield router
+        pytest_twisted.blockon(defer.ensureDeferred(router.wait_clean()))  # the next test starts from nothing
+        return
+    a, b = start_two_nodes(request.getfixturevalue("redis_server").url)
     yield Spread(a, b)
     stop_node(b)
     stop_node(a)
+
+
+@pytest.fixture(params=["one node", "two nodes"])
+def make_spread(request):
+    """`await make(**config)`: the `spread` router, its nodes started with the test's config: one node,
+    then two nodes of a cluster (Spread)."""
+    redis = request.getfixturevalue("redis_server") if request.param == "two nodes" else None
+    nodes: list[Node] = []
+
+    async def make(**config):
+        if redis is None:
+            nodes.append(start_node(**copy.deepcopy(config)))
+            return nodes[-1]
+        for node_id in ("a", "b"):
+            nodes.append(await start_cluster_node(**cluster_config(redis.url, node_id, **copy.deepcopy(config))))
+        return Spread(*nodes[-2:])
+
+    yield make
+    for n in reversed(nodes):
+        stop_node(n)
 
 
 @pytest.fixture
@@ -184,6 +117,25 @@ def make_cluster(redis_server):
     yield make
     for n in reversed(nodes):
         stop_node(n)
+
+
+@pytest.fixture
+def node_processes(tmp_path, redis_server):
+    """Start real `courtyard start` members of one cluster on the test's redis-server:
+    `a, b = node_processes("ab", config)` (each gets the test admin and the tests' timings; `cluster`
+    keys go to every member). At teardown they are stopped, and none may have logged a traceback."""
+    started = []
+
+    def start(names, config: dict | None = None, **cluster):
+        made = [node_process(tmp_path, name, redis_server.url, config, **cluster) for name in names]
+        for n in made:
+            started.append(n.start())
+        return made
+
+    yield start
+    for n in started:
+        n.stop()
+    assert_clean(*started)
 
 
 @pytest.fixture
@@ -224,6 +176,20 @@ def no_unhandled_errors():
     yield failures
     globalLogPublisher.removeObserver(observe)
     assert not failures, [f"{e.get('log_format')}: {e['log_failure'].getTraceback()[-1500:]}" for e in failures]
+
+
+@pytest.fixture(scope="session")
+def workers_router(tmp_path_factory):
+    """One `courtyard start --workers 2` on a redis-server, shared by every test that runs spread (each
+    starts and leaves its own clients); started on first use, stopped at the end of the run."""
+    from tests.helpers.workers import Workers, WorkersRouter
+    from tests.redisproc import RedisServer
+
+    redis = RedisServer(tmp_path_factory.mktemp("workers-redis")).start()
+    workers = Workers(tmp_path_factory.mktemp("workers"), redis.url).start()
+    yield WorkersRouter(workers)
+    workers.stop()
+    redis.stop()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def stop_process(proc: subprocess.Popen | None, log) -> None:
 
 class RouterProcess:
     def __init__(self, tmp_path: Path, config: dict | None = None, args: tuple[str, ...] = (),
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, env: dict | None = None) -> None:
         """`args` go to `courtyard start`; with `log_file` the router logs there (--log-file), and
         `log()` reads it."""
         self.port = free_port()
@@ -44,11 +44,12 @@ class RouterProcess:
         self.log_path = log_file or self.stdout_path
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.proc: subprocess.Popen | None = None
+        self.env = None if env is None else {**os.environ, **env}  # added to this process's environment
 
     def start(self, timeout: float = 15.0) -> RouterProcess:
         self._log = open(self.stdout_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "router.cli", "start", "-c", str(self.config_path),
-                                      *self.args], stdout=self._log, stderr=subprocess.STDOUT)
+                                      *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.log_path.exists() and "started in" in self.log_path.read_text():

@@ -5,31 +5,18 @@ line on stderr with exit 2 (usage) or 1 (the router said no, or is not there), n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 import pytest_twisted
 from nacl.signing import SigningKey
 from twisted.internet import threads
 
-from realms.secrets import hash_secret
+from tests.helpers.admin import ADMIN, KEY, cli
 from tests.routerproc import RouterProcess
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
-KEY = SigningKey(bytes(range(32)))
-ADMIN = {"data_dir": None, "users": {"root": {"ticket": hash_secret("root-pw", iterations=1000)},
-                                     "robot": {"cryptosign": [KEY.verify_key.encode().hex()]}}}
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("COURTYARD_")}
-
-
-def cli(*argv: str, url: str | None = None, login: tuple[str, ...] = ("--authid", "root", "--ticket", "root-pw")):
-    cmd = [sys.executable, "-m", "router.cli", "admin", *(("--url", url) if url else ()), *login, *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=ENV)
-
-
 @pytest.fixture
 def router(tmp_path):
     r = RouterProcess(tmp_path, {"admin": ADMIN}).start()
@@ -64,9 +51,15 @@ async def test_every_action_answers_in_words(router):
     anon = [await connect(router.url) for _ in range(2)]
     sid = anon[0].welcome.session
     assert await say("sessions", "count", "--realm", "realm1") == "2"
-    assert sorted(map(int, (await say("sessions", "list", "--realm", "realm1")).split())) == \
-        sorted(c.welcome.session for c in anon)
-    assert await say("sessions", "list", "--realm", "shop", "--authid-filter", "bob") == str(bob.welcome.session)
+    table = (await say("sessions", "list", "--realm", "realm1")).splitlines()
+    assert table[0].split() == ["id", "authid", "authrole", "authmethod", "peer", "agent", "idle", "node"]
+    assert sorted(int(line.split()[0]) for line in table[1:]) == sorted(c.welcome.session for c in anon)
+    assert all(line.split()[3] == "anonymous" and line.split()[4].startswith("127.0.0.1:") for line in table[1:])
+    table = (await say("sessions", "list", "--realm", "shop", "--authid-filter", "bob")).splitlines()
+    assert [line.split()[:3] for line in table[1:]] == [[str(bob.welcome.session), "bob", "vip"]]
+    ids = json.loads(await say("--json", "sessions", "list", "--realm", "realm1"))  # --json: the ids, for scripts
+    assert sorted(ids) == sorted(c.welcome.session for c in anon)
+    assert "None" not in await say("sessions", "get", str(bob.welcome.session))
     assert await say("sessions", "set-data", str(sid), '{"tier": "gold"}') == f'session {sid} data: {{"tier": "gold"}}'
     assert '"tier": "gold"' in await say("sessions", "get", str(sid))
     assert await say("sessions", "activity", "realm1", "60") == "2 sessions active in the last 60 s"

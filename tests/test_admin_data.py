@@ -19,7 +19,7 @@ from autobahn.wamp.types import PublishOptions, SubscribeOptions
 
 from realms.secrets import hash_secret, redact
 from realms.store import RealmStore
-from tests.conftest import start_node
+from tests.helpers.nodes import start_node
 from tests.wampclient import Aborted, answer_ticket, answer_wampcra, connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred

@@ -8,42 +8,19 @@ import sys
 
 import pytest
 import pytest_twisted
-from autobahn.wamp.auth import derive_key
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 from nacl.signing import SigningKey
 
-from realms.secrets import hash_secret
 from router.config import ConfigError, parse
+from tests.helpers.realms import CRYPTO_KEY, auth_realm
 from tests.wampclient import Aborted, answer_ticket, answer_wampcra, connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
-EVERYTHING = [{"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]
-SALT = "c2FsdHNhbHQ="
-CRYPTO_KEY = SigningKey(bytes(range(32)))
-
-
-def _auth_realm(**auth) -> dict:
-    return {"realms": [{
-        "uri": "realm1",
-        "auth": {"anonymous": False, "ticket": True, "wampcra": True, "cryptosign": True, **auth},
-        "users": {
-            "alice": {"role": "user", "ticket": hash_secret("alice-ticket", iterations=1000)},
-            "bob": {"role": "user", "wampcra": {"secret": "bob-secret"}},
-            "carol": {"role": "admin", "wampcra": {"key": derive_key("carol-secret", SALT, 100, 32).decode(),
-                                                   "salt": SALT, "iterations": 100, "keylen": 32}},
-            "dave": {"role": "user", "cryptosign": [CRYPTO_KEY.verify_key.encode().hex()]},
-        },
-        "roles": {"user": {"permissions": EVERYTHING}, "admin": {"permissions": EVERYTHING}},
-    }]}
-
-
-
-
 @ensure
 async def test_ticket_success_fills_the_session(make_node, serializer):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     c = await connect(node.url, serializer, authmethods=["ticket"], authid="alice",
                       on_challenge=answer_ticket("alice-ticket"))
     w = c.welcome
@@ -54,7 +31,7 @@ async def test_ticket_success_fills_the_session(make_node, serializer):
 
 @ensure
 async def test_wrong_ticket_and_unknown_user_look_the_same(make_node):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     with pytest.raises(Aborted) as wrong:
         await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=answer_ticket("nope"))
     with pytest.raises(Aborted) as unknown:
@@ -66,7 +43,7 @@ async def test_wrong_ticket_and_unknown_user_look_the_same(make_node):
 
 @ensure
 async def test_wampcra_unsalted_and_salted(make_node, serializer):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     bob = await connect(node.url, serializer, authmethods=["wampcra"], authid="bob",
                         on_challenge=answer_wampcra("bob-secret"))
     assert (bob.welcome.authid, bob.welcome.authmethod) == ("bob", "wampcra")
@@ -81,7 +58,7 @@ async def test_wampcra_unsalted_and_salted(make_node, serializer):
 
 @ensure
 async def test_wampcra_unknown_user_gets_a_salted_challenge_too(make_node):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     challenges = []
     for authid in ("carol", "nobody", "nobody"):
         peer = await raw_connect(node.url)
@@ -96,7 +73,7 @@ async def test_wampcra_unknown_user_gets_a_salted_challenge_too(make_node):
 
 @ensure
 async def test_cryptosign(make_node, serializer):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     pub = CRYPTO_KEY.verify_key.encode().hex()
 
     def sign(challenge):
@@ -121,7 +98,7 @@ async def test_cryptosign(make_node, serializer):
 async def test_cryptosign_with_autobahn_key_helper(make_node):
     from autobahn.wamp.cryptosign import CryptosignKey
 
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     key = CryptosignKey.from_bytes(bytes(range(32)))
     c = await connect(node.url, authmethods=["cryptosign"], authextra={"pubkey": key.public_key()},
                       on_challenge=lambda ch: key.sign_challenge(ch))
@@ -130,7 +107,7 @@ async def test_cryptosign_with_autobahn_key_helper(make_node):
 
 @ensure
 async def test_anonymous_disabled_gets_no_auth_method(make_node):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     with pytest.raises(Aborted) as e:
         await connect(node.url)
     assert e.value.reason == "wamp.error.no_auth_method"
@@ -138,7 +115,7 @@ async def test_anonymous_disabled_gets_no_auth_method(make_node):
 
 @ensure
 async def test_repeated_failures_from_one_address_are_refused_for_a_while(make_node):
-    node = make_node(**_auth_realm(throttle={"max_failures": 3, "window": 60, "block_for": 60}))
+    node = make_node(**auth_realm(throttle={"max_failures": 3, "window": 60, "block_for": 60}))
     for _ in range(3):
         with pytest.raises(Aborted) as e:
             await connect(node.url, authmethods=["ticket"], authid="alice", on_challenge=answer_ticket("guess"))
@@ -151,7 +128,7 @@ async def test_repeated_failures_from_one_address_are_refused_for_a_while(make_n
 
 @ensure
 async def test_authenticate_out_of_turn_is_a_protocol_violation(make_node):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     peer = await raw_connect(node.url)
     peer.send([5, "sig", {}])  # AUTHENTICATE before HELLO
     assert (await peer.recv())[2] == "wamp.error.protocol_violation"
@@ -181,7 +158,7 @@ async def _ticket_login(url, headers=None, cookie_only=False):
 
 @ensure
 async def test_cookie_authentication_across_connections_and_logout(make_node):
-    node = make_node(**_auth_realm(cookie={"max_age": 3600}))
+    node = make_node(**auth_realm(cookie={"max_age": 3600}))
     first, welcome = await _ticket_login(node.url)
     assert welcome[0] == 2 and welcome[2]["authmethod"] == "ticket"
     set_cookie = first.http_headers["set-cookie"]
@@ -202,7 +179,7 @@ async def test_cookie_authentication_across_connections_and_logout(make_node):
 
 @ensure
 async def test_cookie_expires(make_node):
-    node = make_node(**_auth_realm(cookie={"max_age": 1}))
+    node = make_node(**auth_realm(cookie={"max_age": 1}))
     first, _ = await _ticket_login(node.url)
     cookie = first.http_headers["set-cookie"].split(";", 1)[0]
     from autobahn.twisted.util import sleep
@@ -333,7 +310,7 @@ async def test_every_action_allowed_and_denied_under_every_match(make_node, acti
 @ensure
 async def test_a_new_hello_after_goodbye_of_an_authenticated_session_is_answered(make_node):
     """The spec lets a HELLO follow a GOODBYE on the same connection; after a ticket login too."""
-    node = make_node(**_auth_realm(cookie={"max_age": 3600}))
+    node = make_node(**auth_realm(cookie={"max_age": 3600}))
     peer, welcome = await _ticket_login(node.url)
     assert welcome[0] == 2
     peer.send([6, {}, "wamp.close.close_realm"])

@@ -8,37 +8,21 @@ import pytest
 import pytest_twisted
 
 from realms.secrets import hash_secret
-from tests.routerproc import RouterProcess
-from tests.test_cluster_purge import _until
-from tests.test_cluster_start import ADMIN
+from tests.helpers.poll import until
+from tests.helpers.realms import EVERYTHING
 from tests.wampclient import raw_connect
 
 ensure = pytest_twisted.ensureDeferred
-EVERYTHING = [{"uri": "", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"]}]
 THROTTLE = {"max_failures": 3, "window": 60, "block_for": 60}
-
-
-def _config(redis_url: str, name: str) -> dict:
-    return {"admin": ADMIN,
-            "cluster": {"redis": redis_url, "node_id": name, "heartbeat": 0.2, "node_timeout": 1.0},
-            "realms": [{"uri": "realm1",
-                        "auth": {"anonymous": False, "ticket": True, "throttle": THROTTLE,
-                                 "cookie": {"max_age": 3600}},
-                        "users": {"alice": {"role": "user", "ticket": hash_secret("alice-ticket", iterations=1000)}},
-                        "roles": {"user": {"permissions": EVERYTHING}}}]}
+CONFIG = {"realms": [{"uri": "realm1",
+                      "auth": {"anonymous": False, "ticket": True, "throttle": THROTTLE, "cookie": {"max_age": 3600}},
+                      "users": {"alice": {"role": "user", "ticket": hash_secret("alice-ticket", iterations=1000)}},
+                      "roles": {"user": {"permissions": EVERYTHING}}}]}
 
 
 @pytest.fixture
-def two_nodes(tmp_path, redis_server):
-    nodes = []
-    for name in "ab":
-        (tmp_path / name).mkdir()
-        nodes.append(RouterProcess(tmp_path / name, _config(redis_server.url, name)).start())
-    yield nodes
-    for n in nodes:
-        n.stop()
-    for n in nodes:
-        assert "Traceback" not in n.log() and "Unhandled" not in n.log(), n.log()
+def two_nodes(node_processes):
+    return node_processes("ab", CONFIG)
 
 
 async def _login(url: str, ticket: str | None, headers: dict | None = None, methods=("ticket",)):
@@ -93,7 +77,7 @@ async def test_while_redis_is_away_the_local_throttle_and_cookies_still_hold(two
     welcome, first = await _login(a.url, "alice-ticket", methods=("cookie", "ticket"))
     cookie = first.http_headers["set-cookie"].split(";", 1)[0]
     redis_server.stop()
-    await _until(lambda: "lost Redis" in a.log(), 5, "a notices Redis is gone")
+    await until(lambda: "lost Redis" in a.log(), 5, "a notices Redis is gone")
     again, _ = await _login(a.url, None, {"Cookie": cookie}, methods=("cookie",))  # bound here: still works
     assert _reason(again) == "welcome"
     answers = [_reason((await _login(a.url, "guess"))[0]) for _ in range(4)]

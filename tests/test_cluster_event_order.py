@@ -2,21 +2,20 @@
 once Redis has passed the news on (router/broker.py, `cluster.created`), but it is in the subscription
 at once, so a local publisher's EVENTs reach it before its SUBSCRIBED — autobahn then raises
 "EVENT received for non-subscribed subscription ID" and that subscriber never gets its events. The
-WAMP spec sends EVENTs only for an acknowledged subscription. Strict xfail until broker.py holds a
-pending subscriber's EVENTs (the lead's file): a fix turns this into a failure to remove the mark."""
+WAMP spec sends EVENTs only for an acknowledged subscription: the broker now adds a subscription's first
+subscriber only once the backend has confirmed it."""
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
 
-from tests.test_dealer_advanced import _peer
+from tests.helpers.peer import joined as _peer
 
 ensure = pytest_twisted.ensureDeferred
 
 
-@pytest.mark.xfail(strict=True, reason="broker.py: EVENT before SUBSCRIBED in a cluster (lead's file)")
+
 @ensure
 async def test_no_event_reaches_a_subscriber_before_its_subscribed(make_cluster, redis_server):
     a, _ = await make_cluster("a"), await make_cluster("b")

@@ -11,25 +11,19 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 
-from tests.test_cluster_start import _node
+from tests.helpers.cluster import HEARTBEAT, NODE_TIMEOUT, node_process
+from tests.helpers.poll import until
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
-HEARTBEAT, NODE_TIMEOUT = 0.2, 1.0
-
-
-async def _until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+# Still imported by test_cluster_meta, test_cluster_pubsub, test_cluster_rpc and test_cluster_rpc_kill
+# (being changed by others): they move to tests.helpers.poll and tests.helpers.cluster next, and this goes.
+_until = until
 
 
 @ensure
 async def test_kill_9_of_a_node_purges_its_sessions_once_and_every_node_sees_them_leave(tmp_path, redis_server):
-    a, b, c = (_node(tmp_path, n, redis_server.url).start() for n in "abc")
+    a, b, c = (node_process(tmp_path, n, redis_server.url).start() for n in "abc")
     watchers, clients = [], []
     try:
         leaves: dict[str, list[int]] = {"a": [], "c": []}
@@ -40,11 +34,11 @@ async def test_kill_9_of_a_node_purges_its_sessions_once_and_every_node_sees_the
             watchers.append(w)
         clients = [await connect(b.url) for _ in range(3)]
         ids = sorted(cl._session_id for cl in clients)
-        await _until(lambda: redis_server.command("SCARD", "cy:n:b:s") == 3, 5, "b's sessions in Redis")
+        await until(lambda: redis_server.command("SCARD", "cy:n:b:s") == 3, 5, "b's sessions in Redis")
         b.proc.kill()
         b.proc.wait(10)
         t0 = time.monotonic()
-        await _until(lambda: sorted(leaves["a"]) == ids and sorted(leaves["c"]) == ids,
+        await until(lambda: sorted(leaves["a"]) == ids and sorted(leaves["c"]) == ids,
                      NODE_TIMEOUT + HEARTBEAT + 2.0, f"on_leave for {ids} on a and c, got {leaves}")
         took = time.monotonic() - t0
         await sleep(3 * HEARTBEAT)
@@ -75,7 +69,7 @@ async def test_two_survivors_racing_for_one_dead_node_purge_it_once(redis_server
     from router.cluster.url import parse_redis_url
     from router.storage.redis import RedisStorage
     from router.tuplespace import SessionTable
-    from tests.test_tuplespace import _open
+    from tests.helpers.tables import open_session
 
     target = parse_redis_url(redis_server.url)
     conns = [await connect(target) for _ in range(3)]
@@ -83,7 +77,7 @@ async def test_two_survivors_racing_for_one_dead_node_purge_it_once(redis_server
         dead = RedisStorage("b")
         dead.attach(conns[0])
         table = SessionTable(dead)
-        ids = sorted(_open(table, realm="réalm" if i % 2 else "realm1", authid=f"u{i}").id for i in range(20))
+        ids = sorted(open_session(table, realm="réalm" if i % 2 else "realm1", authid=f"u{i}").id for i in range(20))
         await dead.flush()
         dead.detach()  # b dies: its records stay in Redis, its key (never set here) is gone
         await conns[0].sadd("cy:nodes", ["b"])
@@ -109,16 +103,16 @@ async def test_redis_restarted_under_running_nodes_gets_their_state_back(tmp_pat
     itself and re-writes its sessions, so the counts are right again."""
     from tests.redisproc import RedisServer
 
-    a = _node(tmp_path, "a", redis_server.url).start()
+    a = node_process(tmp_path, "a", redis_server.url).start()
     clients = []
     restarted = None
     try:
         clients = [await connect(a.url) for _ in range(4)]
         ids = {cl._session_id for cl in clients}
-        await _until(lambda: redis_server.command("SCARD", "cy:sessions") == 4, 5, "the sessions in Redis")
+        await until(lambda: redis_server.command("SCARD", "cy:sessions") == 4, 5, "the sessions in Redis")
         port, url, workdir = redis_server.port, redis_server.url, redis_server.workdir
         redis_server.stop()
-        await _until(lambda: "lost Redis at" in a.log(), 5, "the node to notice")
+        await until(lambda: "lost Redis at" in a.log(), 5, "the node to notice")
         with pytest.raises(ApplicationError) as e:  # answered at once, not queued until Redis is back
             await with_timeout(clients[0].call("wamp.session.count"), 2)
         assert e.value.error == "courtyard.error.cluster_unavailable"
@@ -127,7 +121,7 @@ async def test_redis_restarted_under_running_nodes_gets_their_state_back(tmp_pat
         restarted = RedisServer(workdir)
         restarted.port, restarted.url = port, url
         restarted.start()
-        await _until(lambda: {int(x) for x in restarted.command("SMEMBERS", "cy:sessions") or []}
+        await until(lambda: {int(x) for x in restarted.command("SMEMBERS", "cy:sessions") or []}
                      == {cl._session_id for cl in clients}, 15, "the sessions written again")
         assert restarted.command("EXISTS", "cy:node:a") == 1 and len(ids) == 4
         await sleep(0.5)
@@ -146,7 +140,7 @@ async def test_redis_restarted_under_running_nodes_gets_their_state_back(tmp_pat
 @ensure
 async def test_testaments_of_a_killed_node_reach_subscribers_on_the_survivor(tmp_path, redis_server):
     """Testaments are kept in Redis when added, so they outlive their node (issue 12, point 4)."""
-    a, b = (_node(tmp_path, n, redis_server.url).start() for n in "ab")
+    a, b = (node_process(tmp_path, n, redis_server.url).start() for n in "ab")
     clients = []
     try:
         got: list = []
@@ -162,14 +156,14 @@ async def test_testaments_of_a_killed_node_reach_subscribers_on_the_survivor(tmp
         await flushed.call("wamp.session.add_testament", "com.example.will", ["never"], {})
         await flushed.call("wamp.session.flush_testaments")  # flushed: not published
         dying_id, flushed_id = dying._session_id, flushed._session_id
-        await _until(lambda: redis_server.command("HGET", f"cy:s:{dying_id}", "testaments") not in (None, ""),
+        await until(lambda: redis_server.command("HGET", f"cy:s:{dying_id}", "testaments") not in (None, ""),
                      5, "the testament in Redis")
         await sleep(0.2)  # the flush's write too (a batch after the add's), or the flushed will is published
-        await _until(lambda: redis_server.command("HGET", f"cy:s:{flushed_id}", "testaments") == "",
+        await until(lambda: redis_server.command("HGET", f"cy:s:{flushed_id}", "testaments") == "",
                      5, "the flushed testament gone from Redis")
         b.proc.kill()
         b.proc.wait(10)
-        await _until(lambda: {e[1] for e in got if e[0] == "left"} == {dying_id, flushed_id},
+        await until(lambda: {e[1] for e in got if e[0] == "left"} == {dying_id, flushed_id},
                      NODE_TIMEOUT + HEARTBEAT + 2.0, f"both sessions leaving, got {got}")
         wills = [e for e in got if e[0] == "will"]
         assert wills == [("will", ("last", "words"), {"by": "dying"})], got

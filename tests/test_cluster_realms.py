@@ -11,8 +11,8 @@ import yaml
 from autobahn.wamp.exception import ApplicationError
 
 from realms.secrets import hash_secret
-from tests.test_cluster_purge import _until
-from tests.test_cluster_start import _node
+from tests.helpers.cluster import assert_clean, node_process
+from tests.helpers.poll import until
 from tests.wampclient import Aborted, connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -41,7 +41,7 @@ async def _within(seconds: float, attempt, what: str):
 
 @pytest.fixture
 def two_nodes(tmp_path, redis_server):
-    nodes = [_node(tmp_path, n, redis_server.url) for n in "ab"]
+    nodes = [node_process(tmp_path, n, redis_server.url) for n in "ab"]
     for n in nodes:  # a data directory configured: a cluster node still keeps its changes in Redis only
         config = yaml.safe_load(n.config_path.read_text())
         config["admin"]["data_dir"] = str(n.config_path.parent / "data")
@@ -50,8 +50,7 @@ def two_nodes(tmp_path, redis_server):
     yield nodes
     for n in nodes:
         n.stop()
-    for n in nodes:
-        assert "Traceback" not in n.log() and "Unhandled" not in n.log(), n.log()
+    assert_clean(*nodes)
 
 
 @ensure
@@ -68,7 +67,7 @@ async def test_a_realm_and_user_made_on_a_join_on_b_within_a_second(two_nodes, r
         bob.leave()
         # nothing of it is in a node's SQLite file: the store is Redis
         assert redis_server.command("SISMEMBER", "cy:rs:realms", "shop") == 1
-        assert not (a.config_path.parent / "data").exists()
+        assert not (a.config_path.parent / "data" / "courtyard.db").exists()  # (the pid file is there)
         # an update on b (a new ticket) is seen on a
         admin_b = await _admin(b)
         await admin_b.call("courtyard.user.update", "shop", "bob", ticket="new-pw")
@@ -130,7 +129,7 @@ async def test_a_user_removed_on_a_is_closed_on_b_and_a_yaml_realm_changed_on_a_
 
 @ensure
 async def test_a_node_started_later_sees_the_changes_and_a_redis_restart_keeps_them(tmp_path, redis_server):
-    a = _node(tmp_path, "a", redis_server.url).start()
+    a = node_process(tmp_path, "a", redis_server.url).start()
     nodes = [a]
     try:
         admin = await _admin(a)
@@ -138,7 +137,7 @@ async def test_a_node_started_later_sees_the_changes_and_a_redis_restart_keeps_t
         await admin.call("courtyard.user.add", "shop", "bob", role="customer", ticket="bob-pw")
         await admin.call("courtyard.realm.delete", "realm1")  # a YAML realm, deleted
         admin.leave()
-        b = _node(tmp_path, "b", redis_server.url).start()
+        b = node_process(tmp_path, "b", redis_server.url).start()
         nodes.append(b)
         (await _bob(b)).leave()
         with pytest.raises(Aborted) as e:
@@ -147,7 +146,7 @@ async def test_a_node_started_later_sees_the_changes_and_a_redis_restart_keeps_t
         # Redis away: a change is refused, not half made
         admin = await _admin(a)
         redis_server.stop()
-        await _until(lambda: "lost Redis" in a.log(), 5, "a notices Redis is gone")
+        await until(lambda: "lost Redis" in a.log(), 5, "a notices Redis is gone")
         with pytest.raises(ApplicationError) as e:
             await admin.call("courtyard.user.add", "shop", "dave", role="customer", ticket="dave-pw")
         assert e.value.error == "courtyard.error.storage_failed"
@@ -156,10 +155,10 @@ async def test_a_node_started_later_sees_the_changes_and_a_redis_restart_keeps_t
         # Redis restarts empty (no persistence), and node c starts on it before (or after) a and b are
         # back: the first of a and b back writes its copy again, once, and c reads it
         redis_server.start()
-        c = _node(tmp_path, "c", redis_server.url).start()
+        c = node_process(tmp_path, "c", redis_server.url).start()
         nodes.append(c)
-        await _until(lambda: "is back" in a.log() and "is back" in b.log(), 15, "both nodes back on Redis")
-        await _until(lambda: redis_server.command("HGET", "cy:rs:r:realm1", "~kind") == "deleted", 5,
+        await until(lambda: "is back" in a.log() and "is back" in b.log(), 15, "both nodes back on Redis")
+        await until(lambda: redis_server.command("HGET", "cy:rs:r:realm1", "~kind") == "deleted", 5,
                      "the store written back")
         written_back = [n for n in nodes if "written back from this node's copy" in n.log()]
         assert len(written_back) == 1, [n.log() for n in nodes]
@@ -225,7 +224,7 @@ def test_check_config_of_a_cluster_node_says_where_the_changes_are(tmp_path):
     import subprocess
     import sys
 
-    node = _node(tmp_path, "a", "redis://127.0.0.1:1/0")
+    node = node_process(tmp_path, "a", "redis://127.0.0.1:1/0")
     r = subprocess.run([sys.executable, "-m", "router.cli", "check-config", "-c", str(node.config_path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -34,9 +34,8 @@ async def _peer(node, serializer: str = "json", roles: dict | None = None):
 async def _known(node, procedure: str, match: str = "exact", callees: int = 1) -> None:
     """Wait until `node`'s view of the cluster has the registration (broadcasts are asynchronous)."""
     def seen():
-        rr = node.realm_router("realm1").dealer.cluster
-        entry = rr.lookup(procedure, match)
-        return entry is not None and len(entry.callees) == callees
+        reg = node.realm_router("realm1").dealer.lookup(procedure, match)
+        return reg is not None and len(reg.callees) == callees
 
     await _until(seen, 5, f"{procedure} with {callees} callees known on {node.config.cluster.node_id}")
 
@@ -643,7 +642,7 @@ async def test_a_request_id_used_again_after_its_node_gave_up_on_the_call(make_c
     new one runs, and only its answer reaches the caller."""
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller, old_inv = await _in_flight(a, b)
-    rpc = a.realm_router("realm1").dealer.cluster
+    rpc = a.realm_router("realm1").dealer.backend
     [call] = a.realm_router("realm1").dealer.remote_calls()
     rpc.fail(call, "its answer was lost")  # as after a bus reconnect, but without telling b
     reply = await caller.recv()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from router.config import ConfigError, parse
-from tests.test_config import BAD, ROOT
+from tests.helpers.configs import BAD, ROOT
 
 PUBLISHED = ROOT / "config" / "courtyard.schema.json"
 SHIPPED = [ROOT / "config" / "router.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))]

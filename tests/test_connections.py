@@ -16,6 +16,7 @@ from twisted.internet import threads
 
 from realms.secrets import hash_secret
 from router.transport.websocket import MAX_HANDSHAKE_SIZE
+from tests.helpers.poll import until
 from tests.wampclient import Aborted, connect, raw_connect, recv_until_closed, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -180,14 +181,6 @@ async def test_rawsocket_handshake_and_hello_are_timed(make_node):
 
 
 # -- connections without a session are bounded in number ------------------------------------------
-async def _until(condition, seconds: float = 3.0) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return
-        await sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def _first_bytes(port: int, send: bytes = b"") -> bytes:
     """Connect, send, and read until the router closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -207,7 +200,7 @@ async def test_connections_without_a_session_are_bounded(make_node):
     idle = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(2)]
     idle.append(socket.create_connection(("127.0.0.1", rs_port)))
     try:
-        await _until(lambda: node.connections == 6)
+        await until(lambda: node.connections == 6)
         reply = await threads.deferToThread(_first_bytes, node.port, _upgrade_request(node.port))
         assert reply.startswith(b"HTTP/1.1 503 "), reply[:100]
         reply = await threads.deferToThread(_first_bytes, rs_port, bytes((0x7F, 0xF2, 0, 0)))
@@ -216,7 +209,7 @@ async def test_connections_without_a_session_are_bounded(make_node):
     finally:
         for s in idle:
             s.close()
-    await _until(lambda: node.connections == 3)
+    await until(lambda: node.connections == 3)
     assert (await connect(node.url)).is_attached()  # room again
     assert (await connect(f"rs://127.0.0.1:{rs_port}")).is_attached()
 

@@ -312,7 +312,7 @@ async def test_the_sweep_survives_a_testament_one_subscriber_cannot_take(make_no
 
 @ensure
 async def test_shutdown_says_goodbye_to_everyone_past_one_sessions_trouble():
-    from tests.conftest import start_node
+    from tests.helpers.nodes import start_node
 
     node = start_node()
     await _will_subscribers(node)

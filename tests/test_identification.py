@@ -3,11 +3,18 @@ client or forced by the caller's role (`disclose` in its permissions)."""
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
 from tests.wampclient import raw_callee_and_caller, raw_connect
 
 ensure = pytest_twisted.ensureDeferred
+
+
+@pytest.fixture
+def node(spread):
+    """Every test here runs on one node and on two nodes of a cluster, its clients spread."""
+    return spread
 
 
 @ensure
@@ -53,10 +60,10 @@ async def test_publisher_disclosed_on_request(node):
 
 
 @ensure
-async def test_role_forces_disclosure(make_node):
+async def test_role_forces_disclosure(make_spread):
     perms = [{"uri": "com.", "match": "prefix", "allow": ["call", "register", "publish", "subscribe"],
               "disclose": ["caller", "publisher"]}]
-    node = make_node(realms=[{"uri": "realm1", "roles": {"anonymous": {"permissions": perms}}}])
+    node = await make_spread(realms=[{"uri": "realm1", "roles": {"anonymous": {"permissions": perms}}}])
     callee, caller, _ = await raw_callee_and_caller(node.url, "com.example.audited")
     caller.send([48, 1, {}, "com.example.audited"])
     inv = await callee.recv()

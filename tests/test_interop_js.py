@@ -10,8 +10,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, utils
 
+from tests.helpers.poll import until
+from tests.helpers.realms import auth_realm
 from tests.pki import make_pki
-from tests.test_auth import _auth_realm
 
 ensure = pytest_twisted.ensureDeferred
 JS = Path(__file__).resolve().parent / "js"
@@ -60,7 +61,7 @@ async def test_js_pattern_subscriptions_and_retained_event(node, serializer):
 
 @ensure
 async def test_js_ticket(make_node):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     lines = await run_js("ticket", node.url)
     joined = lines[0]
     assert (joined["authid"], joined["authmethod"], joined["authrole"]) == ("alice", "ticket", "user")
@@ -68,7 +69,7 @@ async def test_js_ticket(make_node):
 
 @ensure
 async def test_js_salted_wampcra(make_node):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     lines = await run_js("wampcra", node.url)
     joined = lines[0]
     assert (joined["authid"], joined["authmethod"], joined["authrole"]) == ("carol", "wampcra", "admin")
@@ -76,7 +77,7 @@ async def test_js_salted_wampcra(make_node):
 
 @ensure
 async def test_js_failed_ticket_is_refused(make_node):
-    node = make_node(**_auth_realm())
+    node = make_node(**auth_realm())
     lines = await run_js("badticket", node.url)
     assert not any("joined" in line for line in lines)
     assert lines[-1]["reason"] == "wamp.error.authentication_failed"
@@ -99,14 +100,13 @@ async def test_js_subscriber_gets_events_published_on_another_node(make_cluster,
     """autobahn-js subscribed on node B, an autobahn-python publisher on node A (issue 13)."""
     from autobahn.wamp.types import PublishOptions
 
-    from tests.test_cluster_purge import _until
     from tests.wampclient import connect
 
     a, b = await make_cluster("a"), await make_cluster("b")
     js = defer.ensureDeferred(run_js("subscriber", b.url, serializer))
     pub = await connect(a.url)
     try:
-        await _until(lambda: a.cluster_parts[0].interest("realm1").wants("com.cross.one"), 15, "the JS subscription")
+        await until(lambda: a.cluster_parts[0].interest("realm1").wants("com.cross.one"), 15, "the JS subscription")
         await pub.publish("com.cross.one", 1, b"\x01\x02", options=PublishOptions(acknowledge=True))
         await pub.publish("com.cross.two", k="v", options=PublishOptions(acknowledge=True))
         lines = await js
@@ -126,7 +126,6 @@ async def test_js_caller_calls_a_callee_on_another_node(make_cluster, serializer
     from autobahn.wamp.exception import ApplicationError
     from autobahn.wamp.types import RegisterOptions
 
-    from tests.test_cluster_purge import _until
     from tests.wampclient import connect
 
     a, b = await make_cluster("a"), await make_cluster("b")
@@ -143,8 +142,8 @@ async def test_js_caller_calls_a_callee_on_another_node(make_cluster, serializer
         await callee.register(lambda x, y: x + y, "com.cross.add")
         await callee.register(countdown, "com.cross.countdown", options=RegisterOptions(details_arg="details"))
         await callee.register(fail, "com.cross.fail")
-        rpc = a.realm_router("realm1").dealer.cluster
-        await _until(lambda: rpc.lookup("com.cross.fail", "exact") is not None, 5, "the registrations on a")
+        dealer = a.realm_router("realm1").dealer
+        await until(lambda: dealer.lookup("com.cross.fail", "exact") is not None, 5, "the registrations on a")
         lines = await run_js("caller", a.url, serializer)
     finally:
         callee.leave()

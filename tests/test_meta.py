@@ -86,8 +86,7 @@ async def test_welcome_announces_the_meta_features_per_role(node, serializer):
 
 # -- wamp.session.* procedures -----------------------------------------------------------------
 @ensure
-async def test_session_count_list_and_get(solo, serializer):
-    node = solo  # one node: the cluster's session meta is tested in test_cluster_meta.py
+async def test_session_count_list_and_get(node, serializer):
     a, b, c = [await connect(node.url, serializer) for _ in range(3)]
     assert await a.call("wamp.session.count") == 3
     assert sorted(await a.call("wamp.session.list")) == sorted(_sid(x) for x in (a, b, c))
@@ -105,8 +104,8 @@ async def test_session_count_list_and_get(solo, serializer):
 
 
 @ensure
-async def test_session_count_and_list_filter_by_authrole(make_node, serializer):
-    node = make_node(**_realm())
+async def test_session_count_and_list_filter_by_authrole(make_spread, serializer):
+    node = await make_spread(**_realm())
     alice, bob, carol = [await _user(node, n, serializer) for n in ("alice", "bob", "carol")]
     anon = await connect(node.url, serializer)
     assert await anon.call("wamp.session.count") == 4
@@ -121,10 +120,10 @@ async def test_session_count_and_list_filter_by_authrole(make_node, serializer):
 
 
 @ensure
-async def test_sessions_of_another_realm_are_invisible(make_node, serializer):
+async def test_sessions_of_another_realm_are_invisible(make_spread, serializer):
     config = _realm()
     config["realms"].append({"uri": "realm2", "auth": {"anonymous": True}})
-    node = make_node(**config)
+    node = await make_spread(**config)
     here = await connect(node.url, serializer)
     there = await connect(node.url, serializer, realm="realm2")
     assert await here.call("wamp.session.count") == 1
@@ -137,8 +136,7 @@ async def test_sessions_of_another_realm_are_invisible(make_node, serializer):
 
 
 @ensure
-async def test_session_errors(solo, serializer):
-    node = solo  # one node: the cluster's session meta is tested in test_cluster_meta.py
+async def test_session_errors(node, serializer):
     a = await connect(node.url, serializer)
     b = await connect(node.url, serializer)
     assert (await _error(a.call("wamp.session.get", 42))).error == "wamp.error.no_such_session"
@@ -159,8 +157,7 @@ async def test_session_errors(solo, serializer):
 
 # -- killing ---------------------------------------------------------------------------------------
 @ensure
-async def test_kill_sends_goodbye_with_reason_and_message(solo, serializer):
-    node = solo  # one node: the cluster's session meta is tested in test_cluster_meta.py
+async def test_kill_sends_goodbye_with_reason_and_message(node, serializer):
     killer = await connect(node.url, serializer)
     victim = await connect(node.url, serializer)
     result = await killer.call("wamp.session.kill", _sid(victim), reason="com.example.kicked",
@@ -172,8 +169,7 @@ async def test_kill_sends_goodbye_with_reason_and_message(solo, serializer):
 
 
 @ensure
-async def test_kill_reason_defaults_to_the_specs(solo, serializer):
-    node = solo  # one node: the cluster's session meta is tested in test_cluster_meta.py
+async def test_kill_reason_defaults_to_the_specs(node, serializer):
     killer = await connect(node.url, serializer)
     victim = await connect(node.url, serializer)
     await killer.call("wamp.session.kill", _sid(victim))
@@ -183,8 +179,8 @@ async def test_kill_reason_defaults_to_the_specs(solo, serializer):
 
 
 @ensure
-async def test_kill_by_authid_closes_all_its_sessions_but_the_callers(make_node, serializer):
-    node = make_node(**_realm())
+async def test_kill_by_authid_closes_all_its_sessions_but_the_callers(make_spread, serializer):
+    node = await make_spread(**_realm())
     alice1, alice2, alice3 = [await _user(node, "alice", serializer) for _ in range(3)]
     bob = await _user(node, "bob", serializer)
     n = await alice1.call("wamp.session.kill_by_authid", "alice", reason="com.example.logout", message="elsewhere")
@@ -197,8 +193,8 @@ async def test_kill_by_authid_closes_all_its_sessions_but_the_callers(make_node,
 
 
 @ensure
-async def test_kill_by_authrole_closes_the_role_but_not_the_caller(make_node, serializer):
-    node = make_node(**_realm())
+async def test_kill_by_authrole_closes_the_role_but_not_the_caller(make_spread, serializer):
+    node = await make_spread(**_realm())
     alice, bob = await _user(node, "alice", serializer), await _user(node, "bob", serializer)
     carol = await _user(node, "carol", serializer)
     assert await alice.call("wamp.session.kill_by_authrole", "user", reason="com.example.role_revoked") == 1
@@ -208,8 +204,7 @@ async def test_kill_by_authrole_closes_the_role_but_not_the_caller(make_node, se
 
 
 @ensure
-async def test_kill_all_closes_everyone_else(solo, serializer):
-    node = solo  # one node: the cluster's session meta is tested in test_cluster_meta.py
+async def test_kill_all_closes_everyone_else(node, serializer):
     caller = await connect(node.url, serializer)
     others = [await connect(node.url, serializer) for _ in range(3)]
     n = await caller.call("wamp.session.kill_all", reason="com.example.maintenance", message="back soon")
@@ -222,8 +217,8 @@ async def test_kill_all_closes_everyone_else(solo, serializer):
 
 
 @ensure
-async def test_meta_procedures_obey_authorization(make_node, serializer):
-    node = make_node(**_realm())
+async def test_meta_procedures_obey_authorization(make_spread, serializer):
+    node = await make_spread(**_realm())
     mute = await _user(node, "mute", serializer)
     other = await connect(node.url, serializer)
     for call in (mute.call("wamp.session.count"), mute.call("wamp.session.kill", _sid(other))):
@@ -233,8 +228,8 @@ async def test_meta_procedures_obey_authorization(make_node, serializer):
 
 # -- wamp.session.on_join / on_leave ---------------------------------------------------------------
 @ensure
-async def test_session_join_and_leave_events(make_node, serializer):
-    node = make_node(**_realm())
+async def test_session_join_and_leave_events(make_spread, serializer):
+    node = await make_spread(**_realm())
     watcher = await connect(node.url, serializer)
     events = await _events(watcher, "wamp.session.on_join", "wamp.session.on_leave")
     alice = await _user(node, "alice", serializer)
@@ -253,6 +248,26 @@ async def test_session_join_and_leave_events(make_node, serializer):
     assert joined["session"] == sid
     peer.drop()  # an abrupt TCP drop fires on_leave too
     assert await _next(events) == ("wamp.session.on_leave", [sid, joined["authid"], "anonymous"], {})
+
+
+@ensure
+async def test_the_meta_api_sees_a_session_from_on_join_until_on_leave(node, serializer):
+    """What a watcher hears agrees with what it reads: after on_join the session is counted, listed and
+    found; after on_leave it is none of these (spread: the watcher and the session on different nodes)."""
+    watcher = await connect(node.url, serializer)
+    events = await _events(watcher, "wamp.session.on_join", "wamp.session.on_leave")
+    for _ in range(10):
+        subject = await connect(node.url, serializer)
+        topic, args, _ = await _next(events)
+        assert topic == "wamp.session.on_join" and args[0]["session"] == _sid(subject)
+        assert (await watcher.call("wamp.session.get", _sid(subject)))["session"] == _sid(subject)
+        assert await watcher.call("wamp.session.count") == 2
+        assert sorted(await watcher.call("wamp.session.list")) == sorted([_sid(watcher), _sid(subject)])
+        subject.leave()
+        topic, args, _ = await _next(events)
+        assert (topic, args[0]) == ("wamp.session.on_leave", _sid(subject))
+        assert (await _error(watcher.call("wamp.session.get", _sid(subject)))).error == "wamp.error.no_such_session"
+        assert await watcher.call("wamp.session.list") == [_sid(watcher)]
 
 
 # -- wamp.registration.* ---------------------------------------------------------------------------
@@ -491,8 +506,8 @@ async def test_flush_testaments_by_scope(node, serializer):
 
 
 @ensure
-async def test_testament_errors(make_node, serializer):
-    node = make_node(**_realm())
+async def test_testament_errors(make_spread, serializer):
+    node = await make_spread(**_realm())
     client = await connect(node.url, serializer)
     cases = [
         (client.call("wamp.session.add_testament"), "wamp.error.invalid_argument"),
@@ -509,32 +524,31 @@ async def test_testament_errors(make_node, serializer):
     ]
     for call, uri in cases:
         assert (await _error(call)).error == uri
-    assert node.realm_router("realm1").meta.testaments(_sid(client)) == 0
+    assert node.table.lookup(_sid(client)).realm.meta.testaments(_sid(client)) == 0
     limited = await _user(node, "lima", serializer)  # may call, may not publish
     e = await _error(limited.call("wamp.session.add_testament", "com.example.t", [], {}))
     assert e.error == "wamp.error.not_authorized"
 
 
 @ensure
-async def test_testaments_per_session_are_bounded(solo):
-    node = solo  # one node: the cluster's session meta is tested in test_cluster_meta.py
+async def test_testaments_per_session_are_bounded(node):
     client = await connect(node.url)
+    meta_api = node.table.lookup(_sid(client)).realm.meta  # the client's node's (spread: either)
     for i in range(meta.MAX_TESTAMENTS):
         await client.call("wamp.session.add_testament", "com.example.t", [i], {})
     e = await _error(client.call("wamp.session.add_testament", "com.example.t", [], {}))
     assert e.error == meta.TOO_MANY_TESTAMENTS
     await client.call("wamp.session.add_testament", "com.example.t", [], {}, scope="detached")  # per scope
-    assert node.realm_router("realm1").meta.testaments(_sid(client)) == meta.MAX_TESTAMENTS + 1
+    assert meta_api.testaments(_sid(client)) == meta.MAX_TESTAMENTS + 1
     client.leave()
     await with_timeout(client.disconnected)
     await sleep(0.05)
-    assert node.realm_router("realm1").meta._testaments == {}
+    assert meta_api._testaments == {}
 
 
 # -- cost ------------------------------------------------------------------------------------------
 @ensure
-async def test_clients_still_cannot_register_or_publish_under_wamp(solo, serializer):
-    node = solo  # one node: the cluster's session count lags a WELCOME by the mirror's flush
+async def test_clients_still_cannot_register_or_publish_under_wamp(node, serializer):
     client = await connect(node.url, serializer)
     e = await _error(client.register(lambda: None, "wamp.session.count"))
     assert e.error == "wamp.error.invalid_uri"

@@ -12,8 +12,10 @@ from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from prometheus_client.parser import text_string_to_metric_families
 
+from router import __version__
 from router.config import ConfigError, parse
 from tests import opsload
+from tests.helpers.poll import until
 from tests.opsload import http_get, run_load
 from tests.wampclient import connect, raw_connect
 
@@ -65,14 +67,34 @@ async def test_a_known_load_shows_in_the_counts(make_node):
     assert d("courtyard_events_delivered_total", realm="realm1") == opsload.PUBLISHES * opsload.SUBSCRIBERS
     assert after[("courtyard_pending_calls", (("realm", "realm1"),))] == opsload.CALLS_HANGING
     # errors per URI (ERROR and ABORT sent)
-    assert d("courtyard_errors_total", uri="wamp.error.no_such_procedure") == opsload.CALLS_MISSING
-    assert d("courtyard_errors_total", uri="wamp.error.not_authorized") == opsload.DENIED
-    assert d("courtyard_errors_total", uri="courtyard.error.rate_limited") == 1
-    assert d("courtyard_errors_total", uri="wamp.error.authentication_failed") == 1  # the ABORT
-    # authentication per method, refusals per realm and reason
-    assert d("courtyard_auth_total", method="ticket", result="success") == 1
-    assert d("courtyard_auth_total", method="ticket", result="failure") == 1
-    assert d("courtyard_auth_total", method="anonymous", result="success") == 5
+    assert d("courtyard_errors_total", realm="realm1", uri="wamp.error.no_such_procedure") == opsload.CALLS_MISSING
+    assert d("courtyard_errors_total", realm="realm1", uri="wamp.error.not_authorized") == opsload.DENIED
+    assert d("courtyard_errors_total", realm="realm2", uri="courtyard.error.rate_limited") == 1
+    assert d("courtyard_errors_total", realm="realm1", uri="wamp.error.authentication_failed") == 1  # the ABORT
+    # authentication per realm, method and result, refusals per realm and reason
+    assert d("courtyard_auth_total", realm="realm1", method="ticket", result="success") == 1
+    assert d("courtyard_auth_total", realm="realm1", method="ticket", result="failure") == 1
+    assert d("courtyard_auth_total", realm="realm1", method="anonymous", result="success") == 4
+    assert d("courtyard_auth_total", realm="realm2", method="anonymous", result="success") == 1
+    # every known label value was there before the load, at 0 (a first sample of 50 hides from increase())
+    for key in after:
+        if key[0] in ("courtyard_errors_total", "courtyard_auth_total", "courtyard_refusals_total",
+                      "courtyard_messages_received_total", "courtyard_messages_sent_total"):
+            assert key in before, key
+    # latency: every call timed (realm1's hanging calls are not answered yet), every join, every publication
+    calls_answered = opsload.CALLS_ADD + opsload.CALLS_MISSING + opsload.DENIED
+    assert d("courtyard_call_duration_seconds_count", realm="realm1") == calls_answered
+    assert d("courtyard_call_duration_seconds_bucket", realm="realm1", le="+Inf") == calls_answered
+    assert 0 < d("courtyard_call_duration_seconds_sum", realm="realm1") < calls_answered * 1.0
+    assert d("courtyard_call_duration_seconds_bucket", realm="realm1", le="0.0001") <= calls_answered
+    assert d("courtyard_join_duration_seconds_count") == opsload.SESSIONS_REALM1 + opsload.SESSIONS_REALM2
+    assert d("courtyard_publish_fanout_duration_seconds_count") == opsload.PUBLISHES + 3
+    # registrations and subscriptions per realm (gauges), the version
+    assert after[("courtyard_registrations", (("realm", "realm1"),))] >= 1
+    assert after[("courtyard_subscriptions", (("realm", "realm1"),))] >= 1
+    assert after[("courtyard_subscriptions", (("realm", "realm2"),))] == 0
+    build = [k for k in after if k[0] == "courtyard_build_info"]
+    assert len(build) == 1 and dict(build[0][1])["version"] == __version__ and after[build[0]] == 1
     assert d("courtyard_refusals_total", realm="realm1", reason="not_authorized") == opsload.DENIED
     assert d("courtyard_refusals_total", realm="realm1", reason="authentication_failed") == 1
     assert d("courtyard_refusals_total", realm="realm2", reason="rate_limited") == 1
@@ -194,18 +216,15 @@ def test_http_config_defaults():
 async def test_health_reports_redis_in_a_cluster_and_is_503_without_it(tmp_path, redis_server):
     """A cluster node says whether it reaches Redis; without it, 503 `degraded` (issue 14: 200 when
     the node accepts sessions and reaches Redis)."""
-    from tests.test_cluster_start import _node
+    from tests.helpers.cluster import node_process
 
-    a = _node(tmp_path, "a", redis_server.url).start()
+    a = node_process(tmp_path, "a", redis_server.url).start()
     try:
         status, _, body = await http_get(a.port, "/health")
-        assert status == 200 and json.loads(body) == {"status": "ok", "node": "courtyard", "sessions": 0,
-                                                     "redis": "ok"}, body
+        assert status == 200 and json.loads(body) == {"status": "ok", "node": "a", "sessions": 0,
+                                                     "redis": "ok"}, body  # its node id, not node.name
         redis_server.stop()
-        for _ in range(250):
-            if "lost Redis at" in a.log():
-                break
-            await sleep(0.02)
+        await until(lambda: "lost Redis at" in a.log(), 5, "the node to notice", fail=False)
         status, _, body = await http_get(a.port, "/health")
         assert status == 503 and json.loads(body)["redis"] == "unreachable", body
         assert json.loads(body)["status"] == "degraded"
@@ -219,4 +238,64 @@ async def test_the_status_page_is_self_contained(node):
     status, head, page = await http_get(node.port, "/status")
     assert status == 200 and head["content-type"] == "text/html; charset=utf-8"
     assert re.search(rb"""(src|href)\s*=|@import|url\(|//[a-z0-9.-]+\.[a-z]{2,}/""", page, re.I) is None
-    assert b'fetch("status.json"' in page and b"default-src 'self'" in head["content-security-policy"].encode()
+    assert b'getJSON("status.json"' in page and b"fetch(url" in page
+    assert b"default-src 'self'" in head["content-security-policy"].encode()
+
+
+@ensure
+async def test_a_callees_own_error_uri_is_counted_as_other(make_node):
+    """Only the spec's and Courtyard's error URIs are label values: a callee's own is `other`."""
+    from autobahn.wamp.exception import ApplicationError
+
+    node = make_node()
+    before = await scrape(node.port)
+    assert ("courtyard_errors_total", (("realm", "realm1"), ("uri", "other"))) in before
+    key = ("courtyard_errors_total", (("realm", "none"), ("uri", "wamp.error.no_such_realm")))
+    assert before[key] == 0  # an ABORT before a realm is known has its series from the start too
+    peer = await raw_connect(node.url)
+    peer.send([1, "no.such.realm", {"roles": {"caller": {}}}])
+    assert (await peer.recv())[0] == 3  # ABORT
+
+    def fail():
+        raise ApplicationError("com.example.error.made_up")
+
+    callee = await connect(node.url)
+    await callee.register(fail, "com.example.fail")
+    caller = await connect(node.url)
+    for _ in range(3):
+        with pytest.raises(ApplicationError):
+            await caller.call("com.example.fail")
+    after = await scrape(node.port)
+    assert delta(before, after, "courtyard_errors_total", realm="realm1", uri="other") == 3
+    assert delta(before, after, "courtyard_errors_total", realm="none", uri="wamp.error.no_such_realm") == 1
+    assert not [k for k in after if "com.example.error.made_up" in str(k)]
+    assert delta(before, after, "courtyard_call_duration_seconds_count", realm="realm1") == 3
+    for c in (callee, caller):
+        c.leave()
+
+
+def test_every_courtyard_uri_in_the_source_is_a_known_label():
+    """A new courtyard.error.* / courtyard.close.* URI must be added to router.metrics' list, or its
+    errors would be counted as `other`."""
+    from pathlib import Path
+
+    from router.metrics import COURTYARD_ERRORS
+
+    root = Path(__file__).resolve().parent.parent
+    found = set()
+    for path in [*root.glob("router/**/*.py"), *root.glob("realms/**/*.py")]:
+        found |= set(re.findall(r'"(courtyard\.(?:error|close)\.[a-z_]+)"', path.read_text()))
+    assert found <= set(COURTYARD_ERRORS), found - set(COURTYARD_ERRORS)
+
+
+def test_histogram_buckets_and_quantiles():
+    from router.metrics import CALL_BUCKETS, Histogram
+
+    h = Histogram(CALL_BUCKETS)
+    assert h.quantile(0.5) is None
+    for v in (0.0001, 0.0002, 0.0004, 0.002, 100.0):
+        h.observe(v)
+    cum = dict(h.cumulative())
+    assert cum["0.0001"] == 1 and cum["0.00025"] == 2 and cum["0.0005"] == 3 and cum["0.0025"] == 4
+    assert cum["30.0"] == 4 and cum["+Inf"] == 5 and h.count() == 5
+    assert 0.00025 <= h.quantile(0.5) <= 0.0005

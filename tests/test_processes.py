@@ -13,6 +13,7 @@ from autobahn.wamp.exception import ApplicationError
 
 from realms.secrets import hash_secret
 from tests import procs
+from tests.helpers.poll import until
 from tests.wampclient import connect, raw_connect, rawsocket_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -35,14 +36,6 @@ async def _refused(d, uri: str) -> ApplicationError:
         await with_timeout(d)
     assert e.value.error == uri, e.value
     return e.value
-
-
-async def _until(predicate, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if predicate():
-            return
-        await sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 @ensure
@@ -112,7 +105,7 @@ async def test_state_goes_with_the_session_and_a_new_one_starts_fresh(make_node)
     assert await a.call(CALL, {"op": "add", "by": 7}) == 7
     a.leave()
     await with_timeout(a.left)
-    await _until(lambda: ended)
+    await until(lambda: ended)
     assert ended == [(a.welcome.session, "client said goodbye ('wamp.close.normal')")]
     assert not node.processes.started(a.welcome.session)
     a2 = await connect(node.url)
@@ -138,7 +131,7 @@ async def test_terminate_runs_however_the_session_ends(make_node):
     dropped.drop()
     expiring = await connect(node.url, realm="short")
     await with_timeout(expiring.left, 5)
-    await _until(lambda: len(procs.ENDED) == 3)
+    await until(lambda: len(procs.ENDED) == 3)
     reasons = dict(procs.ENDED)
     assert reasons[killed.welcome.session] == "router said goodbye (wamp.close.killed)"
     assert reasons[welcome[1]] == "connection lost"
@@ -268,7 +261,7 @@ async def test_a_process_publishes_and_calls_through_the_router(make_node):
     await backend.register(lambda x: x * 2, "com.example.double")
     await a.call(CALL, {"op": "add", "by": 3})
     await a.call(CALL, {"op": "publish", "topic": "com.example.counted"})
-    await _until(lambda: got)
+    await until(lambda: got)
     assert got == [(3, a.welcome.authid)]
     assert await a.call(CALL, {"op": "call", "procedure": "com.example.double", "args": [21]}) == 42
     e = await _refused(a.call(CALL, {"op": "call", "procedure": "com.example.nothing"}),
@@ -329,7 +322,7 @@ def test_a_bad_class_path_fails_the_config_check():
 @ensure
 async def test_the_example_cart_and_the_cli(tmp_path):
     """config/examples/session_process.yaml as shipped (plus an admin), in a real `courtyard start`:
-    the README's client example, a client with its cart, and `courtyard admin processes ...` on it."""
+    the docs/session-processes.md client example, a client with its cart, and `courtyard admin processes ...` on it."""
     import json
     import re
     import subprocess
@@ -339,9 +332,9 @@ async def test_the_example_cart_and_the_cli(tmp_path):
     import yaml
     from twisted.internet import threads
 
+    from tests.helpers.admin import ADMIN as CLI_ADMIN
+    from tests.helpers.admin import cli
     from tests.routerproc import RouterProcess
-    from tests.test_admin_cli import ADMIN as CLI_ADMIN
-    from tests.test_admin_cli import cli
 
     config = yaml.safe_load((Path(__file__).parent.parent / "config/examples/session_process.yaml").read_text())
     router = RouterProcess(tmp_path, {**config, "admin": CLI_ADMIN}).start()
@@ -351,7 +344,7 @@ async def test_the_example_cart_and_the_cli(tmp_path):
             assert r.returncode == 0 and r.stderr == "", r.stderr
             return r.stdout.strip()
 
-        readme = (Path(__file__).parent.parent / "README.md").read_text().split("### Session processes", 1)[1]
+        readme = (Path(__file__).parent.parent / "docs/session-processes.md").read_text()
         code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
         example = tmp_path / "example.py"
         example.write_text(code.replace("8080", str(router.port)))
@@ -429,7 +422,7 @@ async def test_ten_thousand_sessions_leave_no_process_behind(make_node):
         for start in range(first, first + count, batch):
             await defer.gatherResults([defer.ensureDeferred(_session_lifetime(url, i))
                                        for i in range(start, start + batch)], consumeErrors=True)
-            await _until(lambda: node.table.size() == 0 and node.processes.count() == 0)
+            await until(lambda: node.table.size() == 0 and node.processes.count() == 0)
 
     await churn(0, 1000)  # warm up: buffers, caches and the allocator's arenas settle
     gc.collect()
@@ -452,7 +445,7 @@ async def test_broken_classes_are_logged_and_nothing_else_breaks(make_node, log_
     assert await a.call(CALL, "ping") == "ping"
     a.leave()  # terminate raises: one error line, the session still ends cleanly
     await with_timeout(a.left)
-    await _until(lambda: any("failed in terminate: RuntimeError: terminate broke" in line for line in log_lines))
+    await until(lambda: any("failed in terminate: RuntimeError: terminate broke" in line for line in log_lines))
     b = await connect(node.url)
     assert node.processes.start(b.welcome.session) is False  # started on join
     node.processes.terminate(b.welcome.session)
@@ -490,16 +483,9 @@ async def test_an_admin_gives_a_realm_processes_at_run_time(make_node):
 async def test_in_a_cluster_admin_requests_reach_the_process_on_its_sessions_node(tmp_path, redis_server):
     """Two `courtyard start` nodes on a real redis-server: the admin on node b lists, calls, casts and
     terminates the process of a session on node a; the process lives on node a."""
-    from tests.routerproc import RouterProcess
-    from tests.test_cluster_purge import _until as until_redis
-    from tests.test_cluster_start import ADMIN as CLUSTER_ADMIN
+    from tests.helpers.cluster import node_process
 
-    nodes = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        nodes.append(RouterProcess(tmp_path / name, {
-            "admin": CLUSTER_ADMIN, "realms": [realm()],
-            "cluster": {"redis": redis_server.url, "node_id": name, "heartbeat": 0.2, "node_timeout": 1.0}}).start())
+    nodes = [node_process(tmp_path, name, redis_server.url, {"realms": [realm()]}).start() for name in "ab"]
     a, b = nodes
     try:
         on_a = await connect(a.url)
@@ -507,7 +493,7 @@ async def test_in_a_cluster_admin_requests_reach_the_process_on_its_sessions_nod
         admin = await connect(b.url, realm="courtyard.admin", authmethods=["ticket"], authid="admin",
                               on_challenge=lambda c: "s3cret")
         sid = on_a.welcome.session
-        await until_redis(lambda: redis_server.command("SCARD", "cy:r:realm1") == 2, 5, "2 sessions in Redis")
+        await until(lambda: redis_server.command("SCARD", "cy:r:realm1") == 2, 5, "2 sessions in Redis")
         assert await on_a.call(CALL, {"op": "add", "by": 2}) == 2
         assert await admin.call("courtyard.process.started", sid) is True
         assert await admin.call("courtyard.process.call", sid, {"op": "add"}) == 3  # node a's process

@@ -39,7 +39,7 @@ from twisted.logger import globalLogPublisher
 from fuzz.frames import shared_bomb
 from router import wamp
 from router.serializers import SerializationError, create
-from tests.conftest import start_node, stop_node
+from tests.helpers.nodes import start_node, stop_node
 from tests.wamppeer import Peer, Undecodable, deep_ok, encode, open_peer, same
 
 ensure = pytest_twisted.ensureDeferred

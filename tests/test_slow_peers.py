@@ -18,6 +18,7 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 from twisted.internet import defer
 
+from tests.helpers.poll import until
 from tests.wampclient import TIMEOUT, RawSocketPeer, connect, raw_connect, rawsocket_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -132,14 +133,6 @@ async def drain(peer, seconds: float = 2.0) -> list:
     return got
 
 
-async def until(condition, seconds: float = TIMEOUT, step: float = 0.002) -> bool:
-    for _ in range(int(seconds / step)):
-        if condition():
-            return True
-        await sleep(step)
-    return condition()
-
-
 async def still_served(node) -> None:
     """Another session, on each transport, still gets answers."""
     for url in (node.url, rs_url(node)):
@@ -166,7 +159,8 @@ async def flood(node, send, count: int, session, watch: Watch, bound: int, batch
         send(i)
         if i % batch and i != count:
             continue
-        await until(lambda n=i: stop() or (session.msgs_in - base >= n and (done is None or done(n))))
+        await until(lambda n=i: stop() or (session.msgs_in - base >= n and (done is None or done(n))), TIMEOUT,
+                    step=0.002, fail=False)
         watch.sample()
         assert watch.peak <= bound, f"{watch.peak} bytes queued for a peer that stopped reading"
         if stop():
@@ -374,7 +368,8 @@ async def test_callee_errors_with_payload_to_a_caller_that_stops_reading(make_no
             for _ in range(5):
                 inv = await callee.recv()
                 callee.send([8, 68, inv[1], {}, "com.example.oops", [blob]])
-            await until(lambda n=i: node.realm_router("realm1").dealer.pending() == 0 and session.msgs_in >= n)
+            await until(lambda n=i: node.realm_router("realm1").dealer.pending() == 0 and session.msgs_in >= n,
+                        TIMEOUT, step=0.002, fail=False)
             watch.sample()
             assert watch.peak <= _bound(), f"{watch.peak} bytes queued for a peer that stopped reading"
     grown = rss() - before
@@ -413,7 +408,7 @@ async def test_events_to_a_subscriber_that_stops_reading(make_node, transport, p
         return
     assert not gone(node, session) and conn.dropped_events > 0
     read_again(subscriber)  # it catches up and gets new events
-    assert await until(lambda: not conn._paused)
+    await until(lambda: not conn._paused, TIMEOUT, "the transport to resume", step=0.002)
     await drain(subscriber, 0.2)
     publisher.send([16, 61, {}, "com.example.firehose", ["after"]])
     assert (await subscriber.recv())[4] == ["after"]
@@ -507,7 +502,8 @@ async def test_welcome_and_goodbye_to_a_peer_that_stops_reading(make_node, trans
         peer.send(hello)
         if i % 200 == 0:
             peer.send([16, 1, {}, "com.example.mark", []])
-            await until(lambda n=i // 200: marks.seen >= n or conn.transport.disconnected)
+            await until(lambda n=i // 200: marks.seen >= n or conn.transport.disconnected, TIMEOUT, step=0.002,
+                        fail=False)
             watch.sample()
             assert watch.peak <= _bound(4096), f"{watch.peak} bytes queued for a peer that stopped reading"
             if conn.transport.disconnected:
@@ -564,7 +560,7 @@ async def test_a_peer_over_budget_longer_than_the_timeout_is_disconnected_withou
     assert queued(conn) > BUDGET // 2  # the router still holds its share of what the peer has not read
     over = time.monotonic()
     # nothing more is sent to it: the timeout alone ends it
-    assert await until(lambda: gone(node, session), 3), "still connected 3 s after going over budget"
+    await until(lambda: gone(node, session), 3, "the peer gone 3 s after going over budget", step=0.002)
     assert time.monotonic() - over > 0.5
     read_again(subscriber)
     await with_timeout(subscriber.closed)
@@ -598,7 +594,8 @@ async def test_a_departed_slow_peers_buffer_is_freed_without_the_gc(make_node, t
     try:
         for peer, _, _ in subscribers:
             peer.drop()
-        assert await until(lambda: all(gone(node, s) for _, _, s in subscribers))
+        await until(lambda: all(gone(node, s) for _, _, s in subscribers), TIMEOUT, "every slow subscriber gone",
+                    step=0.002)
         assert [queued(c) for _, c, _ in subscribers] == [0] * 4  # freed at once, not at the next GC round
     finally:
         gc.enable()
@@ -625,7 +622,7 @@ async def test_a_rawsocket_the_router_closes_while_backed_up_does_close_once_dra
             break
     assert conn._paused
     subscriber.send_frame(b"\xc1")  # never valid msgpack: ABORT, then the router closes the connection
-    assert await until(lambda: gone(node, session), 3)
+    await until(lambda: gone(node, session), 3, "the peer gone", step=0.002)
     read_again(subscriber)
     await with_timeout(subscriber.closed, 5)
     await still_served(node)

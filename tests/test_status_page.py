@@ -3,21 +3,25 @@ numbers its JavaScript rendered from /status.json (read from the DOM) are the lo
 page again while calls and publications keep coming, and takes a screenshot of it.
 
 Chromium is required, not optional: .ci/run installs Debian's `chromium`. Set COURTYARD_SCREENSHOT=PATH
-to keep the screenshot (docs/status.png is made so)."""
+to keep the two-node cluster test's screenshot (docs/status.png is made so)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest_twisted
+from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
 from twisted.internet import task, utils
 
 from tests import opsload
 from tests.opsload import run_load
+from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -146,8 +150,112 @@ async def test_the_status_page_shows_the_load_in_a_browser(make_node, tmp_path):
     assert opsload.CALLS_ADD < shown <= opsload.CALLS_ADD + done
     assert float(dom.ids["k-in-rate"].replace(",", "")) > 0, dom.ids
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    for c in clients:
+        c.leave()
+
+
+TOKEN = "status-page-token-0123456789"
+ROWS = """JSON.stringify([...document.querySelectorAll('#%s tbody tr')].filter((tr) => !tr.classList.contains('empty'))
+  .map((tr) => ({...tr.dataset, cells: [...tr.cells].map((c) => c.textContent)})))"""
+
+
+async def _rows(browser, table: str) -> list[dict]:
+    return json.loads(await browser.evaluate(ROWS % table))
+
+
+@ensure
+async def test_the_status_page_of_a_two_node_cluster_lists_both_and_kills_a_session(make_cluster, tmp_path):
+    """Both nodes with their id, version, uptime, sessions and health; the sessions of both; a kill
+    through the page (the admin token typed in, the button clicked) says GOODBYE to a session on the
+    other node, and without the token it does not."""
+    from router import __version__
+    from tests.cdp import Browser
+
+    a = await make_cluster("a", http={"token": TOKEN})
+    b = await make_cluster("b", http={"token": TOKEN})
+    callee = await connect(b.url)
+    await callee.register(lambda x, y: x + y, "com.example.add")
+    victim = await connect(b.url)
+    caller = await connect(a.url)
+    listener = await connect(a.url)
+    await listener.subscribe(lambda *a: None, "com.example.news")
+    for i in range(50):  # b's registration reaches a through Redis
+        try:
+            await caller.call("com.example.add", i, 1)
+            break
+        except Exception:
+            await sleep(0.05)
+    for i in range(20):
+        await caller.call("com.example.add", i, 1)
+        await caller.publish("com.example.news", i, options=PublishOptions(acknowledge=True))
+    ids = {c.welcome.session: n for c, n in ((callee, "b"), (victim, "b"), (caller, "a"), (listener, "a"))}
+
+    browser = await Browser(tmp_path / "chromium").open(f"http://127.0.0.1:{a.port}/")
+    try:
+        await browser.wait_for("document.querySelectorAll('#nodes tbody tr[data-node]').length === 2 && "
+                               "document.querySelectorAll('#sessions tbody tr[data-session]').length === 4")
+        nodes = {r["node"]: r["cells"] for r in await _rows(browser, "nodes")}
+        assert set(nodes) == {"a", "b"}
+        for name, count in (("a", 2), ("b", 2)):
+            cells = nodes[name]
+            assert cells[0] == name and cells[1] == __version__ and cells[7] == "ok", cells
+            assert number(cells[3]) == count and re.match(r"\d+m \d+s", cells[2]), cells
+        sessions = {int(r["session"]): r["node"] for r in await _rows(browser, "sessions")}
+        assert sessions == ids
+        # the procedure called across nodes, with its calls, errors and latency percentiles
+        await browser.wait_for("!!document.querySelector('#procedures tr[data-uri=\"com.example.add\"]')")
+        proc = next(r for r in await _rows(browser, "procedures") if r["uri"] == "com.example.add")
+        assert number(proc["cells"][2]) == 21 and proc["cells"][4] == "0" and float(proc["cells"][5]) > 0, proc
+        # the charts have axes with units
+        assert await browser.wait_for("document.querySelector('#chart-rate').dataset.points >= 2")
+        labels = await browser.evaluate("[...document.querySelectorAll('#chart-rate text')].map((t) => t.textContent)")
+        assert "msg/s" in labels and "now" in labels and "-60 s" in labels, labels
+        # one session's details
+        await browser.evaluate(f"document.querySelector('#sessions tr[data-session=\"{victim.welcome.session}\"]')"
+                               ".click()")
+        shown = json.loads(await browser.wait_for(
+            f"document.querySelector('#details').textContent.includes('\"session\": {victim.welcome.session}') && "
+            "document.querySelector('#details').textContent"))
+        assert shown["node"] == "b" and shown["realm"] == "realm1"
+
+        kill = f"document.querySelector('#sessions tr[data-session=\"{victim.welcome.session}\"] button.kill').click()"
+        await browser.evaluate(kill)  # no token typed: refused
+        assert await browser.wait_for("document.querySelector('#s-result').dataset.outcome") == "403"
+        await sleep(0.3)
+        assert not victim.left.called
+        await browser.evaluate(f"(() => {{ const t = document.querySelector('#token'); t.value = '{TOKEN}'; "
+                               "t.dispatchEvent(new Event('change')); })()")
+        await browser.wait_for(f"!!document.querySelector('#sessions tr[data-session=\"{victim.welcome.session}\"] "
+                               "button.kill:not(:disabled)')")
+        await browser.evaluate(kill)
+        details = await with_timeout(victim.left, 10)
+        assert details.reason == "wamp.close.killed", details  # the GOODBYE, on the other node
+        await browser.wait_for("document.querySelectorAll('#sessions tbody tr[data-session]').length === 3")
+        # the screenshot is of the page under a load (calls across nodes and publications), its charts drawn
+        ticks = [0]
+
+        def tick() -> None:
+            ticks[0] += 1
+            caller.call("com.example.add", ticks[0], 1).addErrback(lambda f: None)
+            caller.publish("com.example.news", ticks[0], options=PublishOptions(acknowledge=True)).addErrback(
+                lambda f: None)
+
+        loop = task.LoopingCall(tick)
+        loop.start(0.01)
+        try:
+            await browser.wait_for("document.querySelector('#chart-latency').dataset.points >= 8", 30)
+            shot = tmp_path / "status.png"
+            await browser.screenshot(shot)
+        finally:
+            loop.stop()
+        # the other node's own view
+        await browser.evaluate("document.querySelector('#nodes tr[data-node=\"b\"]').click()")
+        await browser.wait_for("document.querySelector('#node').textContent.startsWith('b ')")
+    finally:
+        browser.close()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     keep = os.environ.get("COURTYARD_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)
-    for c in clients:
+    for c in (callee, caller, listener):
         c.leave()

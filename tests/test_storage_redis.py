@@ -14,7 +14,7 @@ from router.cluster.connection import connect, connected
 from router.cluster.url import parse_redis_url
 from router.storage.redis import RedisStorage
 from router.tuplespace import SessionTable
-from tests.test_tuplespace import _assert_mirrored, _open
+from tests.helpers.tables import assert_mirrored, open_session
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -40,29 +40,29 @@ def nodes(redis_server):
 @ensure
 async def test_the_mirror_follows_update_and_close_after_each_flush(nodes, redis_server):
     a = await nodes("node-a")
-    s = _open(a, authid="alice", authrole="user")
-    other = _open(a, authid="alice", authrole="user")
+    s = open_session(a, authid="alice", authrole="user")
+    other = open_session(a, authid="alice", authrole="user")
     await a._storage.flush()
-    _assert_mirrored(a, redis_server)
+    assert_mirrored(a, redis_server)
     a.update(s.id, authid="carol", authrole="admin")
     await a._storage.flush()
-    _assert_mirrored(a, redis_server)
+    assert_mirrored(a, redis_server)
     a.close(other.id)
     await a._storage.flush()
-    _assert_mirrored(a, redis_server)
+    assert_mirrored(a, redis_server)
     a.close(s.id)
     await a._storage.flush()
-    _assert_mirrored(a, redis_server)
+    assert_mirrored(a, redis_server)
     assert redis_server.command("KEYS", "cy:*") == []  # nothing left behind
 
 
 @ensure
 async def test_another_node_counts_lists_and_reads_sessions_cluster_wide(nodes):
     a, b = await nodes("node-a"), await nodes("node-b")
-    a1 = _open(a, "r1", "alice", "user")
-    a2 = _open(a, "r1", "bob", "admin")
-    b1 = _open(b, "r1", "alice", "admin")
-    _open(b, "r2", "alice", "user")
+    a1 = open_session(a, "r1", "alice", "user")
+    a2 = open_session(a, "r1", "bob", "admin")
+    b1 = open_session(b, "r1", "alice", "admin")
+    open_session(b, "r2", "alice", "user")
     await a._storage.flush()
     await b._storage.flush()
     assert a.size() == 2 and b.size() == 2  # the synchronous API: the node's own sessions
@@ -85,7 +85,7 @@ async def test_the_memory_backend_answers_the_cluster_calls_with_its_own_session
     from router.storage.memory import MemoryStorage
 
     t = SessionTable(MemoryStorage())
-    s = _open(t, "r1", "alice", "user")
+    s = open_session(t, "r1", "alice", "user")
     assert await t.cluster_size() == 1 and await t.cluster_size("r2") == 0
     assert [d["session"] for d in await t.cluster_list("r1", authid="alice")] == [s.id]
     assert (await t.cluster_details(s.id))["authid"] == "alice" and await t.cluster_details(1) is None
@@ -94,7 +94,7 @@ async def test_the_memory_backend_answers_the_cluster_calls_with_its_own_session
 @ensure
 async def test_last_activity_is_written_at_most_once_per_interval(nodes, redis_server):
     a = await nodes("node-a", activity_interval=0.3)
-    s = _open(a)
+    s = open_session(a)
     await a._storage.flush()
     written = float(redis_server.command("HGET", f"cy:s:{s.id}", "last_active"))
     writes = []
@@ -114,7 +114,7 @@ async def test_a_redis_restart_is_healed_by_a_resync_and_the_backlog_is_bounded(
     from tests.redisproc import RedisServer
 
     a = await nodes("node-a")
-    kept = [_open(a) for _ in range(3)]
+    kept = [open_session(a) for _ in range(3)]
     await a._storage.flush()
     port = redis_server.port
     redis_server.stop()  # Redis loses everything (no persistence)
@@ -122,7 +122,7 @@ async def test_a_redis_restart_is_healed_by_a_resync_and_the_backlog_is_bounded(
         if not connected(a._storage.redis):
             break
         await sleep(0.02)
-    gone = [_open(a) for _ in range(50)]
+    gone = [open_session(a) for _ in range(50)]
     for s in gone:  # churn while Redis is away: the backlog is a set of ids, not a log of writes
         a.close(s.id)
     a.close(kept[0].id)
@@ -141,7 +141,7 @@ async def test_a_redis_restart_is_healed_by_a_resync_and_the_backlog_is_bounded(
             if not a._storage.backlog():
                 break
             await sleep(0.02)
-        _assert_mirrored(a, restarted)
+        assert_mirrored(a, restarted)
         assert a.size() == 2
     finally:
         restarted.stop()

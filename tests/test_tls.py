@@ -261,10 +261,10 @@ def _bound_signer(key, channel: str | None = "tls-unique", tamper: bool = False)
 async def test_cryptosign_with_tls_unique_channel_binding(make_node, pki):
     from autobahn.wamp.cryptosign import CryptosignKey
 
-    from tests.test_auth import _auth_realm
+    from tests.helpers.realms import auth_realm
 
     key = CryptosignKey.from_bytes(bytes(range(32)))
-    node = make_node(**_auth_realm(), listeners=[{"tls": _tls(pki)}, {"port": 0}])
+    node = make_node(**auth_realm(), listeners=[{"tls": _tls(pki)}, {"port": 0}])
     url = f"wss://localhost:{node.port}/ws"
     bound = {"pubkey": key.public_key(), "channel_binding": "tls-unique"}
     c = await connect(url, tls=_trusting(pki), authmethods=["cryptosign"], authextra=bound,

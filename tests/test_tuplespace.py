@@ -10,6 +10,7 @@ import pytest_twisted
 from router.session import QuotaWindow, RateWindow
 from router.storage.memory import MemoryStorage
 from router.tuplespace import SessionNotFound, SessionTable, TableFull
+from tests.helpers.tables import assert_mirrored, open_session
 
 
 class FakeRealm:
@@ -20,12 +21,6 @@ class FakeRealm:
 
     def detach(self, session):
         self.detached.append(session.id)
-
-
-def _open(table, realm="realm1", authid="alice", authrole="user", realm_obj=None):
-    return table.open(realm, object(), peer=("127.0.0.1", 1), agent="t", roles={"caller": {}},
-                      authid=authid, authrole=authrole, authmethod="anonymous", authprovider="static",
-                      realm=realm_obj)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -45,30 +40,14 @@ def table(request):
     yield table
     pytest_twisted.blockon(storage.flush())
     try:
-        _assert_mirrored(table, server)
+        assert_mirrored(table, server)
     finally:
         storage.detach()
         pytest_twisted.blockon(conn.disconnect())
 
 
-def _assert_mirrored(table, server):
-    """Redis holds exactly the table's records, in exactly the indexes their fields put them in."""
-    from router.storage.redis import authid_key, authrole_key, node_sessions_key, realm_key
-
-    local = {s.id: s for s in table.list()}
-    assert {int(i) for i in server.command("SMEMBERS", "cy:sessions")} == set(local)
-    assert {int(i) for i in server.command("SMEMBERS", node_sessions_key("node-a"))} == set(local)
-    for sid, s in local.items():
-        assert server.command("HGET", f"cy:s:{sid}", "authid") == s.authid
-        for key in (realm_key(s.realm_uri), authid_key(s.realm_uri, s.authid), authrole_key(s.realm_uri, s.authrole)):
-            assert server.command("SISMEMBER", key, str(sid)) == 1
-    index_keys = [k for pattern in ("cy:r:*", "cy:a:*", "cy:ro:*") for k in server.command("KEYS", pattern)]
-    assert sum(server.command("SCARD", k) for k in index_keys) == 3 * len(local)
-    assert len(server.command("KEYS", "cy:s:*")) == len(local)
-
-
 def test_open_fetch_lookup(table):
-    s = _open(table)
+    s = open_session(table)
     assert 1 <= s.id <= 2**53
     assert table.fetch(s.id) is s
     assert table.lookup(s.id) is s
@@ -78,10 +57,10 @@ def test_open_fetch_lookup(table):
 
 
 def test_size_and_list_by_realm_authid_authrole(table):
-    a1 = _open(table, "r1", "alice", "user")
-    a2 = _open(table, "r1", "alice", "admin")
-    b = _open(table, "r1", "bob", "user")
-    c = _open(table, "r2", "alice", "user")
+    a1 = open_session(table, "r1", "alice", "user")
+    a2 = open_session(table, "r1", "alice", "admin")
+    b = open_session(table, "r1", "bob", "user")
+    c = open_session(table, "r2", "alice", "user")
     assert table.size() == 4 and table.size("r1") == 3 and table.size("r2") == 1 and table.size("r3") == 0
     assert {s.id for s in table.list()} == {a1.id, a2.id, b.id, c.id}
     assert {s.id for s in table.list("r1")} == {a1.id, a2.id, b.id}
@@ -92,26 +71,26 @@ def test_size_and_list_by_realm_authid_authrole(table):
 
 
 def test_list_active_within(table):
-    old = _open(table)
-    new = _open(table)
+    old = open_session(table)
+    new = open_session(table)
     old.last_active -= 100
     assert [s.id for s in table.list(active_within=10)] == [new.id]
 
 
 def test_activity_counts_distinct_recent_authids(table):
-    _open(table, authid="alice")
-    _open(table, authid="alice")  # a second device
-    _open(table, authid="bob")
-    stale = _open(table, authid="carol")
+    open_session(table, authid="alice")
+    open_session(table, authid="alice")  # a second device
+    open_session(table, authid="bob")
+    stale = open_session(table, authid="carol")
     stale.last_active -= 3600
-    _open(table, "elsewhere", authid="dave")
+    open_session(table, "elsewhere", authid="dave")
     assert table.activity("realm1", 60) == 2
     assert table.activity("realm1", 7200) == 3
     assert table.activity("nowhere", 60) == 0
 
 
 def test_incr_seq_starts_at_one_and_wraps_to_one(table):
-    s = _open(table)
+    s = open_session(table)
     assert table.incr_seq(s.id) == 1
     assert table.incr_seq(s.id) == 2
     s.seq = 2**53
@@ -119,7 +98,7 @@ def test_incr_seq_starts_at_one_and_wraps_to_one(table):
 
 
 def test_update_reindexes(table):
-    s = _open(table, authid="alice", authrole="user")
+    s = open_session(table, authid="alice", authrole="user")
     table.update(s.id, authid="carol", authrole="admin", data={"k": "v"})
     assert table.list("realm1", authid="alice") == []
     assert table.list("realm1", authrole="user") == []
@@ -136,7 +115,7 @@ def test_close_removes_everything_and_detaches_from_realm(table):
     realm = FakeRealm()
     closed = []
     table.on_close(lambda s: closed.append(s.id))
-    s = _open(table, realm_obj=realm)
+    s = open_session(table, realm_obj=realm)
     assert table.close(s.id) is s
     assert realm.detached == [s.id] and closed == [s.id]
     assert table.size() == 0 and table.lookup(s.id) is None
@@ -147,10 +126,10 @@ def test_close_removes_everything_and_detaches_from_realm(table):
 
 def test_max_sessions():
     table = SessionTable(MemoryStorage(), max_sessions=2)
-    _open(table)
-    _open(table)
+    open_session(table)
+    open_session(table)
     with pytest.raises(TableFull):
-        _open(table)
+        open_session(table)
 
 
 def test_ids_are_redrawn_on_collision(monkeypatch, table):
@@ -158,12 +137,12 @@ def test_ids_are_redrawn_on_collision(monkeypatch, table):
 
     draws = iter([7, 7, 9])
     monkeypatch.setattr(ts._rand, "randint", lambda a, b: next(draws))
-    assert _open(table).id == 7
-    assert _open(table).id == 9
+    assert open_session(table).id == 7
+    assert open_session(table).id == 9
 
 
 def test_to_details_map(table):
-    s = _open(table)
+    s = open_session(table)
     s.rate = RateWindow(10, 1.0)
     s.quota = QuotaWindow(100, 60.0)
     d = table.to_details_map(s.id)
@@ -176,8 +155,8 @@ def test_to_details_map(table):
 
 def test_indexes_follow_sessions_of_one_authid_through_every_order_of_closing(table):
     """An authid's bucket holds one session bare and several in a dict: both shapes, both ways."""
-    devices = [_open(table, authid="alice") for _ in range(3)]
-    other = _open(table, authid="bob")
+    devices = [open_session(table, authid="alice") for _ in range(3)]
+    other = open_session(table, authid="bob")
     for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
         assert {s.id for s in table.list("realm1", authid="alice")} == {s.id for s in devices}
         for k, i in enumerate(order):
@@ -185,7 +164,7 @@ def test_indexes_follow_sessions_of_one_authid_through_every_order_of_closing(ta
             left = {devices[j].id for j in order[k + 1:]}
             assert {s.id for s in table.list("realm1", authid="alice")} == left
             assert {s.id for s in table.list("realm1", authrole="user")} == left | {other.id}
-        devices = [_open(table, authid="alice") for _ in range(3)]
+        devices = [open_session(table, authid="alice") for _ in range(3)]
     assert table.list("realm1", authid="bob") == [other]
     table.update(other.id, authid="alice")
     assert len(table.list("realm1", authid="alice")) == 4 and table.list("realm1", authid="bob") == []

@@ -111,10 +111,11 @@ def _serializer(name: str):
 
 
 async def connect(url: str, serializer: str = "json", realm: str = "realm1", tls=None, unix: str | None = None,
-                  **kw) -> Client:
+                  bind: str | None = None, **kw) -> Client:
     """Join a realm and return the session; raises Aborted if the router says no.
     A `rs://host:port` (or `rss://`) url connects over RawSocket, anything else over WebSocket;
-    `tls`: Twisted client TLS options (for wss:// and rss://); `unix`: connect to this socket path."""
+    `tls`: Twisted client TLS options (for wss:// and rss://); `unix`: connect to this socket path;
+    `bind`: the local address to connect from (127.0.0.2: another client host on loopback)."""
     holder: list[Client] = []
 
     def make() -> Client:
@@ -127,7 +128,8 @@ async def connect(url: str, serializer: str = "json", realm: str = "realm1", tls
     else:
         factory = WampWebSocketClientFactory(make, url=url, serializers=[_serializer(serializer)])
     host, port = _hostport(url)
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port) if unix is None else \
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, bindAddress=(bind, 0) if bind else None) \
+        if unix is None else \
         endpoints.UNIXClientEndpoint(reactor, unix)
     if tls is not None:
         endpoint = endpoints.wrapClientTLS(tls, endpoint)

@@ -29,10 +29,12 @@ import txredisapi
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from router.cluster.connection import ClusterUnavailable, _endpoint, connected
+from router import wamp
+from router.cluster.connection import ClusterUnavailable, _endpoint, connected, fast_reconnect
 from router.cluster.limits import MAX_MESSAGE
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
+from router.metrics import ClusterStats
 
 BROADCAST = "cy:bus:all"
 KILL = "kill"  # to one node: {realm, sessions, reason, message}: say GOODBYE to these sessions of yours
@@ -43,8 +45,10 @@ def node_channel(node_id: str) -> str:
     return f"cy:bus:node:{node_id}"
 
 
+_PREFIX = len(node_channel(""))
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # sent to Redis, not yet acknowledged by it
 MAX_REQUESTS = 10_000  # requests to other nodes waiting for their answer
+MAX_HELD = 100_000  # messages held while this node may have been purged; past it they are lost (resync)
 
 
 class _Listener(txredisapi.SubscriberProtocol):
@@ -67,7 +71,14 @@ class Bus:
         self._ids = itertools.count(1)
         self._listened = False
         self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
+        # Membership's: True while this node may have been purged (no renewal acknowledged for
+        # node_timeout). What arrives meanwhile is held until Redis says (`release`), so that a node
+        # waking from a stall delivers nothing to sessions the cluster may have reported as left.
+        self.stale: Callable[[], bool] | None = None
+        self._held: list[tuple[Any, Any]] | None = None
+        self._held_lost = False
         self.on(REPLY, self._replied)
+        self.stats = ClusterStats()  # messages and bytes per peer node, for /metrics (router.metrics)
         self.outbox = Outbox(self, redis)  # what one reactor turn has for a node, as one message
 
     def on(self, kind: str, handler: Callable[[str, Any], Any]) -> None:
@@ -78,7 +89,7 @@ class Bus:
     def start(self) -> defer.Deferred:
         """A subscriber connection of its own (Redis reserves a subscribed connection for messages),
         subscribing again after every reconnect."""
-        factory = txredisapi.SubscriberFactory()
+        factory = fast_reconnect(txredisapi.SubscriberFactory())
         factory.protocol = _Listener
         factory.bus = self
         factory.charset = None  # messages are msgpack: bytes, never decoded as text
@@ -182,6 +193,7 @@ class Bus:
         if self.inflight + size > MAX_INFLIGHT_BYTES:
             return defer.fail(ClusterUnavailable())
         self.inflight += size
+        self.stats.sent("all" if channel == BROADCAST else channel[_PREFIX:], size)
 
         def acknowledged(result: Any) -> Any:
             self.inflight -= size
@@ -190,8 +202,45 @@ class Bus:
         return self.redis.publish(channel, data).addBoth(acknowledged)
 
     def received(self, channel: Any, message: Any) -> None:
+        if self._held is not None or (self.stale is not None and self.stale()):
+            self._hold(channel, message)
+            return
+        self._handle(channel, message)
+
+    def _hold(self, channel: Any, message: Any) -> None:
+        if self._held is None:
+            self._held = []
+            self.log.info("this node may have been taken for dead: holding the cluster's messages until "
+                          "Redis confirms it is a member")
+        if len(self._held) < MAX_HELD:
+            self._held.append((channel, message))
+        else:
+            self._held_lost = True
+
+    def held(self) -> int:
+        return len(self._held) if self._held is not None else 0
+
+    def release(self, drop: bool = False) -> None:
+        """This node is a member (again): handle what was held, in order; `drop`: this node was purged
+        and its sessions are closed, so what was held was for them (the parts re-read the cluster)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        lost, self._held_lost = self._held_lost, False
+        if drop:
+            self.log.info("dropped {n} cluster message(s) held for this node's purged sessions", n=len(held))
+            return
+        for channel, message in held:
+            self._handle(channel, message)
+        if lost and self.resubscribed is not None:  # as after a reconnect: what was missed is re-read
+            self.log.warn("more than {n} cluster messages arrived while held: re-reading the cluster's state",
+                          n=MAX_HELD)
+            self.resubscribed()
+
+    def _handle(self, channel: Any, message: Any) -> None:
         try:
             sender, kind, body = msgpack.unpackb(message, raw=False, strict_map_key=False)
+            self.stats.received(sender, len(message))
             handler = self._handlers.get(kind)
             if handler is None:
                 return
@@ -236,13 +285,11 @@ def _bytes(text: str) -> int:
     return int(text)
 
 
-class RemoteError(Exception):
+class RemoteError(wamp.WampError):
     """Another node answered a request with an error (its WAMP error URI and message)."""
 
     def __init__(self, uri: str, message: Any) -> None:
-        super().__init__(message)
-        self.uri = uri
-        self.message = message if type(message) is str else str(message)
+        super().__init__(uri, message if type(message) is str else str(message))
 
 
 def _unavailable() -> None:

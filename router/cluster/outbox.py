@@ -89,6 +89,7 @@ class Outbox:
         serialized once per publication, not once per node). False: nothing queued (see `send`)."""
         item = self._pack(kind, body)
         if item is None:
+            self.bus.stats.dropped += len(nodes)
             return False
         for node in nodes:
             self._queue(node, item, failed)
@@ -99,6 +100,7 @@ class Outbox:
         False (and nothing queued): Redis is away, or the item cannot cross (`refused` says which)."""
         item = self._pack(kind, body)
         if item is None:
+            self.bus.stats.dropped += 1
             return False
         self._queue(node, item, failed)
         return True
@@ -143,6 +145,7 @@ class Outbox:
         items, fails, _ = box
 
         def lost(*_: Any) -> None:
+            self.bus.stats.failed += len(fails)
             for failed in fails:
                 failed()
 

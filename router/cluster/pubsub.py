@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -28,6 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from router.broker import Receivers, Retained, pattern_matches
+from router.cluster.barrier import seen_everywhere
 from router.cluster.connection import connected, require
 from router.cluster.membership import NODES
 from router.cluster.outbox import TOO_LARGE, UNAVAILABLE, UNENCODABLE
@@ -145,6 +147,12 @@ class RemoteInterest:
         """Whether another node has subscribers for exactly this subscription."""
         return bool(self.index.get(topic, match))
 
+    def others(self) -> dict[int, tuple[str, str, float]]:
+        return self.seen
+
+    def subscribers(self, topic: str, match: str) -> defer.Deferred:
+        return self.part.subscribers(self.realm, match, topic)
+
     # -- the view --------------------------------------------------------------------------------
     def add(self, node: str, match: str, topic: str) -> None:
         nodes = self.index.get(topic, match)
@@ -182,11 +190,14 @@ class ClusterPubSub:
 
     log = Logger()
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.bus = node.bus
-        self.redis = node.redis
-        self.me = node.config.cluster.node_id
+    def __init__(self, redis: Any, bus: Any, node_id: str, running: Callable[[str], Any],
+                 realms: Callable[[], dict[str, Any]]) -> None:
+        """`running(uri)`: the running realm (RealmRouter) or None, never creating one; `realms()`: all of them."""
+        self.bus = bus
+        self.redis = redis
+        self.me = node_id
+        self.running = running
+        self.running_realms = realms
         self.realms: dict[str, RemoteInterest] = {}
         self.by_node: dict[str, set[tuple[str, str, str]]] = {}  # node → its (realm, match, topic)
         self.sent = 0  # events sent to other nodes: one per publication and interested node
@@ -209,7 +220,7 @@ class ClusterPubSub:
         return self._reload_all()
 
     def realm_started(self, router: Any) -> None:
-        router.broker.cluster = self.interest(router.uri)
+        router.broker.backend = self.interest(router.uri)
 
     def node_down(self, node_id: str) -> None:
         for realm, match, topic in self.by_node.pop(node_id, ()):
@@ -232,11 +243,14 @@ class ClusterPubSub:
         member = _member(realm, match, topic)
         write = self.redis.sadd(subs_key(self.me), member) if present else self.redis.srem(subs_key(self.me), member)
         write.addErrback(lambda f: None)
-        return self.bus.broadcast(SUB, [realm, match, topic, 1 if present else 0]).addErrback(lambda f: None)
+        # Once every other node has applied it (not only once Redis passed it on): a PUBLISH or SUBSCRIBE
+        # made next on any node sees the change.
+        told = self.bus.broadcast(SUB, [realm, match, topic, 1 if present else 0])
+        return told.addCallback(lambda _: seen_everywhere(self.redis, self.bus, self.me)).addErrback(lambda f: None)
 
     def _local(self) -> list[str]:
         found = []
-        for uri, router in self.node._routers.items():
+        for uri, router in self.running_realms().items():
             for sub in router.broker.subscriptions():
                 found.append(_member(uri, sub.match, sub.topic))
         return found
@@ -312,7 +326,7 @@ class ClusterPubSub:
     def _event(self, sender: str, body: list) -> None:
         self._dropping.clear()
         realm, topic, publication, details, payload, exclude, lists = body
-        router = self.node._routers.get(realm)
+        router = self.running(realm)
         if router is not None:
             router.broker.deliver_remote(topic, publication, details, payload, exclude, lists)
 
@@ -355,7 +369,7 @@ class ClusterPubSub:
 
     def _subscribers(self, sender: str, body: list) -> list[int]:
         realm, match, topic = body
-        router = self.node._routers.get(realm)
+        router = self.running(realm)
         sub = router.broker.lookup(topic, match) if router is not None else None
         return list(sub.subscribers) if sub is not None else []
 

@@ -1,7 +1,11 @@
 """A dead node's sessions are removed by exactly one survivor. A node is dead when its id is still in
 `cy:nodes` but its key has expired (membership.py). Survivors look on every heartbeat; the first to
-`SET cy:purge:<id> NX` (atomic in Redis) purges: a Lua script deletes the dead node's session
-records and their index entries inside Redis, batch by batch, and returns who they were; then the
+claim it (`cy:purge:<id>`, set only if absent and only while the node's key is still gone, in one
+script: a node that re-announced itself meanwhile is not purged) purges. The claim leaves the
+tombstone `cy:fenced:<id>` naming the incarnation purged, so that the node, if it was only stalled or
+cut off, learns it was purged when it comes back (membership.py: fencing). Then a Lua script
+deletes the dead node's session records and their index entries inside Redis, batch by batch, and
+returns who they were; then the
 node is forgotten and the leavers are broadcast, so that every node fires `wamp.session.on_leave`
 to its own subscribers. The claim expires after `claim_ttl`, so if the purging node dies half way,
 another survivor finishes the job (every step is idempotent).
@@ -15,7 +19,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from router.cluster.membership import NODES, node_key
+from router.cluster.membership import FENCE_TTL, NODES, fence_key, incarnation_key, node_key
 from router.storage.redis import node_sessions_key
 
 MAX_PURGE = 100_000  # sessions of one dead node removed per claim; the rest at the next heartbeat
@@ -42,6 +46,18 @@ for i = 2, #ARGV do
   end
 end
 return out
+"""
+# KEYS: the dead node's key, the claim, its incarnation key, its tombstone. ARGV: the claimer's id,
+# the claim's TTL and the tombstone's, in ms. 1: claimed (and the tombstone left), 0: not.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return 0 end
+local incarnation = redis.call('GET', KEYS[3])
+if incarnation then
+  redis.call('SET', KEYS[4], incarnation, 'PX', ARGV[3])
+  redis.call('DEL', KEYS[3])
+end
+return 1
 """
 LEFT = "sessions_left"  # the broadcast: [[realm, session id, authid, authrole, testaments JSON], ...]
 NODE_DOWN = "node_down"  # the broadcast: a node's id, once it is gone (dead and purged, or stopped)
@@ -102,9 +118,10 @@ class Purger:
     @defer.inlineCallbacks
     def purge(self, dead: str):
         """Remove `dead`'s records if this node wins the claim: the leavers, or None if another did."""
-        won = yield self.redis.set(claim_key(dead), self.node_id, pexpire=int(self.claim_ttl * 1000),
-                                   only_if_not_exists=True)
-        if not won:
+        won = yield self.redis.execute_command("EVAL", _CLAIM, 4, node_key(dead), claim_key(dead),
+                                               incarnation_key(dead), fence_key(dead), self.node_id,
+                                               int(self.claim_ttl * 1000), FENCE_TTL * 1000)
+        if won != 1:
             return None
         ids = sorted(int(i) for i in (yield self.redis.smembers(node_sessions_key(dead))))[:MAX_PURGE]
         left = []

@@ -16,7 +16,6 @@ broadcast comes back), and a reload (start, resync) takes Redis's snapshot and k
 from __future__ import annotations
 
 import json
-import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -146,7 +145,7 @@ return out
 class Entry:
     """One registration of the cluster, as the view holds it: callees as (node, session id)."""
 
-    __slots__ = ("id", "procedure", "match", "invoke", "created", "callees", "v", "_turn")
+    __slots__ = ("id", "procedure", "match", "invoke", "created", "callees", "v")
 
     def __init__(self, procedure: str, match: str, raw: dict) -> None:
         self.id = int(raw["id"])
@@ -160,26 +159,6 @@ class Entry:
             callees.append((node, int(sid)))
         self.callees: list[tuple[str, int]] = callees
         self.v = int(raw["v"])
-        self._turn = 0
-
-    def pick(self) -> tuple[str, int]:
-        """The callee the next call goes to, by the invocation policy, over every node's callees."""
-        callees = self.callees
-        invoke = self.invoke
-        if invoke == "single" or invoke == "first" or len(callees) == 1:
-            return callees[0]
-        if invoke == "last":
-            return callees[-1]
-        if invoke == "random":
-            return random.choice(callees)
-        self._turn = turn = self._turn % len(callees)
-        self._turn += 1
-        return callees[turn]
-
-    def elsewhere(self, node_id: str) -> bool:
-        """Whether a callee is on another node than `node_id`."""
-        return any(n != node_id for n, _ in self.callees)
-
 
 class View:
     """Every realm's registrations of the whole cluster, from Redis's broadcasts; what CALLs route by."""
@@ -222,8 +201,6 @@ class View:
         entry = None
         if raw:
             entry = Entry(procedure, match, json.loads(raw))
-            if old is not None:
-                entry._turn = old._turn
             if index is None:
                 index = self.indexes[realm] = PatternIndex()
                 self.by_id[realm] = {}

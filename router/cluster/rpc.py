@@ -10,7 +10,10 @@ the caller's table of calls in flight (dealer.RemoteCall), so that further progr
 follow it, until the final RESULT or ERROR comes back.
 
 Failure: a bus message that cannot be sent fails the call at once (`wamp.error.canceled`); a callee's node
-that dies fails its pending callers (`wamp.error.canceled`, when the node is seen dead); a caller that
+that dies fails its pending callers (`wamp.error.canceled`, when the node is seen dead); an answer lost
+with Redis is not waited for: the caller's node ends the call at its CALL timeout (`wamp.error.timeout`,
+as the callee's node would) or, without one, after node_timeout if Redis is away then
+(`wamp.error.canceled`; `Deadlines`); a caller that
 leaves, or whose node dies, has its stand-in detached, so callees that announced call_canceling get
 INTERRUPT.
 """
@@ -21,14 +24,15 @@ import json
 import time
 from typing import Any
 
-from twisted.internet import defer
+import txredisapi
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from router import wamp
-from router.cluster import purge
+from router.backend import RemoteCallee
+from router.cluster import barrier, purge
 from router.cluster.connection import ClusterUnavailable, connected
-from router.cluster.membership import MAX_NODES, NODES
 from router.cluster.outbox import refusal
 from router.cluster.registry import (
     ADD,
@@ -46,7 +50,7 @@ from router.cluster.registry import (
     node_key,
     realm_key,
 )
-from router.dealer import Callee, Dealer, Registration, RemoteCall
+from router.dealer import Callee, Dealer, RemoteCall
 from router.session import Session
 
 # To the callee's node: [realm, caller id, authid, authrole, caller features, match, pattern, callee id, CALL].
@@ -56,8 +60,6 @@ CANCEL = "rpc.cancel"  # [caller id, CANCEL]
 GONE = "rpc.gone"  # the caller left: [caller id]
 ANSWER = "rpc.answer"  # to the caller's node: [caller id, RESULT or ERROR, bulk]
 SYNC = "rpc.sync"  # to this node itself: [token]; back once every earlier broadcast is
-SEEN = "rpc.seen"  # a request to another node: answered at once (see seen_everywhere)
-SEEN_TIMEOUT = 1.0  # seconds a REGISTER waits at most for a node that does not answer
 MAX_SYNCS = 1_000  # CALLs waiting for their node to catch up with Redis; more are answered at once
 SYNC_TIMEOUT = 1.0  # seconds a CALL waits for that at most
 UNREACHABLE = "the callee's node cannot be reached"
@@ -66,6 +68,53 @@ NODE_BATCH = 10_000  # entries a dead or leaving node's cleanup handles per scri
 
 if node_key not in purge.NODE_KEYS:
     purge.NODE_KEYS.append(node_key)
+
+
+class Deadlines:
+    """The caller's node's own end of forwarded calls, for when their answer is lost (Redis away or
+    restarted): a call with a CALL timeout ends at it; one without, after node_timeout if Redis is away
+    then (else it waits on, checked again every node_timeout). One scan every SCAN seconds while calls
+    are forwarded; a call's entry goes at the first scan after its answer."""
+
+    SCAN = 0.05
+
+    def __init__(self, redis: Any, node_timeout: float) -> None:
+        self.redis = redis
+        self.node_timeout = node_timeout
+        self._at: dict[RemoteCall, tuple[RealmRPC, float, bool]] = {}
+        self._loop = task.LoopingCall(self._scan)
+
+    def add(self, rr: RealmRPC, call: RemoteCall, timeout: Any) -> None:
+        timed = type(timeout) is int and timeout > 0
+        self._at[call] = (rr, time.monotonic() + (timeout / 1000.0 if timed else self.node_timeout), timed)
+        if not self._loop.running:
+            self._loop.start(self.SCAN, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def _scan(self) -> None:
+        now, up = time.monotonic(), None
+        for call, (rr, at, timed) in list(self._at.items()):
+            if rr.dealer.calls_of(call.caller.id).get(call.call_id) is not call:
+                del self._at[call]  # answered, canceled or failed
+            elif now >= at:
+                if timed:
+                    del self._at[call]
+                    if rr.dealer.forget_remote(call):
+                        call.caller.transport.send(wamp.error(wamp.CALL, call.call_id, wamp.TIMEOUT, [
+                            "the call timed out (CALL.Options.timeout)"]))
+                    continue
+                if up is None:
+                    up = connected(self.redis)
+                if up:
+                    self._at[call] = (rr, now + self.node_timeout, False)
+                else:
+                    del self._at[call]
+                    rr.fail(call, "the cluster's Redis is unreachable: the call's answer cannot arrive")
+        if not self._at:
+            self._loop.stop()
 
 
 _META = ["meta"]  # what a meta API call waits as, for ClusterRPC.sync (never a CALL being routed again)
@@ -79,6 +128,7 @@ class _Relay:
     """A stand-in caller's transport: what the dealer sends the caller goes back to the caller's node."""
 
     __slots__ = ("rpc", "node", "session")
+    codec = None  # a Peer (router.session) that is sent message lists, never prepared frames
 
     def __init__(self, rpc: ClusterRPC, node: str) -> None:
         self.rpc = rpc
@@ -108,8 +158,9 @@ class _Relay:
 
 
 class RealmRPC:
-    """One realm's dealer in the cluster (its `dealer.cluster`): routes CALLs over every node's callees,
-    sends REGISTER and UNREGISTER through Redis, answers the registration meta API for the cluster."""
+    """One realm's dealer backend in a cluster (router/backend DealerBackend): REGISTER and UNREGISTER are
+    agreed in Redis, the router-wide registrations are projected into the dealer's own index (other
+    nodes' callees as RemoteCallee), and CALLs to those are forwarded to their nodes."""
 
     def __init__(self, rpc: ClusterRPC, router: Any) -> None:
         self.rpc = rpc
@@ -117,47 +168,79 @@ class RealmRPC:
         self.uri = router.uri
         self.dealer: Dealer = router.dealer
         self.node_id = rpc.node_id
-        self.registering: dict[int, int] = {}  # session id → its REGISTERs in Redis, not answered yet
+
+    # -- registrations -----------------------------------------------------------------------------
+    def register(self, session: Session, procedure: str, match: str, invoke: str, reg_id: int,
+                 new: bool) -> defer.Deferred:
+        """Atomic in Redis (two callees racing for a `single` procedure on two nodes: one wins), then
+        (registration id, created cluster-wide) once every other live node has the registration, so a
+        CALL made next on any node finds it."""
+        rpc = self.rpc
+        if not connected(rpc.redis):
+            return defer.fail(ClusterUnavailable())
+        fld = field(procedure, match)
+        d = rpc.eval(ADD, [realm_key(self.uri), COUNTER, node_key(self.node_id), REALMS],
+                     [self.node_id, self.uri, fld, invoke, reg_id, repr(time.time()),
+                      callee_id(self.node_id, session.id), ""])
+
+        def done(reply: list) -> Any:
+            uri, raw, created = reply
+            if uri:
+                raise wamp.WampError(uri, f"procedure {wamp.quote(procedure)} is already registered"
+                                     if uri == wamp.PROCEDURE_ALREADY_EXISTS
+                                     else f"{wamp.quote(procedure)} is registered with another invocation policy, "
+                                          f"not {invoke!r}")
+            rpc.apply(self.uri, fld, raw)
+            agreed = (int(json.loads(raw)["id"]), bool(created))
+            return rpc.seen_everywhere().addCallback(lambda _: agreed)
+
+        return d.addCallback(done)
+
+    def registered(self, session: Session, procedure: str, match: str) -> None:
+        """The callee is routable here now: the dealer takes the view's order (registration order)."""
+        index = self.rpc.view.indexes.get(self.uri)
+        entry = index.get(procedure, match) if index is not None else None
+        if entry is not None:
+            self.changed(procedure, match, entry)
+
+    def unregister(self, session: Session, procedure: str, match: str, last_here: bool) -> defer.Deferred:
+        """Out of Redis, then deleted-cluster-wide once every other live node has applied it (UNREGISTERED
+        waits for that, as REGISTERED does). Redis away: answered now; resync takes it out later."""
+        rpc = self.rpc
+        rpc.view.drop_callee(self.uri, procedure, match, self.node_id, session.id)
+        if not connected(rpc.redis):
+            return defer.succeed(last_here)
+        d = rpc.remove(self.node_id, [(self.uri, field(procedure, match), callee_id(self.node_id, session.id))])
+
+        def done(reply: tuple[int, list]) -> defer.Deferred:
+            deleted = any(not after for _, _, _, after, _, _ in reply[1])
+            return rpc.seen_everywhere().addCallback(lambda _: deleted)
+
+        return d.addCallbacks(done, lambda f: last_here)
+
+    def registering(self, session_id: int) -> int:
+        return 0  # the dealer counts REGISTERs in flight itself
+
+    def changed(self, procedure: str, match: str, entry: Entry | None) -> None:
+        """The view changed: the dealer's registration follows it (callees in Redis's order)."""
+        me = self.node_id
+        if entry is None:
+            self.dealer.apply_shared(procedure, match, 0, "single", 0.0, [])
+            return
+        self.dealer.apply_shared(procedure, match, entry.id, entry.invoke, entry.created,
+                                 [(None if node == me else node, sid) for node, sid in entry.callees])
 
     # -- CALL --------------------------------------------------------------------------------------
-    def route(self, session: Session, msg: list) -> Any:
-        """True: forwarded to another node; (reg, callee): a callee of this node; None: not in the cluster."""
-        index = self.rpc.view.indexes.get(self.uri)
-        if index is None:
-            return None
-        procedure = msg[3]
-        entry = index.exact.get(procedure)
-        if entry is None:
-            if len(index) == len(index.exact) or wamp.is_reserved(procedure):
-                return None
-            entry = index.best(procedure)
-            if entry is None:
-                return None
-        node, sid = entry.pick()
-        if node == self.node_id:
-            reg = self.dealer.lookup(entry.procedure, entry.match)
-            if reg is None:
-                return None
-            for c in reg.callees:
-                if c.session.id == sid:
-                    return reg, c
-            return reg, reg.pick()
-        self._forward_call(session, msg, entry, node, sid)
-        return True
-
-    def _forward_call(self, session: Session, msg: list, entry: Entry, node: str, sid: int) -> None:
+    def forward(self, call: RemoteCall, msg: list, procedure: str, match: str, callee: RemoteCallee) -> None:
+        caller = call.caller
         options = msg[2]
-        call = RemoteCall(node, session, msg[1], bool(options) and options.get("progress") is True)
-        calls = self.dealer._calls.get(session.id)
-        if calls is None:
-            calls = self.dealer._calls[session.id] = {}
-        calls[msg[1]] = call
-        roles = session.roles
+        self.rpc.deadlines.add(self, call, options.get("timeout") if options else None)
+        roles = caller.roles
         features = roles.get("caller") if type(roles) is dict else None
-        self.rpc.send(node, CALL, [self.uri, session.id, session.authid, session.authrole, features, entry.match,
-                                   entry.procedure, sid, msg], lambda: self.fail(call, UNREACHABLE))
+        self.rpc.send(callee.node, CALL, [self.uri, caller.id, caller.authid, caller.authrole, features, match,
+                                          procedure, callee.session_id, msg], lambda: self.fail(call, UNREACHABLE))
 
-    def forward(self, call: RemoteCall, msg: list) -> None:
+    def forward_more(self, call: RemoteCall, msg: list) -> None:
         """A further progressive CALL of a forwarded call."""
         self.rpc.send(call.node, MORE, [call.caller.id, msg], lambda: self.fail(call, UNREACHABLE))
 
@@ -168,12 +251,21 @@ class RealmRPC:
     def caller_left(self, call: RemoteCall) -> None:
         self.rpc.send(call.node, GONE, [call.caller.id], lambda: None)
 
-    def unknown(self, session: Session, msg: list) -> bool:
+    def catch_up(self, session: Session, msg: list, then: Any) -> bool:
         """A CALL that matches no registration of the view: another node may have registered it just
         before (its REGISTERED reached the caller before the broadcast reached this node). True: the CALL
         is routed again once this node's bus has caught up with Redis (one round trip), only then may it
         be answered wamp.error.no_such_procedure. Only misses pay for this."""
-        return self.rpc.sync(lambda: self._again(session, msg), msg)
+        def again() -> None:
+            if self.rpc.table.lookup(session.id) is not session:
+                return  # it left meanwhile
+            self.rpc.again = msg
+            try:
+                then()
+            finally:
+                self.rpc.again = None
+
+        return self.rpc.sync(again, msg)
 
     def synced(self) -> defer.Deferred:
         """Fires once this node has every registration made before now (the meta API answers then, so
@@ -183,20 +275,6 @@ class RealmRPC:
             d.callback(None)
         return d
 
-    def _again(self, session: Session, msg: list) -> None:
-        if self.rpc.table.lookup(session.id) is not session:
-            return
-        calls = self.dealer._calls.get(session.id)
-        if calls is not None and msg[1] in calls:
-            return  # the caller reused the request id meanwhile: the later CALL wins
-        self.rpc.again = msg
-        try:
-            self.dealer.call(session, msg)
-        except wamp.ProtocolViolation as e:
-            session.transport.abort(wamp.PROTOCOL_VIOLATION, str(e))
-        finally:
-            self.rpc.again = None
-
     def fail(self, call: RemoteCall, why: str) -> None:
         """The caller hears wamp.error.canceled (payload_size_exceeded or invalid_argument if the CALL
         could not cross), unless its call is over already."""
@@ -204,115 +282,15 @@ class RealmRPC:
             uri, why = refusal(self.rpc.outbox.refused, why)
             call.caller.transport.send(wamp.error(wamp.CALL, call.call_id, uri, [why]))
 
-    # -- REGISTER / UNREGISTER ---------------------------------------------------------------------
-    def register(self, session: Session, request: int, procedure: str, match: str, invoke: str,
-                 options: dict) -> None:
-        rpc = self.rpc
-        if not connected(rpc.redis):
-            e = ClusterUnavailable()
-            session.transport.send(wamp.error(wamp.REGISTER, request, e.uri, [e.message]))
-            return
-        fld = field(procedure, match)
-        me = callee_id(self.node_id, session.id)
-        d = rpc.eval(ADD, [realm_key(self.uri), COUNTER, node_key(self.node_id), REALMS],
-                     [self.node_id, self.uri, fld, invoke, self.dealer._new_id(), repr(time.time()), me, ""])
-        self.registering[session.id] = self.registering.get(session.id, 0) + 1
-
-        def answered(result: Any) -> Any:
-            n = self.registering.pop(session.id, 1) - 1
-            if n:
-                self.registering[session.id] = n
-            return result
-
-        def done(reply: list) -> Any:
-            uri, raw, created = reply
-            if uri:
-                if rpc.table.lookup(session.id) is session:
-                    session.transport.send(wamp.error(wamp.REGISTER, request, uri, [
-                        f"procedure {wamp.quote(procedure)} is already registered"
-                        if uri == wamp.PROCEDURE_ALREADY_EXISTS
-                        else f"{wamp.quote(procedure)} is registered with another invocation policy, not {invoke!r}"]))
-                return None
-            rpc.apply(self.uri, fld, raw)
-            # REGISTERED once every other node has it too, so a CALL made next on any node finds it.
-            return rpc.seen_everywhere().addCallback(lambda _: complete(int(json.loads(raw)["id"]), bool(created)))
-
-        def complete(reg_id: int, created: bool) -> None:
-            if rpc.table.lookup(session.id) is not session:  # it left meanwhile
-                rpc.remove(self.node_id, [(self.uri, fld, me)]).addErrback(
-                    rpc.log_failure, "removing the registration of a session that left")
-                return
-            reg = self.dealer.add(session, request, procedure, match, invoke, options, reg_id, created,
-                                  in_cluster=True)
-            entry = rpc.view.indexes.get(self.uri)
-            entry = entry.get(procedure, match) if entry is not None else None
-            reg.clustered = entry is not None and entry.elsewhere(self.node_id)
-
-        def failed(f: Failure) -> None:
-            rpc.log.warn("registering {procedure} in Redis failed: {e}", procedure=wamp.quote(procedure),
-                         e=f.getErrorMessage())
-            if rpc.table.lookup(session.id) is session:
-                e = ClusterUnavailable()
-                session.transport.send(wamp.error(wamp.REGISTER, request, e.uri, [e.message]))
-
-        d.addCallbacks(done, failed).addBoth(answered).addErrback(rpc.log_failure, "completing a REGISTER")
-
-    def unregistered(self, session: Session, reg: Registration) -> None:
-        """A callee of this node left the registration (UNREGISTER, or it left): out of Redis, then the
-        meta events (on_delete only if the registration is gone from the whole cluster)."""
-        rpc = self.rpc
-        rpc.view.drop_callee(self.uri, reg.procedure, reg.match, self.node_id, session.id)
-        listener = self.dealer.listener
-        d = rpc.remove(self.node_id, [(self.uri, field(reg.procedure, reg.match), callee_id(self.node_id, session.id))])
-
-        def done(reply: tuple[int, list]) -> None:
-            if listener is not None:
-                listener.unregistered(session.id, reg, any(not after for _, _, _, after, _, _ in reply[1]))
-
-        def failed(f: Failure) -> None:  # Redis is away: resync takes it out later
-            if listener is not None:
-                listener.unregistered(session.id, reg, not reg.callees)
-
-        d.addCallbacks(done, failed).addErrback(rpc.log_failure, "completing an UNREGISTER")
-
-    def changed(self, procedure: str, match: str, entry: Entry | None) -> None:
-        """The view changed: a local registration routes over the cluster when others share it."""
-        reg = self.dealer.lookup(procedure, match)
-        if reg is not None and reg.in_cluster:
-            reg.clustered = entry is not None and entry.elsewhere(self.node_id)
-
-    # -- meta API: the whole cluster ---------------------------------------------------------------
-    def registrations(self) -> list:
-        return [*self.rpc.view.entries(self.uri), *(r for r in self.dealer.registrations() if not r.in_cluster)]
-
-    def registration(self, reg_id: int) -> Any:
-        entry = self.rpc.view.by_id.get(self.uri, {}).get(reg_id)
-        if entry is not None:
-            return entry
-        reg = self.dealer.registration(reg_id)
-        return reg if reg is not None and not reg.in_cluster else None
-
-    def lookup(self, procedure: str, match: str) -> Any:
-        index = self.rpc.view.indexes.get(self.uri)
-        entry = index.get(procedure, match) if index is not None else None
-        return entry if entry is not None else self.dealer.lookup(procedure, match)
-
-    def match(self, procedure: str) -> Any:
-        reg = self.dealer._exact.get(procedure)
-        if reg is not None and not reg.in_cluster:
-            return reg
-        index = self.rpc.view.indexes.get(self.uri)
-        entry = index.best(procedure) if index is not None and not wamp.is_reserved(procedure) else None
-        return entry if entry is not None else self.dealer.match(procedure)
-
 
 class ClusterRPC:
     """The cluster part (router/cluster/part.py) for registrations and calls across nodes."""
 
     log = Logger()
 
-    def __init__(self, redis: Any, bus: Any, node_id: str, table: Any) -> None:
+    def __init__(self, redis: Any, bus: Any, node_id: str, table: Any, node_timeout: float = 3.0) -> None:
         self.redis = redis
+        self.deadlines = Deadlines(redis, node_timeout)
         self.bus = bus
         self.node_id = node_id
         self.table = table
@@ -323,7 +301,7 @@ class ClusterRPC:
         self._syncs: dict[int, Any] = {}
         self._sync_ids = 0
         bus.on(SYNC, self._synced)
-        bus.on(SEEN, lambda sender, body: True)  # a request: answered once every earlier broadcast is applied
+        barrier.answer_seen(bus)
         bus.on(REG_KIND, self._reg_changed)
         self.outbox = bus.outbox
         self.outbox.on(CALL, self._call_here)
@@ -338,7 +316,9 @@ class ClusterRPC:
 
     def realm_started(self, router: Any) -> None:
         rr = self.realms[router.uri] = RealmRPC(self, router)
-        router.dealer.cluster = rr
+        router.dealer.backend = rr
+        for entry in list(self.view.entries(router.uri)):  # what the other nodes registered before it started
+            rr.changed(entry.procedure, entry.match, entry)
 
     def node_down(self, node_id: str) -> None:
         """Its callees leave the view now; its callers' stand-ins are detached (INTERRUPT to callees
@@ -368,7 +348,7 @@ class ClusterRPC:
         # callers end here (killnowait: the callee is told, the caller's node hears canceled if it waits).
         for stand_in in list(self.stand_ins.values()):
             dealer = stand_in.realm.dealer
-            for request in list(dealer._calls.get(stand_in.id, {})):
+            for request in list(dealer.calls_of(stand_in.id)):
                 dealer.cancel(stand_in, [wamp.CANCEL, request, {"mode": "killnowait"}])
         self._resync().addErrback(self.log_failure, "re-writing this node's registrations")
 
@@ -376,10 +356,10 @@ class ClusterRPC:
     def _resync(self):
         for rr in list(self.realms.values()):
             for reg in rr.dealer.registrations():
-                if not reg.in_cluster:
+                if reg.own:
                     continue
                 fld = field(reg.procedure, reg.match)
-                for c in reg.callees:
+                for c in list(reg.local.values()):
                     uri, raw, _ = yield self.eval(ADD, [realm_key(rr.uri), COUNTER, node_key(self.node_id), REALMS], [
                         self.node_id, rr.uri, fld, reg.invoke, reg.id, repr(reg.created),
                         callee_id(self.node_id, c.session.id), "1"])
@@ -393,7 +373,7 @@ class ClusterRPC:
             rr = self.realms.get(realm)
             for entry in list(index.values()):
                 reg = rr.dealer.lookup(entry.procedure, entry.match) if rr is not None else None
-                here = {c.session.id for c in reg.callees} if reg is not None and reg.in_cluster else set()
+                here = set(reg.local) if reg is not None and not reg.own else set()
                 stale.extend((realm, field(entry.procedure, entry.match), callee_id(node, sid))
                              for node, sid in entry.callees if node == self.node_id and sid not in here)
         if stale:
@@ -402,6 +382,7 @@ class ClusterRPC:
     @defer.inlineCallbacks
     def stop(self):
         """Graceful stop (this node's sessions are closed): whatever of this node is left in Redis goes."""
+        self.deadlines.stop()
         if connected(self.redis):
             yield self._remove_node(self.node_id)
 
@@ -409,12 +390,7 @@ class ClusterRPC:
         """Fires once every other live node has answered a message sent now: it travels on the same
         connection as the broadcasts and after them, so each has applied every change made before
         (a node that does not answer within SEEN_TIMEOUT, or listens nowhere, is not waited for)."""
-        def ask(ids: Any) -> defer.Deferred:
-            others = sorted(i for i in ids if i != self.node_id)[:MAX_NODES]
-            return defer.DeferredList([self.bus.request(n, SEEN, None, timeout=SEEN_TIMEOUT) for n in others],
-                                      consumeErrors=True)
-
-        return self.redis.smembers(NODES).addCallbacks(ask, lambda f: None)
+        return barrier.seen_everywhere(self.redis, self.bus, self.node_id)
 
     # -- Redis -------------------------------------------------------------------------------------
     def eval(self, script: str, keys: list, args: list) -> defer.Deferred:
@@ -515,7 +491,7 @@ class ClusterRPC:
 
     def release(self, stand_in: Session) -> None:
         """A stand-in with no call in flight any more is dropped."""
-        if stand_in.id not in stand_in.realm.dealer._calls:
+        if not stand_in.realm.dealer.calls_of(stand_in.id):
             key = (stand_in.transport.node, stand_in.id)
             if self.stand_ins.get(key) is stand_in:
                 del self.stand_ins[key]
@@ -551,27 +527,19 @@ class ClusterRPC:
                 "the callee's node has too many calls in flight"]), False], _nothing)
             return
         dealer = rr.dealer
-        calls = dealer._calls.get(caller_id)
-        stale = calls.get(msg[1]) if calls is not None else None
+        stale = dealer.calls_of(caller_id).get(msg[1])
         if stale is not None:  # a call its node gave up on (its answer lost), and the request id used again
-            dealer._forget(stale)
-            if stale.callee.canceling:
-                dealer._interrupt(stale, "killnowait", wamp.CANCELED)
+            dealer.drop(stale)
         reg = dealer.lookup(pattern, match)
         callee: Callee | None = None
-        if reg is not None:
-            for c in reg.callees:
-                if c.session.id == sid:
-                    callee = c
-                    break
-            else:
-                callee = reg.pick() if reg.callees else None
+        if reg is not None:  # the callee picked, or (it left) another callee here, if any
+            callee = reg.local.get(sid) or next(iter(reg.local.values()), None)
         try:
             if callee is None:
                 stand_in.transport.send(wamp.error(wamp.CALL, msg[1], wamp.NO_SUCH_PROCEDURE, [
                     f"no procedure registered for {wamp.quote(msg[3])}"]))
             else:
-                dealer.invoke(stand_in, msg, reg, callee, dealer._calls.get(caller_id))
+                dealer.invoke(stand_in, msg, reg, callee, dealer.calls_of(caller_id) or None)
         except wamp.ProtocolViolation as e:
             stand_in.transport.send(wamp.error(wamp.CALL, msg[1], wamp.INVALID_ARGUMENT, [str(e)]))
         self.release(stand_in)
@@ -581,8 +549,7 @@ class ClusterRPC:
         stand_in = self.stand_ins.get((sender, caller_id))
         if stand_in is None:
             return  # the call is over here (answered, canceled, timed out)
-        calls = stand_in.realm.dealer._calls.get(caller_id)
-        if calls is None or msg[1] not in calls:
+        if msg[1] not in stand_in.realm.dealer.calls_of(caller_id):
             return
         try:
             stand_in.realm.dealer.call(stand_in, msg)
@@ -609,8 +576,7 @@ class ClusterRPC:
         code = msg[0]
         request = msg[1] if code == wamp.RESULT else msg[2]
         dealer = session.realm.dealer
-        calls = dealer._calls.get(caller_id)
-        call = calls.get(request) if calls is not None else None
+        call = dealer.calls_of(caller_id).get(request)
         if type(call) is not RemoteCall or call.node != sender:
             return  # answered already (canceled, failed)
         final = code != wamp.RESULT or not msg[2].get("progress")
@@ -622,7 +588,7 @@ class ClusterRPC:
             self.send(sender, CANCEL, [caller_id, [wamp.CANCEL, request, {"mode": "killnowait"}]], lambda: None)
 
     def log_failure(self, f: Failure, what: str) -> None:
-        if f.check(ClusterUnavailable):
+        if f.check(ClusterUnavailable, txredisapi.ConnectionError):  # Redis away, or lost mid-command
             self.log.warn("{what}: the cluster's Redis is unreachable", what=what)
             return
         self.log.failure("{what} failed", failure=f, what=what)

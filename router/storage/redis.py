@@ -1,5 +1,12 @@
 """The cluster's session store: this node's records in memory (MemoryStorage, so the hot path never
-waits on Redis), mirrored to Redis so that every node can count, list and read them.
+waits on Redis), mirrored to Redis for what must outlive the node (the purge of a dead node, its
+sessions' testaments) and for the sessions of a node that cannot answer.
+
+Cluster-wide reads (count, list, get: the session meta and admin APIs) ask every node over the bus,
+and each answers for its own sessions from memory: a session is then seen everywhere from the moment
+its WELCOME is sent until its GOODBYE or close is processed, and a join costs nothing more than on
+one node. Writing the record before WELCOME instead would add a Redis round trip to every join and
+still show a closed session until its deletion is written.
 
 Redis keys (prefix `cy:`): `cy:s:<id>` a hash per session (node, realm, authid, authrole, details as
 JSON, last_active); sets of session ids `cy:sessions` (all), `cy:r:<realm>`, `cy:a:<realm>:<authid>`,
@@ -31,6 +38,7 @@ ALL = PREFIX + "sessions"
 MAX_BATCH = 1000  # session ids written per pipeline; more go in the next one
 ID_TAKEN = "courtyard.close.session_id_taken"  # GOODBYE reason for the second of two sessions with one id
 MAX_LIST = 10_000  # records one cluster-wide list reads at most
+COUNT, SELECT, DETAILS = "sessions.count", "sessions.select", "sessions.details"  # questions to every node
 
 _json = JsonSerializer()
 
@@ -127,6 +135,7 @@ class RedisStorage(MemoryStorage):
         self._flush_call = None
         self._flushing: defer.Deferred | None = None
         self._activity_loop = task.LoopingCall(self.write_activity)
+        self.gather: Any = None  # asks the other nodes (router/cluster/gather.py), once `listen` is called
 
     # -- the node's own records: MemoryStorage, plus a mark ------------------------------------------
     def insert(self, session: Session) -> bool:
@@ -176,6 +185,8 @@ class RedisStorage(MemoryStorage):
             self._flush_call.cancel()
         self._flush_call = None
         self.redis = None
+        if self.gather is not None:
+            self.gather.stop()  # questions still waiting fail now, not at their timeout
 
     def resync(self) -> None:
         """Write every local record and delete every one we wrote and closed since: after a reconnect,
@@ -278,7 +289,35 @@ class RedisStorage(MemoryStorage):
         for sid, t in stale[:MAX_BATCH * 10]:
             self._activity_written[sid] = t
 
-    # -- cluster-wide queries: asynchronous, they read Redis -------------------------------------------
+    # -- cluster-wide queries: asynchronous, they ask the nodes ----------------------------------------
+    # Each node answers for its own sessions from memory, exactly as they are when it hears the question
+    # (router/cluster/gather.py), so a session is seen everywhere from its WELCOME until its GOODBYE or
+    # close: the Redis mirror lags by its flush and is read only for the nodes that do not answer in
+    # time (stalled, or dead and not purged yet). This node's part is read when the question is asked.
+    # Without a bus (`listen` not called) the queries read the mirror alone.
+    def listen(self, gather: Any) -> None:
+        """Answer the other nodes' session queries, and ask theirs through `gather` (a Gather)."""
+        self.gather = gather
+        gather.answer(COUNT, lambda body: self._count_here(*body))
+        gather.answer(SELECT, lambda body: self._select_here(*body))
+        gather.answer(DETAILS, self._details_here)
+
+    def _count_here(self, realm_uri: str | None, authrole: str | None) -> int:
+        if authrole is not None:
+            return len(self.select(realm_uri, authrole=authrole))
+        return self.count(realm_uri)
+
+    def _select_here(self, realm_uri: str | None, authid: str | None, authrole: str | None) -> list[dict]:
+        found = sorted(self.select(realm_uri, authid, authrole), key=lambda s: s.id)[:MAX_LIST]
+        return [self._details(s) for s in found]
+
+    def _details_here(self, session_id: int) -> dict | None:
+        s = self._by_id.get(session_id)
+        return None if s is None else self._details(s)
+
+    def _details(self, s: Session) -> dict:
+        return {**s.to_details_map(), "node": self.node_id}
+
     @defer.inlineCallbacks
     def cluster_count(self, realm_uri: str | None = None, authrole: str | None = None):
         require(self.redis)
@@ -286,22 +325,35 @@ class RedisStorage(MemoryStorage):
             key = authrole_key(realm_uri, authrole)
         else:
             key = ALL if realm_uri is None else realm_key(realm_uri)
-        n = yield self.redis.scard(key)
-        return int(n)
+        if self.gather is None:
+            n = yield self.redis.scard(key)
+            return int(n)
+        here = self._count_here(realm_uri, authrole)
+        answers, silent = yield self.gather.ask(COUNT, [realm_uri, authrole])
+        mirrored = yield self._mirrored(silent, key)
+        return here + sum(int(n) for n in answers.values()) + len(mirrored)
 
     @defer.inlineCallbacks
     def cluster_select(self, realm_uri: str | None = None, authid: str | None = None,
                        authrole: str | None = None):
-        """Details maps of matching sessions on every node (at most MAX_LIST, oldest order not kept)."""
+        """Details maps of matching sessions on every node (at most MAX_LIST, by session id)."""
         require(self.redis)
         keys = [ALL if realm_uri is None else realm_key(realm_uri)]
         if realm_uri is not None and authid is not None:
             keys = [authid_key(realm_uri, authid)]
         if realm_uri is not None and authrole is not None:
             keys.append(authrole_key(realm_uri, authrole))
-        ids = yield (self.redis.smembers(keys[0]) if len(keys) == 1 else self.redis.sinter(keys))
-        ids = sorted(int(i) for i in ids)[:MAX_LIST]
-        found = yield self._records(ids)
+        if self.gather is None:
+            ids = yield (self.redis.smembers(keys[0]) if len(keys) == 1 else self.redis.sinter(keys))
+            found = yield self._records(sorted(int(i) for i in ids)[:MAX_LIST])
+        else:
+            here = self._select_here(realm_uri, authid, authrole)
+            answers, silent = yield self.gather.ask(SELECT, [realm_uri, authid, authrole])
+            ids = yield self._mirrored(silent, *keys)
+            found = here + [d for ds in answers.values() for d in ds]
+            found += (yield self._records(sorted(ids)[:MAX_LIST]))
+            found = sorted({d["session"]: d for d in found if d is not None}.values(),
+                           key=lambda d: d["session"])[:MAX_LIST]
         return [d for d in found if d is not None
                 and (authid is None or d["authid"] == authid) and (authrole is None or d["authrole"] == authrole)]
 
@@ -310,10 +362,29 @@ class RedisStorage(MemoryStorage):
         """The details map of a session on any node (`node` says which), or None."""
         s = self._by_id.get(session_id)
         if s is not None:
-            return {**s.to_details_map(), "node": self.node_id}
+            return self._details(s)
         require(self.redis)
-        found = yield self._records([session_id])
-        return found[0]
+        if self.gather is None:
+            found = yield self._records([session_id])
+            return found[0]
+        answers, silent = yield self.gather.ask(DETAILS, session_id, enough=lambda d: d is not None)
+        found = next((d for d in answers.values() if d is not None), None)
+        if found is None and silent:
+            row = yield self.redis.hgetall(record_key(session_id))
+            if row and row.get("node") in silent:
+                found = decode_record(row)
+        return found
+
+    @defer.inlineCallbacks
+    def _mirrored(self, silent: set[str], *keys: str):
+        """The ids of the silent nodes' sessions in all of `keys`, as their Redis mirror holds them."""
+        if not silent:
+            return []
+        pipe = yield self.redis.pipeline()
+        for node in sorted(silent):
+            pipe.sinter([node_sessions_key(node), *keys])
+        rows = yield pipe.execute_pipeline()
+        return [int(i) for row in rows for i in row]
 
     @defer.inlineCallbacks
     def _records(self, ids: list[int]):
@@ -326,5 +397,5 @@ class RedisStorage(MemoryStorage):
         out = []
         for sid, row in zip(ids, rows, strict=True):
             local = self._by_id.get(sid)
-            out.append({**local.to_details_map(), "node": self.node_id} if local is not None else decode_record(row))
+            out.append(self._details(local) if local is not None else decode_record(row))
         return out

@@ -7,12 +7,25 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import endpoints, reactor, tcp
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Factory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from router.config import ListenerConfig
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableCredentials:
+    """What a listener's TLS layer asks for each new connection: the current CertificateOptions, which
+    a reload (SIGHUP) swaps for ones read from the renewed files. Connections already open keep theirs."""
+
+    def __init__(self, options: object) -> None:
+        self.options = options
+
+    def serverConnectionForTLS(self, protocol: object) -> object:
+        return self.options.serverConnectionForTLS(protocol)
 
 
 def endpoint_string(lc: ListenerConfig) -> str:
@@ -42,8 +55,9 @@ def listen(lc: ListenerConfig, factory: Factory, shared: bool = False) -> IListe
     """Listen now (tcp, unix and systemd endpoints answer at once); an address in use raises as
     listenTCP would. `shared`: a worker's port, bound with SO_REUSEPORT (host and port listeners only:
     the config refuses `endpoint` with workers)."""
-    if lc.tls is not None:
-        factory = TLSMemoryBIOFactory(lc.tls.options, False, factory)
+    if lc.tls is not None:  # its credentials: what a reload swaps (router/reload.py)
+        lc.tls.live = ReloadableCredentials(lc.tls.options)
+        factory = TLSMemoryBIOFactory(lc.tls.live, False, factory)
         factory.noisy = False
     if shared:
         if lc.endpoint is not None:

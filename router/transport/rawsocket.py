@@ -22,7 +22,7 @@ from router.transport.flow import HELD, FlowControlled
 from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import Listeners
 
 MAGIC = 0x7F
 MESSAGE, PING, PONG = 0, 1, 2
@@ -58,12 +58,24 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     wamp: WampProtocol | None = None
     _handshake_timer = None
     _refused = False  # not counted in the node's connections (limits.max_pending_connections)
+    _admitted_as: str | None = None  # the client address admission counts this connection under
 
     def connectionMade(self) -> None:
         self._buf = bytearray()
-        if not self.factory.node.connection_opened(self.peer_name()):
+        node = self.factory.node
+        if not node.connection_opened(self.peer_name()):
             self._refused = True
             self.transport.write(bytes((MAGIC, ERR_MAX_CONNECTIONS << 4, 0, 0)))  # the spec's error 4
+            self._close()
+            return
+        host = getattr(self.transport.getPeer(), "host", None)  # None: a unix socket
+        refused = node.admission.connection()
+        if refused is None and host is not None:
+            refused = node.admission.address(host)
+            if refused is None:
+                self._admitted_as = host
+        if refused is not None:  # limits (router/transport/admission.py): the same error 4
+            self.transport.write(bytes((MAGIC, ERR_MAX_CONNECTIONS << 4, 0, 0)))
             self._close()
             return
         self._peer_max = 0  # the largest message the client accepts
@@ -147,6 +159,9 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
             self.log.info("TLS with {peer} failed: {why}", peer=self.peer_name(), why=why)
         if not self._refused:
             self.factory.node.connection_closed()
+        if self._admitted_as is not None:
+            self.factory.node.admission.closed(self._admitted_as)
+            self._admitted_as = None
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         if self.wamp is not None:
@@ -196,7 +211,7 @@ class WampRawSocketFactory(protocol.Factory):
     protocol = WampRawSocketProtocol
     noisy = False
 
-    def __init__(self, node: Node, config: ListenerConfig) -> None:
+    def __init__(self, node: Listeners, config: ListenerConfig) -> None:
         self.node = node
         self.config = config
         self.codecs = {name: RawSocketCodec(create(name, config.max_depth)) for name in config.serializers}

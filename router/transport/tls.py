@@ -23,7 +23,9 @@ class TlsConfig:
     key: str  # PEM: its private key
     ca_certificates: list[str] = field(default_factory=list)  # given: clients must present a certificate they sign
     ciphers: str | None = None  # an OpenSSL cipher string; None: Twisted's secure default
+    key_password_file: str | None = None  # a file holding the password of an encrypted key
     options: Any = field(default=None, repr=False, compare=False)  # the CertificateOptions built from these
+    live: Any = field(default=None, repr=False, compare=False)  # a listening port's ReloadableCredentials
 
 
 def _read(path: str, where: str) -> bytes:
@@ -46,7 +48,8 @@ def _certificates(path: str, where: str) -> list:
         raise ConfigError(where, f"{path}: a certificate in it does not parse") from None
 
 
-TLS_KEYS = ("certificate", "key", "ca_certificates", "ciphers")  # what `tls:` takes (and the config schema)
+# what `tls:` takes (and the config schema)
+TLS_KEYS = ("certificate", "key", "ca_certificates", "ciphers", "key_password_file")
 
 
 def parse(raw: Any, path: str) -> TlsConfig:
@@ -61,8 +64,11 @@ def parse(raw: Any, path: str) -> TlsConfig:
         cas = [cas]
     if not isinstance(cas, list) or any(type(x) is not str or not x for x in cas):
         raise ConfigError(f"{path}.ca_certificates", f"must be a PEM file path or a list of them, got {cas!r}")
+    password_file = d.get("key_password_file")
+    if password_file is not None and (type(password_file) is not str or not password_file):
+        raise ConfigError(f"{path}.key_password_file", f"must be a file path, got {password_file!r}")
     tls = TlsConfig(certificate=str_value(d, "certificate", path, ""), key=str_value(d, "key", path, ""),
-                    ca_certificates=list(cas), ciphers=d.get("ciphers"))
+                    ca_certificates=list(cas), ciphers=d.get("ciphers"), key_password_file=password_file)
     if tls.ciphers is not None and (type(tls.ciphers) is not str or not tls.ciphers):
         raise ConfigError(f"{path}.ciphers", f"must be an OpenSSL cipher string, got {tls.ciphers!r}")
     tls.options = server_options(tls, path)  # everything loads, the key matches, the ciphers exist
@@ -77,10 +83,7 @@ def server_options(tls: TlsConfig, path: str = "tls") -> Any:
     from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 
     chain = _certificates(tls.certificate, f"{path}.certificate")
-    try:
-        key = load_pem_private_key(_read(tls.key, f"{path}.key"), password=None)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{path}.key", f"{tls.key} holds no PEM private key (or it is encrypted)") from None
+    key = _private_key(tls, path, load_pem_private_key)
     cas = [crypto.X509.from_cryptography(c)  # OpenSSL's certificate store takes only its own type
            for i, f in enumerate(tls.ca_certificates) for c in _certificates(f, f"{path}.ca_certificates[{i}]")]
     kw: dict = {}
@@ -99,13 +102,39 @@ def server_options(tls: TlsConfig, path: str = "tls") -> Any:
     return options
 
 
+def _private_key(tls: TlsConfig, path: str, load: Any) -> Any:
+    """The key, decrypted with the password file's first line if one is given; each failure says which."""
+    pem = _read(tls.key, f"{path}.key")  # a missing file is said as such
+    password = None
+    if tls.key_password_file is not None:
+        lines = _read(tls.key_password_file, f"{path}.key_password_file").splitlines()
+        password = lines[0] if lines else b""
+    encrypted = b"ENCRYPTED" in pem[:200]
+    try:
+        return load(pem, password=password)
+    except TypeError:  # encrypted without a password, or a password for a key that is not encrypted
+        if password is None:
+            raise ConfigError(f"{path}.key", f"{tls.key} is encrypted: give its password in a file, "
+                              "tls.key_password_file") from None
+        raise ConfigError(f"{path}.key_password_file", f"{tls.key} is not encrypted: remove "
+                          "tls.key_password_file") from None
+    except ValueError:
+        if encrypted and password is not None:
+            raise ConfigError(f"{path}.key_password_file", f"the password in {tls.key_password_file} does not "
+                              f"decrypt {tls.key}") from None
+        raise ConfigError(f"{path}.key", f"{tls.key} holds no PEM private key") from None
+
+
 def tls_error(error: BaseException) -> str | None:
     """A short text when a connection ended in a TLS error (a client that does not trust the
     certificate, plain HTTP to a TLS port), else None."""
     if type(error).__module__ != "OpenSSL.SSL":
         return None
     reasons = error.args[0] if error.args and isinstance(error.args[0], list) else []
-    return ", ".join(str(r[-1]) for r in reasons if isinstance(r, tuple) and r[-1])[:200] or type(error).__name__
+    text = ", ".join(str(r[-1]) for r in reasons if isinstance(r, tuple) and r[-1])[:200] or type(error).__name__
+    if text == "http request":  # OpenSSL's words for a plain HTTP request where a TLS handshake belongs
+        return "http request: plain HTTP or ws:// to a TLS listener (the client should use https:// or wss://)"
+    return text
 
 
 def channel_id(transport: Any) -> bytes | None:

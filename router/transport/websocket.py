@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -29,7 +30,7 @@ from router.transport.forwarded import client_address, networks
 from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
-    from router.node import Node
+    from router.edges import Listeners
 
 SUBPROTOCOL_PREFIX = "wamp.2."
 # The opening HTTP request (request line and headers) may be this long; a longer one gets HTTP 431
@@ -89,8 +90,13 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         if request.path != factory.config.path:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"no WAMP endpoint at {wamp.quote(request.path)}")
         if factory.trusted_proxies:
-            self.forwarded_for = client_address(self.transport.getPeer().host,
-                                                request.headers.get("x-forwarded-for"), factory.trusted_proxies)
+            host = self.transport.getPeer().host
+            self.forwarded_for = client_address(host, request.headers.get("x-forwarded-for"), factory.trusted_proxies)
+            refused = factory.node.admission.address(self.forwarded_for or host)  # the client's, now known
+            if refused is not None:  # counted and logged (once per LOG_EVERY) by admission: no line here
+                self._quiet_refusal = True
+                raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, f"too many connections (limits.{refused})")
+            self._admitted_as = self.forwarded_for or host
         for proto in request.protocols:
             if proto in factory.codecs:
                 self._subprotocol = proto
@@ -166,8 +172,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             if len(request) < MAX_HANDSHAKE_SIZE:
                 return
             del self._request
-        lograte.refused(self._log, "warn", "websocket_handshake_size", lograte.host(self.peer),
-                        "refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer,
+        lograte.refused(self._log, "warn", "websocket_handshake_size", lograte.host(self.peer_name()),
+                        "refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer_name(),
                         max=MAX_HANDSHAKE_SIZE)
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
@@ -188,9 +194,18 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         host = getattr(self.transport.getPeer(), "host", None)  # None: a unix socket
         if factory.trusted_proxies and host is not None:
             host = client_address(host, plain.headers.get("x-forwarded-for"), factory.trusted_proxies) or host
-        status, reply = http.answer(factory.node, plain, host)
+        answered = http.answer(factory.node, plain, host)
+        if isinstance(answered, Deferred):  # it needs Redis or another node (the status page)
+            answered.addCallback(self._answered, plain).addErrback(lambda f: self.dropConnection(abort=True))
+        else:
+            self._answered(answered, plain)
+
+    def _answered(self, answered: tuple[int, bytes], plain: Any) -> None:
+        status, reply = answered
+        if self.transport is None or getattr(self.transport, "disconnected", False):
+            return  # the client went while the answer was being gathered
         self._log.debug("HTTP {method} {path} from {peer}: {status}", method=plain.method,
-                        path=wamp.quote(plain.path), peer=self.peer, status=status)
+                        path=wamp.quote(plain.path), peer=self.peer_name(), status=status)
         self.wasClean = True  # answered on purpose: no line from Autobahn's drop
         self.sendData(reply)
         self.dropConnection(abort=False)
@@ -200,8 +215,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         Autobahn's two (its info line, then a warning as it drops the connection). Autobahn quotes
         the client's bytes in its reasons: a short, escaped text instead, never raw control characters."""
         reason = wamp.printable(str(reason))
-        lograte.refused(self._log, "warn", "websocket_refused", lograte.host(self.peer),
-                        "refusing WebSocket from {peer}: {reason}", peer=self.peer, reason=reason)
+        if not self._quiet_refusal:
+            lograte.refused(self._log, "warn", "websocket_refused", lograte.host(self.peer_name()),
+                            "refusing WebSocket from {peer}: {reason}", peer=self.peer_name(), reason=reason)
         self.wasNotCleanReason = reason
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(code, reason, responseHeaders)
@@ -224,35 +240,59 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
         # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
         if self.wamp is not None:
-            lograte.refused(self.wamp.log, "warn", "payload_size_exceeded", lograte.host(self.peer),
-                            "peer {peer}: {reason}", peer=self.peer, reason=reason)
+            lograte.refused(self.wamp.log, "warn", "payload_size_exceeded", lograte.host(self.peer_name()),
+                            "peer {peer}: {reason}", peer=self.peer_name(), reason=reason)
             self.wamp.send([wamp.ABORT, {"message": reason}, wamp.PAYLOAD_SIZE_EXCEEDED])
             self.wamp.on_close()
             self.failByDrop = False  # an abortive drop would discard the ABORT still in the write buffer
         super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
 
     _refused = False  # not counted in the node's connections (limits.max_pending_connections)
+    _admitted_as: str | None = None  # the client address admission counts this connection under
+    _quiet_refusal = False  # refused by admission: its log line is admission's, not one per connection
 
     def _connectionMade(self) -> None:
         super()._connectionMade()
         # Autobahn queues only chopped or synced writes, which the router never asks for: no deque
         # (760 bytes) per connection until one is needed (see sendData).
         self.send_queue = _NO_QUEUE
-        if not self.factory.node.connection_opened(self.peer):
+        node = self.factory.node
+        if not node.connection_opened(self.peer_name()):
             self._refused = True
-            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
-            self.transport.loseConnection()
+            self._unavailable()
+            return
+        admission = node.admission
+        refused = admission.connection()
+        if refused is None and not self.factory.trusted_proxies:  # the TCP peer is the client
+            host = getattr(self.transport.getPeer(), "host", None)  # None: a unix socket
+            if host is not None:
+                refused = admission.address(host)
+                if refused is None:
+                    self._admitted_as = host
+        if refused is not None:
+            self._unavailable()
+
+    def _unavailable(self) -> None:
+        """Refused before reading anything: HTTP 503 (retry later), and close."""
+        self.wasClean = True  # refused on purpose: no line from Autobahn's drop
+        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+        self.transport.loseConnection()
+        self.state = WebSocketServerProtocol.STATE_CLOSED  # read nothing more from it
 
     def connectionLost(self, reason: Any = connectionDone) -> None:
         why = tls_error(reason.value)
         if why is not None:  # Autobahn would log it as an error: it is the client's, one info line
-            self._log.info("TLS with {peer} failed: {why}", peer=self.peer, why=why)
+            self._log.info("TLS with {peer} failed: {why}", peer=self.peer_name(), why=why)
             reason = Failure(ConnectionLost(f"TLS: {why}"))
         try:
             super().connectionLost(reason)
         finally:
             if not self._refused:
                 self.factory.node.connection_closed()
+            if self._admitted_as is not None:
+                self.factory.node.admission.closed(self._admitted_as)
+                self._admitted_as = None
             self.free_write_buffer()
             if self._final_close is not None and self._final_close.active():
                 self._final_close.cancel()
@@ -327,7 +367,7 @@ class WampWebSocketFactory(WebSocketServerFactory):
     protocol = WampWebSocketProtocol
     noisy = False  # no 'Starting factory' lines in the log
 
-    def __init__(self, node: Node, config: ListenerConfig) -> None:
+    def __init__(self, node: Listeners, config: ListenerConfig) -> None:
         # No url: the port may be 0 (ephemeral); onConnect checks the path itself. No Server header.
         super().__init__(server=None)
         self.wamp_request_line = b"GET " + config.path.encode()
