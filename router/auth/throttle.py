@@ -133,7 +133,8 @@ class AuthThrottle:
         if queue is None:
             queue = self._waiting[key[1]] = deque()
         entry: list = [retry, None]
-        entry[1] = reactor.callLater(MAX_WAIT, self._expired, key[1], entry)
+        clock: Any = reactor  # IReactorTime, which mypy reads through zope's interface without `self`
+        entry[1] = clock.callLater(MAX_WAIT, self._expired, key[1], entry)
         queue.append(entry)
         self.waiting += 1
         return True

@@ -155,6 +155,8 @@ class FlowControlled:
     def _write_held(self) -> None:
         """The peer drained: write held messages until its buffer is full again (Twisted pauses us)."""
         held = self._held
+        if held is None:
+            return
         for _ in range(len(held)):  # bounded: at most what is held now
             if self._paused or self._gone or not held:
                 break
