@@ -197,9 +197,8 @@ class Mesh:
         procedures = [procedure(ser, tr) for ser in SERIALIZERS for tr in TRANSPORTS]
 
         def known() -> bool:
-            rr = router.dealer.cluster
-            return router.broker.cluster.wants(TOPIC) and all(
-                (e := rr.lookup(p, "exact")) is not None and len(e.callees) == 1 for p in procedures)
+            return router.broker.backend.wants(TOPIC) and all(
+                (r := router.dealer.lookup(p, "exact")) is not None and len(r.callees) == 1 for p in procedures)
 
         await _until(known, 10, "the far node's subscribers and callees known")
 
