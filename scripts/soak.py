@@ -26,6 +26,7 @@ from autobahn.twisted.websocket import WampWebSocketClientFactory
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import ComponentConfig, PublishOptions
 from twisted.internet import defer, endpoints, reactor, task
+from twisted.python.failure import Failure
 
 CALL_TIMEOUT = 10.0  # seconds: a call not answered by then is "unanswered"
 IN_FLIGHT = 4  # calls in flight per caller
@@ -170,6 +171,21 @@ def sleep(seconds: float) -> defer.Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
+def within(d: defer.Deferred, seconds: float) -> defer.Deferred:
+    """`d`'s outcome, or TimeoutError after `seconds`, without cancelling `d` (autobahn's canceller
+    fails on a session whose transport has gone)."""
+    out: defer.Deferred = defer.Deferred()
+
+    def settle(result: object) -> None:
+        if not out.called:
+            (out.errback if isinstance(result, Failure) else out.callback)(result)
+
+    d.addBoth(settle)
+    timer = reactor.callLater(seconds, lambda: out.called or out.errback(defer.TimeoutError()))
+    out.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+    return out
+
+
 class Soak:
     def __init__(self, procs: Procs, seconds: float, faults: bool = True) -> None:
         self.procs = procs
@@ -228,13 +244,13 @@ class Soak:
         seq = 0
         while self.running and s.is_connected():
             seq += 1
-            d = s.call(procedure, seq)
-            d.addTimeout(CALL_TIMEOUT, reactor)
             try:
-                result = await d
+                result = await within(s.call(procedure, seq), CALL_TIMEOUT)
                 self.counts["calls ok" if result == seq else "calls wrong result"] += 1
-            except defer.TimeoutError:
-                self.counts["calls unanswered"] += 1
+            except defer.TimeoutError:  # unanswered on a live session; else lost with its connection
+                self.counts["calls unanswered" if s.is_connected() else "calls lost with the connection"] += 1
+                if not s.is_connected():
+                    return
             except ApplicationError as e:
                 self.errors[f"call {e.error}"] += 1
                 await sleep(0.05)
@@ -272,18 +288,18 @@ class Soak:
         n = 0
         while self.running:
             n += 1
+            s = None
             try:
                 s = await connect(self.procs.ports[node])
                 await s.subscribe(lambda *a: None, f"soak.churn.{node}.{k}.{n}")
                 await s.register(lambda n=n: n, f"soak.churn.{node}.{k}.{n}")
-                d = s.call(f"soak.churn.{node}.{k}.{n}")
-                d.addTimeout(CALL_TIMEOUT, reactor)
-                await d
+                await within(s.call(f"soak.churn.{node}.{k}.{n}"), CALL_TIMEOUT)
                 s.leave()
                 await s.lost
                 self.counts["churn rounds"] += 1
             except defer.TimeoutError:
-                self.counts["churn calls unanswered"] += 1
+                alive = s is not None and s.is_connected()
+                self.counts["churn calls unanswered" if alive else "churn calls lost with the connection"] += 1
             except ApplicationError as e:
                 self.errors[f"churn {e.error}"] += 1
             except Exception as e:  # noqa: BLE001
