@@ -68,6 +68,8 @@ class Throttle:
     # The config's default is 10 × max_failures.
     max_in_flight_per_address: int = 4  # answers being verified at once, per client address ...
     max_in_flight: int = 32  # ... and in the whole node
+    max_waiting_per_address: int = 32  # answers over an in-flight cap that wait for a slot (at most 5 s), per
+    # address, instead of being refused at once (many clients behind one NAT or proxy); 0: refused at once
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ DISCLOSE = ("caller", "publisher")
 LIMITS_KEYS = ("rate", "quota", "expires_in", "idle_timeout")
 WINDOW_KEYS = ("limit", "duration")
 THROTTLE_INTS = {"max_failures": (0, 10_000), "max_failures_per_address": (0, 1_000_000),  # key: (lo, hi)
-                 "max_in_flight_per_address": (1, 100_000), "max_in_flight": (1, 100_000)}
+                 "max_in_flight_per_address": (1, 100_000), "max_in_flight": (1, 100_000),
+                 "max_waiting_per_address": (0, 10_000)}
 THROTTLE_NUMBERS = {"window": 0.001, "block_for": 0.0}  # key: lo
 TICKET_PREFIX = "pbkdf2-sha256$"
 

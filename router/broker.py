@@ -14,7 +14,7 @@ from typing import Protocol
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from router import wamp
+from router import lograte, wamp
 from router.backend import BrokerBackend
 from router.backend.local import LocalBroker
 from router.matching import MATCH_POLICIES, PatternIndex
@@ -28,6 +28,12 @@ MAX_RETAINED_BYTES = 16 * 1024 * 1024
 MAX_SUBSCRIPTIONS = 10_000  # per session (limits.max_subscriptions_per_session)
 # PUBLISH options the Basic Profile path reads itself; any other key sends the PUBLISH through _advanced().
 _BASIC_OPTIONS = frozenset({"acknowledge", "exclude_me", "disclose_me"})
+# Why a publication did not reach the other nodes (the cluster's outbox causes) → the publisher's ERROR.
+_UNSENT = {"too_large": (wamp.PAYLOAD_SIZE_EXCEEDED, "delivered on this node only: too large for the cluster's bus"),
+           "unencodable": (wamp.INVALID_ARGUMENT, "delivered on this node only: a value cannot cross nodes"),
+           "unavailable": ("courtyard.error.cluster_unavailable", "delivered on this node only: Redis is away"),
+           "lost": ("courtyard.error.cluster_unavailable", "delivered on this node only: the other nodes are "
+                                                           "not reachable")}
 
 
 class Subscription:
@@ -152,8 +158,9 @@ class Broker:
         sub = self._subs.get(topic, match)
         mine = self._by_session.get(session.id)
         if mine is not None and len(mine) >= self.max_subscriptions and (sub is None or sub.id not in mine):
-            self.log.info("session {sid} refused a subscription: it has {n} (limits.max_subscriptions_per_session)",
-                          sid=session.id, n=len(mine))
+            lograte.refused(self.log, "info", "too_many_subscriptions", session.id, "session {sid} refused a "
+                            "subscription: it has {n} (limits.max_subscriptions_per_session)", sid=session.id,
+                            n=len(mine))
             send(wamp.error(wamp.SUBSCRIBE, request, wamp.TOO_MANY_SUBSCRIPTIONS,
                             [f"this session has {len(mine)} subscriptions, the most it may have"]))
             return
@@ -230,7 +237,11 @@ class Broker:
                 self.deliver(sub, [wamp.EVENT, sub.id, publication, details, *msg[4:]], exclude)
         backend = self.backend
         if backend.wants(topic):
-            backend.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None, None)
+            unsent = backend.forward(topic, publication, _publisher_details(session, options, topic), msg[4:], None,
+                                     None)
+            if unsent is not None:
+                self._unsent(session, request, acknowledge, unsent)
+                return
         if acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
@@ -250,12 +261,15 @@ class Broker:
             details.update(ppt)
         payload = msg[4:]
         self._fan_out(topic, publication, details, payload, exclude, receivers)
+        unsent = None
         if self.backend.wants(topic):
-            self.backend.forward(topic, publication, details, payload, None, receivers)
+            unsent = self.backend.forward(topic, publication, details, payload, None, receivers)
         if retain:
             self._retain(session, topic, Retained(publication, details, payload, exclude, receivers,
                                                   approx_size((topic, options, payload), self.max_retained_bytes)))
-        if acknowledge:
+        if unsent is not None:
+            self._unsent(session, request, acknowledge, unsent)
+        elif acknowledge:
             session.transport.send([wamp.PUBLISHED, request, publication])
 
     def emit(self, topic: str, args: list, kwargs: dict | None = None, details: dict | None = None) -> None:
@@ -319,10 +333,18 @@ class Broker:
         """Raise ValueError (or ProtocolViolation) for PUBLISH options this broker would refuse."""
         self._advanced(session, options)
 
+    def _unsent(self, session: Session, request: int, acknowledge: bool, cause: str) -> None:
+        """Delivered here but not to every other node: an acknowledged PUBLISH gets an ERROR (not
+        PUBLISHED) saying why (cluster/outbox.py's causes), so its publisher learns the event is partial."""
+        if acknowledge:
+            uri, why = _UNSENT.get(cause, _UNSENT["lost"])
+            session.transport.send(wamp.error(wamp.PUBLISH, request, uri, [why]))
+
     def _refuse(self, session: Session, request: int, acknowledge: bool, uri: str, why: str) -> None:
         """A PUBLISH that is not delivered: ERROR if acknowledged, else nothing — an ERROR for an
         unacknowledged PUBLISH would answer a request the client forgot. Logged either way."""
-        self.log.info("PUBLISH {request} from session {sid} refused: {why}", request=request, sid=session.id, why=why)
+        lograte.refused(self.log, "info", f"publish {uri}", session.id, "PUBLISH {request} from session {sid} refused: "
+                        "{why}", request=request, sid=session.id, why=why)
         if acknowledge:
             session.transport.send(wamp.error(wamp.PUBLISH, request, uri, [why]))
 
@@ -336,8 +358,9 @@ class Broker:
         if old is not None:
             self._retained_bytes -= old.size
         if event.size > self.max_retained_bytes:
-            self.log.info("PUBLISH from session {sid} not retained: about {size} bytes, over the realm's "
-                          "{max}", sid=session.id, size=event.size, max=self.max_retained_bytes)
+            lograte.refused(self.log, "info", "not_retained", session.id, "PUBLISH from session {sid} not retained: "
+                            "about {size} bytes, over the realm's {max}", sid=session.id, size=event.size,
+                            max=self.max_retained_bytes)
             return
         while store and (len(store) >= MAX_RETAINED or self._retained_bytes + event.size > self.max_retained_bytes):
             self._retained_bytes -= store.pop(next(iter(store))).size
@@ -388,8 +411,8 @@ class Broker:
                 if refused is not None and refused == wamp.PAYLOAD_SIZE_EXCEEDED:
                     too_big += 1
         if too_big:
-            Broker.log.info("EVENT on {topic} is larger than {n} subscribers take; they miss it",
-                            topic=wamp.quote(sub.topic), n=too_big)
+            lograte.refused(Broker.log, "info", "event_too_large", sub.topic, "EVENT on {topic} is larger than {n} "
+                            "subscribers take; they miss it", topic=wamp.quote(sub.topic), n=too_big)
 
     # -- session lifetime ------------------------------------------------------------------------
     def detach(self, session: Session) -> None:
@@ -459,9 +482,9 @@ def _prepare(codec, event: list, topic: str):
     try:
         return codec.prepare(event)
     except Exception as e:
-        Broker.log.info("EVENT on {topic} cannot be written in {serializer}: {why}; its subscribers of that "
-                        "kind miss it", topic=wamp.quote(topic), serializer=codec.serializer.name,
-                        why=wamp.quote(str(e)))
+        lograte.refused(Broker.log, "info", f"event_unencodable {codec.serializer.name}", topic,
+                        "EVENT on {topic} cannot be written in {serializer}: {why}; its subscribers of that kind miss "
+                        "it", topic=wamp.quote(topic), serializer=codec.serializer.name, why=wamp.quote(str(e)))
         return None
 
 

@@ -235,6 +235,9 @@ def _started(node, config_file: str | None) -> None:
     log.info("Courtyard {v} started in {t:.3f}s; config: {config}; realms: {realms}", v=__version__,
              t=node.started, config=config_file or "the embedded default",
              realms=", ".join(r.uri for r in node.realms.list()))
+    from router import memory
+
+    memory.start()  # freed memory back to the system after a load (router/memory.py)
 
 
 def _run_cluster_node(node, args: argparse.Namespace, worker: bool = False, restart: bool = False) -> int:

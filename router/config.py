@@ -29,6 +29,7 @@ from realms.schema import (
     raise_any,
     str_value,
 )
+from router.cluster.limits import MAX_ITEM_BYTES
 from router.cluster.url import RedisTarget, parse_redis_url
 from router.serializers import SERIALIZERS
 from router.transport.forwarded import networks
@@ -359,6 +360,16 @@ def _cluster(raw: Any) -> ClusterConfig | None:
     return ClusterConfig(target, node_id, heartbeat, node_timeout, activity)
 
 
+def _bus_carries(listeners: list[ListenerConfig], errors: list[ConfigError]) -> None:
+    """In a cluster what a listener accepts must fit in one bus item (router/cluster/limits.py), or a
+    call or event would reach this node's peers and not the others': one limit, not two."""
+    for i, lc in enumerate(listeners):
+        if lc.max_message_size > MAX_ITEM_BYTES:
+            errors.append(ConfigError(f"listeners[{i}].max_message_size",
+                                      f"at most {MAX_ITEM_BYTES} bytes in a cluster (what one message between "
+                                      f"nodes carries), got {lc.max_message_size}"))
+
+
 MAX_WORKERS = 64
 
 
@@ -448,6 +459,8 @@ def parse(raw: Any) -> NodeConfig:
     storage = collect(errors, mapping, d.get("storage", {}), "storage", default={})
     collect(errors, known_keys, storage, "storage", STORAGE_KEYS)
     cluster = collect(errors, _cluster, d.get("cluster"))
+    if cluster is not None:
+        _bus_carries(listeners, errors)
     http = collect(errors, _http, d.get("http", {}), default=HttpConfig())
     backend = collect(errors, _backend, storage, cluster, default="memory")
     workers = collect(errors, _workers, node.get("workers", 1), cluster, listeners, default=1)

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router import wamp
+from router import lograte, wamp
 from router.backend import DealerBackend, RemoteCallee
 from router.backend.local import LocalDealer
 from router.matching import MATCH_POLICIES, PatternIndex
@@ -188,8 +188,8 @@ class Dealer:
         mine = self._by_callee.get(session.id)
         held = (len(mine) if mine is not None else 0) + self._registering.get(session.id, 0)  # agreed or not yet
         if capped and held >= self.max_registrations:  # each success adds one
-            self.log.info("session {sid} refused a registration: it has {n} (limits.max_registrations_per_session)",
-                          sid=session.id, n=held)
+            lograte.refused(self.log, "info", "too_many_registrations", session.id, "session {sid} refused a "
+                            "registration: it has {n} (limits.max_registrations_per_session)", sid=session.id, n=held)
             send(wamp.error(wamp.REGISTER, request, wamp.TOO_MANY_REGISTRATIONS,
                             [f"this session has {held} registrations, the most it may have"]))
             return

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from router import wamp
-from router.auth import FAILED, Challenge, Deny, Welcome
+from router import lograte, wamp
+from router.auth import FAILED, TOO_MANY_AUTHENTICATIONS, Challenge, Deny, Welcome
 from router.auth.cookie import LOGOUT
 from router.auth.methods import METHODS
 from router.auth.throttle import throttle_key
@@ -244,8 +244,9 @@ class WampProtocol:
     def _not_authorized(self, session: Session, msg: list) -> None:
         code, action, uri = msg[0], ACTIONS[msg[0]], msg[3]
         self.node.stats.refused(session.realm_uri, "not_authorized", session.authid, _request(msg), _peer(self.peer))
-        self.log.info("session {sid} ({authid}/{authrole}) denied {action} on {uri}", sid=session.id,
-                      authid=session.authid, authrole=session.authrole, action=action, uri=uri)
+        lograte.refused(self.log, "info", "not_authorized", session.id,
+                        "session {sid} ({authid}/{authrole}) denied {action} on {uri}", sid=session.id,
+                        authid=session.authid, authrole=session.authrole, action=action, uri=uri)
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
             self.send(wamp.error(code, msg[1], wamp.NOT_AUTHORIZED,
                                  [f"role {session.authrole!r} may not {action} {wamp.quote(uri)}"]))
@@ -253,7 +254,8 @@ class WampProtocol:
     def _uri_too_long(self, session: Session, msg: list) -> None:
         code = msg[0]
         text = wamp.uri_refusal(ACTIONS[code], msg[3])
-        self.log.info("session {sid}: {msg} refused: {why}", sid=session.id, msg=wamp.MESSAGE_NAMES[code], why=text)
+        lograte.refused(self.log, "info", "uri_too_long", session.id, "session {sid}: {msg} refused: {why}",
+                        sid=session.id, msg=wamp.MESSAGE_NAMES[code], why=text)
         if code != wamp.PUBLISH or msg[2].get("acknowledge"):
             self.send(wamp.error(code, msg[1], wamp.INVALID_URI, [text]))
 
@@ -390,6 +392,9 @@ class WampProtocol:
         throttle = self.node.throttle
         refused = throttle.begin(key, config)
         if refused is not None:
+            if refused[0] == TOO_MANY_AUTHENTICATIONS and throttle.wait(
+                    key, config, lambda free: self._slot(free, key, signature, extra, refused)):
+                return  # an in-flight cap: wait a moment for a slot (router/auth/throttle.py)
             self.node.stats.refused(spec.uri, "authentication_throttled", method.principal(details), method.name,
                                     _peer(self.peer))
             self.abort(*refused)
@@ -401,6 +406,17 @@ class WampProtocol:
 
         outcome = defer.maybeDeferred(method.authenticate, signature, extra)
         outcome.addBoth(done).addCallback(self._answer).addErrback(self._auth_crashed)
+
+    def _slot(self, free: bool, key: Any, signature: str, extra: dict, refused: tuple[str, str]) -> bool:
+        """A waiting answer's turn (`free`) or its time up; True if it took the verification slot."""
+        if self.state == CLOSED or self._auth is None:
+            return False
+        if not free:
+            self.abort(*refused)
+            return False
+        before = self.node.throttle.in_flight
+        self._verify_now(key, signature, extra)
+        return self.node.throttle.in_flight > before
 
     def _answer(self, outcome: Welcome | Challenge | Deny | defer.Deferred) -> None:
         """Act on an authentication method's answer, which may come later (a Deferred)."""
@@ -423,10 +439,10 @@ class WampProtocol:
             stats = self.node.stats
             stats.authenticated(method.name, False, spec.uri)
             stats.refused(spec.uri, "authentication_failed", method.principal(details), method.name, _peer(self.peer))
-            self.log.warn("authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
-                          realm=spec.uri, authid=wamp.printable(str(method.principal(details)), 200),
-                          method=method.name,
-                          peer=_peer(self.peer), why=outcome.message)
+            lograte.refused(self.log, "warn", "authentication_failed", _address(self.peer),
+                            "authentication to realm {realm} as {authid} by {method} from {peer} refused: {why}",
+                            realm=spec.uri, authid=wamp.printable(str(method.principal(details)), 200),
+                            method=method.name, peer=_peer(self.peer), why=outcome.message)
             self.abort(outcome.reason, outcome.message, quiet=True)
 
     def _auth_crashed(self, failure) -> None:
@@ -533,8 +549,8 @@ class WampProtocol:
             if refused == SLOW_CONSUMER:
                 return uri, text  # logged once per episode by the flow control
             text = f"{text} ({len(payload)} bytes)"
-        self.log.info("not sending {msg} to {peer}: {why}", msg=wamp.MESSAGE_NAMES.get(msg[0], "?"),
-                      peer=_peer(self.peer), why=text)
+        lograte.refused(self.log, "info", "not_sent", _peer(self.peer), "not sending {msg} to {peer}: {why}",
+                        msg=wamp.MESSAGE_NAMES.get(msg[0], "?"), peer=_peer(self.peer), why=text)
         return uri, text
 
     def _error_sent(self, msg: list) -> None:
@@ -592,8 +608,9 @@ class WampProtocol:
         if self.state == CLOSED:
             return
         if not quiet:
-            self.log.warn("aborting connection from {peer}: {reason}: {message}",
-                          peer=_peer(self.peer), reason=reason, message=message)
+            lograte.refused(self.log, "warn", f"abort {reason}", _address(self.peer),
+                            "aborting connection from {peer}: {reason}: {message}", peer=_peer(self.peer),
+                            reason=reason, message=message)
         self.send([wamp.ABORT, {"message": message}, reason])
         self._end_session(f"aborted ({reason})")
         self.state = CLOSED
@@ -624,7 +641,8 @@ class WampProtocol:
     def _no_hello(self) -> None:
         self._hello_timer = None
         if self.session is None and self.state in (ESTABLISHING, AUTHENTICATING):
-            self.log.warn("closing connection from {peer}: no HELLO in time", peer=_peer(self.peer))
+            lograte.refused(self.log, "warn", "no_hello", _address(self.peer),
+                            "closing connection from {peer}: no HELLO in time", peer=_peer(self.peer))
             self.state = CLOSED
             self.wire.close_transport("no HELLO in time")
 

@@ -68,13 +68,26 @@ class SessionTable:
     def open(self, realm_uri: str, transport: Peer, **fields: Any) -> Session:
         """Create and store a record with a fresh id drawn at random from [1, 2^53] (WAMP spec, IDs)."""
         if self.max_sessions is not None:
-            limit = self.max_sessions + self.reserves.get(realm_uri, 0)
-            if self._storage.count() >= limit:
-                raise TableFull(f"the router holds its maximum of {limit} sessions")
+            self._admit(realm_uri)
         while True:
             session = Session(_rand.randint(1, MAX_ID), realm_uri, transport, **fields)
             if self._storage.insert(session):
                 return session
+
+    def _admit(self, realm_uri: str) -> None:
+        """A realm with a reserve may fill max_sessions and its reserve; the others only max_sessions,
+        where a reserved realm's sessions up to its reserve do not count (they are on the reserve, so
+        an admin session admitted when the table was full holds no ordinary slot once others leave)."""
+        total = self._storage.count()
+        reserve = self.reserves.get(realm_uri, 0)
+        if reserve:
+            limit = self.max_sessions + reserve
+            if total >= limit:
+                raise TableFull(f"the router holds its maximum of {limit} sessions")
+            return
+        on_reserve = sum(min(self._storage.count(r), n) for r, n in self.reserves.items() if n) if total else 0
+        if total - on_reserve >= self.max_sessions:
+            raise TableFull(f"the router holds its maximum of {self.max_sessions} sessions")
 
     def fetch(self, session_id: int) -> Session:
         session = self._storage.get(session_id)

@@ -16,9 +16,9 @@ spreads connections over the workers. The supervisor
 A worker tells the supervisor it is serving by writing a line on fd 3 (a pipe the supervisor reads);
 it ignores SIGINT (a terminal's Ctrl-C reaches the whole process group: the supervisor alone decides),
 and stops by itself if its supervisor goes (kill -9), so no worker outlives it. A restarted worker
-first removes what its dead predecessor left in Redis under the same node id (its key, sessions and
-subscriptions; `wamp.session.on_leave` and testaments to the cluster), before it listens: survivors
-would never purge it, because the id is alive again.
+first removes what its dead predecessor left in Redis under the same node id (its key, registrations,
+subscriptions and sessions; `wamp.session.on_leave` and testaments to the cluster), before it listens:
+survivors would never purge it, because the id is alive again.
 """
 
 from __future__ import annotations
@@ -230,6 +230,11 @@ def purge_predecessor(node: Any):
     node_id = node.config.cluster.node_id
     yield node.redis.delete(node_key(node_id))
     yield node.redis.delete(claim_key(node_id))  # a purge of an earlier predecessor holds no claim now
+    # Its registrations and subscriptions first, each part as on a graceful stop of the same id (this
+    # worker has none yet): the purge below deletes the index they are found by, so after it the
+    # predecessor's callees would stay in Redis for good (procedure_already_exists to its clients).
+    for part in node.cluster_parts:
+        yield part.stop()
     # As a survivor would: the leavers (this node publishes their on_leave and testaments, routed to
     # every node), then NODE_DOWN so the others forget the predecessor's subscriptions before this
     # worker, listening, announces its own.

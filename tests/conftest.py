@@ -152,6 +152,18 @@ def log_lines():
 
 
 @pytest.fixture(autouse=True)
+def fresh_refusal_log(monkeypatch):
+    """Each test starts with no refusal summarised yet (router/lograte.py keys refusals by address, and
+    every test's clients come from 127.0.0.1)."""
+    from router import lograte
+
+    log = lograte.RefusalLog()
+    monkeypatch.setattr(lograte, "refusals", log)
+    yield log
+    log.stop()
+
+
+@pytest.fixture(autouse=True)
 def no_unhandled_errors():
     """An unhandled exception in the router is a bug: any failure logged while a test runs fails it."""
     failures: list[dict] = []

@@ -22,6 +22,7 @@ FAILED = "wamp.error.authentication_failed"
 BLOCKED = "wamp.error.not_authorized"
 BUSY = "courtyard.error.too_many_authentications"
 SLOW_TICKET = hash_secret("slow-ticket", iterations=600_000)  # ~0.3 s per verification here
+MID_TICKET = hash_secret("mid-ticket", iterations=60_000)  # ~30 ms
 
 
 def _realm(throttle, anonymous: bool = False, **listener) -> dict:
@@ -34,6 +35,7 @@ def _realm(throttle, anonymous: bool = False, **listener) -> dict:
                 "alice": {"role": "user", "ticket": hash_secret("alice-ticket", iterations=1000)},
                 "erin": {"role": "user", "ticket": hash_secret("erin-ticket", iterations=1000)},
                 "slow": {"role": "user", "ticket": SLOW_TICKET},
+                "mid": {"role": "user", "ticket": MID_TICKET},
             },
             "roles": {"user": {"permissions": EVERYTHING}, "anonymous": {"permissions": EVERYTHING}},
         }],
@@ -116,12 +118,14 @@ async def test_concurrent_guesses_get_no_more_tries_than_sequential_ones(make_no
         p.send([5, "guess", {}])
     answers = [_reason(await p.recv(10)) for p in peers]
     assert answers.count(FAILED) == 3, answers
-    assert set(answers) <= {FAILED, BUSY}
+    assert set(answers) <= {FAILED, BUSY, BLOCKED}  # the waiting ones are refused once the authid is blocked
+    assert node.throttle.waiting == 0
 
 
 @ensure
 async def test_in_flight_caps_refuse_the_excess_and_others_still_log_in(make_node):
-    node = make_node(**_realm({"max_failures": 1000, "max_in_flight_per_address": 2, "max_in_flight": 3}))
+    node = make_node(**_realm({"max_failures": 1000, "max_in_flight_per_address": 2, "max_in_flight": 3,
+                               "max_waiting_per_address": 0}))
     flood = [await _challenged(node.url, "slow") for _ in range(10)]
     good = await _challenged(node.url, "slow", bind="127.0.0.2")
     third = await _challenged(node.url, "slow", bind="127.0.0.3")
@@ -144,6 +148,29 @@ async def test_in_flight_caps_refuse_the_excess_and_others_still_log_in(make_nod
     assert time.monotonic() - started < 5  # not queued behind the flood's hashes
     assert [_reason(await p.recv(10)) for p in flood[:2]] == [FAILED, FAILED]
     assert node.throttle.in_flight == 0
+
+
+@ensure
+async def test_simultaneous_correct_logins_from_one_address_wait_for_a_slot(make_node):
+    """Issue 23, item 6: 20 correct logins at once from one address (a NAT) all get WELCOME: the answers
+    over the in-flight cap wait a moment for a slot instead of courtyard.error.too_many_authentications."""
+    node = make_node(**_realm({"max_failures": 5}))
+    peers = [await _challenged(node.url, "mid") for _ in range(20)]
+    for p in peers:
+        p.send([5, "mid-ticket", {}])
+    answers = [_reason(await p.recv(20)) for p in peers]
+    assert answers == ["welcome"] * 20, answers
+    assert node.throttle.in_flight == 0 and node.throttle.waiting == 0
+
+
+@ensure
+async def test_the_wait_for_a_slot_is_bounded_per_address(make_node):
+    node = make_node(**_realm({"max_failures": 1000, "max_in_flight_per_address": 2, "max_waiting_per_address": 3}))
+    peers = [await _challenged(node.url, "slow") for _ in range(10)]
+    for p in peers:
+        p.send([5, "slow-ticket", {}])
+    answers = [_reason(await p.recv(20)) for p in peers]
+    assert answers.count("welcome") == 5 and answers.count(BUSY) == 5, answers  # 2 in flight + 3 waiting
 
 
 @ensure

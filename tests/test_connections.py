@@ -233,3 +233,23 @@ async def test_admin_realm_has_a_reserve_beyond_max_sessions(make_node):
     with pytest.raises(Aborted) as e:  # and realm1 still stops at max_sessions
         await connect(node.url)
     assert e.value.reason == "courtyard.error.too_many_sessions"
+
+
+@ensure
+async def test_an_admin_session_on_the_reserve_holds_no_ordinary_slot(make_node):
+    """Issue 23, item 6: the admin session admitted while the table was full stays on the reserve, so
+    after every ordinary session left, max_sessions ordinary sessions get in again (not one fewer)."""
+    node = make_node(admin=dict(ADMIN), limits={"max_sessions": 5, "admin_reserve": 2})
+    first = [await connect(node.url) for _ in range(5)]
+    admin = await connect(node.url, realm="courtyard.admin", authmethods=["ticket"], authid="root",
+                          on_challenge=lambda c: "root-pw")
+    for c in first:
+        c.leave()
+        await with_timeout(c.left)
+    again = [await connect(node.url) for _ in range(5)]  # on main the fifth was refused
+    with pytest.raises(Aborted) as e:
+        await connect(node.url)
+    assert e.value.reason == "courtyard.error.too_many_sessions"
+    assert await admin.call("courtyard.session.count", realm="realm1") == 5
+    for c in [*again, admin]:
+        c.leave()

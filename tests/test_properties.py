@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from autobahn.twisted.util import sleep
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from twisted.logger import globalLogPublisher
@@ -138,10 +139,15 @@ class Mesh:
     """Long-lived peers on one node: a subscriber and a callee per (serializer, transport), senders
     connected on demand, and a control peer. Reconnects what an example lost (after failing it)."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, far: Any = None) -> None:
+        """`far`: a second node of the cluster, where the subscribers and callees are (the senders and the
+        control peer stay on `node`): every example crosses the bus."""
         self.node = node
+        self.far = far
         self.ws_port = node.ports[0].getHost().port
         self.rs_port = node.ports[1].getHost().port
+        there = far or node
+        self.far_ports = {"ws": there.ports[0].getHost().port, "rs": there.ports[1].getHost().port}
         self.subscribers: dict[tuple[str, str], Peer] = {}
         self.callees: dict[tuple[str, str], Peer] = {}
         self.senders: dict[tuple[str, str], Peer] = {}
@@ -149,28 +155,52 @@ class Mesh:
         self.seq = 0
         self.failures: list[str] = []
 
-    async def _open(self, ser: str, tr: str) -> Peer:
-        peer = await open_peer("127.0.0.1", self.ws_port if tr == "ws" else self.rs_port, ser, tr)
+    async def _open(self, ser: str, tr: str, far: bool = False) -> Peer:
+        port = self.far_ports[tr] if far else self.ws_port if tr == "ws" else self.rs_port
+        peer = await open_peer("127.0.0.1", port, ser, tr)
         await peer.hello()
         return peer
 
     async def ready(self) -> None:
+        fresh = False
         for ser in SERIALIZERS:
             for tr in TRANSPORTS:
                 sub = self.subscribers.get((ser, tr))
                 if sub is None or sub.is_closed:
-                    sub = self.subscribers[(ser, tr)] = await self._open(ser, tr)
+                    fresh = True
+                    sub = self.subscribers[(ser, tr)] = await self._open(ser, tr, far=True)
                     sub.send([32, sub.request_id(), {}, TOPIC])
                     assert (await sub.recv())[0] == 33
                 callee = self.callees.get((ser, tr))
                 if callee is None or callee.is_closed:
-                    callee = self.callees[(ser, tr)] = await self._open(ser, tr)
+                    fresh = True
+                    callee = self.callees[(ser, tr)] = await self._open(ser, tr, far=True)
                     callee.invocations = []
-                    callee.send([64, callee.request_id(), {}, procedure(ser, tr)])
-                    assert (await callee.recv())[0] == 65
+                    for _ in range(50):  # in a cluster a closed predecessor's registration leaves Redis a moment later
+                        callee.send([64, callee.request_id(), {}, procedure(ser, tr)])
+                        reply = await callee.recv()
+                        if reply[0] != 8 or reply[4] != "wamp.error.procedure_already_exists":
+                            break
+                        await sleep(0.1)
+                    assert reply[0] == 65, reply
                     callee.on_message = _echo
         if self.control is None or self.control.is_closed:
             self.control = await self._open("json", "ws")
+        if fresh and self.far is not None:
+            await self._known_here()
+
+    async def _known_here(self) -> None:
+        """The senders' node knows the far node's subscription and every callee (broadcasts are asynchronous)."""
+        from tests.test_cluster_purge import _until
+
+        router = self.node.realm_router("realm1")
+        procedures = [procedure(ser, tr) for ser in SERIALIZERS for tr in TRANSPORTS]
+
+        def known() -> bool:
+            return router.broker.backend.wants(TOPIC) and all(
+                (r := router.dealer.lookup(p, "exact")) is not None and len(r.callees) == 1 for p in procedures)
+
+        await _until(known, 10, "the far node's subscribers and callees known")
 
     async def sender(self, ser: str, tr: str) -> Peer:
         peer = self.senders.get((ser, tr))
@@ -246,6 +276,31 @@ def mesh():
     globalLogPublisher.removeObserver(observe)
     m.close()
     stop_node(node)
+
+
+@pytest.fixture
+def mesh2(redis_server):
+    """Two nodes of one cluster: senders on A, subscribers and callees on B (issue 23: encode once,
+    check once — what a node accepts either crosses the bus or is refused with the spec's error)."""
+    from tests.conftest import cluster_config
+
+    config = {"listeners": [{}, {"type": "rawsocket"}], "limits": {"max_pending_calls": MAX_PENDING}}
+    a = start_node(**cluster_config(redis_server.url, "prop-a", **config))
+    b = start_node(**cluster_config(redis_server.url, "prop-b", **config))
+    m = Mesh(a, far=b)
+    failures: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    m.logged = failures
+    globalLogPublisher.addObserver(observe)
+    yield m
+    globalLogPublisher.removeObserver(observe)
+    m.close()
+    stop_node(b)
+    stop_node(a)
 
 
 def _check_logs(m: Mesh, problems: list[str]) -> None:
@@ -395,6 +450,23 @@ def _pending(peer: Peer) -> list:
 @ensure
 async def test_publish_reaches_every_serializer_or_is_refused(mesh, args, kwargs, tr):
     await publish_everywhere(mesh, args, kwargs, tr)
+
+
+TWO_NODES = settings(SETTINGS, max_examples=30)
+
+
+@TWO_NODES
+@given(args=args_st, kwargs=kwargs_st, tr=st.sampled_from(TRANSPORTS))
+@ensure
+async def test_publish_crosses_nodes_to_every_serializer_or_is_refused(mesh2, args, kwargs, tr):
+    await publish_everywhere(mesh2, args, kwargs, tr)
+
+
+@TWO_NODES
+@given(args=args_st, kwargs=kwargs_st, tr=st.sampled_from(TRANSPORTS))
+@ensure
+async def test_call_crosses_nodes_through_every_serializer_or_errs(mesh2, args, kwargs, tr):
+    await call_everywhere(mesh2, args, kwargs, tr)
 
 
 @SETTINGS

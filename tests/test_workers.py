@@ -291,3 +291,38 @@ def _supervisor_killed(workers: Workers) -> None:
         time.sleep(0.05)
     assert not [p for p in pids.values() if _alive(p)], workers.log()
     assert workers.log().count("the supervisor (pid") == 2
+
+
+@ensure
+async def test_a_killed_workers_registrations_are_purged_so_its_clients_register_again(tmp_path, redis_server):
+    """Issue 23, item 4: kill -9 a worker whose clients registered procedures; once it is restarted (and
+    has purged its predecessor before listening), clients register the same procedures again and calls
+    reach them — not wamp.error.procedure_already_exists for as long as anyone watches."""
+    workers = Workers(tmp_path, redis_server.url, node_timeout=5.0).start()
+    clients = [await connect(workers.url) for _ in range(12)]
+    again: list = []
+    try:
+        spread = await _nodes_of(redis_server, clients)
+        assert spread["n-w1"] and spread["n-w0"], spread
+        on_w1 = [c for c in clients if redis_server.command("HGET", f"cy:s:{c._session_id}", "node") == "n-w1"]
+        for i, c in enumerate(clients):
+            await c.register(lambda i=i: f"old {i}", f"com.w.p{i}")
+        old = workers.pids()["w1"]
+        os.kill(old, signal.SIGKILL)
+        await until(lambda: not _alive(old), 5, "the killed worker gone")
+        workers.wait_for("worker w1 started", count=2)
+        lost = [clients.index(c) for c in on_w1]
+        for i in lost:  # each from a new connection, landing on either worker
+            client = await _connect_twice(workers.url)
+            again.append(client)
+            await with_timeout(client.register(lambda i=i: f"new {i}", f"com.w.p{i}"))  # on main: already exists
+        caller = await _connect_twice(workers.url)
+        again.append(caller)
+        for i in lost:
+            assert await with_timeout(caller.call(f"com.w.p{i}")) == f"new {i}"
+        kept = [i for i in range(len(clients)) if i not in lost]
+        assert [await with_timeout(caller.call(f"com.w.p{i}")) for i in kept] == [f"old {i}" for i in kept]
+        _clean(workers.log())
+    finally:
+        _leave(clients + again)
+        workers.stop()

@@ -5,7 +5,9 @@ the first failure would otherwise get its guess verified anyway). Failures count
 authid), so a guesser behind a NAT or a proxy locks out only that authid from that address, not the
 other users behind it (unless it sprays many authids, below) and never anonymous sessions.
 Verifications in flight (a ticket's PBKDF2 runs in a thread) are capped per address and in total, so
-one address cannot fill the hashing pool; an answer over a cap is refused at once instead of queued.
+one address cannot fill the hashing pool. An answer over an in-flight cap waits for a slot (clients
+behind one NAT or proxy logging in at once), at most `max_waiting_per_address` per address and
+`MAX_WAIT` seconds; past either it is refused with courtyard.error.too_many_authentications.
 
 An address that fails for many authids (a password spray: `max_failures` guesses for each of many
 names) is blocked as a whole once its failures across all authids reach `max_failures_per_address`
@@ -20,7 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+from twisted.internet import reactor
 
 from realms.realm import Throttle
 from router import wamp
@@ -28,6 +34,8 @@ from router.auth import TOO_MANY_AUTHENTICATIONS
 
 MAX_TRACKED = 50_000  # (realm, address, authid) keys with recent failures, and blocked ones (~300 bytes each);
 # as many (realm, address) keys again for the per-address count
+MAX_WAIT = 5.0  # seconds an answer waits for a verification slot at most
+MAX_WAITING = 10_000  # answers waiting for a slot in the whole node
 MAX_KEY_AUTHID = 64  # characters of an authid kept in a key; a longer one is keyed by its digest
 
 Key = tuple[str, str, str]
@@ -52,6 +60,9 @@ class AuthThrottle:
         self._pending: dict[Key, int] = {}  # verifications in flight per key
         self._per_address: dict[str, int] = {}  # ... per address
         self.in_flight = 0  # ... in total
+        self._waiting: dict[str, deque] = {}  # address -> [retry, timer] of answers waiting for a slot
+        self.waiting = 0
+        self._waking = False
 
     def blocked_for(self, key: Key, now: float | None = None) -> float:
         """Seconds this key is still refused (0: not refused)."""
@@ -102,12 +113,65 @@ class AuthThrottle:
         return refused
 
     def end(self, key: Key, failed: bool, config: Throttle) -> None:
-        """The verification `begin` allowed is over; a failure counts against the key."""
+        """The verification `begin` allowed is over; a failure counts against the key. Its slot goes
+        to the first answer waiting from the same address (else from any address)."""
         _decrement(self._pending, key)
         _decrement(self._per_address, key[1])
         self.in_flight -= 1
         if failed and config.max_failures:
             self.failed(key, config)
+        if self.waiting:
+            self._wake(key[1] if key[1] in self._waiting else next(iter(self._waiting)))
+
+    def wait(self, key: Key, config: Throttle, retry: Callable[[bool], bool]) -> bool:
+        """Queue an answer that `begin` refused for an in-flight cap: `retry(True)` when a verification
+        ends (it calls `begin` again, and returns False if its connection has gone), `retry(False)` after
+        MAX_WAIT. False: too many wait already (refuse it now)."""
+        queue = self._waiting.get(key[1])
+        if (len(queue) if queue else 0) >= config.max_waiting_per_address or self.waiting >= MAX_WAITING:
+            return False
+        if queue is None:
+            queue = self._waiting[key[1]] = deque()
+        entry: list = [retry, None]
+        clock: Any = reactor  # IReactorTime, which mypy reads through zope's interface without `self`
+        entry[1] = clock.callLater(MAX_WAIT, self._expired, key[1], entry)
+        queue.append(entry)
+        self.waiting += 1
+        return True
+
+    def _take(self, address: str, entry: list | None = None) -> list | None:
+        """Remove `entry` (or the first) from `address`'s queue."""
+        queue = self._waiting.get(address)
+        if not queue:
+            return None
+        if entry is None:
+            entry = queue.popleft()
+        else:
+            queue.remove(entry)
+        if not queue:
+            del self._waiting[address]
+        self.waiting -= 1
+        return entry
+
+    def _wake(self, address: str) -> None:
+        if self._waking:  # a verification that ended at once, within a retry: the loop below goes on
+            return
+        self._waking = True
+        try:
+            for _ in range(len(self._waiting.get(address, ()))):  # bounded: a retry refused again queues anew
+                entry = self._take(address)
+                if entry is None:
+                    return
+                if entry[1].active():
+                    entry[1].cancel()
+                if entry[0](True):
+                    return
+        finally:
+            self._waking = False
+
+    def _expired(self, address: str, entry: list) -> None:
+        if self._take(address, entry) is not None:
+            entry[0](False)
 
     def failed(self, key: Key, config: Throttle, now: float | None = None) -> None:
         """A failure counts against the (address, authid) and against the address as a whole."""

@@ -47,8 +47,10 @@ class BrokerBackend(Protocol):
         """Whether anyone beyond this broker has a subscription matching `topic` (one dict hit)."""
 
     def forward(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
-                receivers: Any) -> None:
-        """Hand the publication to every other place with matching subscribers, once per place."""
+                receivers: Any) -> str | None:
+        """Hand the publication to every other place with matching subscribers, once per place. None: on
+        its way; else why it could not leave (cluster/outbox.py's causes: the broker tells a publisher
+        that asked for acknowledge)."""
 
     def id_for(self, topic: str, match: str) -> int | None:
         """The router-wide id of a new subscription, or None for a fresh random one."""

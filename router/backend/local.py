@@ -23,8 +23,9 @@ class LocalBroker:
         return False
 
     def forward(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
-                receivers: Any) -> None:
+                receivers: Any) -> str | None:
         """Nobody to forward to."""
+        return None
 
     def id_for(self, topic: str, match: str) -> int | None:
         return None

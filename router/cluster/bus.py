@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from router import wamp
 from router.cluster.connection import ClusterUnavailable, _endpoint, connected, fast_reconnect, follow_failovers
+from router.cluster.limits import MAX_MESSAGE
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
 from router.metrics import ClusterStats
@@ -45,7 +46,6 @@ def node_channel(node_id: str) -> str:
 
 
 _PREFIX = len(node_channel(""))
-MAX_MESSAGE = 8 * 1024 * 1024  # bytes; a larger message is refused by the sender
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # sent to Redis, not yet acknowledged by it
 MAX_REQUESTS = 10_000  # requests to other nodes waiting for their answer
 MAX_HELD = 100_000  # messages held while this node may have been purged; past it they are lost (resync)
@@ -116,7 +116,27 @@ class Bus:
         if self._listened and self.resubscribed is not None:
             self.log.info("listening to the cluster's bus again: re-reading the cluster's state")
             self.resubscribed()
+        elif not self._listened:
+            self.check_redis_limits()
         self._listened = True
+
+    def check_redis_limits(self) -> defer.Deferred:
+        """One warning when Redis would drop a node's bus connection for less than this node may send it
+        at once: its `client-output-buffer-limit pubsub` hard limit under MAX_INFLIGHT_BYTES (a burst of
+        large events then loses every event in flight to that node, silently, and it re-reads the cluster).
+        Fires with the hard limit in bytes (0: none; None: not readable, e.g. CONFIG disabled)."""
+        def read(reply: Any) -> int | None:
+            limit = pubsub_hard_limit(reply)
+            if limit and limit < MAX_INFLIGHT_BYTES:
+                self.log.warn("Redis's client-output-buffer-limit for pubsub is {mib:g} MiB, under the {max} MiB "
+                              "a node may send another at once: a burst of large events can make Redis drop a "
+                              "node's bus connection (its events lost). Raise it, e.g. CONFIG SET "
+                              "client-output-buffer-limit \"pubsub 256mb 64mb 60\"", mib=limit / 2**20,
+                              max=MAX_INFLIGHT_BYTES // 2**20)
+            return limit
+
+        return self.redis.execute_command("CONFIG", "GET", "client-output-buffer-limit").addCallbacks(
+            read, lambda f: None)
 
     def stop(self) -> defer.Deferred:
         for d in list(self._requests.values()):
@@ -246,6 +266,24 @@ class Bus:
             self.send(sender, REPLY, [rid, uri, message]).addErrback(lambda f: None)
 
         defer.maybeDeferred(handler, sender, body).addCallbacks(reply, fail)
+
+
+def pubsub_hard_limit(reply: Any) -> int | None:
+    """The pubsub class's hard limit in bytes from CONFIG GET client-output-buffer-limit's reply."""
+    try:
+        value = reply[1] if isinstance(reply, list) else reply
+        words = (value.decode() if isinstance(value, bytes) else str(value)).split()
+        return _bytes(words[words.index("pubsub") + 1])
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
+def _bytes(text: str) -> int:
+    units = {"kb": 1024, "k": 1000, "mb": 1024**2, "m": 1000**2, "gb": 1024**3, "g": 1000**3}  # Redis's units
+    for suffix in ("kb", "mb", "gb", "k", "m", "g"):
+        if text.lower().endswith(suffix):
+            return int(text[:-len(suffix)]) * units[suffix]
+    return int(text)
 
 
 class RemoteError(wamp.WampError):

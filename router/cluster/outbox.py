@@ -2,6 +2,10 @@
 bus message (one PUBLISH, one delivery), because Redis's and the client's cost is mostly per message,
 not per byte. Each item is packed once when queued; order per node is kept.
 
+Encode once, check once: every value a client's serializer can decode crosses (an integer past msgpack's
+64 bits as an extension type, `BIGINT`, given back as the same int), so what one node routes, two route.
+An item too large for the bus is refused at once (`send` says why), never left to fail later.
+
 Bounded: an item is refused at once while Redis is away; a batch is sent when it reaches
 `MAX_BATCH_BYTES` (or at the end of the turn), and past the bus's own in-flight limit its items fail.
 """
@@ -16,10 +20,53 @@ from twisted.internet import reactor
 from twisted.logger import Logger
 
 from router.cluster.connection import connected
+from router.cluster.limits import MAX_ITEM_BYTES
 
 BATCH = "batch"  # [item, ...], each item msgpack [kind, body]
 MAX_BATCH_BYTES = 1024 * 1024
-MAX_ITEM_BYTES = 7 * 1024 * 1024  # under the bus's limit for one message (8 MiB), with room for the rest
+BIGINT = 1  # msgpack extension type: an integer outside msgpack's range, as its decimal digits
+MAX_BIGINT_DIGITS = 10_000  # a longer one is not carried (the client's decoder bounds it anyway)
+
+# Why `send` refused an item (the caller tells its client with the spec's error).
+UNAVAILABLE = "unavailable"  # Redis away
+TOO_LARGE = "too_large"  # over MAX_ITEM_BYTES
+UNENCODABLE = "unencodable"  # a value msgpack cannot carry even as an extension
+
+
+_REFUSALS = {TOO_LARGE: ("wamp.error.payload_size_exceeded", "too large to cross to another node of the cluster"),
+             UNENCODABLE: ("wamp.error.invalid_argument", "a value cannot cross to another node of the cluster")}
+
+
+def refusal(refused: str | None, why: str) -> tuple[str, str]:
+    """The spec's error (URI, message) for a client whose message `send` refused; `why` for any other
+    failure (Redis away, nobody listening: wamp.error.canceled)."""
+    return _REFUSALS.get(refused or "", ("wamp.error.canceled", why))
+
+
+def _default(value: Any) -> Any:
+    if type(value) is int:
+        digits = str(value)
+        if len(digits) <= MAX_BIGINT_DIGITS:
+            return msgpack.ExtType(BIGINT, digits.encode())
+    raise TypeError(f"cannot carry a {type(value).__name__} across nodes")
+
+
+def _ext(code: int, data: bytes) -> Any:
+    if code == BIGINT:
+        return int(data)
+    return msgpack.ExtType(code, data)
+
+
+def pack(value: Any) -> bytes:
+    """msgpack, with integers past 64 bits as `BIGINT` (ValueError: not representable at all)."""
+    try:
+        return msgpack.packb(value, use_bin_type=True, default=_default)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(str(e)) from None
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext)
 
 
 class Outbox:
@@ -31,6 +78,7 @@ class Outbox:
         self._handlers: dict[str, Callable[[str, Any], None]] = {}
         self._boxes: dict[str, tuple[list[bytes], list[Callable[[], None]], list[int]]] = {}
         self._call = None
+        self.refused: str | None = None  # why the last `send`/`send_many` that returned False refused
         bus.on(BATCH, self._received)
 
     def on(self, kind: str, handler: Callable[[str, Any], None]) -> None:
@@ -39,15 +87,8 @@ class Outbox:
     def send_many(self, nodes: list[str], kind: str, body: Any, failed: Callable[[], None]) -> bool:
         """`send` to several nodes, the item packed once for all of them (an event's payload is
         serialized once per publication, not once per node). False: nothing queued (see `send`)."""
-        if not connected(self.redis):
-            self.bus.stats.dropped += len(nodes)
-            return False
-        try:
-            item = msgpack.packb([kind, body], use_bin_type=True)
-        except Exception:  # not representable in msgpack (an int past 64 bits)
-            self.bus.stats.dropped += len(nodes)
-            return False
-        if len(item) > MAX_ITEM_BYTES:
+        item = self._pack(kind, body)
+        if item is None:
             self.bus.stats.dropped += len(nodes)
             return False
         for node in nodes:
@@ -56,16 +97,28 @@ class Outbox:
 
     def send(self, node: str, kind: str, body: Any, failed: Callable[[], None]) -> bool:
         """Queue for `node`; `failed()` later if the batch cannot be sent or nobody listens there.
-        False (and nothing queued): Redis is away, or the item is too large for the bus."""
-        if not connected(self.redis):
-            self.bus.stats.dropped += 1
-            return False
-        item = msgpack.packb([kind, body], use_bin_type=True)
-        if len(item) > MAX_ITEM_BYTES:
+        False (and nothing queued): Redis is away, or the item cannot cross (`refused` says which)."""
+        item = self._pack(kind, body)
+        if item is None:
             self.bus.stats.dropped += 1
             return False
         self._queue(node, item, failed)
         return True
+
+    def _pack(self, kind: str, body: Any) -> bytes | None:
+        """The item, or None with `refused` set: encoded once and checked once, before anything is queued."""
+        if not connected(self.redis):
+            self.refused = UNAVAILABLE
+            return None
+        try:
+            item = pack([kind, body])
+        except ValueError:
+            self.refused = UNENCODABLE
+            return None
+        if len(item) > MAX_ITEM_BYTES:
+            self.refused = TOO_LARGE
+            return None
+        return item
 
     def _queue(self, node: str, item: bytes, failed: Callable[[], None]) -> None:
         box = self._boxes.get(node)
@@ -101,7 +154,7 @@ class Outbox:
     def _received(self, sender: str, items: list) -> None:
         for item in items:
             try:
-                kind, body = msgpack.unpackb(item, raw=False, strict_map_key=False)
+                kind, body = unpack(item)
                 handler = self._handlers.get(kind)
                 if handler is not None:
                     handler(sender, body)

@@ -32,6 +32,7 @@ from router.broker import Receivers, Retained, pattern_matches
 from router.cluster.barrier import seen_everywhere
 from router.cluster.connection import connected, require
 from router.cluster.membership import NODES
+from router.cluster.outbox import TOO_LARGE, UNAVAILABLE, UNENCODABLE
 from router.cluster.purge import NODE_KEYS
 from router.matching import PatternIndex
 
@@ -40,6 +41,11 @@ SUBS_RESET = "subs_reset"  # broadcast: the sender re-wrote its whole set: re-re
 EVENT = "event"  # to one node: [realm, topic, publication, details, payload, exclude, receivers | None]
 SUBSCRIBERS = "subscribers"  # request: [realm, match, topic] → that node's subscriber session ids
 MAX_INTEREST = 1_000_000  # (realm, match, topic) entries read per node
+
+
+_CAUSES = {UNAVAILABLE: "Redis is away", TOO_LARGE: "an event is larger than the bus carries (outbox.MAX_ITEM_BYTES)",
+           UNENCODABLE: "an event holds a value the bus cannot carry",
+           "lost": "the bus refused them or nobody listened (Redis away, too much waiting for it, or a node gone)"}
 
 
 def subs_key(node_id: str) -> str:
@@ -104,8 +110,9 @@ class RemoteInterest:
         return topic in self.index.exact or self.patterns > 0
 
     def forward(self, topic: str, publication: int, details: dict, payload: list, exclude: int | None,
-                receivers: Any) -> None:
-        """The publication to every other node with a matching subscription, once per node."""
+                receivers: Any) -> str | None:
+        """The publication to every other node with a matching subscription, once per node. None: on its
+        way; else why it could not leave (outbox's causes), for a publisher that asked for acknowledge."""
         nodes: dict[str, None] = {}
         if self.patterns:
             for found in self.index.matches(topic):
@@ -113,11 +120,13 @@ class RemoteInterest:
         else:
             found = self.index.exact.get(topic)
             if found is None:
-                return
+                return None
             nodes = found
         if nodes:
             lists = None if receivers is None else receivers.to_lists()
-            self.part.send_event(list(nodes), [self.realm, topic, publication, details, payload, exclude, lists])
+            return self.part.send_event(list(nodes), [self.realm, topic, publication, details, payload, exclude,
+                                                      lists])
+        return None
 
     def id_for(self, topic: str, match: str) -> int:
         return subscription_id(self.realm, match, topic)
@@ -194,7 +203,8 @@ class ClusterPubSub:
         self._absent: set[str] = set()  # nodes with interest here, absent from cy:nodes at the last reading
         self.sent = 0  # events sent to other nodes: one per publication and interested node
         self.dropped = 0  # events not sent to another node (Redis away, bus over budget, not encodable)
-        self._dropping = False
+        self.dropped_by: dict[str, int] = {}  # ... per cause (_CAUSES)
+        self._dropping: set[str] = set()  # causes logged in this episode (one line per cause, not per event)
         self.bus.on(SUB, self._sub)
         self.bus.on(SUBS_RESET, lambda sender, _: self._reload_node(sender))
         self.bus.outbox.on(EVENT, self._event)
@@ -298,21 +308,30 @@ class ClusterPubSub:
             mine.add((realm, match, topic))
 
     # -- events ----------------------------------------------------------------------------------
-    def send_event(self, nodes: list[str], body: list) -> None:
+    def send_event(self, nodes: list[str], body: list) -> str | None:
+        """None: queued for every node; else why not (outbox UNAVAILABLE, TOO_LARGE, UNENCODABLE)."""
         self.sent += len(nodes)
-        if not self.bus.outbox.send_many(nodes, EVENT, body, self._not_sent):
+        outbox = self.bus.outbox
+        if not outbox.send_many(nodes, EVENT, body, self._lost):
+            refused, outbox.refused = outbox.refused, None
             for _ in nodes:
-                self._not_sent()
+                self._not_sent(refused or "lost")
+            return refused or "lost"
+        return None
 
-    def _not_sent(self) -> None:
-        """One event not sent to one node (Redis away, too much in flight, not encodable, nobody there)."""
+    def _lost(self) -> None:
+        self._not_sent("lost")
+
+    def _not_sent(self, cause: str) -> None:
+        """One event not sent to one node, counted per cause; one log line per cause and episode."""
         self.dropped += 1
-        if not self._dropping:  # one line per outage, not one per event
-            self._dropping = True
-            self.log.warn("events to other nodes are being dropped (Redis away, or too much waiting for it)")
+        self.dropped_by[cause] = self.dropped_by.get(cause, 0) + 1
+        if cause not in self._dropping:
+            self._dropping.add(cause)
+            self.log.warn("events to other nodes are being dropped: {why}", why=_CAUSES.get(cause, cause))
 
     def _event(self, sender: str, body: list) -> None:
-        self._dropping = False
+        self._dropping.clear()
         realm, topic, publication, details, payload, exclude, lists = body
         router = self.running(realm)
         if router is not None:

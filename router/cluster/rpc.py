@@ -33,6 +33,7 @@ from router import wamp
 from router.backend import RemoteCallee
 from router.cluster import barrier, purge
 from router.cluster.connection import ClusterUnavailable, connected
+from router.cluster.outbox import refusal
 from router.cluster.registry import (
     ADD,
     COUNTER,
@@ -142,8 +143,10 @@ class _Relay:
             self.rpc.release(session)  # a final answer: drop the stand-in if it has nothing else in flight
             if not queued:  # too large to cross: a short ERROR in its place, as WampProtocol.send does
                 request = msg[1] if msg[0] == wamp.RESULT else msg[2]
-                outbox.send(self.node, ANSWER, [session.id, wamp.error(wamp.CALL, request, wamp.CANCELED, [
-                    "the answer could not be sent to the caller's node"]), False], _nothing)
+                uri, why = refusal(outbox.refused, "the answer could not be sent to the caller's node")
+                outbox.send(self.node, ANSWER, [session.id, wamp.error(wamp.CALL, request, uri, [why]), False],
+                            _nothing)
+                outbox.refused = None
         # The caller unreachable (Redis away, too large): the dealer ends the call as for a slow caller.
         return None if queued else wamp.CANCELED
 
@@ -273,9 +276,11 @@ class RealmRPC:
         return d
 
     def fail(self, call: RemoteCall, why: str) -> None:
-        """The caller hears wamp.error.canceled, unless its call is over already."""
+        """The caller hears wamp.error.canceled (payload_size_exceeded or invalid_argument if the CALL
+        could not cross), unless its call is over already."""
         if self.dealer.forget_remote(call):
-            call.caller.transport.send(wamp.error(wamp.CALL, call.call_id, wamp.CANCELED, [why]))
+            uri, why = refusal(self.rpc.outbox.refused, why)
+            call.caller.transport.send(wamp.error(wamp.CALL, call.call_id, uri, [why]))
 
 
 class ClusterRPC:
@@ -481,7 +486,8 @@ class ClusterRPC:
     def send(self, node: str, kind: str, body: list, failed: Any) -> None:
         """To one node; `failed()` if it cannot be sent or nobody listens there."""
         if not self.outbox.send(node, kind, body, failed):
-            failed()
+            failed()  # it may read outbox.refused (RealmRPC.fail)
+            self.outbox.refused = None
 
     def release(self, stand_in: Session) -> None:
         """A stand-in with no call in flight any more is dropped."""

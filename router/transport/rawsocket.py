@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from twisted.internet import protocol, reactor
 from twisted.logger import Logger
 
-from router import wamp
+from router import lograte, wamp
 from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import RAWSOCKET_IDS, Serializer, create
-from router.transport.flow import FlowControlled
+from router.transport.flow import HELD, FlowControlled
 from router.transport.tls import tls_error
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     def _no_handshake(self) -> None:
         self._handshake_timer = None
         if self.wamp is None:
-            self.log.warn("closing RawSocket from {peer}: no handshake in time", peer=self.peer_name())
+            lograte.refused(self.log, "warn", "rawsocket_no_handshake", lograte.host(self.peer_name()),
+                            "closing RawSocket from {peer}: no handshake in time", peer=self.peer_name())
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -120,7 +121,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
 
     def _handshake(self, octets: bytes) -> bool:
         if octets[0] != MAGIC:
-            self.log.warn("RawSocket from {peer}: not a RawSocket handshake", peer=self.peer_name())
+            lograte.refused(self.log, "warn", "rawsocket_bad_handshake", lograte.host(self.peer_name()),
+                            "RawSocket from {peer}: not a RawSocket handshake", peer=self.peer_name())
             self._close()
             return False
         if octets[2] or octets[3]:
@@ -141,7 +143,8 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
         return True
 
     def _refuse(self, code: int, why: str) -> bool:
-        self.log.warn("RawSocket from {peer} refused: {why}", peer=self.peer_name(), why=why)
+        lograte.refused(self.log, "warn", "rawsocket_refused", lograte.host(self.peer_name()),
+                        "RawSocket from {peer} refused: {why}", peer=self.peer_name(), why=why)
         self.transport.write(bytes((MAGIC, code << 4, 0, 0)))
         self._close()
         return False
@@ -169,15 +172,20 @@ class WampRawSocketProtocol(FlowControlled, protocol.Protocol):
     def send_payload(self, payload: bytes, bulk: bool) -> str | None:
         if len(payload) > self._peer_max:  # the peer announced what it takes in the handshake
             return wamp.PAYLOAD_SIZE_EXCEEDED
-        if not self.admit(len(payload) + 4, bulk):
+        admitted = self.admit(len(payload) + 4, bulk)
+        if not admitted:
             return SLOW_CONSUMER
-        self.transport.write(_header(MESSAGE, len(payload)) + payload)
+        data = _header(MESSAGE, len(payload)) + payload
+        if admitted is HELD:
+            self.hold(lambda: self.transport.write(data), len(data))
+            return None
+        self.transport.write(data)
         return None
 
     def send_prepared(self, frame: bytes) -> str | None:
         if len(frame) - 4 > self._peer_max:
             return wamp.PAYLOAD_SIZE_EXCEEDED
-        if not self.admit(len(frame), True):
+        if self.admit(len(frame), True) is not True:  # bulk: never held
             return SLOW_CONSUMER
         self.transport.write(frame)
         return None

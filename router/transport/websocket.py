@@ -13,18 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router import http, wamp
+from router import http, lograte, wamp
 from router.auth.cookie import COOKIE_NAME
 from router.config import ListenerConfig
 from router.protocol import SLOW_CONSUMER, WampProtocol
 from router.serializers import Serializer, create
-from router.transport.flow import FlowControlled
+from router.transport.flow import HELD, FlowControlled
 from router.transport.forwarded import client_address, networks
 from router.transport.tls import tls_error
 
@@ -35,6 +36,7 @@ SUBPROTOCOL_PREFIX = "wamp.2."
 # The opening HTTP request (request line and headers) may be this long; a longer one gets HTTP 431
 # and the connection closes. Autobahn would buffer it without bound and rescan all of it per chunk.
 MAX_HANDSHAKE_SIZE = 64 * 1024
+FINAL_CLOSE = 5.0  # seconds a graceful end (FIN) may take before the connection is reset
 _END_OF_HEADER = b"\r\n\r\n"
 
 
@@ -77,6 +79,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     _log = Logger()
 
     wamp: WampProtocol | None = None
+    _hard_drop = False
+    _final_close = None  # DelayedCall: resets a connection whose graceful end takes too long
 
     cookie: str | None = None
     forwarded_for: str | None = None  # the client's address, when a trusted proxy says so
@@ -168,8 +172,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             if len(request) < MAX_HANDSHAKE_SIZE:
                 return
             del self._request
-        self._log.warn("refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer_name(),
-                       max=MAX_HANDSHAKE_SIZE)
+        lograte.refused(self._log, "warn", "websocket_handshake_size", lograte.host(self.peer_name()),
+                        "refusing WebSocket from {peer}: opening handshake over {max} bytes", peer=self.peer_name(),
+                        max=MAX_HANDSHAKE_SIZE)
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(431, "Request Header Fields Too Large")
         self.dropConnection(abort=False)
@@ -211,7 +216,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         the client's bytes in its reasons: a short, escaped text instead, never raw control characters."""
         reason = wamp.printable(str(reason))
         if not self._quiet_refusal:
-            self._log.warn("refusing WebSocket from {peer}: {reason}", peer=self.peer_name(), reason=reason)
+            lograte.refused(self._log, "warn", "websocket_refused", lograte.host(self.peer_name()),
+                            "refusing WebSocket from {peer}: {reason}", peer=self.peer_name(), reason=reason)
         self.wasNotCleanReason = reason
         self.wasClean = True  # refused on purpose: no second line from Autobahn's drop
         self.sendHttpErrorResponse(code, reason, responseHeaders)
@@ -234,7 +240,8 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
         # Tell the WAMP peer why before the WebSocket layer fails the connection (close code 1009).
         if self.wamp is not None:
-            self.wamp.log.warn("peer {peer}: {reason}", peer=self.peer_name(), reason=reason)
+            lograte.refused(self.wamp.log, "warn", "payload_size_exceeded", lograte.host(self.peer_name()),
+                            "peer {peer}: {reason}", peer=self.peer_name(), reason=reason)
             self.wamp.send([wamp.ABORT, {"message": reason}, wamp.PAYLOAD_SIZE_EXCEEDED])
             self.wamp.on_close()
             self.failByDrop = False  # an abortive drop would discard the ABORT still in the write buffer
@@ -287,6 +294,9 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
                 self.factory.node.admission.closed(self._admitted_as)
                 self._admitted_as = None
             self.free_write_buffer()
+            if self._final_close is not None and self._final_close.active():
+                self._final_close.cancel()
+            self._final_close = None
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Autobahn's sendData, minus the debug line whose arguments it formats on every write (a fifth
@@ -305,8 +315,13 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             return wamp.PAYLOAD_SIZE_EXCEEDED
         if self.state != _OPEN:
             return None  # closing: nothing more reaches the peer, and nothing is owed
-        if not self.admit(_framed(len(payload)), bulk):
+        admitted = self.admit(_framed(len(payload)), bulk)
+        if not admitted:
             return SLOW_CONSUMER
+        if admitted is HELD:
+            binary = self.factory.binary[self._subprotocol]
+            self.hold(lambda: self.state == _OPEN and self.sendMessage(payload, binary), _framed(len(payload)))
+            return None
         self.sendMessage(payload, self.factory.binary[self._subprotocol])
         return None
 
@@ -315,7 +330,7 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
             return wamp.PAYLOAD_SIZE_EXCEEDED
         if self.state != _OPEN:
             return None
-        if not self.admit(len(frame.payloadHybi), True):
+        if self.admit(len(frame.payloadHybi), True) is not True:  # bulk: never held
             return SLOW_CONSUMER
         self.sendPreparedMessage(frame)
         return None
@@ -324,7 +339,25 @@ class WampWebSocketProtocol(FlowControlled, WebSocketServerProtocol):
         return self.factory.config
 
     def drop(self) -> None:
+        """A peer that reads too slowly: reset at once, nothing more is flushed to it."""
+        self._hard_drop = True
         self.dropConnection(abort=True)
+
+    def dropConnection(self, abort: bool = False) -> None:
+        """Autobahn resets the connection (abort) after the closing handshake and when a peer is slow to
+        answer it: a client busy elsewhere (an authentication storm) could lose the ABORT it has not read
+        yet to that reset. End with a FIN instead, so what was written reaches it; a peer that still
+        holds the connection after FINAL_CLOSE seconds is reset then. Only `drop` resets at once."""
+        if abort and not self._hard_drop and self.transport is not None:
+            abort = False
+            if self._final_close is None:
+                self._final_close = reactor.callLater(FINAL_CLOSE, self._reset)
+        super().dropConnection(abort)
+
+    def _reset(self) -> None:
+        self._final_close = None
+        if self.transport is not None and self.transport.connected:
+            self.transport.abortConnection()
 
     def close_transport(self, reason: str) -> None:
         self.sendClose(1000, reason[:100])
