@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -151,14 +152,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         from router import protocol
 
         protocol.trace(True)
+    if cfg.cluster is not None:
+        return _run_cluster_node(cfg, args, worker is not None, args.worker_restart)
     try:
         node = Node(cfg)
     except StoreError as e:  # a damaged admin database: name it, say what to do, no traceback
         print(f"courtyard: cannot start: {e}", file=sys.stderr)
         return 2
-    if cfg.cluster is not None:
-        node.shared_ports = worker is not None
-        return _run_cluster_node(node, args, worker is not None, args.worker_restart)
     try:
         node.start()
     except Exception as e:  # a port in use, an address not here: the environment's, like a config error
@@ -240,15 +240,18 @@ def _started(node, config_file: str | None) -> None:
     memory.start()  # freed memory back to the system after a load (router/memory.py)
 
 
-def _run_cluster_node(node, args: argparse.Namespace, worker: bool = False, restart: bool = False) -> int:
-    """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then listen. A
-    worker removes its dead predecessor's state first (`restart`) and tells its supervisor once it serves."""
+def _run_cluster_node(cfg, args: argparse.Namespace, worker: bool = False, restart: bool = False) -> int:
+    """A cluster node: Redis first (unreachable: one line naming the URL, exit 2), then the node is built
+    with its cluster parts and listens. A worker removes its dead predecessor's state first (`restart`)
+    and tells its supervisor once it serves."""
     from twisted.internet import defer, reactor
 
     from router.cluster.connection import RedisUnavailable
+    from router.node import Node
 
     config_file = args.config
     outcome = {"code": 0}
+    node: Any = None
 
     def fail(code: int, line: str) -> None:
         print(f"courtyard: cannot start: {line}", file=sys.stderr)
@@ -278,13 +281,19 @@ def _run_cluster_node(node, args: argparse.Namespace, worker: bool = False, rest
         log.failure("joining the cluster failed", failure=failure)
         return fail(1, f"joining the cluster failed: {failure.getErrorMessage()}")
 
-    def join():
+    def built(made: Any) -> Any:
+        nonlocal node
+        node = made
+        node.shared_ports = worker
         d = node.join_cluster()
         if restart:
             from router.workers import purge_predecessor
 
             d.addCallback(lambda _: purge_predecessor(node))
         return d
+
+    def join():
+        return Node.connect(cfg).addCallback(built)
 
     reactor.callWhenRunning(lambda: defer.maybeDeferred(join).addCallbacks(joined, not_joined))
     reactor.run()

@@ -54,7 +54,9 @@ class Node:
     goodbye_timeout = 5.0  # how long a GOODBYE from the router waits for its answer
     shared_ports = False  # a worker (`--workers N`): listen with SO_REUSEPORT (router/workers.py)
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, redis: Any = None) -> None:
+        """`redis`: a cluster node's connection (`Node.connect` makes it first): the node's parts are
+        chosen here, once, the cluster's or the local ones, never swapped afterwards."""
         self.config = config
         wamp.set_max_uri_length(config.max_uri_length)
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
@@ -70,8 +72,8 @@ class Node:
         self._routers: dict[str, RealmRouter] = {}
         self._services: dict[str, ServiceSession] = {}  # realm → the in-router session its processes use
         self.processes = Processes(self.table, self._process_config, self._process_service)
-        self.throttle = AuthThrottle()
-        self.cookies = CookieStore()
+        self.throttle: Any = AuthThrottle()  # in a cluster: ClusterThrottle, ClusterCookieStore (below)
+        self.cookies: Any = CookieStore()
         self.ports: list[IListeningPort] = []
         self._sweeper = task.LoopingCall(self.sweep)
         self.connections = 0  # open client connections on all listeners, with a session or not
@@ -86,6 +88,20 @@ class Node:
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
         self.admission = Admission(config, self.stats)  # limits against reconnect storms
         self._registry = None  # the Prometheus registry, made on the first scrape
+        if redis is not None:
+            self._build_cluster(redis)
+
+    @classmethod
+    @defer.inlineCallbacks
+    def connect(cls, config: NodeConfig):
+        """Deferred[Node]: for a cluster node, Redis first (RedisUnavailable: it cannot be reached), then
+        the node built with its cluster parts; then `join_cluster` starts them. One node: built at once."""
+        redis = None
+        if config.cluster is not None:
+            from router.cluster.connection import connect
+
+            redis = yield connect(config.cluster.redis, timeout=max(1.0, config.cluster.node_timeout))
+        return cls(config, redis)
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -158,49 +174,51 @@ class Node:
         self.connections -= 1
 
     # -- lifetime --------------------------------------------------------------------------------
-    @defer.inlineCallbacks
-    def join_cluster(self):
-        """Before `start` in a cluster: connect to Redis (RedisUnavailable: it cannot be reached) and
-        mirror the session table there. Imports the Redis client only now."""
+    def _build_cluster(self, redis: Any) -> None:
+        """The cluster's parts, chosen at construction: Redis's session mirror, the bus, the cluster-wide
+        throttle, cookies and realm store, and the routing state across nodes. Imports the Redis client
+        only for a cluster node."""
+        from router import http
         from router.cluster.bus import KILL, Bus
-        from router.cluster.connection import connect
         from router.cluster.cookies import ClusterCookieStore
         from router.cluster.gather import Gather
+        from router.cluster.pubsub import ClusterPubSub
         from router.cluster.purge import LEFT, NODE_DOWN
         from router.cluster.realmstore import REALM_CHANGED, RESTORED, ClusterRealmStore
+        from router.cluster.rpc import ClusterRPC
         from router.cluster.throttle import ClusterThrottle
 
         cluster = self.config.cluster
-        self.redis = yield connect(cluster.redis, timeout=max(1.0, cluster.node_timeout))
-        self.storage.attach(self.redis)
-        self.bus = Bus(self.redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.redis = redis
+        self.storage.attach(redis)
+        self.bus = Bus(redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
         self.stats.cluster = self.bus.stats
-        self.storage.listen(Gather(self.bus, self.redis, cluster.node_id))  # session meta asks every node
+        self.storage.listen(Gather(self.bus, redis, cluster.node_id))  # session meta asks every node
         self.bus.on(LEFT, self._sessions_left)
         self.bus.on(KILL, self._kill_here)
-        from router import http
-
         self.bus.on(http.STATUS, lambda sender, body: http.node_status(self, body))  # the status page's
         self.bus.on(PROCESS, lambda sender, body: self.admin.process_here(
             body["name"], body["session"], *body["args"][:2]))
         self.table.remote_kill = lambda node, ids, realm, reason, message: self.bus.send(
             node, KILL, {"realm": realm, "sessions": ids, "reason": reason, "message": message})
-        self.throttle = ClusterThrottle(self.redis)  # before any connection: no failure counted yet
-        self.cookies = ClusterCookieStore(self.redis)
-        self.store = ClusterRealmStore(self.redis, self.bus, self._base, self._install_realm)
+        self.throttle = ClusterThrottle(redis)  # before any connection: no failure counted yet
+        self.cookies = ClusterCookieStore(redis)
+        self.store = ClusterRealmStore(redis, self.bus, self._base, self._install_realm)
         self.bus.on(REALM_CHANGED, lambda sender, body: self.store.refresh(body.get("realm"), body.get("version")))
         self.bus.on(RESTORED, lambda sender, body: sender != cluster.node_id and self.store.reload())
         self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
         self.bus.resubscribed = self._bus_back
-        from router.cluster.pubsub import ClusterPubSub
+        self.cluster_parts = [
+            ClusterPubSub(redis, self.bus, cluster.node_id, self._routers.get, self.realm_routers),
+            ClusterRPC(redis, self.bus, cluster.node_id, self.table, cluster.node_timeout),
+        ]
 
-        self.cluster_parts.append(ClusterPubSub(self.redis, self.bus, cluster.node_id, self._routers.get,
-                                                self.realm_routers))
+    @defer.inlineCallbacks
+    def join_cluster(self):
+        """Before `start` in a cluster: the bus listens, the routing state and the realm store are read."""
+        if self.bus is None:
+            raise RuntimeError("a cluster node is built with its Redis connection: Node.connect(config)")
         yield self.bus.start()
-        from router.cluster.rpc import ClusterRPC
-
-        self.cluster_parts.append(ClusterRPC(self.redis, self.bus, cluster.node_id, self.table,
-                                             cluster.node_timeout))
         for part in self.cluster_parts:
             yield part.start()
         yield self.store.load()  # after subscribing: a change made meanwhile is read twice, not missed

@@ -23,7 +23,7 @@ def _defaults(config: dict) -> dict:
 def start_node(**config) -> Node:
     """A node from a config dict (listener port 0 unless given); the caller stops it. With a
     `cluster` section it joins the cluster (its Redis must be running) before it listens."""
-    node = Node(parse(_defaults(config)))
+    node = pytest_twisted.blockon(Node.connect(parse(_defaults(config))))
     if node.config.cluster is not None:
         pytest_twisted.blockon(node.join_cluster())
     return _listening(node)
@@ -31,7 +31,7 @@ def start_node(**config) -> Node:
 
 async def start_cluster_node(**config) -> Node:
     """start_node for a cluster member, from inside a test (the reactor's own greenlet)."""
-    node = Node(parse(_defaults(config)))
+    node = await Node.connect(parse(_defaults(config)))
     await node.join_cluster()
     return _listening(node)
 
