@@ -255,14 +255,10 @@ class Meta:
             self.publish("wamp.registration.on_delete", [session_id, reg.id])
 
     # -- wamp.session.* --------------------------------------------------------------------------
-    # On one node the answers are immediate. In a cluster (table.clustered) count, list, get and the
-    # kills see every node's sessions and answer once every node has said which of its own match
-    # (Deferreds; router/cluster/gather.py), so a session counts from its WELCOME until its GOODBYE;
-    # a kill for another node's session is sent to that node, which says GOODBYE.
-    @property
-    def _clustered(self) -> bool:
-        return self.table is not None and self.table.clustered
-
+    # One path for one node and N: the session table's cluster_* reads see every node's sessions (in a
+    # cluster once every node has said which of its own match, router/cluster/gather.py, so a session
+    # counts from its WELCOME until its GOODBYE; on one node the memory store answers at once), and a
+    # kill for another node's session is sent to that node, which says GOODBYE.
     @staticmethod
     def _roles(args: list) -> set[str] | None:
         roles = _arg(args, 0, list, "filter_authroles", None)
@@ -270,59 +266,42 @@ class Meta:
             raise MetaError(wamp.INVALID_ARGUMENT, "filter_authroles must be a list of strings")
         return None if roles is None else set(roles)
 
-    def _sessions(self, args: list) -> list[Session]:
-        """The realm's sessions, optionally only those whose authrole is in args[0] (index lookups)."""
-        roles = self._roles(args)
-        if roles is None:
-            return self.table.list(self.realm_uri)
-        return [s for r in roles for s in self.table.list(self.realm_uri, authrole=r)]
-
-    def _cluster_sessions(self, args: list) -> defer.Deferred:
-        """Deferred[list[dict]]: the realm's sessions on every node (authroles filtered as above)."""
+    def _sessions(self, args: list) -> defer.Deferred:
+        """Deferred[list[dict]]: the realm's sessions on every node, optionally only those whose authrole
+        is in args[0]."""
         roles = self._roles(args)
         if roles is None:
             return self.table.cluster_list(self.realm_uri)
         return defer.gatherResults([self.table.cluster_list(self.realm_uri, authrole=r) for r in sorted(roles)]) \
             .addCallback(lambda lists: [d for found in lists for d in found])
 
-    def _cluster_kill(self, found: list[dict], caller: Session, reason: str, message: str | None) -> defer.Deferred:
+    def _kill(self, found: list[dict], caller: Session, reason: str, message: str | None) -> defer.Deferred:
+        """GOODBYE with `reason` to each session found but the caller, wherever it is: Deferred[how many]."""
         others = [d for d in found if d["session"] != caller.id]
         for d in others:
             self.log.info("session {sid} killed by session {caller} ({reason})", sid=d["session"],
                           caller=caller.id, reason=wamp.quote(reason))
         return self.table.cluster_kill(others, reason, message)
 
-    def _session(self, args: list, caller: Session) -> Session:
-        sid = _arg(args, 0, int, "session")
-        session = self.table.lookup(sid) if sid != caller.id else None
-        if session is None or session.realm_uri != self.realm_uri:
-            raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
-        return session
+    def _details(self, sid: int) -> defer.Deferred:
+        """Deferred[dict]: a session of this realm, wherever it is (this node's without asking), or
+        no_such_session."""
+        session = self.table.lookup(sid)
+        found = defer.succeed(session.to_details_map()) if session is not None else self.table.cluster_details(sid)
+        return found.addCallback(self._in_realm, sid)
 
     def session_count(self, caller: Session, args: list, kwargs: dict) -> Any:
-        if self._clustered:
-            roles = None if not args or args[0] is None else self._roles(args)
-            if roles is None:
-                return self.table.cluster_size(self.realm_uri).addCallback(lambda n: [n])
-            return defer.gatherResults([self.table.cluster_size(self.realm_uri, authrole=r) for r in sorted(roles)]) \
-                .addCallback(lambda ns: [sum(ns)])
-        if not args or args[0] is None:
-            return [self.table.size(self.realm_uri)]
-        return [len(self._sessions(args))]
+        roles = None if not args or args[0] is None else self._roles(args)
+        if roles is None:
+            return self.table.cluster_size(self.realm_uri).addCallback(lambda n: [n])
+        return defer.gatherResults([self.table.cluster_size(self.realm_uri, authrole=r) for r in sorted(roles)]) \
+            .addCallback(lambda ns: [sum(ns)])
 
     def session_list(self, caller: Session, args: list, kwargs: dict) -> Any:
-        if self._clustered:
-            return self._cluster_sessions(args).addCallback(lambda found: [[d["session"] for d in found]])
-        return [[s.id for s in self._sessions(args)]]
+        return self._sessions(args).addCallback(lambda found: [[d["session"] for d in found]])
 
     def session_get(self, caller: Session, args: list, kwargs: dict) -> Any:
-        sid = _arg(args, 0, int, "session")
-        session = self.table.lookup(sid)
-        if session is None and self._clustered:
-            return self.table.cluster_details(sid).addCallback(self._in_realm, sid).addCallback(lambda d: [d])
-        if session is None or session.realm_uri != self.realm_uri:
-            raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
-        return [session.to_details_map()]
+        return self._details(_arg(args, 0, int, "session")).addCallback(lambda d: [d])
 
     def _in_realm(self, details: dict | None, sid: int) -> dict:
         if details is None or details.get("realm") != self.realm_uri:
@@ -332,47 +311,28 @@ class Meta:
     def session_kill(self, caller: Session, args: list, kwargs: dict) -> Any:
         """The caller cannot kill itself: the spec answers no_such_session ("no *other* session")."""
         sid = _arg(args, 0, int, "session")
-        if self._clustered and sid != caller.id and self.table.lookup(sid) is None:
-            reason, message = _reason(kwargs)
-            return self.table.cluster_details(sid).addCallback(self._in_realm, sid).addCallback(
-                lambda d: self._cluster_kill([d], caller, reason, message)).addCallback(lambda _: None)
-        session = self._session(args, caller)
         reason, message = _reason(kwargs)
-        self._kill([session], caller, reason, message)
+        if sid == caller.id:
+            raise MetaError(wamp.NO_SUCH_SESSION, f"no session {sid} in realm {self.realm_uri}")
+        return self._details(sid).addCallback(lambda d: self._kill([d], caller, reason, message)).addCallback(
+            lambda _: None)
 
     def session_kill_by_authid(self, caller: Session, args: list, kwargs: dict) -> Any:
         authid = _arg(args, 0, str, "authid")
         reason, message = _reason(kwargs)
-        if self._clustered:
-            return self.table.cluster_list(self.realm_uri, authid=authid).addCallback(
-                self._cluster_kill, caller, reason, message).addCallback(lambda n: [n])
-        return [self._kill(self.table.list(self.realm_uri, authid=authid), caller, reason, message)]
+        return self.table.cluster_list(self.realm_uri, authid=authid).addCallback(
+            self._kill, caller, reason, message).addCallback(lambda n: [n])
 
     def session_kill_by_authrole(self, caller: Session, args: list, kwargs: dict) -> Any:
         authrole = _arg(args, 0, str, "authrole")
         reason, message = _reason(kwargs)
-        if self._clustered:
-            return self.table.cluster_list(self.realm_uri, authrole=authrole).addCallback(
-                self._cluster_kill, caller, reason, message).addCallback(lambda n: [n])
-        return [self._kill(self.table.list(self.realm_uri, authrole=authrole), caller, reason, message)]
+        return self.table.cluster_list(self.realm_uri, authrole=authrole).addCallback(
+            self._kill, caller, reason, message).addCallback(lambda n: [n])
 
     def session_kill_all(self, caller: Session, args: list, kwargs: dict) -> Any:
         reason, message = _reason(kwargs)
-        if self._clustered:
-            return self.table.cluster_list(self.realm_uri).addCallback(
-                self._cluster_kill, caller, reason, message).addCallback(lambda n: [n])
-        return [self._kill(self.table.list(self.realm_uri), caller, reason, message)]
-
-    def _kill(self, sessions: list[Session], caller: Session, reason: str, message: str | None) -> int:
-        """GOODBYE with `reason` to each session but the caller; returns how many."""
-        killed = 0
-        for s in sessions:
-            if s.id != caller.id:
-                self.log.info("session {sid} killed by session {caller} ({reason})", sid=s.id,
-                              caller=caller.id, reason=wamp.quote(reason))
-                s.transport.close(reason, message)
-                killed += 1
-        return killed
+        return self.table.cluster_list(self.realm_uri).addCallback(
+            self._kill, caller, reason, message).addCallback(lambda n: [n])
 
     # -- testaments ------------------------------------------------------------------------------
     def add_testament(self, caller: Session, args: list, kwargs: dict) -> None:

@@ -23,9 +23,11 @@ def _defaults(config: dict) -> dict:
 def start_node(**config) -> Node:
     """A node from a config dict (listener port 0 unless given); the caller stops it. With a
     `cluster` section it joins the cluster (its Redis must be running) before it listens."""
-    node = pytest_twisted.blockon(Node.connect(parse(_defaults(config))))
-    if node.config.cluster is not None:
-        pytest_twisted.blockon(node.join_cluster())
+    parsed = parse(_defaults(config))
+    if parsed.cluster is None:
+        return _listening(Node(parsed))
+    node = pytest_twisted.blockon(Node.connect(parsed))
+    pytest_twisted.blockon(node.join_cluster())
     return _listening(node)
 
 
