@@ -11,7 +11,7 @@ import pytest_twisted
 from realms.schema import ConfigError
 from router.cluster.limits import MAX_ITEM_BYTES
 from router.config import parse
-from tests.test_cluster_purge import _until
+from tests.helpers.poll import until
 from tests.test_cluster_rpc import _known
 from tests.test_dealer_advanced import _peer, _registered
 
@@ -32,7 +32,7 @@ async def _subscribed(peer, topic: str) -> None:
 
 
 async def _interest(a, topic: str) -> None:
-    await _until(lambda: a.cluster_parts[0].interest("realm1").wants(topic), 5, f"A knows B's interest in {topic}")
+    await until(lambda: a.cluster_parts[0].interest("realm1").wants(topic), 5, f"A knows B's interest in {topic}")
 
 
 @ensure

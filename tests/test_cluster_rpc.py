@@ -12,8 +12,8 @@ from autobahn.wamp.types import RegisterOptions
 from twisted.internet import defer
 
 from router.cluster.limits import MAX_ITEM_BYTES
+from tests.helpers.poll import until
 from tests.test_cluster_meta import _leave as _leave_all
-from tests.test_cluster_purge import _until
 from tests.test_dealer_advanced import _peer as _joined_peer
 from tests.test_dealer_advanced import _quiet, _registered
 from tests.wampclient import connect, raw_connect, with_timeout
@@ -37,7 +37,7 @@ async def _known(node, procedure: str, match: str = "exact", callees: int = 1) -
         reg = node.realm_router("realm1").dealer.lookup(procedure, match)
         return reg is not None and len(reg.callees) == callees
 
-    await _until(seen, 5, f"{procedure} with {callees} callees known on {node.config.cluster.node_id}")
+    await until(seen, 5, f"{procedure} with {callees} callees known on {node.config.cluster.node_id}")
 
 
 def _leave(*clients) -> None:
@@ -120,13 +120,13 @@ async def test_register_while_redis_is_away_is_refused_at_once(make_cluster, red
     a = await make_cluster("a")
     pa = await _peer(a)
     redis_server.stop()
-    await _until(lambda: not a.redis._factory.size, 5, "the node to notice Redis is gone")
+    await until(lambda: not a.redis._factory.size, 5, "the node to notice Redis is gone")
     pa.send([REGISTER, 1, {}, "com.example.x"])
     reply = await pa.recv()
     assert reply[:3] == [ERROR, REGISTER, 1] and reply[4] == "courtyard.error.cluster_unavailable", reply
     pa.drop()
     redis_server.start()
-    await _until(lambda: a.redis._factory.size, 10, "the node to reconnect")
+    await until(lambda: a.redis._factory.size, 10, "the node to reconnect")
 
 
 @ensure
@@ -161,7 +161,7 @@ async def test_caller_leaving_mid_call_interrupts_the_callee_on_the_other_node(m
     caller.drop()
     interrupt = await callee.recv()
     assert interrupt[:2] == [INTERRUPT, inv[1]] and interrupt[2]["mode"] == "killnowait", interrupt
-    await _until(lambda: not b.cluster_parts[-1].stand_ins, 5, "the stand-in to go")
+    await until(lambda: not b.cluster_parts[-1].stand_ins, 5, "the stand-in to go")
     callee.drop()
 
 
@@ -264,7 +264,7 @@ async def test_progressive_results_cross_nodes(make_cluster):
     assert await caller.recv() == [RESULT, 1, {"progress": True}, ["two"]]
     assert await caller.recv() == [RESULT, 1, {}, ["done"]]
     assert not a.realm_router("realm1").dealer._calls  # the forwarded call is forgotten
-    await _until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
+    await until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
     callee.drop()
     caller.drop()
 
@@ -520,13 +520,13 @@ async def test_redis_restarted_empty_the_nodes_write_their_registrations_again(m
         gone = await leaver.register(lambda: None, "com.example.dropped")
         await _known(a, "com.example.dropped")
         redis_server.stop()
-        await _until(lambda: not a.redis._factory.size and not b.redis._factory.size, 5, "Redis gone for both")
+        await until(lambda: not a.redis._factory.size and not b.redis._factory.size, 5, "Redis gone for both")
         await gone.unregister()  # while Redis is away: only this node knows
         redis_server.start()
-        await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
+        await until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
         await _known(a, "com.example.kept")
         # Until both nodes are connected and listening again, a call across fails at once (canceled).
-        await _until(lambda: a.redis._factory.size and all(
+        await until(lambda: a.redis._factory.size and all(
             redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"), 15,
             "both nodes connected and listening again")
         await sleep(0.6)  # their heartbeats see Redis back and resync (a call in flight then is canceled)
@@ -547,9 +547,9 @@ async def test_a_callee_that_left_while_redis_was_cut_off_is_removed_when_it_is_
         gone = await leaver.register(lambda: None, "com.example.dropped")
         await _known(a, "com.example.dropped")
         redis_server.command("CLIENT", "KILL", "TYPE", "normal")  # every node's command connection, data kept
-        await _until(lambda: not b.redis._factory.size, 5, "b to lose its connection")
+        await until(lambda: not b.redis._factory.size, 5, "b to lose its connection")
         await gone.unregister()  # only b knows, for now
-        await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 0, 15, "the stale callee removed")
+        await until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 0, 15, "the stale callee removed")
         with pytest.raises(ApplicationError) as e:
             await with_timeout(caller.call("com.example.dropped"))
         assert e.value.error == "wamp.error.no_such_procedure"
@@ -613,7 +613,7 @@ async def test_a_registration_made_while_a_node_was_not_listening_is_seen_once_i
     try:
         redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")  # the buses only; commands still go
         await callee.register(lambda: "made meanwhile", "com.example.meanwhile")
-        await _until(lambda: all(redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"),
+        await until(lambda: all(redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"),
                      15, "both nodes listening again")
         await _known(a, "com.example.meanwhile")
         assert await with_timeout(caller.call("com.example.meanwhile")) == "made meanwhile"
@@ -683,7 +683,7 @@ async def test_calls_forwarded_to_a_node_that_resyncs_end_there(make_cluster):
     assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
-    await _until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
+    await until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
     caller.drop()
     callee.drop()
 
