@@ -12,10 +12,9 @@ from autobahn.wamp.types import RegisterOptions
 from twisted.internet import defer
 
 from router.cluster.limits import MAX_ITEM_BYTES
+from tests.helpers.peer import joined, quiet, registered
 from tests.helpers.poll import until
 from tests.test_cluster_meta import _leave as _leave_all
-from tests.test_dealer_advanced import _peer as _joined_peer
-from tests.test_dealer_advanced import _quiet, _registered
 from tests.wampclient import connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -28,7 +27,7 @@ CANCELING = {"caller": {"features": {"progressive_call_results": True, "call_can
 
 async def _peer(node, serializer: str = "json", roles: dict | None = None):
     """A raw peer that joined, announcing canceling and progressive calls unless told otherwise."""
-    return await _joined_peer(node, serializer, roles or CANCELING)
+    return await joined(node, serializer, roles or CANCELING)
 
 
 async def _known(node, procedure: str, match: str = "exact", callees: int = 1) -> None:
@@ -104,7 +103,7 @@ async def test_a_single_registration_race_across_nodes_has_one_winner(make_clust
 async def test_a_shared_registration_refuses_another_policy_from_another_node(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     pa, pb = await _peer(a), await _peer(b)
-    await _registered(pa, "com.example.shared", {"invoke": "roundrobin"})
+    await registered(pa, "com.example.shared", {"invoke": "roundrobin"})
     pb.send([REGISTER, 1, {"invoke": "first"}, "com.example.shared"])
     reply = await pb.recv()
     assert reply[4] == "wamp.error.procedure_exists_with_different_invocation_policy", reply
@@ -136,7 +135,7 @@ async def test_callee_node_killed_mid_call_callers_get_canceled(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     caller = await _peer(a)
     callee = await _peer(b)
-    await _registered(callee, "com.example.slow")
+    await registered(callee, "com.example.slow")
     await _known(a, "com.example.slow")
     caller.send([CALL, 1, {}, "com.example.slow", [1]])
     inv = await callee.recv()
@@ -153,7 +152,7 @@ async def test_caller_leaving_mid_call_interrupts_the_callee_on_the_other_node(m
     a, b = await make_cluster("a"), await make_cluster("b")
     caller = await _peer(a)
     callee = await _peer(b)
-    await _registered(callee, "com.example.slow")
+    await registered(callee, "com.example.slow")
     await _known(a, "com.example.slow")
     caller.send([CALL, 1, {}, "com.example.slow", [1]])
     inv = await callee.recv()
@@ -252,7 +251,7 @@ async def test_pattern_precedence_is_the_same_across_nodes(make_cluster):
 async def test_progressive_results_cross_nodes(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b), await _peer(a)
-    await _registered(callee, "com.example.p")
+    await registered(callee, "com.example.p")
     await _known(a, "com.example.p")
     caller.send([CALL, 1, {"receive_progress": True}, "com.example.p"])
     inv = await callee.recv()
@@ -273,7 +272,7 @@ async def test_progressive_results_cross_nodes(make_cluster):
 async def test_progressive_invocations_cross_nodes(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b), await _peer(a)
-    await _registered(callee, "com.example.upload")
+    await registered(callee, "com.example.upload")
     await _known(a, "com.example.upload")
     caller.send([CALL, 5, {"progress": True}, "com.example.upload", ["part-1"]])
     first = await callee.recv()
@@ -292,7 +291,7 @@ async def test_progressive_invocations_cross_nodes(make_cluster):
 
 async def _in_flight(a, b, options: dict | None = None):
     callee, caller = await _peer(b), await _peer(a)
-    await _registered(callee, "com.example.slow")
+    await registered(callee, "com.example.slow")
     await _known(a, "com.example.slow")
     caller.send([CALL, 3, options or {}, "com.example.slow"])
     inv = await callee.recv()
@@ -308,8 +307,8 @@ async def test_cancel_skip_across_nodes(make_cluster):
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
     callee.send([YIELD, inv_id, {}, ["late"]])
-    await _quiet(callee)
-    await _quiet(caller)
+    await quiet(callee)
+    await quiet(caller)
 
 
 @ensure
@@ -318,7 +317,7 @@ async def test_cancel_kill_across_nodes_waits_for_the_callee(make_cluster):
     callee, caller, inv_id = await _in_flight(a, b)
     caller.send([CANCEL, 3, {"mode": "kill"}])
     assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "kill", "reason": "wamp.error.canceled"}]
-    await _quiet(caller)
+    await quiet(caller)
     callee.send([ERROR, INVOCATION, inv_id, {}, "wamp.error.canceled"])
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
@@ -373,8 +372,8 @@ async def test_caller_disclosure_across_nodes(make_cluster):
     callee, caller = await _peer(b), await raw_connect(a.url)
     hello = await caller.hello()
     welcome = {"session": hello[1], **hello[2]}
-    await _registered(callee, "com.example.who", {"disclose_caller": True})
-    await _registered(callee, "com.example.anonymous", request=2)
+    await registered(callee, "com.example.who", {"disclose_caller": True})
+    await registered(callee, "com.example.anonymous", request=2)
     await _known(a, "com.example.anonymous")
     details = []
     for request, (options, procedure) in enumerate([({}, "com.example.who"), ({}, "com.example.anonymous"),
@@ -413,7 +412,7 @@ PPT = {"caller": {"features": {"payload_passthru_mode": True}}, "callee": {"feat
 async def test_payload_passthru_across_nodes(make_cluster, serializer):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b, "msgpack", PPT), await _peer(a, serializer, PPT)
-    await _registered(callee, "com.example.e2ee")
+    await registered(callee, "com.example.e2ee")
     await _known(a, "com.example.e2ee")
     ppt = {"ppt_scheme": "x_custom", "ppt_serializer": "cbor", "ppt_cipher": "xsalsa20poly1305", "ppt_keyid": "k1"}
     blob = "b3BhcXVl" if serializer == "json" else b"\x00\x01opaque\xff"
@@ -565,7 +564,7 @@ async def test_the_caller_s_role_forces_disclosure_on_the_callee_s_node(make_clu
     a, b = await make_cluster("a", realms=realms), await make_cluster("b", realms=realms)
     callee, caller = await _peer(b), await raw_connect(a.url)
     hello = await caller.hello()
-    await _registered(callee, "com.example.audited")
+    await registered(callee, "com.example.audited")
     await _known(a, "com.example.audited")
     caller.send([CALL, 1, {}, "com.example.audited"])
     inv = await callee.recv()
@@ -654,7 +653,7 @@ async def test_a_request_id_used_again_after_its_node_gave_up_on_the_call(make_c
     callee.send([YIELD, old_inv, {}, ["old"]])
     callee.send([YIELD, new[1], {}, ["new"]])
     assert await caller.recv() == [RESULT, 3, {}, ["new"]]
-    await _quiet(caller)
+    await quiet(caller)
     assert b.realm_router("realm1").dealer.pending() == 0
     caller.drop()
     callee.drop()
@@ -695,7 +694,7 @@ async def test_a_registration_confirmed_on_one_node_is_seen_at_once_by_the_meta_
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, asker = await _peer(b), await _peer(a)
     for i in range(1, 151):  # the race shows about once in 100 rounds here
-        reg_id = await _registered(callee, f"com.example.m{i}", request=i)
+        reg_id = await registered(callee, f"com.example.m{i}", request=i)
         asker.send([CALL, i, {}, "wamp.registration.lookup", [f"com.example.m{i}"]])
         assert await asker.recv() == [RESULT, i, {}, [reg_id]], i
     callee.drop()
