@@ -11,9 +11,9 @@ import pytest_twisted
 from realms.schema import ConfigError
 from router.cluster.limits import MAX_ITEM_BYTES
 from router.config import parse
+from tests.helpers.nodes import known
 from tests.helpers.peer import registered, rpc_joined
 from tests.helpers.poll import until
-from tests.test_cluster_rpc import _known
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -40,7 +40,7 @@ async def test_an_integer_past_64_bits_crosses_nodes_in_a_call_and_its_answer(ma
     a, b = await make_cluster("a"), await make_cluster("b")
     caller, callee = await rpc_joined(a), await rpc_joined(b)
     await registered(callee, "com.big.echo")
-    await _known(a, "com.big.echo")
+    await known(a, "com.big.echo")
     caller.send([CALL, 1, {}, "com.big.echo", [BIG], {"k": -BIG}])
     inv = await callee.recv()  # on main: nothing (OverflowError in Outbox.send, logged at critical)
     assert inv[0] == INVOCATION and inv[4] == [BIG] and inv[5] == {"k": -BIG}, inv
@@ -72,7 +72,7 @@ async def test_a_call_too_large_for_the_bus_gets_payload_size_exceeded_at_once(m
     a, b = await make_cluster("a", listeners=listener), await make_cluster("b", listeners=listener)
     caller, callee = await rpc_joined(a), await rpc_joined(b)
     await registered(callee, "com.big.echo")
-    await _known(a, "com.big.echo")
+    await known(a, "com.big.echo")
     caller.send([CALL, 7, {}, "com.big.echo", _floats(4 * 1024 * 1024)])
     error = await caller.recv(10)
     assert error[:5] == [ERROR, CALL, 7, {}, "wamp.error.payload_size_exceeded"], error[:5]

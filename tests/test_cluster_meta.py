@@ -16,6 +16,7 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 
 from realms.secrets import hash_secret
+from tests.helpers.clients import leave_connected
 from tests.helpers.cluster import ADMIN, admin_cli, node_process
 from tests.helpers.poll import until
 from tests.routerproc import RouterProcess
@@ -33,13 +34,6 @@ def two_nodes(tmp_path, redis_server):
     b.stop()
     for n in (a, b):
         assert "Traceback" not in n.log() and "Unhandled" not in n.log(), n.log()
-
-
-def _leave(clients) -> None:
-    """Leave with every client still connected (the others were killed by the test)."""
-    for c in clients:
-        if c.is_connected():
-            c.leave()
 
 
 @ensure
@@ -61,7 +55,7 @@ async def test_count_list_and_get_see_the_sessions_of_every_node(two_nodes, redi
             await caller.call("wamp.session.get", 12345)
         assert e.value.error == "wamp.error.no_such_session"
     finally:
-        _leave(on_a + [caller])
+        leave_connected(on_a + [caller])
 
 
 @ensure
@@ -85,7 +79,7 @@ async def test_a_kill_on_one_node_says_goodbye_on_another(two_nodes, redis_serve
             await caller.call("wamp.session.kill", vid)
         assert e.value.error == "wamp.error.no_such_session"
     finally:
-        _leave(on_a + [caller])
+        leave_connected(on_a + [caller])
 
 
 @ensure
@@ -114,7 +108,7 @@ async def test_admin_session_procedures_act_on_every_node(two_nodes, redis_serve
         assert admin_cli(b, "sessions", "kill-by-authid", "realm1", authid).stdout.strip() == "killed 1 session"
         assert (await with_timeout(other.left)).reason == "wamp.close.killed"
     finally:
-        _leave(on_a)
+        leave_connected(on_a)
 
 
 @ensure
@@ -138,7 +132,7 @@ async def test_a_session_id_held_by_another_node_closes_the_second_session(two_n
         assert redis_server.command("HGET", f"cy:s:{sid}", "node") == "ghost"  # the other node's record stays
         assert redis_server.command("SISMEMBER", "cy:sessions", str(sid)) == 1  # with its index entries
     finally:
-        _leave([client, admin])
+        leave_connected([client, admin])
 
 
 ROUNDS = 100
@@ -188,7 +182,7 @@ async def test_a_session_is_seen_on_every_node_from_its_welcome_until_its_goodby
                 await caller.call("wamp.session.get", ids[0])
             assert e.value.error == "wamp.error.no_such_session", f"round {i}"
     finally:
-        _leave([caller, admin])
+        leave_connected([caller, admin])
         a.stop()
         b.stop()
     for n in (a, b):
@@ -240,7 +234,7 @@ async def test_a_node_that_does_not_answer_is_read_from_its_mirror(make_cluster,
         assert await caller.call("wamp.session.kill_by_authid", "ghosty") == 1  # sent to ghost's channel
     finally:
         spy.close()
-        _leave([caller])
+        leave_connected([caller])
 
 
 @ensure
@@ -261,7 +255,7 @@ async def test_a_listener_that_is_no_node_is_not_waited_for(make_cluster, redis_
         assert time.monotonic() - started < gather.TIMEOUT / 2
     finally:
         spy.close()
-        _leave([caller])
+        leave_connected([caller])
 
 
 @ensure
@@ -289,7 +283,7 @@ async def test_a_stopped_node_s_sessions_are_still_counted(tmp_path, redis_serve
         assert await caller.call("wamp.session.count") == 2
         assert time.monotonic() - started < gather.TIMEOUT / 2
     finally:
-        _leave([caller, on_b])
+        leave_connected([caller, on_b])
         a.stop()
         b.stop()
 
@@ -311,4 +305,4 @@ async def test_questions_waiting_for_answers_are_bounded(make_cluster, monkeypat
         monkeypatch.setattr(gather, "MAX_ASKING", 1)
         assert await caller.call("wamp.session.count") == 1
     finally:
-        _leave([caller])
+        leave_connected([caller])

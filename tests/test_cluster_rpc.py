@@ -12,9 +12,10 @@ from autobahn.wamp.types import RegisterOptions
 from twisted.internet import defer
 
 from router.cluster.limits import MAX_ITEM_BYTES
+from tests.helpers.clients import leave_connected
+from tests.helpers.nodes import known
 from tests.helpers.peer import joined, quiet, registered
 from tests.helpers.poll import until
-from tests.test_cluster_meta import _leave as _leave_all
 from tests.wampclient import connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -30,17 +31,8 @@ async def _peer(node, serializer: str = "json", roles: dict | None = None):
     return await joined(node, serializer, roles or CANCELING)
 
 
-async def _known(node, procedure: str, match: str = "exact", callees: int = 1) -> None:
-    """Wait until `node`'s view of the cluster has the registration (broadcasts are asynchronous)."""
-    def seen():
-        reg = node.realm_router("realm1").dealer.lookup(procedure, match)
-        return reg is not None and len(reg.callees) == callees
-
-    await until(seen, 5, f"{procedure} with {callees} callees known on {node.config.cluster.node_id}")
-
-
 def _leave(*clients) -> None:
-    _leave_all(clients)
+    leave_connected(clients)
 
 
 @ensure
@@ -50,8 +42,8 @@ async def test_a_call_crosses_nodes_both_ways(make_cluster):
     try:
         await on_b.register(lambda x, y=0: x + y, "com.example.add")
         await on_a.register(lambda s: s.upper(), "com.example.upper")
-        await _known(a, "com.example.add")
-        await _known(b, "com.example.upper")
+        await known(a, "com.example.add")
+        await known(b, "com.example.upper")
         assert await with_timeout(on_a.call("com.example.add", 2, y=3)) == 5
         assert await with_timeout(on_b.call("com.example.upper", "abc")) == "ABC"
         with_error = on_a.call("com.example.nothing")
@@ -73,7 +65,7 @@ async def test_callee_errors_cross_back_with_uri_args_kwargs(make_cluster):
             raise ApplicationError("com.example.oops", 1, "two", three=3)
 
         await on_b.register(fails, "com.example.fails")
-        await _known(a, "com.example.fails")
+        await known(a, "com.example.fails")
         try:
             await with_timeout(on_a.call("com.example.fails"))
             raise AssertionError("no error")
@@ -136,7 +128,7 @@ async def test_callee_node_killed_mid_call_callers_get_canceled(make_cluster):
     caller = await _peer(a)
     callee = await _peer(b)
     await registered(callee, "com.example.slow")
-    await _known(a, "com.example.slow")
+    await known(a, "com.example.slow")
     caller.send([CALL, 1, {}, "com.example.slow", [1]])
     inv = await callee.recv()
     assert inv[0] == INVOCATION, inv
@@ -153,7 +145,7 @@ async def test_caller_leaving_mid_call_interrupts_the_callee_on_the_other_node(m
     caller = await _peer(a)
     callee = await _peer(b)
     await registered(callee, "com.example.slow")
-    await _known(a, "com.example.slow")
+    await known(a, "com.example.slow")
     caller.send([CALL, 1, {}, "com.example.slow", [1]])
     inv = await callee.recv()
     assert inv[0] == INVOCATION, inv
@@ -172,7 +164,7 @@ async def _shared_over_two_nodes(a, b, invoke: str):
         c = await connect(node.url)
         await c.register(lambda _i=i: _i, "com.example.shared", options=RegisterOptions(invoke=invoke))
         callees.append(c)
-    await _known(a, "com.example.shared", callees=3)
+    await known(a, "com.example.shared", callees=3)
     caller = await connect(a.url)
     return callees, caller
 
@@ -194,14 +186,14 @@ async def test_first_and_last_are_the_cluster_s_first_and_last(make_cluster):
     try:
         assert {await caller.call("com.example.shared") for _ in range(3)} == {0}  # on b
         callees[0].leave()
-        await _known(a, "com.example.shared", callees=2)
+        await known(a, "com.example.shared", callees=2)
         assert await caller.call("com.example.shared") == 1  # the next in line, on a
         last = []
         for i, node in enumerate((a, b)):
             c = await connect(node.url)
             await c.register(lambda _i=i: _i, "com.example.last", options=RegisterOptions(invoke="last"))
             last.append(c)
-        await _known(a, "com.example.last", callees=2)
+        await known(a, "com.example.last", callees=2)
         assert {await caller.call("com.example.last") for _ in range(3)} == {1}  # on b
     finally:
         _leave(caller, *callees, *last)
@@ -232,9 +224,9 @@ async def test_pattern_precedence_is_the_same_across_nodes(make_cluster):
         await on_b.register(lambda: "b-wild-2", "org.y.x", options=RegisterOptions(match="wildcard"))
         await on_b.register(lambda details: details.procedure, "net..z",
                             options=RegisterOptions(match="wildcard", details_arg="details"))
-        await _known(a, "com.example.deep.x")
-        await _known(b, "com.example.", "prefix")
-        await _known(a, "net..z", "wildcard")
+        await known(a, "com.example.deep.x")
+        await known(b, "com.example.", "prefix")
+        await known(a, "net..z", "wildcard")
         for caller in (caller_a, caller_b):
             assert await caller.call("com.example.deep.x") == "b-exact"
             assert await caller.call("com.example.deep.y") == "b-long-prefix"
@@ -252,7 +244,7 @@ async def test_progressive_results_cross_nodes(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b), await _peer(a)
     await registered(callee, "com.example.p")
-    await _known(a, "com.example.p")
+    await known(a, "com.example.p")
     caller.send([CALL, 1, {"receive_progress": True}, "com.example.p"])
     inv = await callee.recv()
     assert inv[3].get("receive_progress") is True, inv
@@ -273,7 +265,7 @@ async def test_progressive_invocations_cross_nodes(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b), await _peer(a)
     await registered(callee, "com.example.upload")
-    await _known(a, "com.example.upload")
+    await known(a, "com.example.upload")
     caller.send([CALL, 5, {"progress": True}, "com.example.upload", ["part-1"]])
     first = await callee.recv()
     assert first[0] == INVOCATION and first[3].get("progress") is True and first[4] == ["part-1"]
@@ -292,7 +284,7 @@ async def test_progressive_invocations_cross_nodes(make_cluster):
 async def _in_flight(a, b, options: dict | None = None):
     callee, caller = await _peer(b), await _peer(a)
     await registered(callee, "com.example.slow")
-    await _known(a, "com.example.slow")
+    await known(a, "com.example.slow")
     caller.send([CALL, 3, options or {}, "com.example.slow"])
     inv = await callee.recv()
     assert inv[0] == INVOCATION, inv
@@ -355,7 +347,7 @@ async def test_autobahn_caller_cancels_across_nodes(make_cluster):
             return defer.Deferred(lambda d: interrupted.callback("interrupted"))
 
         await callee.register(slow, "com.example.slow")
-        await _known(a, "com.example.slow")
+        await known(a, "com.example.slow")
         call = caller.call("com.example.slow")
         await with_timeout(started)
         call.cancel()
@@ -374,7 +366,7 @@ async def test_caller_disclosure_across_nodes(make_cluster):
     welcome = {"session": hello[1], **hello[2]}
     await registered(callee, "com.example.who", {"disclose_caller": True})
     await registered(callee, "com.example.anonymous", request=2)
-    await _known(a, "com.example.anonymous")
+    await known(a, "com.example.anonymous")
     details = []
     for request, (options, procedure) in enumerate([({}, "com.example.who"), ({}, "com.example.anonymous"),
                                                     ({"disclose_me": True}, "com.example.anonymous")], 1):
@@ -397,7 +389,7 @@ async def test_binary_payloads_cross_nodes_and_serializers(make_cluster, callee_
     callee, caller = await connect(b.url, callee_ser), await connect(a.url, caller_ser)
     try:
         await callee.register(lambda blob, key=b"": [blob[::-1], type(blob).__name__, key], "com.example.rev")
-        await _known(a, "com.example.rev")
+        await known(a, "com.example.rev")
         payload = bytes(range(256))
         assert await caller.call("com.example.rev", payload, key=b"\x00\xff") == [payload[::-1], "bytes", b"\x00\xff"]
     finally:
@@ -413,7 +405,7 @@ async def test_payload_passthru_across_nodes(make_cluster, serializer):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b, "msgpack", PPT), await _peer(a, serializer, PPT)
     await registered(callee, "com.example.e2ee")
-    await _known(a, "com.example.e2ee")
+    await known(a, "com.example.e2ee")
     ppt = {"ppt_scheme": "x_custom", "ppt_serializer": "cbor", "ppt_cipher": "xsalsa20poly1305", "ppt_keyid": "k1"}
     blob = "b3BhcXVl" if serializer == "json" else b"\x00\x01opaque\xff"
     caller.send([CALL, 1, {**ppt}, "com.example.e2ee", [blob]])
@@ -431,7 +423,7 @@ async def test_unregister_on_one_node_reaches_the_other(make_cluster):
     callee, caller = await connect(b.url), await connect(a.url)
     try:
         reg = await callee.register(lambda: 1, "com.example.once")
-        await _known(a, "com.example.once")
+        await known(a, "com.example.once")
         assert await caller.call("com.example.once") == 1
         await reg.unregister()
         with pytest.raises(ApplicationError) as e:
@@ -454,8 +446,8 @@ async def test_registration_meta_procedures_answer_for_the_whole_cluster(make_cl
         shared_b = await on_b.register(lambda: "b", "com.example.shared", options=RegisterOptions(invoke="roundrobin"))
         assert shared_a.id == shared_b.id  # one cluster-wide registration id: the first registrant's
         prefix = await on_b.register(lambda: None, "com.example.", options=RegisterOptions(match="prefix"))
-        await _known(a, "com.example.", "prefix")
-        await _known(a, "com.example.shared", callees=2)
+        await known(a, "com.example.", "prefix")
+        await known(a, "com.example.shared", callees=2)
         for asker in (on_a, on_b):
             assert await asker.call("wamp.registration.list") == {
                 "exact": [shared_a.id], "prefix": [prefix.id], "wildcard": []}
@@ -473,7 +465,7 @@ async def test_registration_meta_procedures_answer_for_the_whole_cluster(make_cl
                 await asker.call("wamp.registration.get", 12345)
             assert e.value.error == "wamp.error.no_such_registration"
         await shared_a.unregister()
-        await _known(b, "com.example.shared", callees=1)
+        await known(b, "com.example.shared", callees=1)
         assert await on_b.call("wamp.registration.list_callees", shared_a.id) == [on_b.welcome.session]
         assert await on_a.call("com.example.shared") == "b"
     finally:
@@ -517,13 +509,13 @@ async def test_redis_restarted_empty_the_nodes_write_their_registrations_again(m
     try:
         await callee.register(lambda: "still here", "com.example.kept")
         gone = await leaver.register(lambda: None, "com.example.dropped")
-        await _known(a, "com.example.dropped")
+        await known(a, "com.example.dropped")
         redis_server.stop()
         await until(lambda: not a.redis._factory.size and not b.redis._factory.size, 5, "Redis gone for both")
         await gone.unregister()  # while Redis is away: only this node knows
         redis_server.start()
         await until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
-        await _known(a, "com.example.kept")
+        await known(a, "com.example.kept")
         # Until both nodes are connected and listening again, a call across fails at once (canceled).
         await until(lambda: a.redis._factory.size and all(
             redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"), 15,
@@ -544,7 +536,7 @@ async def test_a_callee_that_left_while_redis_was_cut_off_is_removed_when_it_is_
     leaver, caller = await connect(b.url), await connect(a.url)
     try:
         gone = await leaver.register(lambda: None, "com.example.dropped")
-        await _known(a, "com.example.dropped")
+        await known(a, "com.example.dropped")
         redis_server.command("CLIENT", "KILL", "TYPE", "normal")  # every node's command connection, data kept
         await until(lambda: not b.redis._factory.size, 5, "b to lose its connection")
         await gone.unregister()  # only b knows, for now
@@ -565,7 +557,7 @@ async def test_the_caller_s_role_forces_disclosure_on_the_callee_s_node(make_clu
     callee, caller = await _peer(b), await raw_connect(a.url)
     hello = await caller.hello()
     await registered(callee, "com.example.audited")
-    await _known(a, "com.example.audited")
+    await known(a, "com.example.audited")
     caller.send([CALL, 1, {}, "com.example.audited"])
     inv = await callee.recv()
     assert inv[3] == {"caller": hello[1], "caller_authid": hello[2]["authid"], "caller_authrole": "anonymous"}
@@ -584,7 +576,7 @@ async def test_large_payloads_cross_nodes_up_to_the_bus_s_limit(make_cluster):
     json_callee = None
     try:
         await callee.register(lambda blob: len(blob), "com.example.size")
-        await _known(a, "com.example.size")
+        await known(a, "com.example.size")
         small = [caller.call("com.example.size", b"x") for _ in range(3)]
         big = caller.call("com.example.size", b"\x01" * (3 * 1024 * 1024))
         assert await with_timeout(big, 10) == 3 * 1024 * 1024
@@ -594,7 +586,7 @@ async def test_large_payloads_cross_nodes_up_to_the_bus_s_limit(make_cluster):
         assert await with_timeout(caller.call("com.example.size", b"yz")) == 2
         json_callee = await connect(b.url)  # its JSON floats grow past the bus's limit in msgpack
         await json_callee.register(lambda n: [0.5] * n, "com.example.blob")  # answers too large to cross
-        await _known(a, "com.example.blob")
+        await known(a, "com.example.blob")
         with pytest.raises(PayloadExceededError):
             await with_timeout(caller.call("com.example.blob", 1024 * 1024), 10)
         assert len(await with_timeout(caller.call("com.example.blob", 5))) == 5
@@ -614,7 +606,7 @@ async def test_a_registration_made_while_a_node_was_not_listening_is_seen_once_i
         await callee.register(lambda: "made meanwhile", "com.example.meanwhile")
         await until(lambda: all(redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"),
                      15, "both nodes listening again")
-        await _known(a, "com.example.meanwhile")
+        await known(a, "com.example.meanwhile")
         assert await with_timeout(caller.call("com.example.meanwhile")) == "made meanwhile"
     finally:
         _leave(callee, caller)
