@@ -9,7 +9,7 @@ import pytest_twisted
 from autobahn.twisted.util import sleep
 
 from tests.helpers.poll import until
-from tests.test_slow_peers import BUDGET, RESERVE, TRANSPORTS, listeners, peer_on, send_many
+from tests.helpers.slowpeer import BUDGET, RESERVE, TRANSPORTS, listeners, peer_on, send_many
 from tests.wampclient import raw_connect
 
 ensure = pytest_twisted.ensureDeferred
