@@ -11,9 +11,9 @@ import pytest_twisted
 from realms.schema import ConfigError
 from router.cluster.limits import MAX_ITEM_BYTES
 from router.config import parse
-from tests.test_cluster_purge import _until
-from tests.test_cluster_rpc import _known
-from tests.test_dealer_advanced import _peer, _registered
+from tests.helpers.nodes import known
+from tests.helpers.peer import registered, rpc_joined
+from tests.helpers.poll import until
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -32,15 +32,15 @@ async def _subscribed(peer, topic: str) -> None:
 
 
 async def _interest(a, topic: str) -> None:
-    await _until(lambda: a.cluster_parts[0].interest("realm1").wants(topic), 5, f"A knows B's interest in {topic}")
+    await until(lambda: a.cluster_parts[0].interest("realm1").wants(topic), 5, f"A knows B's interest in {topic}")
 
 
 @ensure
 async def test_an_integer_past_64_bits_crosses_nodes_in_a_call_and_its_answer(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
-    caller, callee = await _peer(a), await _peer(b)
-    await _registered(callee, "com.big.echo")
-    await _known(a, "com.big.echo")
+    caller, callee = await rpc_joined(a), await rpc_joined(b)
+    await registered(callee, "com.big.echo")
+    await known(a, "com.big.echo")
     caller.send([CALL, 1, {}, "com.big.echo", [BIG], {"k": -BIG}])
     inv = await callee.recv()  # on main: nothing (OverflowError in Outbox.send, logged at critical)
     assert inv[0] == INVOCATION and inv[4] == [BIG] and inv[5] == {"k": -BIG}, inv
@@ -52,7 +52,7 @@ async def test_an_integer_past_64_bits_crosses_nodes_in_a_call_and_its_answer(ma
 @ensure
 async def test_an_integer_past_64_bits_is_published_to_json_subscribers_on_the_other_node(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
-    sub, pub = await _peer(b), await _peer(a)
+    sub, pub = await rpc_joined(b), await rpc_joined(a)
     await _subscribed(sub, "com.big.topic")
     await _interest(a, "com.big.topic")
     pub.send([PUBLISH, 1, {"acknowledge": True}, "com.big.topic", [BIG]])
@@ -70,9 +70,9 @@ def _floats(size: int) -> list:
 async def test_a_call_too_large_for_the_bus_gets_payload_size_exceeded_at_once(make_cluster):
     listener = [{"port": 0, "max_message_size": MAX_ITEM_BYTES}]
     a, b = await make_cluster("a", listeners=listener), await make_cluster("b", listeners=listener)
-    caller, callee = await _peer(a), await _peer(b)
-    await _registered(callee, "com.big.echo")
-    await _known(a, "com.big.echo")
+    caller, callee = await rpc_joined(a), await rpc_joined(b)
+    await registered(callee, "com.big.echo")
+    await known(a, "com.big.echo")
     caller.send([CALL, 7, {}, "com.big.echo", _floats(4 * 1024 * 1024)])
     error = await caller.recv(10)
     assert error[:5] == [ERROR, CALL, 7, {}, "wamp.error.payload_size_exceeded"], error[:5]
@@ -87,7 +87,7 @@ async def test_a_call_too_large_for_the_bus_gets_payload_size_exceeded_at_once(m
 async def test_an_event_too_large_for_the_bus_is_refused_to_its_publisher_and_counted(make_cluster, log_lines):
     listener = [{"port": 0, "max_message_size": MAX_ITEM_BYTES}]
     a, b = await make_cluster("a", listeners=listener), await make_cluster("b", listeners=listener)
-    local, remote, pub = await _peer(a), await _peer(b), await _peer(a)
+    local, remote, pub = await rpc_joined(a), await rpc_joined(b), await rpc_joined(a)
     await _subscribed(local, "com.big.topic")
     await _subscribed(remote, "com.big.topic")
     await _interest(a, "com.big.topic")

@@ -16,9 +16,10 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 
 from realms.secrets import hash_secret
+from tests.helpers.clients import leave_connected
+from tests.helpers.cluster import ADMIN, admin_cli, node_process
+from tests.helpers.poll import until
 from tests.routerproc import RouterProcess
-from tests.test_cluster_purge import _until
-from tests.test_cluster_start import ADMIN, _node
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -26,20 +27,13 @@ ensure = pytest_twisted.ensureDeferred
 
 @pytest.fixture
 def two_nodes(tmp_path, redis_server):
-    a = _node(tmp_path, "a", redis_server.url).start()
-    b = _node(tmp_path, "b", redis_server.url).start()
+    a = node_process(tmp_path, "a", redis_server.url).start()
+    b = node_process(tmp_path, "b", redis_server.url).start()
     yield a, b
     a.stop()
     b.stop()
     for n in (a, b):
         assert "Traceback" not in n.log() and "Unhandled" not in n.log(), n.log()
-
-
-def _leave(clients) -> None:
-    """Leave with every client still connected (the others were killed by the test)."""
-    for c in clients:
-        if c.is_connected():
-            c.leave()
 
 
 @ensure
@@ -61,7 +55,7 @@ async def test_count_list_and_get_see_the_sessions_of_every_node(two_nodes, redi
             await caller.call("wamp.session.get", 12345)
         assert e.value.error == "wamp.error.no_such_session"
     finally:
-        _leave(on_a + [caller])
+        leave_connected(on_a + [caller])
 
 
 @ensure
@@ -85,37 +79,36 @@ async def test_a_kill_on_one_node_says_goodbye_on_another(two_nodes, redis_serve
             await caller.call("wamp.session.kill", vid)
         assert e.value.error == "wamp.error.no_such_session"
     finally:
-        _leave(on_a + [caller])
+        leave_connected(on_a + [caller])
 
 
 @ensure
 async def test_admin_session_procedures_act_on_every_node(two_nodes, redis_server):
     """courtyard.session.* through `courtyard admin` on node b, for sessions on node a."""
-    from tests.test_cluster_start import _admin
-
     a, b = two_nodes
     on_a = [await connect(a.url) for _ in range(2)]
     try:
         ids = sorted(c._session_id for c in on_a)
-        assert _admin(b, "sessions", "count", "--realm", "realm1").stdout.strip() == "2"
-        listed = _admin(b, "--json", "sessions", "list", "--realm", "realm1")
+        assert admin_cli(b, "sessions", "count", "--realm", "realm1").stdout.strip() == "2"
+        listed = admin_cli(b, "--json", "sessions", "list", "--realm", "realm1")
         assert sorted(json.loads(listed.stdout)) == ids, listed.stderr
-        got = json.loads(_admin(b, "--json", "sessions", "get", str(ids[0])).stdout)
+        got = json.loads(admin_cli(b, "--json", "sessions", "get", str(ids[0])).stdout)
         assert got["session"] == ids[0] and got["node"] == "a"
-        assert _admin(b, "sessions", "activity", "realm1", "60").stdout.strip() == "2 sessions active in the last 60 s"
-        missing = _admin(b, "sessions", "get", "12345")
+        activity = admin_cli(b, "sessions", "activity", "realm1", "60").stdout.strip()
+        assert activity == "2 sessions active in the last 60 s"
+        missing = admin_cli(b, "sessions", "get", "12345")
         assert missing.returncode == 1 and "wamp.error.no_such_session" in missing.stderr
         victim = next(c for c in on_a if c._session_id == ids[0])
-        killed = _admin(b, "sessions", "kill", str(ids[0]), "--reason", "com.example.admin", "--message", "bye")
+        killed = admin_cli(b, "sessions", "kill", str(ids[0]), "--reason", "com.example.admin", "--message", "bye")
         assert killed.returncode == 0, killed.stderr
         left = await with_timeout(victim.left)
         assert left.reason == "com.example.admin" and left.message == "bye"
         other = next(c for c in on_a if c is not victim)
-        authid = json.loads(_admin(b, "--json", "sessions", "get", str(other._session_id)).stdout)["authid"]
-        assert _admin(b, "sessions", "kill-by-authid", "realm1", authid).stdout.strip() == "killed 1 session"
+        authid = json.loads(admin_cli(b, "--json", "sessions", "get", str(other._session_id)).stdout)["authid"]
+        assert admin_cli(b, "sessions", "kill-by-authid", "realm1", authid).stdout.strip() == "killed 1 session"
         assert (await with_timeout(other.left)).reason == "wamp.close.killed"
     finally:
-        _leave(on_a)
+        leave_connected(on_a)
 
 
 @ensure
@@ -129,17 +122,17 @@ async def test_a_session_id_held_by_another_node_closes_the_second_session(two_n
                           on_challenge=lambda c: "s3cret")
     try:
         sid = client._session_id
-        await _until(lambda: redis_server.command("HGET", f"cy:s:{sid}", "node") == "a", 5, "the record in Redis")
+        await until(lambda: redis_server.command("HGET", f"cy:s:{sid}", "node") == "a", 5, "the record in Redis")
         redis_server.command("HSET", f"cy:s:{sid}", "node", "ghost")
         await admin.call("courtyard.session.set_data", sid, {"tier": "gold"})  # a's record is written again
         left = await with_timeout(client.left)
         assert left.reason == "courtyard.close.session_id_taken", left
         assert f"session {sid}: its id is another node's session's" in a.log()
-        await _until(lambda: redis_server.command("SISMEMBER", "cy:n:a:s", str(sid)) == 0, 5, "the id out of a's set")
+        await until(lambda: redis_server.command("SISMEMBER", "cy:n:a:s", str(sid)) == 0, 5, "the id out of a's set")
         assert redis_server.command("HGET", f"cy:s:{sid}", "node") == "ghost"  # the other node's record stays
         assert redis_server.command("SISMEMBER", "cy:sessions", str(sid)) == 1  # with its index entries
     finally:
-        _leave([client, admin])
+        leave_connected([client, admin])
 
 
 ROUNDS = 100
@@ -189,7 +182,7 @@ async def test_a_session_is_seen_on_every_node_from_its_welcome_until_its_goodby
                 await caller.call("wamp.session.get", ids[0])
             assert e.value.error == "wamp.error.no_such_session", f"round {i}"
     finally:
-        _leave([caller, admin])
+        leave_connected([caller, admin])
         a.stop()
         b.stop()
     for n in (a, b):
@@ -241,7 +234,7 @@ async def test_a_node_that_does_not_answer_is_read_from_its_mirror(make_cluster,
         assert await caller.call("wamp.session.kill_by_authid", "ghosty") == 1  # sent to ghost's channel
     finally:
         spy.close()
-        _leave([caller])
+        leave_connected([caller])
 
 
 @ensure
@@ -262,7 +255,7 @@ async def test_a_listener_that_is_no_node_is_not_waited_for(make_cluster, redis_
         assert time.monotonic() - started < gather.TIMEOUT / 2
     finally:
         spy.close()
-        _leave([caller])
+        leave_connected([caller])
 
 
 @ensure
@@ -271,13 +264,13 @@ async def test_a_stopped_node_s_sessions_are_still_counted(tmp_path, redis_serve
     gather.TIMEOUT, then reads b's sessions from b's mirror; after SIGCONT b answers again."""
     from router.cluster import gather
 
-    a = _node(tmp_path, "a", redis_server.url, heartbeat=1.0, node_timeout=5.0).start()
-    b = _node(tmp_path, "b", redis_server.url, heartbeat=1.0, node_timeout=5.0).start()
+    a = node_process(tmp_path, "a", redis_server.url, heartbeat=1.0, node_timeout=5.0).start()
+    b = node_process(tmp_path, "b", redis_server.url, heartbeat=1.0, node_timeout=5.0).start()
     caller = await connect(a.url)
     on_b = await connect(b.url)
     try:
         sid = on_b._session_id
-        await _until(lambda: redis_server.command("SISMEMBER", "cy:n:b:s", str(sid)) == 1, 5, "b's mirror")
+        await until(lambda: redis_server.command("SISMEMBER", "cy:n:b:s", str(sid)) == 1, 5, "b's mirror")
         os.kill(b.proc.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -290,7 +283,7 @@ async def test_a_stopped_node_s_sessions_are_still_counted(tmp_path, redis_serve
         assert await caller.call("wamp.session.count") == 2
         assert time.monotonic() - started < gather.TIMEOUT / 2
     finally:
-        _leave([caller, on_b])
+        leave_connected([caller, on_b])
         a.stop()
         b.stop()
 
@@ -312,4 +305,4 @@ async def test_questions_waiting_for_answers_are_bounded(make_cluster, monkeypat
         monkeypatch.setattr(gather, "MAX_ASKING", 1)
         assert await caller.call("wamp.session.count") == 1
     finally:
-        _leave([caller])
+        leave_connected([caller])

@@ -16,9 +16,6 @@ from tests.helpers.poll import until
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
-# Still imported by test_cluster_meta, test_cluster_pubsub, test_cluster_rpc and test_cluster_rpc_kill
-# (being changed by others): they move to tests.helpers.poll and tests.helpers.cluster next, and this goes.
-_until = until
 
 
 @ensure

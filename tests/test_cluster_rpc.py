@@ -12,10 +12,10 @@ from autobahn.wamp.types import RegisterOptions
 from twisted.internet import defer
 
 from router.cluster.limits import MAX_ITEM_BYTES
-from tests.test_cluster_meta import _leave as _leave_all
-from tests.test_cluster_purge import _until
-from tests.test_dealer_advanced import _peer as _joined_peer
-from tests.test_dealer_advanced import _quiet, _registered
+from tests.helpers.clients import leave_connected
+from tests.helpers.nodes import known
+from tests.helpers.peer import joined, quiet, registered
+from tests.helpers.poll import until
 from tests.wampclient import connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -28,20 +28,11 @@ CANCELING = {"caller": {"features": {"progressive_call_results": True, "call_can
 
 async def _peer(node, serializer: str = "json", roles: dict | None = None):
     """A raw peer that joined, announcing canceling and progressive calls unless told otherwise."""
-    return await _joined_peer(node, serializer, roles or CANCELING)
-
-
-async def _known(node, procedure: str, match: str = "exact", callees: int = 1) -> None:
-    """Wait until `node`'s view of the cluster has the registration (broadcasts are asynchronous)."""
-    def seen():
-        reg = node.realm_router("realm1").dealer.lookup(procedure, match)
-        return reg is not None and len(reg.callees) == callees
-
-    await _until(seen, 5, f"{procedure} with {callees} callees known on {node.config.cluster.node_id}")
+    return await joined(node, serializer, roles or CANCELING)
 
 
 def _leave(*clients) -> None:
-    _leave_all(clients)
+    leave_connected(clients)
 
 
 @ensure
@@ -51,8 +42,8 @@ async def test_a_call_crosses_nodes_both_ways(make_cluster):
     try:
         await on_b.register(lambda x, y=0: x + y, "com.example.add")
         await on_a.register(lambda s: s.upper(), "com.example.upper")
-        await _known(a, "com.example.add")
-        await _known(b, "com.example.upper")
+        await known(a, "com.example.add")
+        await known(b, "com.example.upper")
         assert await with_timeout(on_a.call("com.example.add", 2, y=3)) == 5
         assert await with_timeout(on_b.call("com.example.upper", "abc")) == "ABC"
         with_error = on_a.call("com.example.nothing")
@@ -74,7 +65,7 @@ async def test_callee_errors_cross_back_with_uri_args_kwargs(make_cluster):
             raise ApplicationError("com.example.oops", 1, "two", three=3)
 
         await on_b.register(fails, "com.example.fails")
-        await _known(a, "com.example.fails")
+        await known(a, "com.example.fails")
         try:
             await with_timeout(on_a.call("com.example.fails"))
             raise AssertionError("no error")
@@ -104,7 +95,7 @@ async def test_a_single_registration_race_across_nodes_has_one_winner(make_clust
 async def test_a_shared_registration_refuses_another_policy_from_another_node(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     pa, pb = await _peer(a), await _peer(b)
-    await _registered(pa, "com.example.shared", {"invoke": "roundrobin"})
+    await registered(pa, "com.example.shared", {"invoke": "roundrobin"})
     pb.send([REGISTER, 1, {"invoke": "first"}, "com.example.shared"])
     reply = await pb.recv()
     assert reply[4] == "wamp.error.procedure_exists_with_different_invocation_policy", reply
@@ -120,13 +111,13 @@ async def test_register_while_redis_is_away_is_refused_at_once(make_cluster, red
     a = await make_cluster("a")
     pa = await _peer(a)
     redis_server.stop()
-    await _until(lambda: not a.redis._factory.size, 5, "the node to notice Redis is gone")
+    await until(lambda: not a.redis._factory.size, 5, "the node to notice Redis is gone")
     pa.send([REGISTER, 1, {}, "com.example.x"])
     reply = await pa.recv()
     assert reply[:3] == [ERROR, REGISTER, 1] and reply[4] == "courtyard.error.cluster_unavailable", reply
     pa.drop()
     redis_server.start()
-    await _until(lambda: a.redis._factory.size, 10, "the node to reconnect")
+    await until(lambda: a.redis._factory.size, 10, "the node to reconnect")
 
 
 @ensure
@@ -136,8 +127,8 @@ async def test_callee_node_killed_mid_call_callers_get_canceled(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     caller = await _peer(a)
     callee = await _peer(b)
-    await _registered(callee, "com.example.slow")
-    await _known(a, "com.example.slow")
+    await registered(callee, "com.example.slow")
+    await known(a, "com.example.slow")
     caller.send([CALL, 1, {}, "com.example.slow", [1]])
     inv = await callee.recv()
     assert inv[0] == INVOCATION, inv
@@ -153,15 +144,15 @@ async def test_caller_leaving_mid_call_interrupts_the_callee_on_the_other_node(m
     a, b = await make_cluster("a"), await make_cluster("b")
     caller = await _peer(a)
     callee = await _peer(b)
-    await _registered(callee, "com.example.slow")
-    await _known(a, "com.example.slow")
+    await registered(callee, "com.example.slow")
+    await known(a, "com.example.slow")
     caller.send([CALL, 1, {}, "com.example.slow", [1]])
     inv = await callee.recv()
     assert inv[0] == INVOCATION, inv
     caller.drop()
     interrupt = await callee.recv()
     assert interrupt[:2] == [INTERRUPT, inv[1]] and interrupt[2]["mode"] == "killnowait", interrupt
-    await _until(lambda: not b.cluster_parts[-1].stand_ins, 5, "the stand-in to go")
+    await until(lambda: not b.cluster_parts[-1].stand_ins, 5, "the stand-in to go")
     callee.drop()
 
 
@@ -173,7 +164,7 @@ async def _shared_over_two_nodes(a, b, invoke: str):
         c = await connect(node.url)
         await c.register(lambda _i=i: _i, "com.example.shared", options=RegisterOptions(invoke=invoke))
         callees.append(c)
-    await _known(a, "com.example.shared", callees=3)
+    await known(a, "com.example.shared", callees=3)
     caller = await connect(a.url)
     return callees, caller
 
@@ -195,14 +186,14 @@ async def test_first_and_last_are_the_cluster_s_first_and_last(make_cluster):
     try:
         assert {await caller.call("com.example.shared") for _ in range(3)} == {0}  # on b
         callees[0].leave()
-        await _known(a, "com.example.shared", callees=2)
+        await known(a, "com.example.shared", callees=2)
         assert await caller.call("com.example.shared") == 1  # the next in line, on a
         last = []
         for i, node in enumerate((a, b)):
             c = await connect(node.url)
             await c.register(lambda _i=i: _i, "com.example.last", options=RegisterOptions(invoke="last"))
             last.append(c)
-        await _known(a, "com.example.last", callees=2)
+        await known(a, "com.example.last", callees=2)
         assert {await caller.call("com.example.last") for _ in range(3)} == {1}  # on b
     finally:
         _leave(caller, *callees, *last)
@@ -233,9 +224,9 @@ async def test_pattern_precedence_is_the_same_across_nodes(make_cluster):
         await on_b.register(lambda: "b-wild-2", "org.y.x", options=RegisterOptions(match="wildcard"))
         await on_b.register(lambda details: details.procedure, "net..z",
                             options=RegisterOptions(match="wildcard", details_arg="details"))
-        await _known(a, "com.example.deep.x")
-        await _known(b, "com.example.", "prefix")
-        await _known(a, "net..z", "wildcard")
+        await known(a, "com.example.deep.x")
+        await known(b, "com.example.", "prefix")
+        await known(a, "net..z", "wildcard")
         for caller in (caller_a, caller_b):
             assert await caller.call("com.example.deep.x") == "b-exact"
             assert await caller.call("com.example.deep.y") == "b-long-prefix"
@@ -252,8 +243,8 @@ async def test_pattern_precedence_is_the_same_across_nodes(make_cluster):
 async def test_progressive_results_cross_nodes(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b), await _peer(a)
-    await _registered(callee, "com.example.p")
-    await _known(a, "com.example.p")
+    await registered(callee, "com.example.p")
+    await known(a, "com.example.p")
     caller.send([CALL, 1, {"receive_progress": True}, "com.example.p"])
     inv = await callee.recv()
     assert inv[3].get("receive_progress") is True, inv
@@ -264,7 +255,7 @@ async def test_progressive_results_cross_nodes(make_cluster):
     assert await caller.recv() == [RESULT, 1, {"progress": True}, ["two"]]
     assert await caller.recv() == [RESULT, 1, {}, ["done"]]
     assert not a.realm_router("realm1").dealer._calls  # the forwarded call is forgotten
-    await _until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
+    await until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
     callee.drop()
     caller.drop()
 
@@ -273,8 +264,8 @@ async def test_progressive_results_cross_nodes(make_cluster):
 async def test_progressive_invocations_cross_nodes(make_cluster):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b), await _peer(a)
-    await _registered(callee, "com.example.upload")
-    await _known(a, "com.example.upload")
+    await registered(callee, "com.example.upload")
+    await known(a, "com.example.upload")
     caller.send([CALL, 5, {"progress": True}, "com.example.upload", ["part-1"]])
     first = await callee.recv()
     assert first[0] == INVOCATION and first[3].get("progress") is True and first[4] == ["part-1"]
@@ -292,8 +283,8 @@ async def test_progressive_invocations_cross_nodes(make_cluster):
 
 async def _in_flight(a, b, options: dict | None = None):
     callee, caller = await _peer(b), await _peer(a)
-    await _registered(callee, "com.example.slow")
-    await _known(a, "com.example.slow")
+    await registered(callee, "com.example.slow")
+    await known(a, "com.example.slow")
     caller.send([CALL, 3, options or {}, "com.example.slow"])
     inv = await callee.recv()
     assert inv[0] == INVOCATION, inv
@@ -308,8 +299,8 @@ async def test_cancel_skip_across_nodes(make_cluster):
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
     callee.send([YIELD, inv_id, {}, ["late"]])
-    await _quiet(callee)
-    await _quiet(caller)
+    await quiet(callee)
+    await quiet(caller)
 
 
 @ensure
@@ -318,7 +309,7 @@ async def test_cancel_kill_across_nodes_waits_for_the_callee(make_cluster):
     callee, caller, inv_id = await _in_flight(a, b)
     caller.send([CANCEL, 3, {"mode": "kill"}])
     assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "kill", "reason": "wamp.error.canceled"}]
-    await _quiet(caller)
+    await quiet(caller)
     callee.send([ERROR, INVOCATION, inv_id, {}, "wamp.error.canceled"])
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
@@ -356,7 +347,7 @@ async def test_autobahn_caller_cancels_across_nodes(make_cluster):
             return defer.Deferred(lambda d: interrupted.callback("interrupted"))
 
         await callee.register(slow, "com.example.slow")
-        await _known(a, "com.example.slow")
+        await known(a, "com.example.slow")
         call = caller.call("com.example.slow")
         await with_timeout(started)
         call.cancel()
@@ -373,9 +364,9 @@ async def test_caller_disclosure_across_nodes(make_cluster):
     callee, caller = await _peer(b), await raw_connect(a.url)
     hello = await caller.hello()
     welcome = {"session": hello[1], **hello[2]}
-    await _registered(callee, "com.example.who", {"disclose_caller": True})
-    await _registered(callee, "com.example.anonymous", request=2)
-    await _known(a, "com.example.anonymous")
+    await registered(callee, "com.example.who", {"disclose_caller": True})
+    await registered(callee, "com.example.anonymous", request=2)
+    await known(a, "com.example.anonymous")
     details = []
     for request, (options, procedure) in enumerate([({}, "com.example.who"), ({}, "com.example.anonymous"),
                                                     ({"disclose_me": True}, "com.example.anonymous")], 1):
@@ -398,7 +389,7 @@ async def test_binary_payloads_cross_nodes_and_serializers(make_cluster, callee_
     callee, caller = await connect(b.url, callee_ser), await connect(a.url, caller_ser)
     try:
         await callee.register(lambda blob, key=b"": [blob[::-1], type(blob).__name__, key], "com.example.rev")
-        await _known(a, "com.example.rev")
+        await known(a, "com.example.rev")
         payload = bytes(range(256))
         assert await caller.call("com.example.rev", payload, key=b"\x00\xff") == [payload[::-1], "bytes", b"\x00\xff"]
     finally:
@@ -413,8 +404,8 @@ PPT = {"caller": {"features": {"payload_passthru_mode": True}}, "callee": {"feat
 async def test_payload_passthru_across_nodes(make_cluster, serializer):
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, caller = await _peer(b, "msgpack", PPT), await _peer(a, serializer, PPT)
-    await _registered(callee, "com.example.e2ee")
-    await _known(a, "com.example.e2ee")
+    await registered(callee, "com.example.e2ee")
+    await known(a, "com.example.e2ee")
     ppt = {"ppt_scheme": "x_custom", "ppt_serializer": "cbor", "ppt_cipher": "xsalsa20poly1305", "ppt_keyid": "k1"}
     blob = "b3BhcXVl" if serializer == "json" else b"\x00\x01opaque\xff"
     caller.send([CALL, 1, {**ppt}, "com.example.e2ee", [blob]])
@@ -432,7 +423,7 @@ async def test_unregister_on_one_node_reaches_the_other(make_cluster):
     callee, caller = await connect(b.url), await connect(a.url)
     try:
         reg = await callee.register(lambda: 1, "com.example.once")
-        await _known(a, "com.example.once")
+        await known(a, "com.example.once")
         assert await caller.call("com.example.once") == 1
         await reg.unregister()
         with pytest.raises(ApplicationError) as e:
@@ -455,8 +446,8 @@ async def test_registration_meta_procedures_answer_for_the_whole_cluster(make_cl
         shared_b = await on_b.register(lambda: "b", "com.example.shared", options=RegisterOptions(invoke="roundrobin"))
         assert shared_a.id == shared_b.id  # one cluster-wide registration id: the first registrant's
         prefix = await on_b.register(lambda: None, "com.example.", options=RegisterOptions(match="prefix"))
-        await _known(a, "com.example.", "prefix")
-        await _known(a, "com.example.shared", callees=2)
+        await known(a, "com.example.", "prefix")
+        await known(a, "com.example.shared", callees=2)
         for asker in (on_a, on_b):
             assert await asker.call("wamp.registration.list") == {
                 "exact": [shared_a.id], "prefix": [prefix.id], "wildcard": []}
@@ -474,7 +465,7 @@ async def test_registration_meta_procedures_answer_for_the_whole_cluster(make_cl
                 await asker.call("wamp.registration.get", 12345)
             assert e.value.error == "wamp.error.no_such_registration"
         await shared_a.unregister()
-        await _known(b, "com.example.shared", callees=1)
+        await known(b, "com.example.shared", callees=1)
         assert await on_b.call("wamp.registration.list_callees", shared_a.id) == [on_b.welcome.session]
         assert await on_a.call("com.example.shared") == "b"
     finally:
@@ -518,15 +509,15 @@ async def test_redis_restarted_empty_the_nodes_write_their_registrations_again(m
     try:
         await callee.register(lambda: "still here", "com.example.kept")
         gone = await leaver.register(lambda: None, "com.example.dropped")
-        await _known(a, "com.example.dropped")
+        await known(a, "com.example.dropped")
         redis_server.stop()
-        await _until(lambda: not a.redis._factory.size and not b.redis._factory.size, 5, "Redis gone for both")
+        await until(lambda: not a.redis._factory.size and not b.redis._factory.size, 5, "Redis gone for both")
         await gone.unregister()  # while Redis is away: only this node knows
         redis_server.start()
-        await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
-        await _known(a, "com.example.kept")
+        await until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 1, 15, "b's registration written again")
+        await known(a, "com.example.kept")
         # Until both nodes are connected and listening again, a call across fails at once (canceled).
-        await _until(lambda: a.redis._factory.size and all(
+        await until(lambda: a.redis._factory.size and all(
             redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"), 15,
             "both nodes connected and listening again")
         await sleep(0.6)  # their heartbeats see Redis back and resync (a call in flight then is canceled)
@@ -545,11 +536,11 @@ async def test_a_callee_that_left_while_redis_was_cut_off_is_removed_when_it_is_
     leaver, caller = await connect(b.url), await connect(a.url)
     try:
         gone = await leaver.register(lambda: None, "com.example.dropped")
-        await _known(a, "com.example.dropped")
+        await known(a, "com.example.dropped")
         redis_server.command("CLIENT", "KILL", "TYPE", "normal")  # every node's command connection, data kept
-        await _until(lambda: not b.redis._factory.size, 5, "b to lose its connection")
+        await until(lambda: not b.redis._factory.size, 5, "b to lose its connection")
         await gone.unregister()  # only b knows, for now
-        await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 0, 15, "the stale callee removed")
+        await until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 0, 15, "the stale callee removed")
         with pytest.raises(ApplicationError) as e:
             await with_timeout(caller.call("com.example.dropped"))
         assert e.value.error == "wamp.error.no_such_procedure"
@@ -565,8 +556,8 @@ async def test_the_caller_s_role_forces_disclosure_on_the_callee_s_node(make_clu
     a, b = await make_cluster("a", realms=realms), await make_cluster("b", realms=realms)
     callee, caller = await _peer(b), await raw_connect(a.url)
     hello = await caller.hello()
-    await _registered(callee, "com.example.audited")
-    await _known(a, "com.example.audited")
+    await registered(callee, "com.example.audited")
+    await known(a, "com.example.audited")
     caller.send([CALL, 1, {}, "com.example.audited"])
     inv = await callee.recv()
     assert inv[3] == {"caller": hello[1], "caller_authid": hello[2]["authid"], "caller_authrole": "anonymous"}
@@ -585,7 +576,7 @@ async def test_large_payloads_cross_nodes_up_to_the_bus_s_limit(make_cluster):
     json_callee = None
     try:
         await callee.register(lambda blob: len(blob), "com.example.size")
-        await _known(a, "com.example.size")
+        await known(a, "com.example.size")
         small = [caller.call("com.example.size", b"x") for _ in range(3)]
         big = caller.call("com.example.size", b"\x01" * (3 * 1024 * 1024))
         assert await with_timeout(big, 10) == 3 * 1024 * 1024
@@ -595,7 +586,7 @@ async def test_large_payloads_cross_nodes_up_to_the_bus_s_limit(make_cluster):
         assert await with_timeout(caller.call("com.example.size", b"yz")) == 2
         json_callee = await connect(b.url)  # its JSON floats grow past the bus's limit in msgpack
         await json_callee.register(lambda n: [0.5] * n, "com.example.blob")  # answers too large to cross
-        await _known(a, "com.example.blob")
+        await known(a, "com.example.blob")
         with pytest.raises(PayloadExceededError):
             await with_timeout(caller.call("com.example.blob", 1024 * 1024), 10)
         assert len(await with_timeout(caller.call("com.example.blob", 5))) == 5
@@ -613,9 +604,9 @@ async def test_a_registration_made_while_a_node_was_not_listening_is_seen_once_i
     try:
         redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")  # the buses only; commands still go
         await callee.register(lambda: "made meanwhile", "com.example.meanwhile")
-        await _until(lambda: all(redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"),
+        await until(lambda: all(redis_server.command("PUBSUB", "NUMSUB", f"cy:bus:node:{n}")[1] == 1 for n in "ab"),
                      15, "both nodes listening again")
-        await _known(a, "com.example.meanwhile")
+        await known(a, "com.example.meanwhile")
         assert await with_timeout(caller.call("com.example.meanwhile")) == "made meanwhile"
     finally:
         _leave(callee, caller)
@@ -654,7 +645,7 @@ async def test_a_request_id_used_again_after_its_node_gave_up_on_the_call(make_c
     callee.send([YIELD, old_inv, {}, ["old"]])
     callee.send([YIELD, new[1], {}, ["new"]])
     assert await caller.recv() == [RESULT, 3, {}, ["new"]]
-    await _quiet(caller)
+    await quiet(caller)
     assert b.realm_router("realm1").dealer.pending() == 0
     caller.drop()
     callee.drop()
@@ -683,7 +674,7 @@ async def test_calls_forwarded_to_a_node_that_resyncs_end_there(make_cluster):
     assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled", reply
-    await _until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
+    await until(lambda: not b.cluster_parts[-1].stand_ins, 2, "the stand-in to go")
     caller.drop()
     callee.drop()
 
@@ -695,7 +686,7 @@ async def test_a_registration_confirmed_on_one_node_is_seen_at_once_by_the_meta_
     a, b = await make_cluster("a"), await make_cluster("b")
     callee, asker = await _peer(b), await _peer(a)
     for i in range(1, 151):  # the race shows about once in 100 rounds here
-        reg_id = await _registered(callee, f"com.example.m{i}", request=i)
+        reg_id = await registered(callee, f"com.example.m{i}", request=i)
         asker.send([CALL, i, {}, "wamp.registration.lookup", [f"com.example.m{i}"]])
         assert await asker.recv() == [RESULT, i, {}, [reg_id]], i
     callee.drop()

@@ -10,8 +10,8 @@ from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer
 
-from tests.test_cluster_purge import HEARTBEAT, NODE_TIMEOUT, _until
-from tests.test_cluster_start import _node
+from tests.helpers.cluster import HEARTBEAT, NODE_TIMEOUT, node_process
+from tests.helpers.poll import until
 from tests.wampclient import connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -24,7 +24,7 @@ def _known(redis_server, procedure: str, node: str) -> bool:
 
 @ensure
 async def test_callee_node_killed_mid_call_its_callers_get_canceled(tmp_path, redis_server):
-    a, b = (_node(tmp_path, n, redis_server.url).start() for n in "ab")
+    a, b = (node_process(tmp_path, n, redis_server.url).start() for n in "ab")
     clients = []
     try:
         callee = await connect(b.url)
@@ -37,21 +37,21 @@ async def test_callee_node_killed_mid_call_its_callers_get_canceled(tmp_path, re
             return defer.Deferred()  # never answers
 
         await callee.register(never, "com.example.never")
-        await _until(lambda: _known(redis_server, "com.example.never", "b"), 5, "the registration in Redis")
+        await until(lambda: _known(redis_server, "com.example.never", "b"), 5, "the registration in Redis")
         calls = [caller.call("com.example.never", i) for i in range(3)]
-        await _until(lambda: len(started) == 3, 5, "3 invocations on b")
+        await until(lambda: len(started) == 3, 5, "3 invocations on b")
         outcomes: list = []
         for c in calls:
             c.addBoth(outcomes.append)
         b.proc.kill()
         b.proc.wait(10)
         t0 = time.monotonic()
-        await _until(lambda: len(outcomes) == 3, NODE_TIMEOUT + HEARTBEAT + 2.0, "the 3 callers' answers")
+        await until(lambda: len(outcomes) == 3, NODE_TIMEOUT + HEARTBEAT + 2.0, "the 3 callers' answers")
         took = time.monotonic() - t0
         assert all(o.value.error == "wamp.error.canceled" for o in outcomes), outcomes
         assert took < NODE_TIMEOUT + HEARTBEAT + 0.5, took
         # The dead node's callee is gone from the cluster: a new call is no_such_procedure.
-        await _until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 0, 5, "b's registration removed")
+        await until(lambda: redis_server.command("HLEN", "cy:reg:realm1") == 0, 5, "b's registration removed")
         try:
             await with_timeout(caller.call("com.example.never", 9))
             raise AssertionError("answered")
@@ -69,7 +69,7 @@ async def test_callee_node_killed_mid_call_its_callers_get_canceled(tmp_path, re
 
 @ensure
 async def test_caller_node_killed_mid_call_the_callee_is_interrupted(tmp_path, redis_server):
-    a, b = (_node(tmp_path, n, redis_server.url).start() for n in "ab")
+    a, b = (node_process(tmp_path, n, redis_server.url).start() for n in "ab")
     clients = []
     try:
         callee = await connect(a.url)
@@ -82,7 +82,7 @@ async def test_caller_node_killed_mid_call_the_callee_is_interrupted(tmp_path, r
             return defer.Deferred(lambda d: interrupted.callback("interrupted"))
 
         await callee.register(slow, "com.example.slow")
-        await _until(lambda: _known(redis_server, "com.example.slow", "a"), 5, "the registration in Redis")
+        await until(lambda: _known(redis_server, "com.example.slow", "a"), 5, "the registration in Redis")
         caller.call("com.example.slow").addErrback(lambda f: None)
         await with_timeout(started)
         b.proc.kill()

@@ -12,13 +12,8 @@ import time
 import pytest
 
 from router.config import ConfigError, parse
-from tests.helpers.cluster import ADMIN, admin_cli, node_process
+from tests.helpers.cluster import admin_cli, node_process
 from tests.helpers.poll import wait
-
-# Still imported by test_cluster_meta and test_cluster_rpc_kill (being changed by others): they move
-# to tests.helpers.cluster next, and these names go.
-_node, _admin = node_process, admin_cli
-__all__ = ["ADMIN", "_admin", "_node"]  # (ADMIN: tests.helpers.cluster's)
 
 
 @pytest.mark.parametrize("cluster, path, words", [

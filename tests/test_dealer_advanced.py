@@ -11,6 +11,7 @@ from autobahn.wamp.types import CallOptions, RegisterOptions
 from twisted.internet import defer
 
 from router import dealer as dealer_mod
+from tests.helpers.peer import PLAIN, quiet, registered, rpc_joined
 from tests.wampclient import connect, raw_connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
@@ -25,21 +26,6 @@ CALL, RESULT, REGISTER, REGISTERED, INVOCATION, INTERRUPT, YIELD, ERROR, CANCEL 
 CANCELING_CALLEE = {"caller": {"features": {"progressive_call_results": True}},
                     "callee": {"features": {"call_canceling": True, "progressive_call_results": True,
                                             "progressive_call_invocations": True}}}
-PLAIN = {"caller": {}, "callee": {}}
-
-
-async def _peer(node, serializer: str = "json", roles: dict | None = None):
-    peer = await raw_connect(node.url, serializer)
-    welcome = await peer.hello(roles=roles or PLAIN)
-    assert welcome[0] == 2, welcome
-    return peer
-
-
-async def _registered(peer, procedure: str, options: dict | None = None, request: int = 1) -> int:
-    peer.send([REGISTER, request, options or {}, procedure])
-    reply = await peer.recv()
-    assert reply[:2] == [REGISTERED, request], reply
-    return reply[2]
 
 
 async def _register_error(peer, procedure: str, options: dict, request: int = 9) -> str:
@@ -47,12 +33,6 @@ async def _register_error(peer, procedure: str, options: dict, request: int = 9)
     reply = await peer.recv()
     assert reply[:3] == [ERROR, REGISTER, request], reply
     return reply[4]
-
-
-async def _quiet(peer, seconds: float = 0.2) -> None:
-    """Nothing arrives for a while."""
-    await sleep(seconds)
-    assert peer.inbox.pending == [], peer.inbox.pending
 
 
 def _dealer(node):
@@ -109,9 +89,9 @@ async def test_no_progress_for_a_caller_that_did_not_ask(node, serializer):
 
 @ensure
 async def test_progressive_yields_to_a_caller_that_did_not_ask_are_dropped(node, serializer):
-    callee = await _peer(node, serializer, CANCELING_CALLEE)
-    caller = await _peer(node, serializer)
-    await _registered(callee, "com.example.p")
+    callee = await rpc_joined(node, serializer, CANCELING_CALLEE)
+    caller = await rpc_joined(node, serializer)
+    await registered(callee, "com.example.p")
     caller.send([CALL, 1, {}, "com.example.p"])
     inv = await callee.recv()
     assert "receive_progress" not in inv[3]
@@ -124,9 +104,9 @@ async def test_progressive_yields_to_a_caller_that_did_not_ask_are_dropped(node,
 # -- progressive call invocations ------------------------------------------------------------------
 @ensure
 async def test_progressive_call_invocations_stream_to_one_callee(node, serializer):
-    callee = await _peer(node, serializer, CANCELING_CALLEE)
-    caller = await _peer(node, serializer)
-    await _registered(callee, "com.example.upload")
+    callee = await rpc_joined(node, serializer, CANCELING_CALLEE)
+    caller = await rpc_joined(node, serializer)
+    await registered(callee, "com.example.upload")
     caller.send([CALL, 5, {"progress": True}, "com.example.upload", ["part-1"]])
     first = await callee.recv()
     assert first[0] == INVOCATION and first[3].get("progress") is True and first[4] == ["part-1"]
@@ -144,21 +124,21 @@ async def test_progressive_call_invocations_stream_to_one_callee(node, serialize
 
 @ensure
 async def test_progressive_invocation_to_a_callee_without_the_feature_is_refused(node, serializer):
-    callee = await _peer(node, serializer)
-    caller = await _peer(node, serializer)
-    await _registered(callee, "com.example.upload")
+    callee = await rpc_joined(node, serializer)
+    caller = await rpc_joined(node, serializer)
+    await registered(callee, "com.example.upload")
     caller.send([CALL, 5, {"progress": True}, "com.example.upload", ["part-1"]])
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 5] and reply[4] == "wamp.error.feature_not_supported"
-    await _quiet(callee)
+    await quiet(callee)
     assert _dealer(node).pending() == 0
 
 
 @ensure
 async def test_a_second_call_with_an_id_in_flight_is_a_protocol_violation(node):
-    callee = await _peer(node)
-    caller = await _peer(node)
-    await _registered(callee, "com.example.p")
+    callee = await rpc_joined(node)
+    caller = await rpc_joined(node)
+    await registered(callee, "com.example.p")
     caller.send([CALL, 5, {}, "com.example.p"])
     await callee.recv()
     caller.send([CALL, 5, {}, "com.example.p"])
@@ -168,9 +148,9 @@ async def test_a_second_call_with_an_id_in_flight_is_a_protocol_violation(node):
 
 # -- call canceling ----------------------------------------------------------------------------------
 async def _call_in_flight(node, serializer, callee_roles=CANCELING_CALLEE, options=None):
-    callee = await _peer(node, serializer, callee_roles)
-    caller = await _peer(node, serializer)
-    await _registered(callee, "com.example.slow")
+    callee = await rpc_joined(node, serializer, callee_roles)
+    caller = await rpc_joined(node, serializer)
+    await registered(callee, "com.example.slow")
     caller.send([CALL, 3, options or {}, "com.example.slow"])
     inv = await callee.recv()
     assert inv[0] == INVOCATION
@@ -183,9 +163,9 @@ async def test_cancel_skip_answers_the_caller_and_leaves_the_callee_alone(node, 
     caller.send([CANCEL, 3, {"mode": "skip"}])
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled"
-    await _quiet(callee)  # no INTERRUPT
+    await quiet(callee)  # no INTERRUPT
     callee.send([YIELD, inv_id, {}, ["late"]])  # ignored
-    await _quiet(caller)
+    await quiet(caller)
     assert _dealer(node).pending() == 0
 
 
@@ -194,9 +174,9 @@ async def test_cancel_kill_interrupts_and_waits_for_the_callee(node, serializer)
     callee, caller, inv_id = await _call_in_flight(node, serializer)
     caller.send([CANCEL, 3, {"mode": "kill"}])
     assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "kill", "reason": "wamp.error.canceled"}]
-    await _quiet(caller, 0.1)  # kill: the caller waits for the callee
+    await quiet(caller, 0.1)  # kill: the caller waits for the callee
     caller.send([CANCEL, 3, {"mode": "kill"}])  # a second cancel changes nothing
-    await _quiet(callee, 0.1)
+    await quiet(callee, 0.1)
     callee.send([ERROR, INVOCATION, inv_id, {}, "com.example.stopped", ["cleaned up"]])
     reply = await caller.recv()
     assert reply == [ERROR, CALL, 3, {}, "wamp.error.canceled", ["cleaned up"]]
@@ -221,7 +201,7 @@ async def test_cancel_killnowait_answers_at_once_and_interrupts(node, serializer
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.canceled"
     assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.canceled"}]
     callee.send([ERROR, INVOCATION, inv_id, {}, "wamp.error.canceled"])  # ignored
-    await _quiet(caller)
+    await quiet(caller)
 
 
 @ensure
@@ -237,7 +217,7 @@ async def test_a_callee_without_call_canceling_gets_no_interrupt(node, serialize
     callee, caller, inv_id = await _call_in_flight(node, serializer, callee_roles=PLAIN)
     caller.send([CANCEL, 3, {"mode": "kill"}])  # degrades to skip
     assert (await caller.recv())[4] == "wamp.error.canceled"
-    await _quiet(callee)
+    await quiet(callee)
 
 
 @ensure
@@ -247,8 +227,8 @@ async def test_cancel_of_an_unknown_or_finished_call_is_harmless(node, serialize
     callee.send([YIELD, inv_id, {}, ["ok"]])
     assert await caller.recv() == [RESULT, 3, {}, ["ok"]]
     caller.send([CANCEL, 3, {"mode": "killnowait"}])  # finished
-    await _quiet(callee)
-    await _quiet(caller)
+    await quiet(callee)
+    await quiet(caller)
 
 
 @ensure
@@ -291,7 +271,7 @@ async def test_call_timeout_errors_the_caller_and_interrupts_the_callee(node, se
     assert reply[:3] == [ERROR, CALL, 3] and reply[4] == "wamp.error.timeout"
     assert await callee.recv() == [INTERRUPT, inv_id, {"mode": "killnowait", "reason": "wamp.error.timeout"}]
     callee.send([YIELD, inv_id, {}, ["too late"]])
-    await _quiet(caller)
+    await quiet(caller)
     assert _dealer(node).pending() == 0
 
 
@@ -320,13 +300,13 @@ async def test_autobahn_call_timeout(node, serializer):
 @pytest.mark.parametrize("timeout", [-1, 1.5, "10", True])
 @ensure
 async def test_invalid_timeout_is_refused(node, timeout):
-    callee = await _peer(node)
-    caller = await _peer(node)
-    await _registered(callee, "com.example.p")
+    callee = await rpc_joined(node)
+    caller = await rpc_joined(node)
+    await registered(callee, "com.example.p")
     caller.send([CALL, 1, {"timeout": timeout}, "com.example.p"])
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 1] and reply[4] == "wamp.error.invalid_argument"
-    await _quiet(callee, 0.1)
+    await quiet(callee, 0.1)
 
 
 # -- caller leaving ----------------------------------------------------------------------------------
@@ -384,9 +364,9 @@ async def test_the_most_concrete_wildcard_wins(node, serializer):
 @ensure
 async def test_pattern_registrations_never_catch_the_meta_api(node, serializer):
     caller = await connect(node.url, serializer)
-    peer = await _peer(node, serializer)
-    await _registered(peer, "wamp", {"match": "prefix"})  # not the reserved "wamp." itself
-    await _registered(peer, ".session.count", {"match": "wildcard"}, request=2)
+    peer = await rpc_joined(node, serializer)
+    await registered(peer, "wamp", {"match": "prefix"})  # not the reserved "wamp." itself
+    await registered(peer, ".session.count", {"match": "wildcard"}, request=2)
     for _ in range(50):  # on two nodes, another node's session is counted once its record is in Redis (~20 ms)
         if (count := await caller.call("wamp.session.count")) == 2:
             break
@@ -408,15 +388,15 @@ async def test_pattern_registrations_never_catch_the_meta_api(node, serializer):
 ])
 @ensure
 async def test_invalid_registrations(node, procedure, options, uri):
-    peer = await _peer(node)
+    peer = await rpc_joined(node)
     assert await _register_error(peer, procedure, options) == uri
     assert _dealer(node).size() == 0
 
 
 @ensure
 async def test_same_uri_under_different_match_policies_are_different_registrations(node, serializer):
-    peer = await _peer(node, serializer)
-    ids = {await _registered(peer, "com.example", {"match": m}, request=i)
+    peer = await rpc_joined(node, serializer)
+    ids = {await registered(peer, "com.example", {"match": m}, request=i)
            for i, m in enumerate(("exact", "prefix", "wildcard"), 1)}
     assert len(ids) == 3 and _dealer(node).size() == 3
 
@@ -464,11 +444,11 @@ async def test_random_reaches_every_callee(node, serializer):
 
 @ensure
 async def test_single_refuses_a_second_callee_and_policies_do_not_mix(node, serializer):
-    a = await _peer(node, serializer)
-    b = await _peer(node, serializer)
-    await _registered(a, "com.example.one")
+    a = await rpc_joined(node, serializer)
+    b = await rpc_joined(node, serializer)
+    await registered(a, "com.example.one")
     assert await _register_error(b, "com.example.one", {}) == "wamp.error.procedure_already_exists"
-    await _registered(a, "com.example.rr", {"invoke": "roundrobin"}, request=2)
+    await registered(a, "com.example.rr", {"invoke": "roundrobin"}, request=2)
     uri = await _register_error(b, "com.example.rr", {"invoke": "random"})
     assert uri == "wamp.error.procedure_exists_with_different_invocation_policy"
     uri = await _register_error(b, "com.example.rr", {})
@@ -535,9 +515,9 @@ PPT_ROLES = {"caller": {"features": {"payload_passthru_mode": True}},
 
 @ensure
 async def test_payload_passthru_options_travel_untouched(node, serializer):
-    callee = await _peer(node, serializer, PPT_ROLES)
-    caller = await _peer(node, serializer, PPT_ROLES)
-    await _registered(callee, "com.example.e2ee")
+    callee = await rpc_joined(node, serializer, PPT_ROLES)
+    caller = await rpc_joined(node, serializer, PPT_ROLES)
+    await registered(callee, "com.example.e2ee")
     ppt = {"ppt_scheme": "x_custom", "ppt_serializer": "cbor", "ppt_cipher": "xsalsa20poly1305", "ppt_keyid": "k1"}
     caller.send([CALL, 1, {**ppt}, "com.example.e2ee", ["AW9wYXF1ZQ=="]])
     inv = await callee.recv()
@@ -549,20 +529,20 @@ async def test_payload_passthru_options_travel_untouched(node, serializer):
         caller.send([CALL, request, bad, "com.example.e2ee", []])
         reply = await caller.recv()
         assert reply[:3] == [ERROR, CALL, request] and reply[4] == "wamp.error.invalid_argument", bad
-    await _quiet(callee, 0.1)
+    await quiet(callee, 0.1)
 
 
 @ensure
 async def test_payload_passthru_needs_both_peers_to_announce_it(node, serializer):
-    plain_callee = await _peer(node, serializer)
-    caller = await _peer(node, serializer, PPT_ROLES)
-    await _registered(plain_callee, "com.example.e2ee")
+    plain_callee = await rpc_joined(node, serializer)
+    caller = await rpc_joined(node, serializer, PPT_ROLES)
+    await registered(plain_callee, "com.example.e2ee")
     caller.send([CALL, 1, {"ppt_scheme": "x_custom"}, "com.example.e2ee", []])
     reply = await caller.recv()
     assert reply[:3] == [ERROR, CALL, 1] and reply[4] == "wamp.error.feature_not_supported"
-    plain_caller = await _peer(node, serializer)
+    plain_caller = await rpc_joined(node, serializer)
     plain_caller.send([CALL, 1, {"ppt_scheme": "x_custom", "timeout": 50}, "com.example.e2ee", []])
     abort = await plain_caller.recv()
     assert abort[0] == 3 and abort[2] == "wamp.error.protocol_violation"
-    await _quiet(plain_callee, 0.1)
+    await quiet(plain_callee, 0.1)
     assert _dealer(node).pending() == 0

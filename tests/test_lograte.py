@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest_twisted
 from autobahn.twisted.util import sleep
 
-from tests.test_cluster_purge import _until
-from tests.test_dealer_advanced import _peer
+from tests.helpers.peer import rpc_joined
+from tests.helpers.poll import until
 from tests.wampclient import raw_connect
 
 ensure = pytest_twisted.ensureDeferred
@@ -22,7 +22,7 @@ def _lines(log_lines: list[str], text: str) -> list[str]:
 async def test_refused_subscribes_are_summarised_per_session(make_node, log_lines, fresh_refusal_log):
     fresh_refusal_log.interval = 0.5
     node = make_node(limits={"max_subscriptions_per_session": 1})
-    peer, other = await _peer(node), await _peer(node)
+    peer, other = await rpc_joined(node), await rpc_joined(node)
     peer.send([SUBSCRIBE, 1, {}, "com.t.0"])
     assert (await peer.recv())[0] == SUBSCRIBED
     for i in range(2, 502):
@@ -34,7 +34,7 @@ async def test_refused_subscribes_are_summarised_per_session(make_node, log_line
     other.send([SUBSCRIBE, 2, {}, "com.t.1"])  # another session: its own first line
     assert (await other.recv())[0] == SUBSCRIBED and (await other.recv())[0] == ERROR
     assert len(_lines(log_lines, "refused a subscription")) == 2
-    await _until(lambda: _lines(log_lines, "499 more like this"), 3, "the summary line")
+    await until(lambda: _lines(log_lines, "499 more like this"), 3, "the summary line")
     summary = _lines(log_lines, "499 more like this")
     assert len(summary) == 1 and "refused a subscription" in summary[0], summary
     await sleep(0.7)  # an interval with no refusal writes nothing, and the next one is a first again

@@ -10,26 +10,17 @@ import pytest
 import pytest_twisted
 from autobahn.twisted.util import sleep
 from autobahn.wamp.types import PublishOptions
-from prometheus_client.parser import text_string_to_metric_families
 
 from router import __version__
 from router.config import ConfigError, parse
 from tests import opsload
+from tests.helpers.metrics import scrape
 from tests.helpers.poll import until
 from tests.opsload import http_get, run_load
 from tests.wampclient import connect, raw_connect
 
 ensure = pytest_twisted.ensureDeferred
 TOKEN = "s3cret-token-0123456789"
-
-
-async def scrape(port: int, headers: str = "") -> dict:
-    """{(sample name, sorted labels): value} from one scrape, checked to parse as Prometheus text."""
-    status, head, body = await http_get(port, "/metrics", headers)
-    assert status == 200, body
-    assert head["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
 
 
 def delta(before: dict, after: dict, name: str, **labels: str) -> float:

@@ -14,7 +14,7 @@ from autobahn.twisted.util import sleep
 from autobahn.wamp.exception import ApplicationError
 
 from tests.helpers.cluster import node_process
-from tests.test_metrics import scrape
+from tests.helpers.metrics import scrape
 from tests.wampclient import connect
 
 ensure = pytest_twisted.ensureDeferred

@@ -191,7 +191,7 @@ class Mesh:
 
     async def _known_here(self) -> None:
         """The senders' node knows the far node's subscription and every callee (broadcasts are asynchronous)."""
-        from tests.test_cluster_purge import _until
+        from tests.helpers.poll import until
 
         router = self.node.realm_router("realm1")
         procedures = [procedure(ser, tr) for ser in SERIALIZERS for tr in TRANSPORTS]
@@ -200,7 +200,7 @@ class Mesh:
             return router.broker.backend.wants(TOPIC) and all(
                 (r := router.dealer.lookup(p, "exact")) is not None and len(r.callees) == 1 for p in procedures)
 
-        await _until(known, 10, "the far node's subscribers and callees known")
+        await until(known, 10, "the far node's subscribers and callees known")
 
     async def sender(self, ser: str, tr: str) -> Peer:
         peer = self.senders.get((ser, tr))

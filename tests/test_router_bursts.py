@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest_twisted
 from autobahn.twisted.util import sleep
 
-from tests.test_cluster_purge import _until
-from tests.test_slow_peers import BUDGET, RESERVE, TRANSPORTS, listeners, peer_on, send_many
+from tests.helpers.poll import until
+from tests.helpers.slowpeer import BUDGET, RESERVE, TRANSPORTS, listeners, peer_on, send_many
 from tests.wampclient import raw_connect
 
 ensure = pytest_twisted.ensureDeferred
@@ -24,7 +24,7 @@ async def _callee_with_pending(node, caller) -> tuple:
     assert (await callee.recv())[0] == REGISTERED
     send_many(caller, [[CALL, i, {}, "com.burst.slow", [i]] for i in range(1, CALLS + 1)])
     dealer = node.realm_router("realm1").dealer
-    await _until(lambda: sum(len(c) for c in dealer._calls.values()) == CALLS, 30, f"{CALLS} calls pending")
+    await until(lambda: sum(len(c) for c in dealer._calls.values()) == CALLS, 30, f"{CALLS} calls pending")
     return callee, dealer
 
 
@@ -52,6 +52,6 @@ async def test_a_caller_that_reads_nothing_is_still_disconnected_after_the_timeo
     callee, dealer = await _callee_with_pending(node, caller)
     caller.proto.transport.pauseProducing()  # stops reading
     callee.drop()
-    await _until(lambda: node.stats.slow_disconnects == 1, 10, "the stalled caller disconnected")
+    await until(lambda: node.stats.slow_disconnects == 1, 10, "the stalled caller disconnected")
     assert conn._held is None and conn._held_bytes == 0
     await sleep(0)

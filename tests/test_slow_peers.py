@@ -9,7 +9,6 @@ Each flood is 10-30 MB, 40-120 times the budget; the router before the budget (b
 from __future__ import annotations
 
 import gc
-import socket
 import time
 
 import msgpack
@@ -19,15 +18,13 @@ from autobahn.twisted.util import sleep
 from twisted.internet import defer
 
 from tests.helpers.poll import until
-from tests.wampclient import TIMEOUT, RawSocketPeer, connect, raw_connect, rawsocket_connect, with_timeout
+from tests.helpers.slowpeer import BUDGET, RESERVE, TRANSPORTS, listeners, peer_on, rs_url, send_many
+from tests.wampclient import TIMEOUT, connect, with_timeout
 
 ensure = pytest_twisted.ensureDeferred
 
-BUDGET = 256 * 1024
-RESERVE = max(64 * 1024, BUDGET // 4)  # router.transport.flow.reserve
 HIGH_WATER = 64 * 1024  # Twisted pauses the producer past this many buffered bytes
 BIG = 512 * 1024  # one bulk message
-KERNEL_BUFFER = 32 * 1024  # per socket and direction (Linux doubles it)
 RSS_SLACK = 12 * 1024 * 1024  # allocator noise and the test clients' own buffers (same process); floods are 10-30 MB
 
 
@@ -35,15 +32,6 @@ def _bound(largest: int = BIG) -> int:
     """The most the router may buffer for one stalled peer: what Twisted holds before it pauses the
     producer (its high-water mark plus the write that crossed it), then budget + reserve."""
     return HIGH_WATER + largest + BUDGET + RESERVE
-
-
-def listeners(**options) -> list[dict]:
-    return [{"type": "websocket", "max_outgoing_buffer": BUDGET, **options},
-            {"type": "rawsocket", "max_outgoing_buffer": BUDGET, **options}]
-
-
-def rs_url(node) -> str:
-    return f"rs://127.0.0.1:{node.ports[1].getHost().port}"
 
 
 def rss() -> int:
@@ -76,41 +64,6 @@ class Watch:
         if self.exact and conn._paused:  # written since the pause: all counted (frame headers too)
             assert n <= HIGH_WATER + 256 + conn._backlog, f"{n} bytes queued, {conn._backlog} counted"
         return n
-
-
-async def peer_on(node, transport: str, roles: dict | None = None):
-    """A joined raw peer (msgpack) on the given transport, its connection inside the router and its
-    session record (which outlives the session: its msgs_in says how far the router has read)."""
-    if transport == "rawsocket":
-        peer = await rawsocket_connect(rs_url(node), "msgpack")  # announces 2^24 octets
-    else:
-        peer = await raw_connect(node.url, "msgpack")
-    welcome = await peer.hello(roles=roles)
-    assert welcome[0] == 2, welcome
-    session = node.table.fetch(welcome[1])
-    conn = session.transport.wire
-    # Small kernel buffers on both ends, so that what a stalled peer does not read stays in the router's
-    # own buffer: with the kernel's autotuned megabytes, Twisted's buffer could drain into them after a
-    # flood and end the episode the test is looking at (seen under CI load).
-    conn.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_BUFFER)
-    peer.proto.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER)
-    return peer, conn, session
-
-
-def send_many(peer, msgs: list) -> None:
-    """Many messages in one write: client frames built here (a WebSocket client's with a zero mask),
-    so that a flood of small requests costs the test little and the router all of its work."""
-    frames = []
-    for msg in msgs:
-        payload = msgpack.packb(msg, use_bin_type=True)
-        n = len(payload)
-        if isinstance(peer, RawSocketPeer):
-            frames.append(bytes((0,)) + n.to_bytes(3, "big") + payload)
-        elif n < 126:
-            frames.append(bytes((0x82, 0x80 | n, 0, 0, 0, 0)) + payload)
-        else:
-            frames.append(bytes((0x82, 0x80 | 126)) + n.to_bytes(2, "big") + bytes(4) + payload)
-    peer.proto.transport.write(b"".join(frames))
 
 
 def stop_reading(peer) -> None:
@@ -181,7 +134,6 @@ def stall(peer, conn, exact: bool = False) -> tuple[Watch, int]:
     return watch, before
 
 
-TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "rawsocket"])
 
 
 # -- 1. RESULT -----------------------------------------------------------------------------------

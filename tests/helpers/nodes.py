@@ -8,6 +8,7 @@ import pytest_twisted
 from router.config import parse
 from router.node import Node
 from tests.helpers.cluster import cluster_config
+from tests.helpers.poll import until
 
 
 def _defaults(config: dict) -> dict:
@@ -48,6 +49,15 @@ def _listening(node: Node) -> Node:
 def stop_node(node: Node) -> None:
     node.config.shutdown_grace = 0.1  # raw test peers never answer GOODBYE
     pytest_twisted.blockon(node.stop())
+
+
+async def known(node: Node, procedure: str, match: str = "exact", callees: int = 1) -> None:
+    """Wait until `node`'s view of the cluster has the registration (broadcasts are asynchronous)."""
+    def seen():
+        reg = node.realm_router("realm1").dealer.lookup(procedure, match)
+        return reg is not None and len(reg.callees) == callees
+
+    await until(seen, 5, f"{procedure} with {callees} callees known on {node.config.cluster.node_id}")
 
 
 def start_two_nodes(redis_url: str, **config) -> tuple[Node, Node]:

@@ -19,6 +19,15 @@ async def joined(node, serializer: str = "json", roles: dict | None = None, real
     return peer
 
 
+# Caller and callee without Advanced Profile features: what the dealer tests' peers announce.
+PLAIN = {"caller": {}, "callee": {}}
+
+
+async def rpc_joined(node, serializer: str = "json", roles: dict | None = None) -> RawPeer:
+    """`joined`, announcing only caller and callee (PLAIN) unless `roles` says otherwise."""
+    return await joined(node, serializer, roles or PLAIN)
+
+
 async def registered(peer: RawPeer, procedure: str, options: dict | None = None, request: int = 1) -> int:
     """REGISTER and expect REGISTERED: the registration id."""
     peer.send([REGISTER, request, options or {}, procedure])
