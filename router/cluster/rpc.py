@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import txredisapi
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -57,6 +57,7 @@ from router.session import Session
 CALL = "rpc.call"
 MORE = "rpc.more"  # a further progressive CALL: [caller id, CALL]
 CANCEL = "rpc.cancel"  # [caller id, CANCEL]
+PENDING = "rpc.pending"  # a request to the callee's node: [caller id, request id] → still in flight there?
 GONE = "rpc.gone"  # the caller left: [caller id]
 ANSWER = "rpc.answer"  # to the caller's node: [caller id, RESULT or ERROR, bulk]
 SYNC = "rpc.sync"  # to this node itself: [token]; back once every earlier broadcast is
@@ -71,15 +72,19 @@ if node_key not in purge.NODE_KEYS:
 
 
 class Deadlines:
-    """The caller's node's own end of forwarded calls, for when their answer is lost (Redis away or
-    restarted): a call with a CALL timeout ends at it; one without, after node_timeout if Redis is away
-    then (else it waits on, checked again every node_timeout). One scan every SCAN seconds while calls
-    are forwarded; a call's entry goes at the first scan after its answer."""
+    """The caller's node's own end of forwarded calls, for when their answer is lost (Redis away,
+    restarted or failed over, the answer published to a master that died): a call with a CALL timeout
+    ends at it; one without is checked every node_timeout: Redis away, or the callee's node does not
+    answer, or it says the call is not in flight there any more (its answer lost on the way) — the
+    caller hears wamp.error.canceled. One scan every SCAN seconds while calls are forwarded; a call's
+    entry goes at the first scan after its answer."""
 
     SCAN = 0.05
+    LATE = 0.5  # seconds an answer the callee's node says it sent may still take to arrive
 
-    def __init__(self, redis: Any, node_timeout: float) -> None:
+    def __init__(self, redis: Any, node_timeout: float, bus: Any = None) -> None:
         self.redis = redis
+        self.bus = bus
         self.node_timeout = node_timeout
         self._at: dict[RemoteCall, tuple[RealmRPC, float, bool]] = {}
         self._loop = task.LoopingCall(self._scan)
@@ -108,13 +113,34 @@ class Deadlines:
                     continue
                 if up is None:
                     up = connected(self.redis)
-                if up:
-                    self._at[call] = (rr, now + self.node_timeout, False)
-                else:
+                if not up:
                     del self._at[call]
                     rr.fail(call, "the cluster's Redis is unreachable: the call's answer cannot arrive")
+                    continue
+                self._at[call] = (rr, now + self.node_timeout, False)
+                if self.bus is not None:
+                    self._ask(rr, call)
         if not self._at:
             self._loop.stop()
+
+    def _ask(self, rr: RealmRPC, call: RemoteCall) -> None:
+        """Is the call still in flight on the callee's node? No answer: it cannot reach us either."""
+        def answered(pending: Any) -> None:
+            if pending is not True and call in self._at:  # sent already, or lost: a moment for it to come
+                reactor.callLater(self.LATE + self.SCAN, self._lost, rr, call)
+
+        def unreachable(f: Failure) -> None:
+            if call in self._at:
+                del self._at[call]
+                rr.fail(call, UNREACHABLE)
+
+        self.bus.request(call.node, PENDING, [call.caller.id, call.call_id], timeout=self.node_timeout).addCallbacks(
+            answered, unreachable)
+
+    def _lost(self, rr: RealmRPC, call: RemoteCall) -> None:
+        if call in self._at and rr.dealer.calls_of(call.caller.id).get(call.call_id) is call:
+            del self._at[call]
+            rr.fail(call, "the call's answer was lost between nodes")
 
 
 _META = ["meta"]  # what a meta API call waits as, for ClusterRPC.sync (never a CALL being routed again)
@@ -290,7 +316,8 @@ class ClusterRPC:
 
     def __init__(self, redis: Any, bus: Any, node_id: str, table: Any, node_timeout: float = 3.0) -> None:
         self.redis = redis
-        self.deadlines = Deadlines(redis, node_timeout)
+        self.deadlines = Deadlines(redis, node_timeout, bus)
+        bus.on(PENDING, self._pending_here)
         self.bus = bus
         self.node_id = node_id
         self.table = table
@@ -543,6 +570,12 @@ class ClusterRPC:
         except wamp.ProtocolViolation as e:
             stand_in.transport.send(wamp.error(wamp.CALL, msg[1], wamp.INVALID_ARGUMENT, [str(e)]))
         self.release(stand_in)
+
+    def _pending_here(self, sender: str, body: list) -> bool:
+        """The caller's node asks whether its call is still in flight here (its answer not sent yet)."""
+        caller_id, request = body
+        stand_in = self.stand_ins.get((sender, caller_id))
+        return stand_in is not None and request in stand_in.realm.dealer.calls_of(caller_id)
 
     def _more_here(self, sender: str, body: list) -> None:
         caller_id, msg = body
