@@ -70,6 +70,7 @@ class Bus:
         self._requests: dict[int, defer.Deferred] = {}
         self._ids = itertools.count(1)
         self._listened = False
+        self._listening: defer.Deferred | None = None  # Bus.start's, until the first SUBSCRIBE is answered
         self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
         # Membership's: True while this node may have been purged (no renewal acknowledged for
         # node_timeout). What arrives meanwhile is held until Redis says (`release`), so that a node
@@ -88,7 +89,8 @@ class Bus:
 
     def start(self) -> defer.Deferred:
         """A subscriber connection of its own (Redis reserves a subscribed connection for messages),
-        subscribing again after every reconnect."""
+        subscribing again after every reconnect. Fires once it listens (its first SUBSCRIBE answered), so
+        that nothing sent to this node right after is lost."""
         factory = fast_reconnect(txredisapi.SubscriberFactory())
         factory.protocol = _Listener
         factory.bus = self
@@ -108,7 +110,8 @@ class Bus:
         follow_failovers(factory, self.target)
         factory.startConnecting(_endpoint(self.target, self.timeout))
         self._factory = factory
-        return factory.deferred
+        self._listening = defer.Deferred()
+        return factory.deferred.addCallback(lambda _: self._listening)
 
     def _subscribed(self, _: Any) -> None:
         """Listening (again). After a reconnect, what was broadcast meanwhile is lost: `resubscribed`
@@ -119,6 +122,9 @@ class Bus:
         elif not self._listened:
             self.check_redis_limits()
         self._listened = True
+        listening, self._listening = self._listening, None
+        if listening is not None and not listening.called:
+            listening.callback(None)
 
     def check_redis_limits(self) -> defer.Deferred:
         """One warning when Redis would drop a node's bus connection for less than this node may send it
