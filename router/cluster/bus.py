@@ -30,7 +30,14 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
 from router import wamp
-from router.cluster.connection import ClusterUnavailable, _endpoint, connected, fast_reconnect, follow_failovers
+from router.cluster.connection import (
+    ClusterUnavailable,
+    _endpoint,
+    connected,
+    drop_connections,
+    fast_reconnect,
+    follow_failovers,
+)
 from router.cluster.limits import MAX_MESSAGE
 from router.cluster.outbox import Outbox
 from router.cluster.url import RedisTarget
@@ -112,6 +119,14 @@ class Bus:
         self._factory = factory
         self._listening = defer.Deferred()
         return factory.deferred.addCallback(lambda _: self._listening)
+
+    def listening(self) -> bool:
+        """Whether the bus's own subscriber connection is up (not that messages cross: the probe says that)."""
+        return self._factory is not None and bool(self._factory.size)
+
+    def drop_subscriber(self) -> int:
+        """Abort the subscriber connection so that it connects and subscribes anew; how many were dropped."""
+        return drop_connections(self._factory) if self._factory is not None else 0
 
     def _subscribed(self, _: Any) -> None:
         """Listening (again). After a reconnect, what was broadcast meanwhile is lost: `resubscribed`

@@ -35,7 +35,7 @@ class BusProbe:
         self.interval = interval
         bus.on(PROBE, self._back)
         self.stats.redis_up = lambda: connected(bus.redis)
-        self.stats.bus_up = lambda: connected(bus.redis) and bus._factory is not None and bool(bus._factory.size)
+        self.stats.bus_up = lambda: connected(bus.redis) and bus.listening()
 
     def start(self) -> None:
         self._loop.start(self.interval, now=True)
@@ -72,7 +72,7 @@ class BusProbe:
         if now - self._reconnected < self.stale_after:
             return
         self._reconnected = now
-        n = drop_connections(self.bus.redis) + drop_connections(self.bus._factory)
+        n = drop_connections(self.bus.redis) + self.bus.drop_subscriber()
         self.log.warn("the bus has been silent for {age:.1f}s with Redis connected: dropped {n} connection(s) "
                       "to connect anew", age=self.age(), n=n)
 
