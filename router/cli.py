@@ -166,8 +166,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             log.critical("cannot start: {e}", e=e)
         print(f"courtyard: cannot start: {e}", file=sys.stderr)
         return 2
+    _serving(node, args)  # the pid file is there before the log says "started"
     _started(node, args.config)
-    _serving(node, args)
     reactor.run()
     return 0
 
@@ -265,8 +265,8 @@ def _run_cluster_node(cfg, args: argparse.Namespace, worker: bool = False, resta
             return fail(2, str(e))
         log.info("cluster node {id} joined on Redis at {url}", id=node.config.cluster.node_id,
                  url=node.config.cluster.redis.display())
-        _started(node, config_file)
         _serving(node, args)
+        _started(node, config_file)
         from router.reload import compare_admin_users
 
         compare_admin_users(node)
