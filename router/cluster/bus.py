@@ -124,6 +124,11 @@ class Bus:
         """Whether the bus's own subscriber connection is up (not that messages cross: the probe says that)."""
         return self._factory is not None and bool(self._factory.size)
 
+    def subscriber_link(self) -> Any:
+        """The subscriber's socket now, or None (another one than before: it reconnected meanwhile)."""
+        pool = self._factory.pool if self._factory is not None else ()
+        return pool[0] if pool else None
+
     def drop_subscriber(self) -> int:
         """Abort the subscriber connection so that it connects and subscribes anew; how many were dropped."""
         return drop_connections(self._factory) if self._factory is not None else 0

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import task
 from twisted.logger import Logger
 
-from router.cluster.connection import connected, drop_connections
+from router.cluster.connection import connected, drop_connections, link
 
 PROBE = "probe"  # to this node itself: [monotonic time sent]
 
@@ -29,6 +29,7 @@ class BusProbe:
         self.stale_after = stale_after if stale_after is not None else max(2.0, 3 * interval)
         self._stale = False
         self._reconnected = 0.0
+        self._up: tuple[Any, float] | None = None  # (the command and subscriber links, since when both are up)
         self.membership = membership
         self.stats = bus.stats
         self._loop = task.LoopingCall(self.probe)
@@ -61,10 +62,21 @@ class BusProbe:
         return ok
 
     def probe(self) -> None:
-        if not self.working() and connected(self.bus.redis) and self.age() > 2 * self.stale_after:
+        if not self.working() and self._silent_while_up() > 2 * self.stale_after:
             self._reconnect()  # up but silent (seen after failovers): connect anew rather than stay wedged
         self.bus.send(self.bus.node_id, PROBE, time.monotonic()).addErrback(lambda f: None)  # no answer: it ages
         self.membership.list_nodes().addCallbacks(self._listed, lambda f: None)
+
+    def _silent_while_up(self) -> float:
+        """Seconds the bus has been silent with its connections up the whole time: an outage just ended
+        is not silence (the connections just made would be dropped, and calls with them)."""
+        now, links = time.monotonic(), (link(self.bus.redis), self.bus.subscriber_link())
+        if None in links:
+            self._up = None
+            return 0.0
+        if self._up is None or self._up[0] != links:
+            self._up = (links, now)
+        return min(self.age(), now - self._up[1])
 
     def _reconnect(self) -> None:
         """Drop the command and bus connections so that they reconnect; at most once per stale_after."""

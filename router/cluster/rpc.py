@@ -87,7 +87,6 @@ class Deadlines:
         self.bus = bus
         self.node_timeout = node_timeout
         self._at: dict[RemoteCall, tuple[RealmRPC, float, bool]] = {}
-        self._missed: dict[RemoteCall, int] = {}  # "not in flight there" answers in a row
         self._loop = task.LoopingCall(self._scan)
 
     def add(self, rr: RealmRPC, call: RemoteCall, timeout: Any) -> None:
@@ -105,7 +104,6 @@ class Deadlines:
         for call, (rr, at, timed) in list(self._at.items()):
             if rr.dealer.calls_of(call.caller.id).get(call.call_id) is not call:
                 del self._at[call]  # answered, canceled or failed
-                self._missed.pop(call, None)
             elif now >= at:
                 if timed:
                     del self._at[call]
@@ -128,24 +126,18 @@ class Deadlines:
     def _ask(self, rr: RealmRPC, call: RemoteCall) -> None:
         """Is the call still in flight on the callee's node? No answer: it cannot reach us either."""
         def answered(pending: Any) -> None:
-            if pending is True or call not in self._at:
-                self._missed.pop(call, None)
-                return
-            # Not in flight there: answered already, lost, or the CALL itself not there yet (the question
-            # can overtake it after a reconnect). Twice in a row, node_timeout apart, it is taken as lost.
-            self._missed[call] = missed = self._missed.get(call, 0) + 1
-            if missed >= 2:
+            if pending is not True and call in self._at:  # sent already, or lost: a moment for it to come
                 reactor.callLater(self.LATE + self.SCAN, self._lost, rr, call)
 
         def unreachable(f: Failure) -> None:
-            """No answer (a reconnect may be under way): asked again after node_timeout; a dead node's
-            calls fail when it is seen gone, and Redis away fails them at the next check."""
+            if call in self._at:
+                del self._at[call]
+                rr.fail(call, UNREACHABLE)
 
         self.bus.request(call.node, PENDING, [call.caller.id, call.call_id], timeout=self.node_timeout).addCallbacks(
             answered, unreachable)
 
     def _lost(self, rr: RealmRPC, call: RemoteCall) -> None:
-        self._missed.pop(call, None)
         if call in self._at and rr.dealer.calls_of(call.caller.id).get(call.call_id) is call:
             del self._at[call]
             rr.fail(call, "the call's answer was lost between nodes")
