@@ -84,6 +84,7 @@ LIMIT_INTS = {"max_sessions": (1, None, False), "admin_reserve": (0, None, True)
 LIMIT_KEYS = (*LIMIT_INTS, "sequential_request_ids")
 
 
+MAX_SHARDS = 16  # Redis instances in cluster.redis
 DATA_DIR_MARK = "{data_dir}"  # in node.pid_file: admin.data_dir
 PID_DEFAULT = DATA_DIR_MARK + "/courtyard.pid"
 
@@ -106,11 +107,16 @@ def _admin_realm(uri: str, users: dict) -> Realm:
 class ClusterConfig:
     """`cluster:`: several nodes on one Redis share their session table and membership (docs/cluster.md)."""
 
-    redis: RedisTarget
+    redis: RedisTarget  # the home shard: every key, and the bus's control plane
     node_id: str
     heartbeat: float = 1.0  # seconds between renewals of the node's key
     node_timeout: float = 3.0  # the key expires this long after the last renewal: the node is dead
     activity_interval: float = 5.0  # at most one last-activity write per session in this many seconds
+    shards: tuple[RedisTarget, ...] = ()  # every shard, the home shard first (docs/cluster.md, Shards)
+
+    def __post_init__(self) -> None:
+        if not self.shards:
+            self.shards = (self.redis,)
 
 
 @dataclass
@@ -330,7 +336,13 @@ def _cluster(raw: Any) -> ClusterConfig | None:
         return None
     d = mapping(raw, "cluster")
     known_keys(d, "cluster", CLUSTER_KEYS)
-    url = str_value(d, "redis", "cluster", "redis://127.0.0.1:6379/0")
+    urls = d.get("redis", "redis://127.0.0.1:6379/0")
+    if isinstance(urls, str):
+        urls = [urls]
+    if (not isinstance(urls, list) or not 1 <= len(urls) <= MAX_SHARDS
+            or not all(isinstance(u, str) for u in urls)):
+        raise ConfigError("cluster.redis", f"must be a Redis URL or a list of 1-{MAX_SHARDS} of them (one per "
+                          f"shard), got {type(urls).__name__}" + (f" of {len(urls)}" if isinstance(urls, list) else ""))
     password = d.get("password")
     if password is not None and not isinstance(password, str):
         raise ConfigError("cluster.password", "must be a string")
@@ -340,11 +352,16 @@ def _cluster(raw: Any) -> ClusterConfig | None:
     sentinel_tls = d.get("sentinel_tls", False)
     if type(sentinel_tls) is not bool:
         raise ConfigError("cluster.sentinel_tls", f"must be true or false, got {sentinel_tls!r}")
-    try:
-        target = parse_redis_url(url, password, sentinel_password, sentinel_tls)
-    except ValueError as e:
-        shown = repr(url) if "@" not in url else "a URL with a password (not shown)"
-        raise ConfigError("cluster.redis", f"{e}, got {shown}") from None
+    targets = []
+    for i, url in enumerate(urls):
+        key = "cluster.redis" if len(urls) == 1 else f"cluster.redis[{i}]"
+        try:
+            targets.append(parse_redis_url(url, password, sentinel_password, sentinel_tls))
+        except ValueError as e:
+            shown = repr(url) if "@" not in url else "a URL with a password (not shown)"
+            raise ConfigError(key, f"{e}, got {shown}") from None
+    if len({t.display() for t in targets}) < len(targets):
+        raise ConfigError("cluster.redis", "names one shard twice")
     node_id = d.get("node_id")
     if node_id is None:
         node_id = _node_id()
@@ -357,7 +374,7 @@ def _cluster(raw: Any) -> ClusterConfig | None:
         raise ConfigError("cluster.node_timeout", f"must be at least twice cluster.heartbeat ({heartbeat:g}), "
                           f"got {node_timeout:g}: one late heartbeat must not declare a node dead")
     activity = _required(num_value(d, "activity_interval", "cluster", 5.0, 0.01), "cluster.activity_interval")
-    return ClusterConfig(target, node_id, heartbeat, node_timeout, activity)
+    return ClusterConfig(targets[0], node_id, heartbeat, node_timeout, activity, tuple(targets))
 
 
 def _bus_carries(listeners: list[ListenerConfig], errors: list[ConfigError]) -> None:

@@ -72,11 +72,16 @@ def _limits() -> dict:
     return js.section(c.LIMIT_KEYS, props, "node-wide limits")
 
 
+_REDIS_URL = js.string(None, "redis://, rediss://, unix:// or "
+                       "redis+sentinel://[:password@]host:port[,host:port...]/MASTER_NAME[/db] URL")
+
+
 def _cluster() -> dict:
     d = {f.name: f.default for f in fields(c.ClusterConfig)}
     return js.section(c.CLUSTER_KEYS, {
-        "redis": js.string("redis://127.0.0.1:6379/0", "redis://, rediss://, unix:// or "
-                           "redis+sentinel://[:password@]host:port[,host:port...]/MASTER_NAME[/db] URL"),
+        "redis": {"oneOf": [_REDIS_URL, {"type": "array", "items": _REDIS_URL, "minItems": 1,
+                                         "maxItems": c.MAX_SHARDS, "description": "one URL per shard, the "
+                                         "home shard (every key) first"}], "default": "redis://127.0.0.1:6379/0"},
         "password": {"type": "string"},
         "sentinel_password": {"type": "string", "description": "the sentinels' own password (redis+sentinel://)"},
         "sentinel_tls": js.boolean(False, "TLS to the sentinels (redis+sentinel://)"),

@@ -54,9 +54,10 @@ class Node:
     goodbye_timeout = 5.0  # how long a GOODBYE from the router waits for its answer
     shared_ports = False  # a worker (`--workers N`): listen with SO_REUSEPORT (router/workers.py)
 
-    def __init__(self, config: NodeConfig, redis: Any = None) -> None:
-        """`redis`: a cluster node's connection (`Node.connect` makes it first): the node's parts are
-        chosen here, once, the cluster's or the local ones, never swapped afterwards."""
+    def __init__(self, config: NodeConfig, redis: Any = None, shards: tuple = ()) -> None:
+        """`redis`: a cluster node's connection to its home shard, `shards` those to the others
+        (`Node.connect` makes them first): the node's parts are chosen here, once, the cluster's or the
+        local ones, never swapped afterwards."""
         self.config = config
         wamp.set_max_uri_length(config.max_uri_length)
         self.realms = RealmRegistry([*config.realms, config.admin_realm])
@@ -88,6 +89,7 @@ class Node:
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
         self.admission = Admission(config, self.stats)  # limits against reconnect storms
         self._registry = None  # the Prometheus registry, made on the first scrape
+        self.shards = shards  # connections to the bus's other shards (docs/cluster.md, Shards)
         if redis is not None:
             self._build_cluster(redis)
 
@@ -96,12 +98,20 @@ class Node:
     def connect(cls, config: NodeConfig):
         """Deferred[Node]: for a cluster node, Redis first (RedisUnavailable: it cannot be reached), then
         the node built with its cluster parts; then `join_cluster` starts them. One node: built at once."""
-        redis = None
+        redis, shards = None, []
         if config.cluster is not None:
             from router.cluster.connection import connect
 
-            redis = yield connect(config.cluster.redis, timeout=max(1.0, config.cluster.node_timeout))
-        return cls(config, redis)
+            timeout = max(1.0, config.cluster.node_timeout)
+            redis = yield connect(config.cluster.redis, timeout=timeout)
+            try:
+                for target in config.cluster.shards[1:]:
+                    shards.append((yield connect(target, timeout=timeout)))
+            except Exception:
+                for conn in [redis, *shards]:
+                    conn.disconnect()
+                raise
+        return cls(config, redis, tuple(shards))
 
     def realm_router(self, uri: str) -> RealmRouter | None:
         """The running realm for a realm definition, created on first use; None once it is deleted."""
@@ -191,7 +201,8 @@ class Node:
         cluster = self.config.cluster
         self.redis = redis
         self.storage.attach(redis)
-        self.bus = Bus(redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout))
+        self.bus = Bus(redis, cluster.redis, cluster.node_id, max(1.0, cluster.node_timeout),
+                       list(zip(self.shards, cluster.shards[1:], strict=True)))
         self.stats.cluster = self.bus.stats
         self.storage.listen(Gather(self.bus, redis, cluster.node_id))  # session meta asks every node
         self.bus.on(LEFT, self._sessions_left)
@@ -494,7 +505,8 @@ class Node:
         self.storage.detach()
         if self.bus is not None:
             yield self.bus.stop()
-        yield self.redis.disconnect()
+        for conn in (self.redis, *self.shards):
+            yield conn.disconnect()
         self.redis = None
 
 

@@ -60,13 +60,13 @@ def make_node():
         stop_node(n)
 
 
-@pytest.fixture(params=["one node", "two nodes", "workers"])
+@pytest.fixture(params=["one node", "two nodes", "two shards", "workers"])
 def spread(request):
     """The router a test drives: one node, then two nodes of a cluster with the test's clients spread
-    over them (Spread), then a real `courtyard start --workers 2` where the kernel spreads them
-    (WorkersRouter: a test that reads the node's internals is skipped there). A test module runs its
-    end-to-end tests all three ways by asking for it as its `node` (`@pytest.fixture def node(spread):
-    return spread`)."""
+    over them (Spread), the same over two Redis shards (node a's data channel on the home shard, b's on
+    the other), then a real `courtyard start --workers 2` where the kernel spreads them (WorkersRouter:
+    a test that reads the node's internals is skipped there). A test module runs its end-to-end tests
+    all these ways by asking for it as its `node` (`@pytest.fixture def node(spread): return spread`)."""
     if request.param == "one node":
         n = start_node()
         yield n
@@ -77,7 +77,10 @@ def spread(request):
         yield router
         pytest_twisted.blockon(defer.ensureDeferred(router.wait_clean()))  # the next test starts from nothing
         return
-    a, b = start_two_nodes(request.getfixturevalue("redis_server").url)
+    url = request.getfixturevalue("redis_server").url
+    if request.param == "two shards":
+        url = [url, request.getfixturevalue("second_shard").url]
+    a, b = start_two_nodes(url)
     yield Spread(a, b)
     stop_node(b)
     stop_node(a)
@@ -190,6 +193,16 @@ def workers_router(tmp_path_factory):
     yield WorkersRouter(workers)
     workers.stop()
     redis.stop()
+
+
+@pytest.fixture
+def second_shard(tmp_path):
+    """Another real redis-server, for a cluster spread over two shards (`redis: [home, this]`)."""
+    from tests.redisproc import RedisServer
+
+    server = RedisServer(tmp_path / "redis-shard-1").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

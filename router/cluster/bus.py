@@ -20,6 +20,7 @@ dropped, a call fails with `wamp.error.canceled`).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,16 @@ def node_channel(node_id: str) -> str:
     return f"cy:bus:node:{node_id}"
 
 
-_PREFIX = len(node_channel(""))
+def data_channel(node_id: str) -> str:
+    """What the outbox sends a node (events, calls, answers): on that node's shard."""
+    return f"cy:bus:data:{node_id}"
+
+
+def shard_of(node_id: str, shards: int) -> int:
+    """The shard of a node's data channel: a stable hash of its id, the same on every node."""
+    return int.from_bytes(hashlib.sha1(node_id.encode()).digest()[:8], "big") % shards
+
+
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # sent to Redis, not yet acknowledged by it
 MAX_REQUESTS = 10_000  # requests to other nodes waiting for their answer
 MAX_HELD = 100_000  # messages held while this node may have been purged; past it they are lost (resync)
@@ -66,17 +76,22 @@ class _Listener(txredisapi.SubscriberProtocol):
 class Bus:
     log = Logger()
 
-    def __init__(self, redis: Any, target: RedisTarget, node_id: str, timeout: float) -> None:
+    def __init__(self, redis: Any, target: RedisTarget, node_id: str, timeout: float,
+                 shards: list[tuple[Any, RedisTarget]] | None = None) -> None:
+        """`redis`, `target`: the home shard (the control plane); `shards`: the other shards'
+        connections and targets, over which every node's data channel is spread (`shard_of`)."""
         self.redis = redis  # commands (PUBLISH) go over the node's connection
         self.target = target
         self.node_id = node_id
         self.timeout = timeout
+        self.shards: list[tuple[Any, RedisTarget]] = [(redis, target), *(shards or ())]
+        self.home_of_data = shard_of(node_id, len(self.shards))  # where this node's data channel is
         self._handlers: dict[str, Callable[[str, Any], Any]] = {}
-        self._factory: Any = None
+        self._factories: list[Any] = []  # subscriber connections: the home shard's, then the data shard's
+        self._listened: list[bool] = []
         self.inflight = 0  # bytes published and not yet acknowledged by Redis
         self._requests: dict[int, defer.Deferred] = {}
         self._ids = itertools.count(1)
-        self._listened = False
         self._listening: defer.Deferred | None = None  # Bus.start's, until the first SUBSCRIBE is answered
         self.resubscribed: Callable[[], None] | None = None  # told when listening again after a reconnect
         # Membership's: True while this node may have been purged (no renewal acknowledged for
@@ -95,56 +110,71 @@ class Bus:
         self._handlers[kind] = handler
 
     def start(self) -> defer.Deferred:
-        """A subscriber connection of its own (Redis reserves a subscribed connection for messages),
-        subscribing again after every reconnect. Fires once it listens (its first SUBSCRIBE answered), so
-        that nothing sent to this node right after is lost."""
+        """Subscriber connections of its own (Redis reserves a subscribed connection for messages): on
+        the home shard for the broadcasts and this node's control channel, and on this node's data
+        shard for its data channel (the same connection when that is the home shard), each subscribing
+        again after every reconnect. Fires once all listen (their first SUBSCRIBE answered), so that
+        nothing sent to this node right after is lost."""
+        home = [BROADCAST, node_channel(self.node_id)]
+        data = [data_channel(self.node_id)]
+        if self.home_of_data == 0:
+            plan = [(self.target, home + data)]
+        else:
+            plan = [(self.target, home), (self.shards[self.home_of_data][1], data)]
+        self._listening = defer.Deferred()
+        started = [self._subscriber(i, target, channels) for i, (target, channels) in enumerate(plan)]
+        return defer.gatherResults(started, consumeErrors=True).addCallback(lambda _: self._listening)
+
+    def _subscriber(self, index: int, target: RedisTarget, channels: list[str]) -> defer.Deferred:
         factory = fast_reconnect(txredisapi.SubscriberFactory())
         factory.protocol = _Listener
         factory.bus = self
         factory.charset = None  # messages are msgpack: bytes, never decoded as text
         factory.convertNumbers = False
-        factory.password, factory.username = self.target.password, self.target.username
+        factory.password, factory.username = target.password, target.username
         build = factory.buildProtocol
 
         def build_and_subscribe(addr):
             p = build(addr)
-            p.whenConnected().addCallback(
-                lambda proto: proto.subscribe([BROADCAST, node_channel(self.node_id)])).addCallbacks(
-                self._subscribed, lambda f: None)  # gone before it answered: the next one subscribes again
+            p.whenConnected().addCallback(lambda proto: proto.subscribe(channels)).addCallbacks(
+                lambda _: self._subscribed(index), lambda f: None)  # gone before it answered: the next one does
             return p
 
         factory.buildProtocol = build_and_subscribe
-        follow_failovers(factory, self.target)
-        factory.startConnecting(_endpoint(self.target, self.timeout))
-        self._factory = factory
-        self._listening = defer.Deferred()
-        return factory.deferred.addCallback(lambda _: self._listening)
+        follow_failovers(factory, target)
+        factory.startConnecting(_endpoint(target, self.timeout))
+        self._factories.append(factory)
+        self._listened.append(False)
+        return factory.deferred
 
     def listening(self) -> bool:
-        """Whether the bus's own subscriber connection is up (not that messages cross: the probe says that)."""
-        return self._factory is not None and bool(self._factory.size)
+        """Whether the bus's own subscriber connections are up (not that messages cross: the probe says that)."""
+        return bool(self._factories) and all(f.size for f in self._factories)
 
     def subscriber_link(self) -> Any:
-        """The subscriber's socket now, or None (another one than before: it reconnected meanwhile)."""
-        pool = self._factory.pool if self._factory is not None else ()
-        return pool[0] if pool else None
+        """The subscribers' sockets now, or None if one is down (others than before: one reconnected)."""
+        links = tuple(f.pool[0] if f.pool else None for f in self._factories)
+        return None if not links or None in links else links
 
     def drop_subscriber(self) -> int:
-        """Abort the subscriber connection so that it connects and subscribes anew; how many were dropped."""
-        return drop_connections(self._factory) if self._factory is not None else 0
+        """Abort the subscriber connections so that they connect and subscribe anew; how many were dropped."""
+        return sum(drop_connections(f) for f in self._factories)
 
-    def _subscribed(self, _: Any) -> None:
+    def _subscribed(self, index: int) -> None:
         """Listening (again). After a reconnect, what was broadcast meanwhile is lost: `resubscribed`
         re-reads the cluster's state, now that later changes will be heard."""
-        if self._listened and self.resubscribed is not None:
+        first = not any(self._listened)
+        if self._listened[index] and self.resubscribed is not None:
             self.log.info("listening to the cluster's bus again: re-reading the cluster's state")
             self.resubscribed()
-        elif not self._listened:
+        elif first:
             self.check_redis_limits()
-        self._listened = True
-        listening, self._listening = self._listening, None
-        if listening is not None and not listening.called:
-            listening.callback(None)
+        self._listened[index] = True
+        listening = self._listening
+        if all(self._listened) and listening is not None:
+            self._listening = None
+            if not listening.called:
+                listening.callback(None)
 
     def check_redis_limits(self) -> defer.Deferred:
         """One warning when Redis would drop a node's bus connection for less than this node may send it
@@ -167,7 +197,7 @@ class Bus:
     def stop(self) -> defer.Deferred:
         for d in list(self._requests.values()):
             d.errback(ClusterUnavailable())
-        return self._factory.disconnect() if self._factory is not None else defer.succeed(None)
+        return defer.gatherResults([f.disconnect() for f in self._factories])
 
     def broadcast(self, kind: str, body: Any) -> defer.Deferred:
         """To every node, this one included."""
@@ -176,6 +206,19 @@ class Bus:
     def send(self, node_id: str, kind: str, body: Any) -> defer.Deferred:
         """To one node: Deferred[int], how many listeners got it (0: that node is not listening)."""
         return self._publish(node_channel(node_id), kind, body)
+
+    def send_data(self, node_id: str, kind: str, body: Any) -> defer.Deferred:
+        """To one node's data channel, on its shard (the outbox's batches): as `send`. Ordered with
+        the other data sent to that node, not with the control messages (`send`, `broadcast`)."""
+        return self._publish(data_channel(node_id), kind, body, self._data_conn(node_id))
+
+    def reaches(self, node_id: str) -> bool:
+        """Whether the shard of `node_id`'s data channel is connected now."""
+        return connected(self._data_conn(node_id))
+
+    def _data_conn(self, node_id: str) -> Any:
+        shards = self.shards
+        return shards[0][0] if len(shards) == 1 else shards[shard_of(node_id, len(shards))][0]
 
     def request(self, node_id: str, kind: str, body: Any, timeout: float | None = None) -> defer.Deferred:
         """Ask one node: Deferred of its handler's answer; fails with ClusterUnavailable when it does not
@@ -207,12 +250,13 @@ class Bus:
         else:
             d.errback(RemoteError(uri, value))
 
-    def _publish(self, channel: str, kind: str, body: Any) -> defer.Deferred:
+    def _publish(self, channel: str, kind: str, body: Any, conn: Any = None) -> defer.Deferred:
         try:
             data = msgpack.packb([self.node_id, kind, body], use_bin_type=True)
         except Exception as e:  # not representable (an int past 64 bits)
             return defer.fail(ValueError(f"bus message {kind} cannot be written: {e}"))
-        if not connected(self.redis):
+        conn = self.redis if conn is None else conn
+        if not connected(conn):
             return defer.fail(ClusterUnavailable())
         size = len(data)
         if size > MAX_MESSAGE:
@@ -220,13 +264,13 @@ class Bus:
         if self.inflight + size > MAX_INFLIGHT_BYTES:
             return defer.fail(ClusterUnavailable())
         self.inflight += size
-        self.stats.sent("all" if channel == BROADCAST else channel[_PREFIX:], size)
+        self.stats.sent("all" if channel == BROADCAST else channel.rpartition(":")[2], size)  # ids have no ':'
 
         def acknowledged(result: Any) -> Any:
             self.inflight -= size
             return result
 
-        return self.redis.publish(channel, data).addBoth(acknowledged)
+        return conn.publish(channel, data).addBoth(acknowledged)
 
     def received(self, channel: Any, message: Any) -> None:
         if self._held is not None or (self.stale is not None and self.stale()):

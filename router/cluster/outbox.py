@@ -6,8 +6,9 @@ Encode once, check once: every value a client's serializer can decode crosses (a
 64 bits as an extension type, `BIGINT`, given back as the same int), so what one node routes, two route.
 An item too large for the bus is refused at once (`send` says why), never left to fail later.
 
-Bounded: an item is refused at once while Redis is away; a batch is sent when it reaches
-`MAX_BATCH_BYTES` (or at the end of the turn), and past the bus's own in-flight limit its items fail.
+Bounded: an item is refused at once while Redis (the shard of its node's data channel) is away; a
+batch is sent when it reaches `MAX_BATCH_BYTES` (or at the end of the turn), and past the bus's own
+in-flight limit its items fail.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import msgpack
 from twisted.internet import reactor
 from twisted.logger import Logger
 
-from router.cluster.connection import connected
 from router.cluster.limits import MAX_ITEM_BYTES
 
 BATCH = "batch"  # [item, ...], each item msgpack [kind, body]
@@ -28,7 +28,7 @@ BIGINT = 1  # msgpack extension type: an integer outside msgpack's range, as its
 MAX_BIGINT_DIGITS = 10_000  # a longer one is not carried (the client's decoder bounds it anyway)
 
 # Why `send` refused an item (the caller tells its client with the spec's error).
-UNAVAILABLE = "unavailable"  # Redis away
+UNAVAILABLE = "unavailable"  # Redis (that node's shard) away
 TOO_LARGE = "too_large"  # over MAX_ITEM_BYTES
 UNENCODABLE = "unencodable"  # a value msgpack cannot carry even as an extension
 
@@ -87,29 +87,33 @@ class Outbox:
     def send_many(self, nodes: list[str], kind: str, body: Any, failed: Callable[[], None]) -> bool:
         """`send` to several nodes, the item packed once for all of them (an event's payload is
         serialized once per publication, not once per node). False: nothing queued (see `send`)."""
-        item = self._pack(kind, body)
+        reached = [n for n in nodes if self.bus.reaches(n)]
+        item = self._pack(kind, body) if reached else self._away()
         if item is None:
             self.bus.stats.dropped += len(nodes)
             return False
-        for node in nodes:
+        for _ in range(len(nodes) - len(reached)):  # a shard away: those nodes miss it, as a lost batch
+            reactor.callLater(0, failed)
+        for node in reached:
             self._queue(node, item, failed)
         return True
 
     def send(self, node: str, kind: str, body: Any, failed: Callable[[], None]) -> bool:
         """Queue for `node`; `failed()` later if the batch cannot be sent or nobody listens there.
         False (and nothing queued): Redis is away, or the item cannot cross (`refused` says which)."""
-        item = self._pack(kind, body)
+        item = self._pack(kind, body) if self.bus.reaches(node) else self._away()
         if item is None:
             self.bus.stats.dropped += 1
             return False
         self._queue(node, item, failed)
         return True
 
+    def _away(self) -> None:
+        self.refused = UNAVAILABLE
+        return None
+
     def _pack(self, kind: str, body: Any) -> bytes | None:
         """The item, or None with `refused` set: encoded once and checked once, before anything is queued."""
-        if not connected(self.redis):
-            self.refused = UNAVAILABLE
-            return None
         try:
             item = pack([kind, body])
         except ValueError:
@@ -149,7 +153,7 @@ class Outbox:
             for failed in fails:
                 failed()
 
-        self.bus.send(node, BATCH, items).addCallbacks(lambda n: None if n else lost(), lost)
+        self.bus.send_data(node, BATCH, items).addCallbacks(lambda n: None if n else lost(), lost)
 
     def _received(self, sender: str, items: list) -> None:
         for item in items:

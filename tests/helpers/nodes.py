@@ -60,8 +60,9 @@ async def known(node: Node, procedure: str, match: str = "exact", callees: int =
     await until(seen, 5, f"{procedure} with {callees} callees known on {node.config.cluster.node_id}")
 
 
-def start_two_nodes(redis_url: str, **config) -> tuple[Node, Node]:
-    """Nodes `a` and `b` of one cluster on `redis_url`, both with `config`; the caller stops them."""
+def start_two_nodes(redis_url: str | list[str], **config) -> tuple[Node, Node]:
+    """Nodes `a` and `b` of one cluster on `redis_url` (a list: its shards), both with `config`; the caller
+    stops them."""
     a = start_node(**cluster_config(redis_url, "a", **config))
     b = start_node(**cluster_config(redis_url, "b", **config))
     return a, b
