@@ -11,6 +11,8 @@ goes on with the one it runs. A good one is applied in place:
   is deleted (its sessions get GOODBYE `courtyard.close.realm_deleted`); in a changed realm, sessions
   keep running under their role's new permissions, and only those whose user or role is gone are
   closed (`courtyard.close.user_removed`, `courtyard.close.role_removed`);
+- `admin.users`: in a cluster, published to the other nodes, which take them too
+  (router/cluster/adminusers.py: the most recently loaded definition of an authid wins);
 - limits, `http:`, `node.name`, `shutdown.grace_period`, `node.sweep_interval`.
 
 SIGUSR1 writes one line of the node's state to the log (sessions, connections, realms, admission
