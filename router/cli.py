@@ -267,9 +267,6 @@ def _run_cluster_node(cfg, args: argparse.Namespace, worker: bool = False, resta
                  url=node.config.cluster.redis.display())
         _serving(node, args)
         _started(node, config_file)
-        from router.reload import compare_admin_users
-
-        compare_admin_users(node)
         if worker:
             from router.workers import worker_started
 

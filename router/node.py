@@ -86,6 +86,7 @@ class Node:
         self.membership = None
         self.probe = None  # the bus round trip and live nodes, for /metrics (router/cluster/probe.py)
         self.cluster_parts: list = []  # cross-node routing state (router/cluster/part.py), in a cluster
+        self.admin_users: Any = None  # the cluster-wide admin users (router/cluster/adminusers.py), in a cluster
         self.stats = Stats()  # what /metrics and the status page show (router.metrics)
         self.admission = Admission(config, self.stats)  # limits against reconnect storms
         self._registry = None  # the Prometheus registry, made on the first scrape
@@ -189,6 +190,7 @@ class Node:
         throttle, cookies and realm store, and the routing state across nodes. Imports the Redis client
         only for a cluster node."""
         from router import http
+        from router.cluster.adminusers import CHANGED, ClusterAdminUsers
         from router.cluster.bus import KILL, Bus
         from router.cluster.cookies import ClusterCookieStore
         from router.cluster.gather import Gather
@@ -219,9 +221,13 @@ class Node:
         self.bus.on(RESTORED, lambda sender, body: sender != cluster.node_id and self.store.reload())
         self.bus.on(NODE_DOWN, lambda sender, node_id: self._node_down(node_id))
         self.bus.resubscribed = self._bus_back
+        self.admin_users = ClusterAdminUsers(redis, self.bus, cluster.node_id, self.config.admin_realm.users,
+                                             self._install_admin_users)
+        self.bus.on(CHANGED, lambda sender, body: sender != cluster.node_id and self.admin_users.refresh())
         self.cluster_parts = [
             ClusterPubSub(redis, self.bus, cluster.node_id, self._routers.get, self.realm_routers),
             ClusterRPC(redis, self.bus, cluster.node_id, self.table, cluster.node_timeout),
+            self.admin_users,
         ]
 
     @defer.inlineCallbacks
@@ -255,6 +261,13 @@ class Node:
                     self.table.kill(s.id, USER_REMOVED, "the user was removed")
             self.realms.remove(uri)
         self.realms.add(realm)
+
+    def _install_admin_users(self, users: dict) -> None:
+        """The cluster-wide admin users (router/cluster/adminusers.py) are the admin realm's YAML base;
+        the realm store's admin changes are laid over them again."""
+        uri = self.config.admin_realm.uri
+        self._base[uri] = dataclasses.replace(self._base[uri], users=dict(users))
+        self.store.reinstall(uri)
 
     def _node_down(self, node_id: str) -> None:
         """Another node is gone (dead or stopped): every part forgets what it had of it."""
@@ -342,8 +355,9 @@ class Node:
                                      self.table.size, cluster.redis.display(), self._resync, purger,
                                      on_fenced=self._fenced, on_member=self.bus.release)
         self.bus.stale = self.membership.stale
-        self.membership.start().addErrback(lambda f: self.log.warn("announcing the node failed: {e}",
-                                                                   e=f.getErrorMessage()))
+        announced = self.membership.start()
+        announced.addCallback(lambda _: self.admin_users.publish())  # a member now: the others read its entry
+        announced.addErrback(lambda f: self.log.warn("announcing the node failed: {e}", e=f.getErrorMessage()))
         from router.cluster.probe import BusProbe
 
         self.probe = BusProbe(self.bus, self.membership, cluster.heartbeat)

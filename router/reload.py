@@ -11,6 +11,8 @@ goes on with the one it runs. A good one is applied in place:
   is deleted (its sessions get GOODBYE `courtyard.close.realm_deleted`); in a changed realm, sessions
   keep running under their role's new permissions, and only those whose user or role is gone are
   closed (`courtyard.close.user_removed`, `courtyard.close.role_removed`);
+- `admin.users`: in a cluster, published to the other nodes, which take them too
+  (router/cluster/adminusers.py: the most recently loaded definition of an authid wins);
 - limits, `http:`, `node.name`, `shutdown.grace_period`, `node.sweep_interval`.
 
 SIGUSR1 writes one line of the node's state to the log (sessions, connections, realms, admission
@@ -139,7 +141,6 @@ class Reloader:
                  changed=f" ({changed})" if changed else "", tls=tls)
         for key in restart:
             log.warn("reload: {key} changed in the file: takes effect only after a restart", key=key)
-        compare_admin_users(node)
         return True
 
     def _check(self) -> tuple[list, Any, Any]:
@@ -205,9 +206,11 @@ class Reloader:
         if registry is None:  # a cluster: the YAML is each node's base layer under Redis's records
             base = getattr(node, "_base", None)
             if base is not None and node.store is not None:
+                admin = node.config.admin_realm
+                if getattr(node, "admin_users", None) is not None:  # the cluster-wide set, these users in it
+                    admin = dataclasses.replace(admin, users=node.admin_users.load(admin.users))
                 base.clear()
-                base.update({r.uri: dataclasses.replace(r, users=dict(r.users))
-                             for r in [*cfg.realms, node.config.admin_realm]})
+                base.update({r.uri: dataclasses.replace(r, users=dict(r.users)) for r in [*cfg.realms, admin]})
                 node.store.reload()
             return "realms read again over the cluster's realm store"
         current = {r.uri: r for r in node.realms.list()}
@@ -251,16 +254,3 @@ def _replace(node: Any, old: Realm, new: Realm) -> None:
         else:
             s.authorizer = None if role.allows_everything() else role
 
-
-def compare_admin_users(node: Any) -> Any:
-    """A cluster node: its YAML's admin users against the other live nodes' (router/cluster/adminusers.py);
-    a warning per node that differs. None on one node."""
-    if node.config.cluster is None or node.redis is None:
-        return None
-    from router.cluster.adminusers import compare
-
-    d = node.nodes()
-    d.addCallback(lambda nodes: compare(node.redis, node.config.cluster.node_id, node.config.admin_realm.users,
-                                        [n.get("id") for n in nodes if isinstance(n, dict)]))
-    d.addErrback(lambda f: log.warn("admin users: cannot compare with the other nodes: {e}", e=f.getErrorMessage()))
-    return d

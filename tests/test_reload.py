@@ -329,30 +329,3 @@ async def test_sigusr1_logs_the_state_and_the_node_serves_on(tmp_path):
     finally:
         router.stop()
 
-
-def test_cluster_nodes_with_different_admin_users_say_so(tmp_path, redis_server):
-    """admin.users come from each node's file: a node joining with others says which differ, and a
-    reload that makes them equal is quiet."""
-    from realms.secrets import hash_secret
-    from tests.helpers.cluster import ADMIN, node_process
-    from tests.helpers.poll import wait
-
-    a = node_process(tmp_path, "a", redis_server.url).start()
-    other = {"data_dir": None, "users": {"ops": {"ticket": hash_secret("ops-pw", iterations=1000)}}}
-    b = node_process(tmp_path, "b", redis_server.url, {"admin": other}).start()
-    try:
-        wait(lambda: "admin.users differ from node a's" in b.log(), 10, "b's warning")
-        line = next(x for x in b.log().splitlines() if "admin.users differ" in x)
-        assert "here: ops; there: admin" in line and "ops-pw" not in b.log(), line
-        config = yaml.safe_load(b.config_path.read_text())
-        config["admin"] = ADMIN
-        b.config_path.write_text(yaml.safe_dump(config))
-        offset = len(b.log())
-        b.signal(signal.SIGHUP)
-        wait(lambda: "reloaded" in b.log()[offset:], 10, "b reloaded")
-        time.sleep(0.5)
-        assert "admin.users differ" not in b.log()[offset:], b.log()[offset:]
-        assert "admin.users differ" not in a.log()
-    finally:
-        a.stop()
-        b.stop()

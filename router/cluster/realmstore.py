@@ -238,6 +238,11 @@ class ClusterRealmStore:
             self.rows.pop(uri, None)
         self._install(uri)
 
+    def reinstall(self, uri: str) -> None:
+        """Realm `uri`'s YAML base changed (the cluster-wide admin users): installed again, its records
+        as last read laid over it."""
+        self._install(uri)
+
     def _install(self, uri: str) -> None:
         realm_fields, user_fields = self.rows.get(uri, ({}, {}))
         try:
