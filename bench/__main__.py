@@ -49,12 +49,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "limits (rate and quota windows that never refuse)")
     p.add_argument("--cluster", action="store_true",
                    help="run the routers as cluster nodes on a redis-server of the bench's own (needs redis-server)")
+    p.add_argument("--shards", type=int, default=1, metavar="N",
+                   help="with --cluster: N redis-servers, one shard each (cluster.redis a list); Redis CPU per shard")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="start the router with --workers N (N > 1: a cluster on a redis-server of the bench's "
                    "own, as --cluster; the router's CPU and RSS are the supervisor's and its workers' summed)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-file", help="also write the JSON to this file")
     args = p.parse_args(argv)
+    if not 1 <= args.shards <= 8 or (args.shards > 1 and not args.cluster):
+        p.error("--shards must be 1..8, and more than 1 needs --cluster")
     if not 1 <= args.workers <= 64:
         p.error("--workers must be 1..64")
     if args.workers > 1 and args.url is not None:
@@ -82,16 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in SCENARIOS if n in args.scenarios.split(",")]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="courtyard-bench-") as tmp:
-        redis = None
+        redis, shards = None, []
         if args.cluster or args.workers > 1:
             redis = procs.start_redis(Path(tmp)).wait()
             opts.cluster = f"redis://127.0.0.1:{redis.port}/0"
             opts.redis_pid = redis.pid
+            for i in range(1, args.shards):
+                shard = procs.start_redis(Path(tmp), f"redis-shard-{i}").wait()
+                shards.append(shard)
+                opts.shards.append(f"redis://127.0.0.1:{shard.port}/0")
+                opts.shard_pids.append(shard.pid)
         try:
             rows = run_all(names, args.serializer.split(","), opts, Path(tmp), args.url, args.router_pid)
         finally:
-            if redis is not None:
-                redis.stop()
+            for server in [redis, *shards]:
+                if server is not None:
+                    server.stop()
     meta = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv),
             "seconds": round(time.monotonic() - started, 1), **report.machine(),

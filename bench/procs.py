@@ -160,12 +160,14 @@ PROFILES = ("open", "authz", "limits")
 
 
 def start_router(workdir: Path, realm: str = "realm1", name: str = "router", profile: str = "open",
-                 cluster: str | None = None, workers: int = 1, session_process: dict | None = None) -> Server:
+                 cluster: str | None = None, workers: int = 1, session_process: dict | None = None,
+                 shards: list[str] | None = None) -> Server:
     """`courtyard start` on a free port with log level warn; anonymous access to `realm`. `profile`:
     open (a role allowed everything: no per-message checks), authz (permission rules checked on every
     request), limits (rate and quota windows checked on every request). `cluster`: a Redis URL, to
     run the router as a cluster node (node id `name`); `workers`: `--workers N` on that cluster (ready
-    once every worker has announced itself in Redis). `session_process`: the realm's, if any."""
+    once every worker has announced itself in Redis). `session_process`: the realm's, if any. `shards`:
+    the cluster's other Redis shards (cluster.redis becomes the list, `cluster` first)."""
     port = free_port()
     realm_config: dict = {"uri": realm, "auth": {"anonymous": {"enabled": True, "authrole": "anonymous"}},
                           "roles": {"anonymous": {"permissions": AUTHZ_RULES if profile == "authz" else EVERYTHING}}}
@@ -180,7 +182,7 @@ def start_router(workdir: Path, realm: str = "realm1", name: str = "router", pro
         "realms": [realm_config],
     }
     if cluster is not None:
-        config["cluster"] = {"redis": cluster, "node_id": name}
+        config["cluster"] = {"redis": [cluster, *shards] if shards else cluster, "node_id": name}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     server = Server([sys.executable, "-m", "router.cli", "start", "-c", str(path), "--log-level", "warn",
@@ -191,7 +193,7 @@ def start_router(workdir: Path, realm: str = "realm1", name: str = "router", pro
     return server
 
 
-def start_redis(workdir: Path) -> Server:
+def start_redis(workdir: Path, name: str = "redis") -> Server:
     """A redis-server of the bench's own (`--cluster`): loopback, free port, no persistence."""
     import shutil
 
@@ -200,7 +202,7 @@ def start_redis(workdir: Path) -> Server:
         raise RuntimeError("--cluster needs redis-server (Debian: apt-get install -y redis-server)")
     port = free_port()
     return Server([exe, "--save", "", "--appendonly", "no", "--port", str(port), "--bind", "127.0.0.1",
-                   "--dir", str(workdir)], port, workdir / "redis.log")
+                   "--dir", str(workdir)], port, workdir / f"{name}.log")
 
 
 def redis_pid(url: str) -> int | None:

@@ -50,6 +50,8 @@ class Options:
     router_profile: str = "open"  # procs.PROFILES
     cluster: str | None = None  # a Redis URL: routers run as cluster nodes (--cluster)
     redis_pid: int | None = None  # that redis-server's PID: its CPU per message is reported too
+    shards: list[str] = field(default_factory=list)  # the other shards' URLs (--shards N): cluster.redis's list
+    shard_pids: list[int] = field(default_factory=list)  # their redis-servers' PIDs, each one's CPU reported
     workers: int = 1  # the router runs with --workers N (N > 1: on `cluster`)
     setup_timeout: float = 180.0
 
@@ -75,7 +77,8 @@ class Window:
     target_cpu: float
     client_cpu: list[float]
     results: list[dict]
-    redis_cpu: float | None = None  # the cluster's redis-server's CPU in the window, if the bench runs one
+    redis_cpu: float | None = None  # the cluster's redis-servers' CPU in the window, if the bench runs them
+    shard_cpu: list[float] = field(default_factory=list)  # each shard's part of it, the home shard first
 
     @property
     def target_util(self) -> float:
@@ -121,15 +124,16 @@ def measure(pid: int | list[int], load: list[LoadProc], opts: Options) -> Window
     for p in load:
         p.tell(f"go {t0!r} {t1!r}")
     time.sleep(max(0.0, t0 - time.monotonic()))
-    r0 = cpu_seconds(opts.redis_pid) if opts.redis_pid else None
+    redis = [opts.redis_pid, *opts.shard_pids] if opts.redis_pid else []
+    r0 = [cpu_seconds(p) for p in redis]
     w0, c0, l0 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
     time.sleep(max(0.0, t1 - time.monotonic()))
     w1, c1, l1 = time.monotonic(), _cpu(pid), [cpu_seconds(p.pid) for p in load]
-    r1 = cpu_seconds(opts.redis_pid) if opts.redis_pid else None
+    shards = [cpu_seconds(p) - before for p, before in zip(redis, r0, strict=True)]
     deadline = t1 + opts.drain + 15
     results = [p.read(deadline)["result"] for p in load]
     return Window(w1 - w0, c1 - c0, [b - a for a, b in zip(l0, l1, strict=True)], results,
-                  None if r0 is None else r1 - r0)
+                  sum(shards) if redis else None, shards)
 
 
 def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: float, cost_unit: str,
@@ -141,6 +145,8 @@ def _row(name: str, ser: str, w: Window | None, rate: float, unit: str, cost: fl
                    saturated=w.saturated(), wall=round(w.wall, 3), cpu=round(w.target_cpu, 3))
         if w.redis_cpu is not None and not name.startswith("ceiling"):  # Redis CPU per unit, beside the router's
             row["redis_us"] = round(1e6 * w.redis_cpu / max(rate * w.wall, 1), 2)
+            if len(w.shard_cpu) > 1:  # per shard, the home shard first
+                row["redis_us_by_shard"] = [round(1e6 * c / max(rate * w.wall, 1), 2) for c in w.shard_cpu]
     row.update(extra)
     return row
 
@@ -260,7 +266,7 @@ class Bench:
             self.owns_router = False
         else:
             self._router = procs.start_router(workdir, opts.realm, f"router-{ser}", opts.router_profile,
-                                              opts.cluster, opts.workers).wait()
+                                              opts.cluster, opts.workers, shards=opts.shards).wait()
             self.router = Target(f"ws://127.0.0.1:{self._router.port}", self._router.pid, False)
             self.owns_router = True
 
@@ -346,9 +352,17 @@ class Bench:
         if self.opts.cluster is None or not self.owns_router:
             raise RuntimeError("the cross scenario needs --cluster (and a router of the bench's own)")
         if getattr(self, "_b", None) is None:
-            self._b = procs.start_router(self.workdir, self.opts.realm, f"router-{self.ser}-b",
-                                         self.opts.router_profile, self.opts.cluster).wait()
+            self._b = procs.start_router(self.workdir, self.opts.realm, self._name_b(),
+                                         self.opts.router_profile, self.opts.cluster, shards=self.opts.shards).wait()
         return Target(f"ws://127.0.0.1:{self._b.port}", self._b.pid, False), procs.redis_pid(self.opts.cluster)
+
+    def _name_b(self) -> str:
+        """Node B's id: over several shards, one whose data channel is on another shard than A's, so
+        that what crosses is spread (bus.shard_of)."""
+        from router.cluster.bus import shard_of
+
+        n, a = 1 + len(self.opts.shards), shard_of(f"router-{self.ser}", 1 + len(self.opts.shards))
+        return next(name for i in range(1000) if shard_of(name := f"router-{self.ser}-b{i or ''}", n) != a or n == 1)
 
     def scenario_cross(self) -> list[dict]:
         """Across two nodes: publisher on A, subscribers on B; router CPU summed over both nodes per
@@ -414,7 +428,8 @@ class Bench:
                 if fresh is not None:
                     fresh.stop()
                 fresh = procs.start_router(self.workdir, self.opts.realm, f"router-mem-{self.ser}-{i}",
-                                           cluster=self.opts.cluster, workers=self.opts.workers).wait()
+                                           cluster=self.opts.cluster, workers=self.opts.workers,
+                                           shards=self.opts.shards).wait()
                 times.append(fresh.startup)
             extra["startup_s"] = round(statistics.median(times), 3)
             extra["startup_runs_s"] = [round(x, 3) for x in times]

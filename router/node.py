@@ -49,6 +49,22 @@ class _Gone:
         return None
 
 
+@defer.inlineCallbacks
+def _same_shards(redis: Any, cluster: Any):
+    """A node whose cluster.redis lists other shards than a running node's would send to data
+    channels nobody listens on: refused at start, naming the node (RedisUnavailable: exit 2)."""
+    from router.cluster.connection import RedisUnavailable
+    from router.cluster.membership import live_nodes
+
+    mine = [t.display() for t in cluster.shards]
+    for other in (yield live_nodes(redis)):
+        theirs = other.get("shards")
+        if theirs is not None and theirs != mine and other.get("id") != cluster.node_id:
+            raise RedisUnavailable(f"cluster.redis lists other shards than the running node {other.get('id')}: "
+                                   f"{', '.join(theirs)}; this node's: {', '.join(mine)} (every node must list "
+                                   "the same, in the same order)")
+
+
 class Node:
     log = Logger()
     goodbye_timeout = 5.0  # how long a GOODBYE from the router waits for its answer
@@ -108,6 +124,7 @@ class Node:
             try:
                 for target in config.cluster.shards[1:]:
                     shards.append((yield connect(target, timeout=timeout)))
+                yield _same_shards(redis, config.cluster)
             except Exception:
                 for conn in [redis, *shards]:
                     conn.disconnect()
@@ -353,7 +370,8 @@ class Node:
                    else f"rawsocket://{port.host}:{port.port}")
         self.membership = Membership(self.redis, cluster.node_id, address, cluster.heartbeat, cluster.node_timeout,
                                      self.table.size, cluster.redis.display(), self._resync, purger,
-                                     on_fenced=self._fenced, on_member=self.bus.release)
+                                     on_fenced=self._fenced, on_member=self.bus.release,
+                                     shards=tuple(t.display() for t in cluster.shards))
         self.bus.stale = self.membership.stale
         announced = self.membership.start()
         announced.addCallback(lambda _: self.admin_users.publish())  # a member now: the others read its entry

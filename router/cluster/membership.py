@@ -85,8 +85,9 @@ class Membership:
     def __init__(self, redis: Any, node_id: str, address: str, heartbeat: float, node_timeout: float,
                  sessions: Callable[[], int], redis_name: str, on_back: Callable[[], None],
                  purger: Any = None, on_fenced: Callable[[], None] = lambda: None,
-                 on_member: Callable[[], None] = lambda: None) -> None:
+                 on_member: Callable[[], None] = lambda: None, shards: tuple[str, ...] = ()) -> None:
         self.redis = redis
+        self.shards = list(shards)  # cluster.redis as shown (passwords masked): every node must list the same
         self.node_id = node_id
         self.address = address
         self.heartbeat = heartbeat
@@ -120,7 +121,7 @@ class Membership:
 
     def announcement(self) -> dict:
         return {"id": self.node_id, "address": self.address, "sessions": self.sessions(),
-                "started": _iso(self.started), "heartbeat": _iso(time.time())}
+                "started": _iso(self.started), "heartbeat": _iso(time.time()), "shards": self.shards}
 
     def stale(self) -> bool:
         """True once no renewal has been acknowledged for node_timeout: this node's key may have expired
@@ -241,12 +242,17 @@ class Membership:
             yield self.redis.delete([node_key(self.node_id), incarnation_key(self.node_id)])
             yield self.redis.srem(NODES, [self.node_id])
 
-    @defer.inlineCallbacks
-    def list_nodes(self):
+    def list_nodes(self) -> defer.Deferred:
         """Every live node's announcement, by id (at most MAX_NODES)."""
-        require(self.redis)
-        ids = sorted((yield self.redis.smembers(NODES)))[:MAX_NODES]
-        if not ids:
-            return []
-        values = yield self.redis.mget([node_key(i) for i in ids])
-        return [json.loads(v) for v in values if v is not None]
+        return live_nodes(self.redis)
+
+
+@defer.inlineCallbacks
+def live_nodes(redis: Any):
+    """Every live node's announcement, by id (at most MAX_NODES)."""
+    require(redis)
+    ids = sorted((yield redis.smembers(NODES)))[:MAX_NODES]
+    if not ids:
+        return []
+    values = yield redis.mget([node_key(i) for i in ids])
+    return [json.loads(v) for v in values if v is not None]
