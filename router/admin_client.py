@@ -218,6 +218,8 @@ def _cell(value: Any) -> str:
     """A table cell or value: nothing known is '-', never Python's None."""
     if value is None or value == "":
         return "-"
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return ",".join(value) or "-"  # a node's shards: one word, for the eye and for `awk`
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
