@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import signal
 
 import pytest
@@ -193,6 +194,21 @@ def workers_router(tmp_path_factory):
     yield WorkersRouter(workers)
     workers.stop()
     redis.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def extra_shards(tmp_path_factory):
+    """COURTYARD_TEST_SHARDS=N: every test cluster over N shards (tests/helpers/cluster.py EXTRA_SHARDS)."""
+    from tests.helpers.cluster import EXTRA_SHARDS
+    from tests.redisproc import RedisServer
+
+    servers = [RedisServer(tmp_path_factory.mktemp(f"shard-{i}")).start()
+               for i in range(1, int(os.environ.get("COURTYARD_TEST_SHARDS", "1")))]
+    EXTRA_SHARDS.extend(s.url for s in servers)
+    yield servers
+    EXTRA_SHARDS.clear()
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -199,16 +199,21 @@ async def test_a_data_shard_killed_and_restarted_empty(tmp_path, redis_server, s
 
 def test_a_node_listing_other_shards_than_a_running_one_is_refused_at_start(tmp_path, redis_server, second_shard):
     """Its data channel would be where the others do not send, or theirs where it does not: exit 2 with
-    one line naming the running node; with the same list it joins."""
+    one line naming the shard; with the same list it joins; once every node is gone, a cluster may
+    start again with another list."""
     a = _node(tmp_path, "a", [redis_server.url, second_shard.url]).start()
     try:
-        c = _node(tmp_path, "c", redis_server.url)
+        c = _node(tmp_path, "c", [redis_server.url])  # (another first URL: another home, another cluster)
         with pytest.raises(RuntimeError) as e:
             c.start()
         assert c.proc.returncode == 2, c.log()
-        assert "cluster.redis lists other shards than the running node a" in str(e.value), str(e.value)
+        assert "is not shard 0 of 1" in str(e.value) and "every node must list the same shards" in str(e.value)
         assert "Traceback" not in str(e.value)
         d = _node(tmp_path, "d", [redis_server.url, second_shard.url]).start()
-        d.stop()
+        for n in (d, a):  # SIGTERM: each leaves the cluster
+            n.signal()
+            n.proc.wait(15)
     finally:
         a.stop()
+    alone = _node(tmp_path, "f", redis_server.url).start()  # nobody running: the marks are written anew
+    alone.stop()

@@ -99,13 +99,13 @@ def test_two_nodes_list_each_other_and_a_stopped_one_leaves(tmp_path, redis_serv
         nodes = {n["id"]: n for n in json.loads(r.stdout)}
         assert nodes["a"]["address"] == a.url and nodes["b"]["address"] == b.url
         assert set(nodes["a"]) == {"id", "address", "sessions", "started", "heartbeat", "shards"}
-        assert nodes["a"]["shards"] == [redis_server.url]  # cluster.redis, passwords masked
+        assert nodes["a"]["shards"][0] == redis_server.url  # cluster.redis, passwords masked
         assert nodes["a"]["started"].endswith("Z") and nodes["a"]["heartbeat"] >= nodes["a"]["started"]
         assert isinstance(nodes["b"]["sessions"], int)
         table = admin_cli(b, "nodes", "list")
         assert table.returncode == 0 and table.stdout.splitlines()[0].split() == [
             "id", "address", "sessions", "started", "heartbeat", "shards"]
-        assert table.stdout.splitlines()[1].split()[-1] == redis_server.url, table.stdout
+        assert table.stdout.splitlines()[1].split()[-1].startswith(redis_server.url), table.stdout
         assert {line.split()[0] for line in table.stdout.splitlines()[1:]} == {"a", "b"}
         b.signal()
         b.proc.wait(15)

@@ -20,10 +20,16 @@ ADMIN_TICKET = "s3cret"
 ADMIN = {"data_dir": None, "users": {"admin": {"ticket": hash_secret(ADMIN_TICKET)}}}
 
 
-def cluster_config(redis_url: str, node_id: str, **config) -> dict:
-    """A node's config as a member of the cluster on `redis_url`, with the tests' timings (a
-    `cluster` key in `config` adds to or overrides them)."""
-    config["cluster"] = {"redis": redis_url, "node_id": node_id, **TIMINGS, **config.get("cluster", {})}
+# COURTYARD_TEST_SHARDS=N (conftest): N-1 more redis-servers for the whole run, added to every test
+# cluster's `redis` after its own, so that the cluster tests run over N shards (docs/cluster-ha.md).
+EXTRA_SHARDS: list[str] = []
+
+
+def cluster_config(redis_url: str | list[str], node_id: str, **config) -> dict:
+    """A node's config as a member of the cluster on `redis_url` (and EXTRA_SHARDS), with the tests'
+    timings (a `cluster` key in `config` adds to or overrides them)."""
+    redis = [redis_url, *EXTRA_SHARDS] if EXTRA_SHARDS and isinstance(redis_url, str) else redis_url
+    config["cluster"] = {"redis": redis, "node_id": node_id, **TIMINGS, **config.get("cluster", {})}
     return config
 
 
