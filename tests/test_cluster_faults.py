@@ -293,7 +293,9 @@ async def test_redis_killed_and_restarted_empty_under_cross_node_load(tmp_path, 
         slowest = max(t - s for s, t, _ in outcomes.values())
         assert slowest <= NODE_TIMEOUT + 0.3, slowest
         slowest_timed = max(outcomes[i][1] - outcomes[i][0] for i in outcomes if i % 2)
-        assert slowest_timed <= 0.3 + 0.15, slowest_timed  # answered by its CALL timeout
+        # answered by its CALL timeout, not by the node_timeout check (1 s); over shards such calls wait
+        # for it (b's data shard stays up), one scan (50 ms) and a busy reactor's turn later
+        assert slowest_timed <= 0.3 + 0.3, slowest_timed
         failed = {v for _, _, v in outcomes.values() if not isinstance(v, int)}
         assert failed <= {"wamp.error.canceled", "wamp.error.timeout"}, failed
         print(f"\nRedis away 5 s (kill -9, back empty): first cross-node call answered {call_recovery:.2f} s and "

@@ -21,6 +21,7 @@ from autobahn.wamp.types import PublishOptions
 from twisted.internet import defer, threads
 
 from router.config import ConfigError, parse
+from tests.helpers.cluster import EXTRA_SHARDS
 from tests.helpers.cluster import node_process as _node
 from tests.routerproc import free_port
 from tests.sentinelproc import MASTER, SentinelSet
@@ -239,7 +240,8 @@ async def test_kill_9_of_the_master_is_followed_and_nothing_is_lost(tmp_path, se
         assert watch.seen[0] == "ok" and "degraded" in watch.seen and watch.seen[-1] == "ok", watch.seen
         metrics = await threads.deferToThread(_get_metrics, a.port)
         dropped = [line for line in metrics.splitlines() if line.startswith("courtyard_cluster_dropped_items_total")]
-        assert dropped and float(dropped[0].split()[1]) > 0, dropped  # the events of the outage: counted
+        if not EXTRA_SHARDS:  # the events of the outage: counted (over shards b's data shard stayed up)
+            assert dropped and float(dropped[0].split()[1]) > 0, dropped
         logs = a.log() + b.log()
         for lines in (a.log(), b.log()):  # one line when it goes and one when it is back, per outage
             assert lines.count("lost Redis at") == 1 and lines.count("is back: re-announcing") == 1, lines[-3000:]
