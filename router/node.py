@@ -49,34 +49,29 @@ class _Gone:
         return None
 
 
-SHARD_MARK = "cy:shard"  # on each shard: "index/count token", as the cluster's running nodes list it
+SHARD_MARK = "cy:shard"  # on each shard: "index/count", as the cluster's running nodes list it
 
 
 @defer.inlineCallbacks
 def _same_shards(redis: Any, shards: list, cluster: Any):
     """Every node must list the same shards in the same order (a node's data channel is where the
-    others' hash puts it). Each shard holds its index, the count and a token naming the cluster (the
-    home shard's). A node joining running nodes that finds another mark is refused at start
-    (RedisUnavailable: exit 2); the first node of a cluster writes the marks anew, so a cluster
+    others' hash puts it). Each shard holds its index and the count, written by the first node that
+    reaches it; a node joining running nodes that finds another mark is refused at start
+    (RedisUnavailable: exit 2). The first node of a cluster writes the marks anew, so a cluster
     stopped and started with another list is not. URLs are not compared: nodes may reach one Redis by
     different names."""
-    import secrets
-
     from router.cluster.connection import RedisUnavailable
     from router.cluster.membership import live_nodes
 
     first = not [n for n in (yield live_nodes(redis)) if n.get("id") != cluster.node_id]
-    count, token = len(cluster.shards), secrets.token_hex(8)
+    count = len(cluster.shards)
     for i, conn in enumerate([redis, *shards]):
-        mark = f"{i}/{count} {token}"
+        mark = f"{i}/{count}"
         yield conn.set(SHARD_MARK, mark, only_if_not_exists=not first)
         found = yield conn.get(SHARD_MARK)
-        if i == 0 and found is not None:  # the cluster's token, as the running nodes wrote it
-            token = found.rpartition(" ")[2]
-            mark = f"0/{count} {token}"
         if found != mark:
             raise RedisUnavailable(f"cluster.redis: {cluster.shards[i].display()} is not shard {i} of {count} of "
-                                   f"the running nodes' cluster (it says {found!r}): every node must list the "
+                                   f"the running nodes' cluster (it is shard {found}): every node must list the "
                                    "same shards in the same order")
 
 

@@ -203,7 +203,7 @@ def test_a_node_listing_other_shards_than_a_running_one_is_refused_at_start(tmp_
     start again with another list."""
     a = _node(tmp_path, "a", [redis_server.url, second_shard.url]).start()
     try:
-        c = _node(tmp_path, "c", [redis_server.url])  # (another first URL: another home, another cluster)
+        c = _node(tmp_path, "c", [redis_server.url])  # a list: COURTYARD_TEST_SHARDS adds nothing to it
         with pytest.raises(RuntimeError) as e:
             c.start()
         assert c.proc.returncode == 2, c.log()
