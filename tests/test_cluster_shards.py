@@ -202,8 +202,8 @@ def test_a_node_listing_other_shards_than_a_running_one_is_refused_at_start(tmp_
     one line naming the shard; with the same list it joins; once every node is gone, a cluster may
     start again with another list."""
     a = _node(tmp_path, "a", [redis_server.url, second_shard.url]).start()
+    c = _node(tmp_path, "c", [redis_server.url])  # a list: COURTYARD_TEST_SHARDS adds nothing to it
     try:
-        c = _node(tmp_path, "c", [redis_server.url])  # a list: COURTYARD_TEST_SHARDS adds nothing to it
         with pytest.raises(RuntimeError) as e:
             c.start()
         assert c.proc.returncode == 2, c.log()
@@ -214,6 +214,7 @@ def test_a_node_listing_other_shards_than_a_running_one_is_refused_at_start(tmp_
             n.signal()
             n.proc.wait(15)
     finally:
+        c.stop()  # (if it started after all)
         a.stop()
     alone = _node(tmp_path, "f", redis_server.url).start()  # nobody running: the marks are written anew
     alone.stop()
