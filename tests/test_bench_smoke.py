@@ -120,3 +120,24 @@ def test_process_scenario():
     assert rows["process-call-process"]["vs_routed"] > 0
     assert {"process-memory@20", "process-memory@50"} <= set(rows)
     assert rows["process-memory@50"]["kib_per_session_with_process"] > 0
+
+
+def test_cross_node_figures_over_two_shards():
+    """`--cluster --shards 2`: the cross scenario reports Redis CPU for each shard, and B's data on the
+    other shard carries the calls (the home shard the answers)."""
+    rows = by_name(run_bench("--cluster", "--shards", "2", "--scenarios", "cross", "--serializer", "json"))
+    rpc = rows["cross-rpc"]
+    assert rpc["errors"] == 0 and rpc["rate"] > 0, rpc
+    assert len(rpc["redis_us_by_shard"]) == 2 and all(x > 0 for x in rpc["redis_us_by_shard"]), rpc
+
+
+def test_redis_shards_compares_client_side_shards_and_redis_cluster():
+    """bench/redis_shards.py runs its three set-ups; classic PUBLISH in a Redis Cluster reaches every
+    shard (each pays for every message), which is why the bus shards on the client side."""
+    out = subprocess.run([sys.executable, "-m", "bench.redis_shards", "--shards", "3", "--messages", "20000"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {r["setup"]: r for r in json.loads(out.stdout)["rows"]}
+    assert set(rows) == {"client-side", "cluster-publish", "cluster-spublish"}
+    assert all(r["delivered_bytes"] >= 20000 * 200 for r in rows.values()), rows
+    assert rows["cluster-publish"]["us_per_message_total"] > 2 * rows["client-side"]["us_per_message_total"], rows
