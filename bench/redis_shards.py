@@ -38,6 +38,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too: a taken bus port leaves
+    `redis-cli --cluster create` waiting for the cluster to join."""
+    for _ in range(1000):
+        port = _free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port pair free for a Redis Cluster node")
+
+
 def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
@@ -127,8 +143,13 @@ def _publish(targets: list[tuple[int, str]], n: int, verb: str) -> None:
                     pending[p] += len(buf)
                     buf.clear()
             for p, s in socks.items():  # read every reply of this round (":1\r\n" each)
+                tail = b""
                 while pending[p]:
-                    pending[p] -= s.recv(1 << 20).count(b"\r\n")
+                    data = tail + s.recv(1 << 20)
+                    if not data:
+                        raise RuntimeError(f"redis-server on {p} closed the connection")
+                    pending[p] -= data.count(b"\r\n")
+                    tail = data[data.rfind(b"\r\n") + 2:] if b"\r\n" in data else data
     for s in socks.values():
         s.close()
 
@@ -178,11 +199,11 @@ def main() -> int:
             for pr in procs:
                 pr.kill()
                 pr.wait()
-        ports = [_free_port() for _ in range(args.shards)]
+        ports = [_cluster_port() for _ in range(args.shards)]
         procs = [_server(port, tmp, True) for port in ports]
         try:
             subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-                            "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, timeout=60, check=True)
+                            "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, timeout=30, check=True)
             deadline = time.monotonic() + 20
             while b"cluster_state:ok" not in _command(ports[0], "CLUSTER", "INFO"):
                 if time.monotonic() > deadline:
