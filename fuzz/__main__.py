@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fuzz import report
+from fuzz import report, wire
 from fuzz.conn import Stats
 from fuzz.router import Router, scan_log
 from fuzz.run import Options, final_check, run
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bomb-depth", type=int, default=d.bomb_depth,
                    help="largest CBOR shared-reference expansion sent, as a power of two (0: none)")
     p.add_argument("--no-big", action="store_true", help="never send messages near or past 1 MiB")
+    p.add_argument("--tls", action="store_true", help="both listeners over TLS (a self-signed certificate)")
     p.add_argument("--max-rss-mb", type=float, default=300.0, help="fail when the router's RSS peaks above this")
     p.add_argument("--keep", metavar="DIR", help="keep the router's config and log in DIR")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -84,7 +85,9 @@ async def _main(args: argparse.Namespace, router: Router) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="courtyard-fuzz-"))
-    router = Router(workdir)
+    router = Router(workdir, tls=args.tls)
+    if args.tls:
+        wire.TLS = wire.client_tls()
     # Ctrl-C (even when started with SIGINT ignored, as background jobs are) and SIGTERM end the run
     # with KeyboardInterrupt, so the finally below always stops our router.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     result["failures"] = report.failures(result, args.max_rss_mb)
     result["meta"] = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                       "command": "scripts/fuzz " + shlex.join(sys.argv[1:] if argv is None else argv),
-                      "seed": args.seed, "connections": args.connections, "max_rss_mb": args.max_rss_mb}
+                      "seed": args.seed, "connections": args.connections, "max_rss_mb": args.max_rss_mb,
+                      "tls": args.tls}
     print(report.as_json(result) if args.json else report.table(result))
     return 1 if result["failures"] else 0
 

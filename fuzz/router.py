@@ -34,8 +34,33 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def self_signed(workdir: Path) -> dict:
+    """A certificate and key for 127.0.0.1 in `workdir`: a listener's `tls` section (`--tls`)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    (workdir / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (workdir / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    return {"certificate": str(workdir / "cert.pem"), "key": str(workdir / "key.pem")}
+
+
 class Router:
-    def __init__(self, workdir: Path, hello_timeout: float = 3.0) -> None:
+    def __init__(self, workdir: Path, hello_timeout: float = 3.0, tls: bool = False) -> None:
+        """`tls`: both listeners speak TLS (wss:// and RawSocket over TLS), with a self-signed certificate."""
         self.ws_port = free_port()
         self.rs_port = free_port()
         sers = ["json", "msgpack", "cbor"]
@@ -49,6 +74,10 @@ class Router:
             "admin": {"data_dir": None},
             "shutdown": {"grace_period": 0.5},  # fuzzed peers rarely answer GOODBYE
         }
+        if tls:
+            section = self_signed(workdir)
+            for listener in config["listeners"]:
+                listener["tls"] = section
         self.config_path = workdir / "router.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "router.log"

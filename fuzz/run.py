@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fuzz.conn import Conn, Stats
 from fuzz.frames import Gen
 from fuzz.router import Router
-from fuzz.wire import SERIALIZERS, encode, rs_frame, ws_frame, ws_upgrade
+from fuzz.wire import SERIALIZERS, encode, open_tcp, rs_frame, ws_frame, ws_upgrade
 
 
 @dataclass
@@ -163,8 +163,7 @@ async def _handshake(router: Router, conn: Conn, gen: Gen, opts: Options) -> Non
         return
     # RawSocket: random or nearly right handshake octets, then a HELLO; the router must answer or close
     try:
-        conn.reader, conn.writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", router.rs_port),
-                                                          opts.hang_timeout)
+        conn.reader, conn.writer = await open_tcp(router.rs_port, opts.hang_timeout)
     except (TimeoutError, OSError):
         conn.stats.connect_failures += 1
         return

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import ssl
 import struct
 from typing import Any
 
@@ -163,5 +164,19 @@ class RsParser:
         return out
 
 
+# With `--tls` (fuzz/__main__.py) every connection speaks TLS to the router's listeners: a client context
+# that takes the router's self-signed certificate.
+TLS: ssl.SSLContext | None = None
+
+
+def client_tls() -> ssl.SSLContext:
+    """A client context for the fuzzer's own router (its self-signed certificate, not checked)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 async def open_tcp(port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 22), timeout)
+    """A connection to the router on `port` (over TLS with `--tls`)."""
+    return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 22, ssl=TLS), timeout)

@@ -1,6 +1,6 @@
 """Keeps the fuzzer (fuzz/, scripts/fuzz) working, and the router fuzz-clean: a few thousand frames over
-both transports and every serializer must leave no traceback in the router's log, no hung connection,
-and a router that still serves a real session.
+both transports and every serializer, in the clear and over TLS (`--tls`), must leave no traceback in
+the router's log, no hung connection, and a router that still serves a real session.
 
 This fails while the router has a bug the fuzzer can reach (issue 11); the JSON it prints says which.
 """
@@ -12,12 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_fuzz_smoke():
-    out = subprocess.run([sys.executable, "-m", "fuzz", "--frames", "4000", "--seconds", "20", "--connections", "20",
-                          "--seed", "11", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+@pytest.mark.parametrize("tls", [False, True], ids=["clear", "tls"])
+def test_fuzz_smoke(tls: bool):
+    frames = "2000" if tls else "4000"  # TLS costs both sides more per connection: fewer, same coverage
+    out = subprocess.run([sys.executable, "-m", "fuzz", "--frames", frames, "--seconds", "20", "--connections", "20",
+                          "--seed", "11", "--json", *(["--tls"] if tls else [])], cwd=ROOT, capture_output=True,
+                         text=True, timeout=180)
     assert out.stdout.strip(), out.stderr[-3000:]
     result = json.loads(out.stdout)
     # it ran: frames on many connections, probes answered, both transports and a routed call at the end
@@ -30,4 +35,5 @@ def test_fuzz_smoke():
     assert result["log"]["tracebacks"] == 0, result["log"]["exceptions"]
     assert result["hangs"] == 0, result["hang_samples"]
     assert result["rss_mb"]["peak"] < result["meta"]["max_rss_mb"]
+    assert result["meta"]["tls"] is tls
     assert out.returncode == (1 if result["failures"] else 0)

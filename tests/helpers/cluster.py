@@ -33,14 +33,15 @@ def cluster_config(redis_url: str | list[str], node_id: str, **config) -> dict:
     return config
 
 
-def node_process(tmp_path: Path, name: str, redis_url: str, config: dict | None = None,
+def node_process(tmp_path: Path, name: str, redis_url: str, config: dict | None = None, env: dict | None = None,
                  **cluster) -> RouterProcess:
     """A cluster member as a `courtyard start` process (not started yet), in `tmp_path/name`, with the
-    test admin unless `config` has its own `admin`; `cluster` keys override the member's."""
+    test admin unless `config` has its own `admin`; `cluster` keys override the member's; `env` is added
+    to the process's environment."""
     (tmp_path / name).mkdir()
     config = {"admin": ADMIN, **(config or {})}
     config["cluster"] = {**config.get("cluster", {}), **cluster}
-    return RouterProcess(tmp_path / name, cluster_config(redis_url, name, **config))
+    return RouterProcess(tmp_path / name, cluster_config(redis_url, name, **config), env=env)
 
 
 def admin_cli(node: RouterProcess, *argv: str) -> subprocess.CompletedProcess:
